@@ -1,0 +1,40 @@
+//! `randomuser-standin [ADDR]`: serves the randomuser.me-compatible stand-in API (see
+//! `aqueduct::standin`) on ADDR, default 127.0.0.1:8080, until interrupted.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let arg = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    if arg == "-h" || arg == "--help" {
+        println!(
+            "usage: randomuser-standin [ADDR]   (default 127.0.0.1:8080)\nserves GET /api/?results=N&seed=S&page=P; faults: fault=500|503|429|truncate|garbage, fault_times=N, delay_ms=N, invalid=N"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let addr: SocketAddr = match arg.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("randomuser-standin: `{arg}` is not an address like 127.0.0.1:8080: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (bound, _, server) = match aqueduct::standin::spawn(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("randomuser-standin: cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("randomuser-standin: serving http://{bound}/api/");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = server => ExitCode::from(1),
+    }
+}

@@ -1,0 +1,234 @@
+//! The CQL a spec implies: `CREATE KEYSPACE`, `CREATE TABLE`, the upsert, and a check that an
+//! existing table has the spec's columns. The one place CQL text is built: names are checked
+//! identifiers and always double-quoted; values are only ever bind markers.
+
+use scylla::client::session::Session;
+
+use super::Error;
+use super::types::CqlType;
+use crate::spec::Cassandra;
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"keyspace"."table"`.
+pub fn table_name(c: &Cassandra) -> String {
+    format!("{}.{}", quote(&c.keyspace), quote(&c.table))
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS` with the spec's replication.
+pub fn create_keyspace(c: &Cassandra) -> String {
+    let replication: Vec<String> = c
+        .replication
+        .iter()
+        .map(|(k, v)| format!("'{k}': '{v}'"))
+        .collect();
+    format!(
+        "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {{{}}}",
+        quote(&c.keyspace),
+        replication.join(", ")
+    )
+}
+
+/// `CREATE TABLE IF NOT EXISTS` with the spec's columns and primary key.
+pub fn create_table(c: &Cassandra) -> String {
+    let mut lines: Vec<String> = c
+        .columns
+        .iter()
+        .map(|col| format!("    {} {}", quote(&col.name), col.cql_type))
+        .collect();
+    let partition: Vec<String> = c.partition_key.iter().map(|n| quote(n)).collect();
+    let mut key = format!("({})", partition.join(", "));
+    for (name, _) in &c.clustering_key {
+        key.push_str(&format!(", {}", quote(name)));
+    }
+    lines.push(format!("    PRIMARY KEY ({key})"));
+    let mut cql = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n{}\n)",
+        table_name(c),
+        lines.join(",\n")
+    );
+    if !c.clustering_key.is_empty() {
+        let order: Vec<String> = c
+            .clustering_key
+            .iter()
+            .map(|(name, desc)| format!("{} {}", quote(name), if *desc { "DESC" } else { "ASC" }))
+            .collect();
+        cql.push_str(&format!(" WITH CLUSTERING ORDER BY ({})", order.join(", ")));
+    }
+    cql
+}
+
+/// The prepared upsert: every column bound, in spec order.
+pub fn insert(c: &Cassandra) -> String {
+    let names: Vec<String> = c.columns.iter().map(|col| quote(&col.name)).collect();
+    let markers = vec!["?"; names.len()].join(", ");
+    let mut cql = format!(
+        "INSERT INTO {} ({}) VALUES ({markers})",
+        table_name(c),
+        names.join(", ")
+    );
+    if let Some(ttl) = c.ttl {
+        cql.push_str(&format!(" USING TTL {}", ttl.as_secs()));
+    }
+    cql
+}
+
+/// Creates the keyspace and table when the spec says so, then checks that the table has every
+/// column of the spec with the same type.
+pub async fn ensure(session: &Session, c: &Cassandra) -> Result<(), Error> {
+    if c.create {
+        for cql in [create_keyspace(c), create_table(c)] {
+            session
+                .query_unpaged(cql.as_str(), &[])
+                .await
+                .map_err(|source| Error::Statement {
+                    what: cql.clone(),
+                    source,
+                })?;
+        }
+        // DDL from one node must reach the others before writes are prepared there.
+        session
+            .await_schema_agreement()
+            .await
+            .map_err(|e| Error::Statement {
+                what: "waiting for schema agreement".into(),
+                source: e.into(),
+            })?;
+    }
+    check_columns(session, c).await
+}
+
+async fn check_columns(session: &Session, c: &Cassandra) -> Result<(), Error> {
+    let what = "reading system_schema.columns".to_string();
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name, type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (&c.keyspace, &c.table),
+        )
+        .await
+        .map_err(|source| Error::Statement { what: what.clone(), source })?
+        .into_rows_result()
+        .map_err(|e| Error::Schema { table: table_name(c), problems: e.to_string() })?;
+    let existing: Vec<(String, String)> = rows
+        .rows::<(String, String)>()
+        .map_err(|e| Error::Schema {
+            table: table_name(c),
+            problems: e.to_string(),
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Schema {
+            table: table_name(c),
+            problems: e.to_string(),
+        })?;
+    let problems = column_problems(c, &existing);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Schema {
+            table: table_name(c),
+            problems: problems.join("; "),
+        })
+    }
+}
+
+/// Differences between the spec's columns and the table's `(name, type)` pairs.
+fn column_problems(c: &Cassandra, existing: &[(String, String)]) -> Vec<String> {
+    if existing.is_empty() {
+        return vec!["the table does not exist (set cassandra.create = true, or create it with `aqueduct ddl`)".into()];
+    }
+    let mut problems = Vec::new();
+    for col in &c.columns {
+        match existing.iter().find(|(name, _)| *name == col.name) {
+            None => problems.push(format!(
+                "no column {0} (ALTER TABLE {1} ADD {0} {2})",
+                quote(&col.name),
+                table_name(c),
+                col.cql_type
+            )),
+            Some((_, ty)) if ty.parse::<CqlType>().ok().as_ref() != Some(&col.cql_type) => problems
+                .push(format!(
+                    "column {} is {ty} in the table but {} in the spec",
+                    quote(&col.name),
+                    col.cql_type
+                )),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec_from;
+
+    const SPEC: &str = r#"
+        [source]
+        url = "http://127.0.0.1:1/api/"
+        schedule = { every = "10s" }
+        [kafka]
+        bootstrap_servers = "127.0.0.1:9092"
+        topic = "t"
+        [cassandra]
+        contact_points = ["127.0.0.1"]
+        keyspace = "ks"
+        table = "events"
+        ttl = "1d"
+        replication = { class = "NetworkTopologyStrategy", dc1 = 3 }
+        partition_key = ["id"]
+        clustering_key = ["at desc"]
+        columns.id = { type = "uuid", jq = ".id" }
+        columns.at = { type = "timestamp", jq = ".at" }
+        columns.tags = { type = "set<text>", jq = ".tags" }
+    "#;
+
+    #[test]
+    fn ddl_quotes_names_and_orders_clustering() {
+        let spec = spec_from(SPEC).unwrap();
+        let c = &spec.cassandra;
+        assert_eq!(
+            create_keyspace(c),
+            "CREATE KEYSPACE IF NOT EXISTS \"ks\" WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': '3'}"
+        );
+        assert_eq!(
+            create_table(c),
+            "CREATE TABLE IF NOT EXISTS \"ks\".\"events\" (\n    \"at\" timestamp,\n    \"id\" uuid,\n    \"tags\" set<text>,\n    PRIMARY KEY ((\"id\"), \"at\")\n) WITH CLUSTERING ORDER BY (\"at\" DESC)"
+        );
+        assert_eq!(
+            insert(c),
+            "INSERT INTO \"ks\".\"events\" (\"at\", \"id\", \"tags\") VALUES (?, ?, ?) USING TTL 86400"
+        );
+    }
+
+    #[test]
+    fn existing_table_is_compared_by_type() {
+        let spec = spec_from(SPEC).unwrap();
+        let c = &spec.cassandra;
+        let table = |cols: &[(&str, &str)]| -> Vec<(String, String)> {
+            cols.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert!(
+            column_problems(
+                c,
+                &table(&[
+                    ("id", "uuid"),
+                    ("at", "timestamp"),
+                    ("tags", "set<varchar>")
+                ])
+            )
+            .is_empty()
+        );
+        let problems = column_problems(c, &table(&[("id", "text"), ("at", "timestamp")]));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("column \"id\" is text in the table but uuid"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("no column \"tags\""), "{problems:?}");
+        assert!(column_problems(c, &[])[0].contains("does not exist"));
+    }
+}

@@ -1,0 +1,589 @@
+//! CQL column types as a spec names them, and the conversion of JSON values into them.
+//!
+//! Conversions are strict where a silent guess could corrupt data: an `int` column takes a JSON
+//! integer, not the string "42" (write `tonumber` in the jq expression); a `text` column takes a
+//! string, not a number (write `tostring`). `aqueduct check` uses [`CqlType::accepts`] to report
+//! expressions that can never fit.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use base64::Engine;
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
+use num_bigint::BigInt;
+use scylla::value::{CqlDate, CqlDecimal, CqlTime, CqlTimestamp, CqlTimeuuid, CqlValue, CqlVarint};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A CQL data type supported in `[cassandra.columns]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CqlType {
+    Ascii,
+    Bigint,
+    Blob,
+    Boolean,
+    Date,
+    Decimal,
+    Double,
+    Float,
+    Inet,
+    Int,
+    Smallint,
+    Text,
+    Time,
+    Timestamp,
+    Timeuuid,
+    Tinyint,
+    Uuid,
+    Varint,
+    List(Box<CqlType>),
+    Set(Box<CqlType>),
+    Map(Box<CqlType>, Box<CqlType>),
+}
+
+/// The kinds of JSON value; used to check statically that an expression can feed a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonKind {
+    /// The kind of a value.
+    pub fn of(v: &Value) -> JsonKind {
+        match v {
+            Value::Null => JsonKind::Null,
+            Value::Bool(_) => JsonKind::Bool,
+            Value::Number(_) => JsonKind::Number,
+            Value::String(_) => JsonKind::String,
+            Value::Array(_) => JsonKind::Array,
+            Value::Object(_) => JsonKind::Object,
+        }
+    }
+}
+
+impl fmt::Display for JsonKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JsonKind::Null => "null",
+            JsonKind::Bool => "a boolean",
+            JsonKind::Number => "a number",
+            JsonKind::String => "a string",
+            JsonKind::Array => "an array",
+            JsonKind::Object => "an object",
+        })
+    }
+}
+
+impl FromStr for CqlType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let lower = s.to_ascii_lowercase();
+        if let Some(inner) = generic(&lower, "frozen") {
+            return inner.parse();
+        }
+        if let Some(inner) = generic(&lower, "list") {
+            return Ok(CqlType::List(Box::new(inner.parse()?)));
+        }
+        if let Some(inner) = generic(&lower, "set") {
+            return Ok(CqlType::Set(Box::new(inner.parse()?)));
+        }
+        if let Some(inner) = generic(&lower, "map") {
+            let (k, v) = split_pair(inner)
+                .ok_or_else(|| format!("`{s}`: a map needs two types, map<key, value>"))?;
+            return Ok(CqlType::Map(Box::new(k.parse()?), Box::new(v.parse()?)));
+        }
+        Ok(match lower.as_str() {
+            "ascii" => CqlType::Ascii,
+            "bigint" => CqlType::Bigint,
+            "blob" => CqlType::Blob,
+            "boolean" => CqlType::Boolean,
+            "date" => CqlType::Date,
+            "decimal" => CqlType::Decimal,
+            "double" => CqlType::Double,
+            "float" => CqlType::Float,
+            "inet" => CqlType::Inet,
+            "int" => CqlType::Int,
+            "smallint" => CqlType::Smallint,
+            "text" | "varchar" => CqlType::Text,
+            "time" => CqlType::Time,
+            "timestamp" => CqlType::Timestamp,
+            "timeuuid" => CqlType::Timeuuid,
+            "tinyint" => CqlType::Tinyint,
+            "uuid" => CqlType::Uuid,
+            "varint" => CqlType::Varint,
+            _ => {
+                return Err(format!(
+                    "unknown CQL type `{s}` (supported: ascii, bigint, blob, boolean, date, decimal, double, float, inet, int, smallint, text, varchar, time, timestamp, timeuuid, tinyint, uuid, varint, list<T>, set<T>, map<K, V>)"
+                ));
+            }
+        })
+    }
+}
+
+/// `name<inner>` -> `inner`.
+fn generic<'a>(s: &'a str, name: &str) -> Option<&'a str> {
+    let rest = s.strip_prefix(name)?.trim_start();
+    rest.strip_prefix('<')?.strip_suffix('>').map(str::trim)
+}
+
+/// Splits `k, v` at the top-level comma (types may nest: `map<text, frozen<list<int>>>`).
+fn split_pair(s: &str) -> Option<(&str, &str)> {
+    let mut depth = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => return Some((&s[..i], &s[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+impl fmt::Display for CqlType {
+    /// The type as CQL DDL writes it; collections nested in collections are frozen.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn inner(t: &CqlType) -> String {
+            if t.is_collection() {
+                format!("frozen<{t}>")
+            } else {
+                t.to_string()
+            }
+        }
+        match self {
+            CqlType::List(t) => write!(f, "list<{}>", inner(t)),
+            CqlType::Set(t) => write!(f, "set<{}>", inner(t)),
+            CqlType::Map(k, v) => write!(f, "map<{}, {}>", inner(k), inner(v)),
+            simple => f.write_str(match simple {
+                CqlType::Ascii => "ascii",
+                CqlType::Bigint => "bigint",
+                CqlType::Blob => "blob",
+                CqlType::Boolean => "boolean",
+                CqlType::Date => "date",
+                CqlType::Decimal => "decimal",
+                CqlType::Double => "double",
+                CqlType::Float => "float",
+                CqlType::Inet => "inet",
+                CqlType::Int => "int",
+                CqlType::Smallint => "smallint",
+                CqlType::Text => "text",
+                CqlType::Time => "time",
+                CqlType::Timestamp => "timestamp",
+                CqlType::Timeuuid => "timeuuid",
+                CqlType::Tinyint => "tinyint",
+                CqlType::Uuid => "uuid",
+                CqlType::Varint => "varint",
+                CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..) => {
+                    unreachable!("handled above")
+                }
+            }),
+        }
+    }
+}
+
+impl CqlType {
+    /// Lists, sets and maps.
+    pub fn is_collection(&self) -> bool {
+        matches!(self, CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..))
+    }
+
+    /// Whether a JSON value of this kind can ever convert into this type (null always can).
+    pub fn accepts(&self, kind: JsonKind) -> bool {
+        use CqlType::*;
+        match kind {
+            JsonKind::Null => true,
+            JsonKind::Bool => *self == Boolean,
+            JsonKind::Number => matches!(
+                self,
+                Bigint
+                    | Int
+                    | Smallint
+                    | Tinyint
+                    | Varint
+                    | Decimal
+                    | Double
+                    | Float
+                    | Timestamp
+                    | Time
+            ),
+            JsonKind::String => matches!(
+                self,
+                Ascii
+                    | Text
+                    | Blob
+                    | Date
+                    | Decimal
+                    | Varint
+                    | Inet
+                    | Time
+                    | Timestamp
+                    | Timeuuid
+                    | Uuid
+            ),
+            JsonKind::Array => matches!(self, List(_) | Set(_)),
+            JsonKind::Object => matches!(self, Map(..)),
+        }
+    }
+
+    /// Converts a JSON value; `null` becomes `None` (a CQL null).
+    pub fn to_cql(&self, v: &Value) -> Result<Option<CqlValue>, String> {
+        if v.is_null() {
+            return Ok(None);
+        }
+        self.convert(v).map(Some)
+    }
+
+    fn convert(&self, v: &Value) -> Result<CqlValue, String> {
+        let wrong = || format!("expected {} for {self}, got {}", self.expected(), show(v));
+        let detail = |e: String| format!("{} is not a valid {self}: {e}", show(v));
+        Ok(match (self, v) {
+            (CqlType::Text, Value::String(s)) => CqlValue::Text(s.clone()),
+            (CqlType::Ascii, Value::String(s)) if s.is_ascii() => CqlValue::Ascii(s.clone()),
+            (CqlType::Ascii, Value::String(_)) => {
+                return Err(detail("it has non-ASCII characters".into()));
+            }
+            (CqlType::Boolean, Value::Bool(b)) => CqlValue::Boolean(*b),
+            (CqlType::Bigint, Value::Number(_)) => CqlValue::BigInt(integer(v).ok_or_else(wrong)?),
+            (CqlType::Int, Value::Number(_)) => CqlValue::Int(narrow(v).ok_or_else(wrong)?),
+            (CqlType::Smallint, Value::Number(_)) => {
+                CqlValue::SmallInt(narrow(v).ok_or_else(wrong)?)
+            }
+            (CqlType::Tinyint, Value::Number(_)) => CqlValue::TinyInt(narrow(v).ok_or_else(wrong)?),
+            (CqlType::Double, Value::Number(n)) => CqlValue::Double(n.as_f64().ok_or_else(wrong)?),
+            (CqlType::Float, Value::Number(n)) => {
+                CqlValue::Float(n.as_f64().ok_or_else(wrong)? as f32)
+            }
+            (CqlType::Decimal, Value::Number(n)) => decimal(&n.to_string()).map_err(detail)?,
+            (CqlType::Decimal, Value::String(s)) => decimal(s.trim()).map_err(detail)?,
+            (CqlType::Varint, Value::Number(n)) => varint(&n.to_string()).map_err(detail)?,
+            (CqlType::Varint, Value::String(s)) => varint(s.trim()).map_err(detail)?,
+            (CqlType::Uuid, Value::String(s)) => {
+                CqlValue::Uuid(Uuid::parse_str(s).map_err(|e| detail(e.to_string()))?)
+            }
+            (CqlType::Timeuuid, Value::String(s)) => {
+                let u = Uuid::parse_str(s).map_err(|e| detail(e.to_string()))?;
+                if u.get_version_num() != 1 {
+                    return Err(detail("a timeuuid must be a version 1 UUID".into()));
+                }
+                CqlValue::Timeuuid(CqlTimeuuid::from(u))
+            }
+            (CqlType::Timestamp, Value::String(s)) => {
+                let t = DateTime::parse_from_rfc3339(s).map_err(|e| {
+                    detail(format!(
+                        "{e} (expected RFC 3339, e.g. 1992-03-08T15:13:16.688Z)"
+                    ))
+                })?;
+                CqlValue::Timestamp(CqlTimestamp(t.timestamp_millis()))
+            }
+            (CqlType::Timestamp, Value::Number(_)) => {
+                CqlValue::Timestamp(CqlTimestamp(integer(v).ok_or_else(wrong)?))
+            }
+            (CqlType::Date, Value::String(s)) => {
+                let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .map_err(|e| detail(format!("{e} (expected YYYY-MM-DD)")))?;
+                CqlValue::Date(CqlDate::from(d))
+            }
+            (CqlType::Time, Value::String(s)) => {
+                let t = NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
+                    .map_err(|e| detail(format!("{e} (expected HH:MM:SS[.fffffffff])")))?;
+                let nanos = i64::from(t.num_seconds_from_midnight()) * 1_000_000_000
+                    + i64::from(t.nanosecond());
+                CqlValue::Time(CqlTime(nanos))
+            }
+            (CqlType::Time, Value::Number(_)) => {
+                let nanos = integer(v).filter(|n| (0..86_400_000_000_000).contains(n));
+                CqlValue::Time(CqlTime(
+                    nanos.ok_or_else(|| detail("expected nanoseconds since midnight".into()))?,
+                ))
+            }
+            (CqlType::Inet, Value::String(s)) => {
+                CqlValue::Inet(IpAddr::from_str(s).map_err(|e| detail(e.to_string()))?)
+            }
+            (CqlType::Blob, Value::String(s)) => CqlValue::Blob(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|e| detail(format!("{e} (blobs are written as base64)")))?,
+            ),
+            (CqlType::List(t), Value::Array(items)) => CqlValue::List(elements(t, items)?),
+            (CqlType::Set(t), Value::Array(items)) => CqlValue::Set(elements(t, items)?),
+            (CqlType::Map(k, t), Value::Object(entries)) => CqlValue::Map(
+                entries
+                    .iter()
+                    .map(|(key, value)| Ok((map_key(k, key)?, element(t, value)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            _ => return Err(wrong()),
+        })
+    }
+
+    fn expected(&self) -> &'static str {
+        use CqlType::*;
+        match self {
+            Ascii | Text => "a string",
+            Boolean => "a boolean",
+            Bigint | Int | Smallint | Tinyint => "an integer in range",
+            Double | Float => "a number",
+            Decimal | Varint => "a number or a numeric string",
+            Uuid | Timeuuid => "a UUID string",
+            Timestamp => "an RFC 3339 string or epoch milliseconds",
+            Date => "a YYYY-MM-DD string",
+            Time => "an HH:MM:SS string or nanoseconds since midnight",
+            Inet => "an IP address string",
+            Blob => "a base64 string",
+            List(_) | Set(_) => "an array",
+            Map(..) => "an object",
+        }
+    }
+}
+
+fn elements(t: &CqlType, items: &[Value]) -> Result<Vec<CqlValue>, String> {
+    items.iter().map(|v| element(t, v)).collect()
+}
+
+fn element(t: &CqlType, v: &Value) -> Result<CqlValue, String> {
+    if v.is_null() {
+        return Err(format!("a collection of {t} cannot hold null"));
+    }
+    t.convert(v)
+}
+
+/// JSON object keys are strings; a map keyed by numbers reads them as JSON numbers.
+fn map_key(t: &CqlType, key: &str) -> Result<CqlValue, String> {
+    let as_string = Value::String(key.to_owned());
+    if t.accepts(JsonKind::String) {
+        return t.convert(&as_string);
+    }
+    match serde_json::from_str::<Value>(key) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => t.convert(&v),
+        _ => t.convert(&as_string),
+    }
+}
+
+/// An integral JSON number as i64 (`3.0` counts as integral; `3.5` does not).
+fn integer(v: &Value) -> Option<i64> {
+    let n = v.as_number()?;
+    n.as_i64().or_else(|| {
+        let f = n.as_f64()?;
+        (f.fract() == 0.0 && f >= i64::MIN as f64 && f <= i64::MAX as f64).then_some(f as i64)
+    })
+}
+
+fn narrow<T: TryFrom<i64>>(v: &Value) -> Option<T> {
+    integer(v).and_then(|i| T::try_from(i).ok())
+}
+
+fn decimal(s: &str) -> Result<CqlValue, String> {
+    let d = BigDecimal::from_str(s).map_err(|e| e.to_string())?;
+    let (digits, scale) = d.as_bigint_and_exponent();
+    let scale = i32::try_from(scale).map_err(|_| "scale out of range".to_string())?;
+    Ok(CqlValue::Decimal(
+        CqlDecimal::from_signed_be_bytes_and_exponent(digits.to_signed_bytes_be(), scale),
+    ))
+}
+
+fn varint(s: &str) -> Result<CqlValue, String> {
+    let i = BigInt::from_str(s).map_err(|e| e.to_string())?;
+    Ok(CqlValue::Varint(CqlVarint::from_signed_bytes_be(
+        i.to_signed_bytes_be(),
+    )))
+}
+
+/// A value for messages, cut short so a huge blob does not flood the log.
+fn show(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 80 {
+        format!("{}...", s.chars().take(77).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> CqlType {
+        s.parse().unwrap()
+    }
+
+    fn ok(ty: &str, v: Value) -> CqlValue {
+        t(ty).to_cql(&v).unwrap().unwrap()
+    }
+
+    fn err(ty: &str, v: Value) -> String {
+        t(ty).to_cql(&v).unwrap_err()
+    }
+
+    #[test]
+    fn parses_and_prints_types() {
+        assert_eq!(t("VARCHAR"), CqlType::Text);
+        assert_eq!(
+            t("map<text, frozen<list<int>>>").to_string(),
+            "map<text, frozen<list<int>>>"
+        );
+        assert_eq!(t("list<set<int>>").to_string(), "list<frozen<set<int>>>");
+        assert!(
+            "counter"
+                .parse::<CqlType>()
+                .unwrap_err()
+                .contains("unknown CQL type `counter`")
+        );
+        assert!("map<int>".parse::<CqlType>().is_err());
+        assert!("list<nope>".parse::<CqlType>().is_err());
+    }
+
+    #[test]
+    fn null_is_cql_null() {
+        assert_eq!(t("int").to_cql(&Value::Null).unwrap(), None);
+    }
+
+    #[test]
+    fn text_and_ascii() {
+        assert_eq!(ok("text", json!("Zoë")), CqlValue::Text("Zoë".into()));
+        assert!(err("text", json!(10001)).contains("expected a string for text, got 10001"));
+        assert_eq!(ok("ascii", json!("abc")), CqlValue::Ascii("abc".into()));
+        assert!(err("ascii", json!("Zoë")).contains("non-ASCII"));
+    }
+
+    #[test]
+    fn integers_check_range() {
+        assert_eq!(ok("int", json!(42)), CqlValue::Int(42));
+        assert_eq!(ok("int", json!(42.0)), CqlValue::Int(42));
+        assert!(err("int", json!(4_000_000_000_i64)).contains("expected an integer in range"));
+        assert!(err("int", json!("42")).contains("got \"42\""));
+        assert!(err("int", json!(1.5)).contains("int"));
+        assert_eq!(
+            ok("bigint", json!(9_007_199_254_740_993_i64)),
+            CqlValue::BigInt(9_007_199_254_740_993)
+        );
+        assert_eq!(ok("smallint", json!(-3)), CqlValue::SmallInt(-3));
+        assert!(err("smallint", json!(40000)).contains("smallint"));
+        assert_eq!(ok("tinyint", json!(127)), CqlValue::TinyInt(127));
+        assert!(err("tinyint", json!(128)).contains("tinyint"));
+    }
+
+    #[test]
+    fn floats_and_booleans() {
+        assert_eq!(ok("double", json!(1.25)), CqlValue::Double(1.25));
+        assert_eq!(ok("float", json!(2)), CqlValue::Float(2.0));
+        assert_eq!(ok("boolean", json!(true)), CqlValue::Boolean(true));
+        assert!(err("boolean", json!("true")).contains("boolean"));
+    }
+
+    #[test]
+    fn decimal_and_varint_keep_digits() {
+        assert_eq!(
+            ok("decimal", json!("123.4500")),
+            CqlValue::Decimal(CqlDecimal::from_signed_be_bytes_and_exponent(
+                BigInt::from(1_234_500).to_signed_bytes_be(),
+                4
+            ))
+        );
+        assert_eq!(
+            ok("decimal", json!(0.1)),
+            CqlValue::Decimal(CqlDecimal::from_signed_be_bytes_and_exponent(vec![1], 1))
+        );
+        let big = "123456789012345678901234567890";
+        assert_eq!(
+            ok("varint", json!(big)),
+            CqlValue::Varint(CqlVarint::from_signed_bytes_be(
+                BigInt::from_str(big).unwrap().to_signed_bytes_be()
+            ))
+        );
+        assert!(err("varint", json!("12a")).contains("not a valid varint"));
+    }
+
+    #[test]
+    fn uuids() {
+        let u = "7a0eed16-9430-4d68-901f-c0d4c1c3bf00";
+        assert_eq!(
+            ok("uuid", json!(u)),
+            CqlValue::Uuid(Uuid::parse_str(u).unwrap())
+        );
+        assert!(err("uuid", json!("nope")).contains("\"nope\" is not a valid uuid"));
+        assert!(err("timeuuid", json!(u)).contains("version 1"));
+        let v1 = "c3f8a3a0-6a7e-11ee-8c99-0242ac120002";
+        assert!(matches!(ok("timeuuid", json!(v1)), CqlValue::Timeuuid(_)));
+    }
+
+    #[test]
+    fn timestamps_dates_times() {
+        assert_eq!(
+            ok("timestamp", json!("1992-03-08T15:13:16.688Z")),
+            CqlValue::Timestamp(CqlTimestamp(700_067_596_688))
+        );
+        assert_eq!(
+            ok("timestamp", json!("1992-03-08T16:13:16.688+01:00")),
+            CqlValue::Timestamp(CqlTimestamp(700_067_596_688))
+        );
+        assert_eq!(
+            ok("timestamp", json!(1_000)),
+            CqlValue::Timestamp(CqlTimestamp(1_000))
+        );
+        assert!(err("timestamp", json!("yesterday")).contains("RFC 3339"));
+        assert_eq!(
+            ok("date", json!("1970-01-02")),
+            CqlValue::Date(CqlDate((1 << 31) + 1))
+        );
+        assert!(err("date", json!("02/01/1970")).contains("YYYY-MM-DD"));
+        assert_eq!(
+            ok("time", json!("00:00:01.5")),
+            CqlValue::Time(CqlTime(1_500_000_000))
+        );
+        assert_eq!(ok("time", json!(5)), CqlValue::Time(CqlTime(5)));
+        assert!(err("time", json!(-1)).contains("nanoseconds"));
+    }
+
+    #[test]
+    fn inet_and_blob() {
+        assert_eq!(
+            ok("inet", json!("::1")),
+            CqlValue::Inet("::1".parse().unwrap())
+        );
+        assert!(err("inet", json!("300.1.1.1")).contains("inet"));
+        assert_eq!(ok("blob", json!("aGk=")), CqlValue::Blob(b"hi".to_vec()));
+        assert!(err("blob", json!("%%")).contains("base64"));
+    }
+
+    #[test]
+    fn collections() {
+        assert_eq!(
+            ok("list<int>", json!([1, 2])),
+            CqlValue::List(vec![CqlValue::Int(1), CqlValue::Int(2)])
+        );
+        assert_eq!(
+            ok("set<text>", json!(["a"])),
+            CqlValue::Set(vec![CqlValue::Text("a".into())])
+        );
+        assert_eq!(
+            ok("map<text, double>", json!({"a": 1.5})),
+            CqlValue::Map(vec![(CqlValue::Text("a".into()), CqlValue::Double(1.5))])
+        );
+        assert_eq!(
+            ok("map<int, boolean>", json!({"7": true})),
+            CqlValue::Map(vec![(CqlValue::Int(7), CqlValue::Boolean(true))])
+        );
+        assert!(err("list<int>", json!([1, null])).contains("cannot hold null"));
+        assert!(err("list<int>", json!([1, "x"])).contains("got \"x\""));
+        assert!(err("list<int>", json!({"a": 1})).contains("expected an array"));
+    }
+
+    #[test]
+    fn accepts_matches_conversion() {
+        assert!(!t("int").accepts(JsonKind::String));
+        assert!(t("timestamp").accepts(JsonKind::Number));
+        assert!(t("timestamp").accepts(JsonKind::String));
+        assert!(!t("text").accepts(JsonKind::Number));
+        assert!(t("map<text, int>").accepts(JsonKind::Object));
+    }
+}

@@ -1,0 +1,215 @@
+//! The command line: `run`, `check`, `ddl`, and a bare spec path meaning `run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cassandra::ddl;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Half, Options};
+use crate::spec;
+
+/// Exit code of a bad spec or bad usage (clap's own usage errors use it too).
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code of a runtime failure.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Declarative data pipelines: HTTP JSON API -> JSON Schema -> Kafka -> jq -> Cassandra.
+#[derive(Debug, Parser)]
+#[command(
+    name = "aqueduct",
+    version,
+    about,
+    after_help = "`aqueduct SPEC` is short for `aqueduct run SPEC`."
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: poll, validate, produce; consume, map, write.
+    Run {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// Run one half only; loaders of one spec share a consumer group, so several can run.
+        #[arg(long, value_enum)]
+        only: Option<Half>,
+        /// Poll once, load everything the topic holds, and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check specs offline: syntax, keys, jq, JSON Schema, CQL types, primary key.
+    Check {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
+    /// Print the CREATE KEYSPACE and CREATE TABLE a spec implies.
+    Ddl { spec: PathBuf },
+}
+
+const COMMANDS: &[&str] = &["run", "check", "ddl", "help"];
+
+/// Inserts `run` when the first argument is a spec path rather than a command.
+pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let word = args[i].to_string_lossy();
+        if word == "--log-format" {
+            i += 2; // the flag and its value
+        } else if word.starts_with('-') {
+            i += 1;
+        } else {
+            if !COMMANDS.contains(&word.as_ref()) {
+                args.insert(i, "run".into());
+            }
+            break;
+        }
+    }
+    args
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { specs } => check(&specs),
+        Command::Ddl { spec } => match spec::load(&spec) {
+            Ok(spec) => {
+                println!(
+                    "{};\n\n{};",
+                    ddl::create_keyspace(&spec.cassandra),
+                    ddl::create_table(&spec.cassandra)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => invalid(&errors),
+        },
+        Command::Run { spec, only, once } => match spec::load(&spec) {
+            Ok(spec) => run_pipeline(spec, Options { only, once }).await,
+            Err(errors) => invalid(&errors),
+        },
+    }
+}
+
+fn invalid(errors: &spec::SpecErrors) -> ExitCode {
+    eprintln!("{errors}");
+    ExitCode::from(EXIT_INVALID)
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in paths {
+        match spec::load(path) {
+            Ok(_) => println!("{}: ok", path.display()),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
+}
+
+async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let metrics = Arc::new(Metrics::default());
+    let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
+    let s = metrics.summary();
+    info!(
+        polled = s.polled,
+        invalid = s.invalid,
+        dropped = s.dropped,
+        produced = s.produced,
+        written = s.written,
+        dead_lettered = s.dead_lettered,
+        retries = s.retries,
+        failed_polls = s.failed_polls,
+        seconds = s.seconds,
+        "summary"
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: a graceful stop. Second: exit at once, committing nothing more.
+async fn watch_signals(shutdown: CancellationToken) {
+    for n in 0.. {
+        if let Err(e) = next_signal().await {
+            warn!(error = %e, "cannot listen for signals");
+            return;
+        }
+        if n == 0 {
+            info!("signal received: stopping (a second signal exits at once)");
+            shutdown.cancel();
+        } else {
+            warn!("second signal: exiting at once; unwritten messages will be consumed again");
+            std::process::exit(130);
+        }
+    }
+}
+
+async fn next_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(|a| a.into()).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn bare_spec_means_run() {
+        assert_eq!(norm(&["aqueduct", "p.toml"]), ["aqueduct", "run", "p.toml"]);
+        assert_eq!(
+            norm(&["aqueduct", "--log-format", "json", "p.toml"]),
+            ["aqueduct", "--log-format", "json", "run", "p.toml"]
+        );
+        assert_eq!(
+            norm(&["aqueduct", "check", "p.toml"]),
+            ["aqueduct", "check", "p.toml"]
+        );
+        assert_eq!(norm(&["aqueduct", "--help"]), ["aqueduct", "--help"]);
+    }
+}

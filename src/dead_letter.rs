@@ -1,0 +1,83 @@
+//! The dead-letter envelope: a record that could not go on, with the reason, as JSON on the
+//! dead-letter topic. Consumers of that topic can fix and replay `record`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::validate::Violation;
+
+/// Where in the pipeline a record failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// It failed the JSON Schema (ingest).
+    Validate,
+    /// The `kafka.key` expression failed on it (ingest).
+    Key,
+    /// The Kafka message was not JSON (load).
+    Decode,
+    /// A column's jq expression or type conversion failed (load).
+    Map,
+    /// Cassandra rejected the row as invalid, e.g. an empty partition key (load).
+    Write,
+}
+
+/// Where the record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Origin {
+    Api {
+        url: String,
+    },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// The JSON written to the dead-letter topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub pipeline: String,
+    pub stage: Stage,
+    /// One line saying what is wrong.
+    pub reason: String,
+    /// Schema violations (stage `validate`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    /// The column that failed (stage `map`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The original record; for stage `decode`, the payload as text.
+    pub record: Value,
+    pub origin: Origin,
+    /// When it was dead-lettered, RFC 3339.
+    pub time: String,
+}
+
+impl DeadLetter {
+    pub fn new(
+        pipeline: &str,
+        stage: Stage,
+        reason: String,
+        record: Value,
+        origin: Origin,
+    ) -> Self {
+        DeadLetter {
+            pipeline: pipeline.to_owned(),
+            stage,
+            reason,
+            violations: Vec::new(),
+            column: None,
+            record,
+            origin,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,238 @@
+//! Compiled jq filters (the jaq engine) over `serde_json::Value`.
+//!
+//! Every jq expression of a spec (record selector, message key, column values, next-page link)
+//! is compiled once by [`Jq::compile`] when the spec is loaded; the hot path only runs it.
+
+use jaq_core::load::{Arena, File, Loader, lex};
+use jaq_core::{Compiler, Ctx, Vars, data::JustLut, unwrap_valr};
+use jaq_json::{Num, Val};
+use serde::Deserialize;
+use serde_json::Value;
+
+type Filter = jaq_core::Filter<JustLut<Val>>;
+
+/// A compiled jq expression, with its source text kept for messages.
+pub struct Jq {
+    code: String,
+    filter: Filter,
+}
+
+impl std::fmt::Debug for Jq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Jq({:?})", self.code)
+    }
+}
+
+impl Jq {
+    /// Parses and compiles `code`, naming the column of the first problem on failure.
+    pub fn compile(code: &str) -> Result<Jq, String> {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
+        let arena = Arena::default();
+        let loader = Loader::new(defs);
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errs| describe_load_errors(code, errs))?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .compile(modules)
+            .map_err(|errs| describe_compile_errors(code, errs))?;
+        Ok(Jq {
+            code: code.to_owned(),
+            filter,
+        })
+    }
+
+    /// The expression as written in the spec.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// Runs the filter and collects every output; the first runtime error is returned.
+    pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
+        let input = Val::deserialize(input).map_err(|e| e.to_string())?;
+        let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        self.filter
+            .id
+            .run((ctx, input))
+            .map(unwrap_valr)
+            .map(|out| match out {
+                Ok(v) => to_json(&v),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect()
+    }
+
+    /// Runs the filter where exactly one value is wanted: no output is `null`, and a second
+    /// output is an error (write `[ ... ]` to collect many).
+    pub fn run_one(&self, input: &Value) -> Result<Value, String> {
+        let mut out = self.run(input)?;
+        match out.len() {
+            0 => Ok(Value::Null),
+            1 => Ok(out.remove(0)),
+            n => Err(format!(
+                "yielded {n} values where one is expected (wrap it in [ ... ] to make a list)"
+            )),
+        }
+    }
+}
+
+/// Converts a jaq value back to JSON. Byte strings and non-string object keys have no JSON
+/// form and are errors.
+fn to_json(v: &Val) -> Result<Value, String> {
+    Ok(match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => num_to_json(n)?,
+        Val::TStr(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
+        Val::BStr(_) => return Err("a byte string has no JSON form".into()),
+        Val::Arr(a) => Value::Array(a.iter().map(to_json).collect::<Result<_, _>>()?),
+        Val::Obj(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| match k {
+                    Val::TStr(k) => Ok((String::from_utf8_lossy(k).into_owned(), to_json(v)?)),
+                    other => Err(format!("object key {other} is not a string")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn num_to_json(n: &Num) -> Result<Value, String> {
+    let number = match n {
+        Num::Int(i) => serde_json::Number::from(*i as i64),
+        Num::Float(f) => {
+            serde_json::Number::from_f64(*f).ok_or_else(|| format!("{f} is not a JSON number"))?
+        }
+        // Big integers and decimal literals keep their digits through the text form.
+        other => other
+            .to_string()
+            .parse()
+            .map_err(|_| format!("{other} is not a JSON number"))?,
+    };
+    Ok(Value::Number(number))
+}
+
+fn column(code: &str, part: &str) -> usize {
+    // `span` is only defined for slices of `code`; jaq's errors hold such slices, but guard
+    // against an empty slice pointing elsewhere.
+    let start = part.as_ptr() as usize;
+    let base = code.as_ptr() as usize;
+    if start >= base && start <= base + code.len() {
+        code[..start - base].chars().count() + 1
+    } else {
+        code.chars().count() + 1
+    }
+}
+
+fn found(part: &str) -> String {
+    if part.is_empty() {
+        "end of expression".into()
+    } else {
+        format!("{:?}", part.chars().take(20).collect::<String>())
+    }
+}
+
+fn describe_load_errors<P>(code: &str, errs: jaq_core::load::Errors<&str, P>) -> String {
+    use jaq_core::load::Error;
+    let mut out = Vec::new();
+    for (_, err) in errs {
+        match err {
+            Error::Io(e) => out.extend(e.into_iter().map(|(_, msg)| msg)),
+            Error::Lex(e) => out.extend(e.into_iter().map(|(expect, part): lex::Error<&str>| {
+                format!(
+                    "at column {}: expected {}, found {}",
+                    column(code, part),
+                    expect.as_str(),
+                    found(part)
+                )
+            })),
+            Error::Parse(e) => out.extend(e.into_iter().map(|(expect, part)| {
+                format!(
+                    "at column {}: expected {}, found {}",
+                    column(code, part),
+                    expect.as_str(),
+                    found(part)
+                )
+            })),
+        }
+    }
+    format!("jq syntax error {}", out.join("; "))
+}
+
+fn describe_compile_errors<P>(code: &str, errs: jaq_core::compile::Errors<&str, P>) -> String {
+    let out: Vec<String> = errs
+        .into_iter()
+        .flat_map(|(_, e)| e)
+        .map(|(name, undefined)| {
+            format!(
+                "at column {}: undefined {} {name}",
+                column(code, name),
+                undefined.as_str()
+            )
+        })
+        .collect();
+    format!("jq error {}", out.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selects_many_records() {
+        let jq = Jq::compile(".results[]").unwrap();
+        let out = jq.run(&json!({"results": [{"a": 1}, {"a": 2}]})).unwrap();
+        assert_eq!(out, vec![json!({"a": 1}), json!({"a": 2})]);
+    }
+
+    #[test]
+    fn one_value_or_null_or_error() {
+        let jq = Jq::compile(".a").unwrap();
+        assert_eq!(jq.run_one(&json!({"a": "x"})).unwrap(), json!("x"));
+        assert_eq!(jq.run_one(&json!({})).unwrap(), Value::Null);
+        let many = Jq::compile(".a[]").unwrap();
+        assert_eq!(many.run_one(&json!({"a": []})).unwrap(), Value::Null);
+        let err = many.run_one(&json!({"a": [1, 2]})).unwrap_err();
+        assert!(err.contains("yielded 2 values"), "{err}");
+    }
+
+    #[test]
+    fn string_interpolation_and_std_functions() {
+        let jq = Jq::compile(r#""\(.n) \(.s | ascii_downcase)""#).unwrap();
+        assert_eq!(
+            jq.run_one(&json!({"n": 8929, "s": "ABC"})).unwrap(),
+            json!("8929 abc")
+        );
+        let jq = Jq::compile(".p | tostring").unwrap();
+        assert_eq!(jq.run_one(&json!({"p": 10001})).unwrap(), json!("10001"));
+        assert_eq!(jq.run_one(&json!({"p": "0010"})).unwrap(), json!("0010"));
+    }
+
+    #[test]
+    fn numbers_keep_their_kind() {
+        let jq = Jq::compile(".").unwrap();
+        let v = json!({"i": 9007199254740993_i64, "f": 1.5, "neg": -3});
+        assert_eq!(jq.run_one(&v).unwrap(), v);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_column() {
+        let err = Jq::compile(".a | ]").unwrap_err();
+        assert!(err.contains("column 6"), "{err}");
+        let err = Jq::compile(".a | nosuchfn").unwrap_err();
+        assert!(err.contains("undefined filter nosuchfn"), "{err}");
+        assert!(err.contains("column 6"), "{err}");
+    }
+
+    #[test]
+    fn runtime_errors_are_reported() {
+        let jq = Jq::compile(".a + 1").unwrap();
+        assert!(jq.run(&json!({"a": "x"})).is_err());
+    }
+}

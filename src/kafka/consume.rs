@@ -1,0 +1,199 @@
+//! The loader's consumer: a consumer-group member whose offsets are stored only by aqueduct
+//! (`enable.auto.offset.store=false`), committed by librdkafka's timer and explicitly at
+//! shutdown. Rebalances and commit failures are logged by [`LoadContext`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::{Error, consumer_config};
+use crate::spec;
+
+/// Logs what the group coordinator does to this member.
+pub struct LoadContext;
+
+impl ClientContext for LoadContext {}
+
+impl ConsumerContext for LoadContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => info!(partitions = %partitions(tpl), "partitions revoked"),
+            Rebalance::Assign(tpl) => info!(partitions = %partitions(tpl), "partitions assigned"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(offsets = %positions(offsets), "offsets committed"),
+            Err(e) => {
+                warn!(error = %e, offsets = %positions(offsets), "offset commit failed; it is retried with the next commit")
+            }
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> String {
+    let list: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect();
+    list.join(",")
+}
+
+fn positions(tpl: &TopicPartitionList) -> String {
+    let list: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
+        .collect();
+    list.join(",")
+}
+
+/// A message taken off the topic, detached from the consumer.
+pub struct Message {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+impl From<&BorrowedMessage<'_>> for Message {
+    fn from(m: &BorrowedMessage<'_>) -> Self {
+        Message {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+}
+
+/// The group member consuming the pipeline's topic.
+pub struct Consumer {
+    inner: StreamConsumer<LoadContext>,
+    topic: String,
+}
+
+impl Consumer {
+    /// Creates the consumer and subscribes to the topic.
+    pub fn new(k: &spec::Kafka) -> Result<Consumer, Error> {
+        let inner: StreamConsumer<LoadContext> = consumer_config(k)
+            .create_with_context(LoadContext)
+            .map_err(|source| Error::Client {
+                client: "consumer",
+                servers: k.bootstrap_servers.clone(),
+                source,
+            })?;
+        inner
+            .subscribe(&[&k.topic])
+            .map_err(|source| Error::Consume {
+                topic: k.topic.clone(),
+                source,
+            })?;
+        Ok(Consumer {
+            inner,
+            topic: k.topic.clone(),
+        })
+    }
+
+    /// The next message.
+    pub async fn recv(&self) -> Result<Message, Error> {
+        self.inner
+            .recv()
+            .await
+            .map(|m| Message::from(&m))
+            .map_err(|source| Error::Consume {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+
+    fn list(&self, positions: &[(i32, i64)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (partition, next) in positions {
+            // Infallible for a partition just added with a valid offset.
+            let _ = tpl.add_partition_offset(&self.topic, *partition, Offset::Offset(*next));
+        }
+        tpl
+    }
+
+    /// Stores `next` (the next offset to consume) for the periodic commit. A partition no
+    /// longer assigned after a rebalance is skipped: its new owner re-reads from the last commit.
+    pub fn store(&self, partition: i32, next: i64) {
+        if let Err(e) = self.inner.store_offsets(&self.list(&[(partition, next)])) {
+            debug!(partition, next, error = %e, "offset not stored (partition no longer assigned?)");
+        }
+    }
+
+    /// Commits these positions now and waits for the broker's answer.
+    pub fn commit(&self, positions: &[(i32, i64)]) -> Result<(), Error> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .commit(&self.list(positions), CommitMode::Sync)
+            .map_err(|source| Error::Consume {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+
+    /// Whether every assigned partition has been read up to `targets` (partition -> offset).
+    /// False until the group has assigned partitions to this member.
+    pub fn reached(&self, targets: &HashMap<i32, i64>) -> bool {
+        let Ok(assignment) = self.inner.assignment() else {
+            return false;
+        };
+        if assignment.count() == 0 {
+            return false;
+        }
+        let Ok(position) = self.inner.position() else {
+            return false;
+        };
+        position.elements().iter().all(|e| {
+            let target = targets.get(&e.partition()).copied().unwrap_or(0);
+            match e.offset() {
+                Offset::Offset(at) => at >= target,
+                _ => target == 0,
+            }
+        })
+    }
+}
+
+/// The high watermark (offset after the last message) of every partition of the topic, read
+/// with a short-lived client outside the group. Blocking: call it from `spawn_blocking`.
+pub fn high_watermarks(k: &spec::Kafka) -> Result<HashMap<i32, i64>, Error> {
+    let client_error = |source| Error::Client {
+        client: "metadata client",
+        servers: k.bootstrap_servers.clone(),
+        source,
+    };
+    let consume_error = |source| Error::Consume {
+        topic: k.topic.clone(),
+        source,
+    };
+    let client: BaseConsumer = super::base_config(k).create().map_err(client_error)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = client
+        .fetch_metadata(Some(&k.topic), timeout)
+        .map_err(consume_error)?;
+    let mut out = HashMap::new();
+    for topic in metadata.topics() {
+        for p in topic.partitions() {
+            let (_, high) = client
+                .fetch_watermarks(&k.topic, p.id(), timeout)
+                .map_err(consume_error)?;
+            out.insert(p.id(), high);
+        }
+    }
+    Ok(out)
+}

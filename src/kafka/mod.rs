@@ -1,0 +1,125 @@
+//! The Kafka side: client configuration (the one place librdkafka keys are written), topic
+//! creation, the idempotent producer, the at-least-once consumer and its offset tracker.
+
+pub mod consume;
+pub mod offsets;
+pub mod produce;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::spec;
+
+/// Errors talking to Kafka, each naming the topic or client concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating the Kafka {client} for {servers}: {source}")]
+    Client {
+        client: &'static str,
+        servers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(
+        "creating topic {topic}: {message} (is Kafka running at {servers}? `scripts/stack up` starts one on 127.0.0.1:9092)"
+    )]
+    CreateTopic {
+        topic: String,
+        servers: String,
+        message: String,
+    },
+    #[error("producing to topic {topic}: {source}")]
+    Produce {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("consuming from topic {topic}: {source}")]
+    Consume {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Settings shared by every client: the servers, then the spec's extra properties.
+fn base_config(k: &spec::Kafka) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &k.bootstrap_servers);
+    for (key, value) in &k.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Producer settings: idempotent, `acks=all`, so retries never duplicate or reorder.
+pub fn producer_config(k: &spec::Kafka) -> ClientConfig {
+    let mut config = base_config(k);
+    config.set("enable.idempotence", "true").set("acks", "all");
+    config
+}
+
+/// Consumer settings: offsets are stored by aqueduct only once rows are written, and the
+/// stored offsets are committed periodically and at shutdown.
+pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
+    let mut config = base_config(k);
+    config
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false");
+    if !k
+        .properties
+        .iter()
+        .any(|(key, _)| key == "auto.offset.reset")
+    {
+        config.set("auto.offset.reset", "earliest");
+    }
+    config
+}
+
+/// Creates the topic and dead-letter topic if they are missing (when the spec allows).
+pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
+    if !k.create_topics {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(k).create().map_err(|source| Error::Client {
+            client: "admin client",
+            servers: k.bootstrap_servers.clone(),
+            source,
+        })?;
+    let topics = [
+        NewTopic::new(
+            &k.topic,
+            k.partitions,
+            TopicReplication::Fixed(k.replication_factor),
+        ),
+        NewTopic::new(
+            &k.dead_letter_topic,
+            k.partitions,
+            TopicReplication::Fixed(k.replication_factor),
+        ),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let create_error = |topic: &str, message: String| Error::CreateTopic {
+        topic: topic.to_owned(),
+        servers: k.bootstrap_servers.clone(),
+        message,
+    };
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(|e| create_error(&k.topic, e.to_string()))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(create_error(&topic, code.to_string())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! The idempotent producer. `send` resolves only once the broker has acknowledged the
+//! message (acks=all), so callers know what is safely in Kafka.
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+
+use super::{Error, producer_config};
+use crate::spec;
+
+/// Produces to the pipeline's topic and dead-letter topic.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl Producer {
+    pub fn new(k: &spec::Kafka) -> Result<Producer, Error> {
+        let inner = producer_config(k)
+            .create()
+            .map_err(|source| Error::Client {
+                client: "producer",
+                servers: k.bootstrap_servers.clone(),
+                source,
+            })?;
+        Ok(Producer { inner })
+    }
+
+    /// Sends one message and waits for its acknowledgement. librdkafka retries on its own
+    /// (without duplicates, being idempotent) until `message.timeout.ms`; an error here is final.
+    pub async fn send(&self, topic: &str, key: Option<&str>, payload: &[u8]) -> Result<(), Error> {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.inner
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| Error::Produce {
+                topic: topic.to_owned(),
+                source,
+            })
+    }
+
+    /// Waits for every queued message to be delivered, up to `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.flush(timeout).map_err(|source| Error::Produce {
+            topic: "(flush)".into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! aqueduct: declarative data pipelines from an HTTP JSON API through Kafka into Cassandra.
+//!
+//! # Layout
+//!
+//! Stages in flow order; stages never import each other, only [`pipeline`] wires them.
+//!
+//! - [`spec`]: load a TOML spec, check it, compile its jq and JSON Schema (`aqueduct check`).
+//! - [`source`]: poll the HTTP API on schedule, with retries and pagination.
+//! - [`validate`]: JSON Schema verdicts with JSON pointers.
+//! - [`kafka`]: client config, topic creation, idempotent producer, at-least-once consumer.
+//! - [`map`]: a record to a row, by the columns' jq expressions and CQL types.
+//! - [`cassandra`]: DDL, CQL types, prepared upserts.
+//! - [`dead_letter`]: the envelope of a record that could not go on.
+//! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
+//! - [`metrics`]: the counters of the exit summary.
+//! - [`standin`]: a randomuser.me-compatible API for tests and the offline demo.
+//! - [`cli`]: the command line.
+
+pub mod cassandra;
+pub mod cli;
+pub mod dead_letter;
+pub mod jq;
+pub mod kafka;
+pub mod map;
+pub mod metrics;
+pub mod pipeline;
+pub mod source;
+pub mod spec;
+pub mod standin;
+pub mod validate;

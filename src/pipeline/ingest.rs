@@ -1,0 +1,171 @@
+//! Ingest: on each tick, fetch every page of a poll, select its records, validate each, and
+//! produce it (or its dead letter). A page's records are all acknowledged by Kafka before the
+//! next page is fetched, so a poll never moves on past records that are not safely stored.
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::dead_letter::{DeadLetter, Origin, Stage};
+use crate::kafka::produce::Producer;
+use crate::metrics::{Metrics, add};
+use crate::source::http::{self, FetchError, Pages};
+use crate::source::schedule::Ticker;
+use crate::spec::{OnInvalid, Spec};
+use crate::validate;
+
+/// Polls on schedule until `stop`; with `once`, polls once and returns (an error if that poll
+/// failed).
+pub async fn run(
+    spec: &Spec,
+    producer: &Producer,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+    once: bool,
+) -> anyhow::Result<()> {
+    let client = http::client(&spec.source).context("building the HTTP client")?;
+    let mut ticker = Ticker::new(&spec.source.schedule);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        match poll(spec, &client, producer, metrics, stop).await {
+            Ok(()) => {}
+            Err(PollError::Fetch(FetchError::Cancelled)) => return Ok(()),
+            Err(PollError::Fetch(e)) => {
+                add(&metrics.failed_polls, 1);
+                if once {
+                    return Err(e.into());
+                }
+                error!(error = %e, "poll failed; the next poll is on schedule");
+            }
+            Err(PollError::Fatal(e)) => return Err(e),
+        }
+        if once {
+            return Ok(());
+        }
+    }
+}
+
+enum PollError {
+    /// The API failed; the pipeline can go on at the next tick.
+    Fetch(FetchError),
+    /// Kafka failed or a record hit `on_invalid = "fail"`: the pipeline stops.
+    Fatal(anyhow::Error),
+}
+
+async fn poll(
+    spec: &Spec,
+    client: &reqwest::Client,
+    producer: &Producer,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Result<(), PollError> {
+    let source = &spec.source;
+    let mut pages = Pages::new(source);
+    while let Some(url) = pages.next_url().cloned() {
+        let response = http::fetch(client, source, &url, stop, || add(&metrics.retries, 1))
+            .await
+            .map_err(PollError::Fetch)?;
+        let records = http::records(source, &url, &response).map_err(PollError::Fetch)?;
+        add(&metrics.polled, records.len() as u64);
+        debug!(url = %url, records = records.len(), "page fetched");
+        let origin = Origin::Api {
+            url: url.to_string(),
+        };
+        let sends = records
+            .iter()
+            .map(|r| handle(spec, producer, metrics, r, &origin));
+        futures::future::try_join_all(sends)
+            .await
+            .map_err(PollError::Fatal)?;
+        pages
+            .advance(&response, records.len())
+            .map_err(PollError::Fetch)?;
+    }
+    info!(
+        polled = metrics.polled.load(std::sync::atomic::Ordering::Relaxed),
+        "poll done"
+    );
+    Ok(())
+}
+
+/// Validates one record and produces it, or handles it per `on_invalid`.
+async fn handle(
+    spec: &Spec,
+    producer: &Producer,
+    metrics: &Metrics,
+    record: &Value,
+    origin: &Origin,
+) -> anyhow::Result<()> {
+    let k = &spec.kafka;
+    let violations = validate::violations(spec.validate.schema.as_ref(), record);
+    let key = match &k.key {
+        None => Ok(None),
+        Some(jq) => message_key(jq, record),
+    };
+    let dead_letter = match (violations.is_empty(), key) {
+        (true, Ok(key)) => {
+            producer
+                .send(&k.topic, key.as_deref(), record.to_string().as_bytes())
+                .await?;
+            add(&metrics.produced, 1);
+            return Ok(());
+        }
+        (true, Err(reason)) => DeadLetter::new(
+            &spec.name,
+            Stage::Key,
+            reason,
+            record.clone(),
+            origin.clone(),
+        ),
+        (false, _) => {
+            add(&metrics.invalid, 1);
+            let reason = violations
+                .iter()
+                .map(|v| format!("{} at {:?}: {}", v.keyword, v.pointer, v.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut dl = DeadLetter::new(
+                &spec.name,
+                Stage::Validate,
+                reason,
+                record.clone(),
+                origin.clone(),
+            );
+            dl.violations = violations;
+            dl
+        }
+    };
+    match spec.validate.on_invalid {
+        OnInvalid::DeadLetter => {
+            warn!(topic = %k.dead_letter_topic, reason = %dead_letter.reason, "record dead-lettered");
+            producer
+                .send(&k.dead_letter_topic, None, &dead_letter.to_json())
+                .await?;
+            add(&metrics.dead_lettered, 1);
+        }
+        OnInvalid::Drop => {
+            warn!(reason = %dead_letter.reason, "invalid record dropped");
+            add(&metrics.dropped, 1);
+        }
+        OnInvalid::Fail => bail!(
+            "a record from {origin:?} is invalid and validate.on_invalid = \"fail\": {}; record: {}",
+            dead_letter.reason,
+            http::snippet(&record.to_string())
+        ),
+    }
+    Ok(())
+}
+
+/// The message key: a string as is, a number or other value as its JSON text, null as none.
+fn message_key(jq: &crate::jq::Jq, record: &Value) -> Result<Option<String>, String> {
+    match jq.run_one(record) {
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::String(s)) => Ok(Some(s)),
+        Ok(other) => Ok(Some(other.to_string())),
+        Err(e) => Err(format!("kafka.key `{}` failed: {e}", jq.code())),
+    }
+}

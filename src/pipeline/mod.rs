@@ -1,0 +1,128 @@
+//! Wires the stages: the only module that knows them all. [`run`] builds every client first
+//! (so a bad address fails before anything moves), then runs ingest and/or load until the
+//! shutdown token is cancelled, or, with `once`, for one poll and until the loader has drained
+//! what the topic held.
+
+mod ingest;
+mod load;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cassandra::{self, write::Writer};
+use crate::kafka::{self, consume::Consumer, produce::Producer};
+use crate::metrics::Metrics;
+use crate::spec::Spec;
+
+/// Which halves of the pipeline this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Half {
+    /// Poll the API, validate, produce to Kafka.
+    Ingest,
+    /// Consume from Kafka, map, write to Cassandra.
+    Load,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `None`: both halves.
+    pub only: Option<Half>,
+    /// One poll, drain, exit.
+    pub once: bool,
+}
+
+impl Options {
+    fn runs(&self, half: Half) -> bool {
+        self.only.is_none_or(|only| only == half)
+    }
+}
+
+/// Runs the pipeline until `shutdown` is cancelled (or, with `once`, until done).
+pub async fn run(
+    spec: Arc<Spec>,
+    options: Options,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let k = &spec.kafka;
+    kafka::ensure_topics(k).await?;
+    let producer = Producer::new(k)?;
+    let loader = if options.runs(Half::Load) {
+        let c = &spec.cassandra;
+        let session = Arc::new(cassandra::connect(c).await?);
+        cassandra::ddl::ensure(&session, c).await?;
+        let writer = Writer::prepare(session, c).await?;
+        Some((Consumer::new(k)?, writer))
+    } else {
+        None
+    };
+    info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
+
+    // With `once`, the loader stops when it has read up to these offsets.
+    let (drain_tx, drain_rx) = watch::channel::<Option<HashMap<i32, i64>>>(None);
+    // A failing half stops the other.
+    let stop = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    if options.runs(Half::Ingest) {
+        let (spec, producer, metrics, stop) = (
+            spec.clone(),
+            producer.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            ingest::run(&spec, &producer, &metrics, &stop, options.once).await?;
+            if options.once {
+                set_drain_target(&spec, &drain_tx).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    } else if options.once {
+        set_drain_target(&spec, &drain_tx).await?;
+    }
+    if let Some((consumer, writer)) = loader {
+        let ctx = load::Context {
+            spec: spec.clone(),
+            writer,
+            producer: producer.clone(),
+            metrics: metrics.clone(),
+        };
+        let stop = stop.clone();
+        tasks.spawn(async move { load::run(ctx, consumer, stop, drain_rx, options.once).await });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("a pipeline task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            stop.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    producer
+        .flush(spec.shutdown_timeout)
+        .context("flushing the producer at exit")?;
+    result
+}
+
+/// Reads the topic's high watermarks: what a `once` run must load before it exits.
+async fn set_drain_target(
+    spec: &Arc<Spec>,
+    tx: &watch::Sender<Option<HashMap<i32, i64>>>,
+) -> anyhow::Result<()> {
+    let spec = spec.clone();
+    let targets = tokio::task::spawn_blocking(move || kafka::consume::high_watermarks(&spec.kafka))
+        .await
+        .context("reading the topic's end offsets")??;
+    // The loader may be gone already (it failed); its error is the one reported.
+    let _ = tx.send(Some(targets));
+    Ok(())
+}

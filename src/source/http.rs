@@ -1,0 +1,432 @@
+//! Fetching from the HTTP JSON API: one request with timeout and retries (exponential backoff
+//! with full jitter; `Retry-After` honoured on 429 and 503), and the pages of one poll.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::spec::{Pagination, Retry, Source};
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: {message} (after {attempts} attempt(s))")]
+    Failed {
+        url: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error(
+        "the records expression `{expr}` failed on the response from {url}: {message}; response starts: {snippet}"
+    )]
+    Records {
+        url: String,
+        expr: String,
+        message: String,
+        snippet: String,
+    },
+    #[error("the next-page expression `{expr}` on the response from {url}: {message}")]
+    NextLink {
+        url: String,
+        expr: String,
+        message: String,
+    },
+    #[error("stopped")]
+    Cancelled,
+}
+
+/// Builds the HTTP client for a source.
+pub fn client(source: &Source) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(source.timeout)
+        .user_agent(concat!("aqueduct/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(Value),
+    /// Worth another try; with the server's `Retry-After` when it sent one.
+    Retry {
+        message: String,
+        after: Option<Duration>,
+    },
+    Fatal(String),
+}
+
+/// One request, retried per the spec. `on_retry` is called before each retry (for metrics).
+pub async fn fetch(
+    client: &reqwest::Client,
+    source: &Source,
+    url: &reqwest::Url,
+    cancel: &CancellationToken,
+    mut on_retry: impl FnMut(),
+) -> Result<Value, FetchError> {
+    let Retry {
+        attempts,
+        initial_backoff,
+        max_backoff,
+    } = source.retry;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = tokio::select! {
+            outcome = attempt_once(client, source, url) => outcome,
+            _ = cancel.cancelled() => return Err(FetchError::Cancelled),
+        };
+        let (message, after) = match outcome {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Fatal(message) => return Err(failed(url, attempt, message)),
+            Attempt::Retry { message, after } => (message, after),
+        };
+        if attempt >= attempts {
+            return Err(failed(url, attempt, message));
+        }
+        let delay = match after {
+            Some(after) => after.min(max_backoff),
+            None => backoff(initial_backoff, max_backoff, attempt),
+        };
+        warn!(url = %url, attempt, error = %message, retry_in = ?delay, "request failed; retrying");
+        on_retry();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Err(FetchError::Cancelled),
+        }
+    }
+}
+
+fn failed(url: &reqwest::Url, attempts: u32, message: String) -> FetchError {
+    FetchError::Failed {
+        url: url.to_string(),
+        attempts,
+        message,
+    }
+}
+
+/// Full jitter: a random wait up to `initial * 2^(attempt-1)`, capped.
+fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let ceiling = initial
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(max);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+async fn attempt_once(client: &reqwest::Client, source: &Source, url: &reqwest::Url) -> Attempt {
+    let mut request = client
+        .request(source.method.clone(), url.clone())
+        .headers(source.headers.clone());
+    if let Some(body) = &source.body {
+        request = request.json(body);
+    }
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempt::Retry {
+                message: error_chain(&e),
+                after: None,
+            };
+        }
+    };
+    let status = response.status();
+    let after = retry_after(&response);
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let message = format!("HTTP {status}: {}", snippet(&body));
+        return if retryable(status) {
+            let after = matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+            .then_some(after)
+            .flatten();
+            Attempt::Retry { message, after }
+        } else {
+            Attempt::Fatal(message)
+        };
+    }
+    let bytes = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Attempt::Retry {
+                message: format!("reading the body: {}", error_chain(&e)),
+                after: None,
+            };
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Attempt::Done(v),
+        // A cut-off body is usually a passing fault; garbage stays garbage and runs out of tries.
+        Err(e) => Attempt::Retry {
+            message: format!(
+                "the response is not JSON ({e}); it starts: {}",
+                snippet(&String::from_utf8_lossy(&bytes))
+            ),
+            after: None,
+        },
+    }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// The start of a body, for messages.
+pub fn snippet(body: &str) -> String {
+    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 200 {
+        format!("{}...", one_line.chars().take(200).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// The records of one response, by the spec's `records` expression.
+pub fn records(
+    source: &Source,
+    url: &reqwest::Url,
+    response: &Value,
+) -> Result<Vec<Value>, FetchError> {
+    source
+        .records
+        .run(response)
+        .map_err(|message| FetchError::Records {
+            url: url.to_string(),
+            expr: source.records.code().to_owned(),
+            message,
+            snippet: snippet(&response.to_string()),
+        })
+}
+
+/// Walks the pages of one poll.
+pub struct Pages<'a> {
+    source: &'a Source,
+    /// The URL of the next page, or `None` when the poll is over.
+    next: Option<reqwest::Url>,
+    fetched: u32,
+    /// Records received so far in this poll (the offset mode's position).
+    records_seen: i64,
+}
+
+impl<'a> Pages<'a> {
+    pub fn new(source: &'a Source) -> Self {
+        let first = match &source.pagination {
+            None | Some(Pagination::NextLink { .. }) => source.url.clone(),
+            Some(Pagination::Page { param, start, .. })
+            | Some(Pagination::Offset { param, start, .. }) => {
+                with_param(&source.url, param, *start)
+            }
+        };
+        Pages {
+            source,
+            next: Some(first),
+            fetched: 0,
+            records_seen: 0,
+        }
+    }
+
+    /// The URL to fetch next, if the poll is not over.
+    pub fn next_url(&self) -> Option<&reqwest::Url> {
+        self.next.as_ref()
+    }
+
+    /// Moves on after a page that yielded `count` records.
+    pub fn advance(&mut self, response: &Value, count: usize) -> Result<(), FetchError> {
+        self.fetched += 1;
+        self.records_seen += count as i64;
+        let Some(current) = self.next.take() else {
+            return Ok(());
+        };
+        let Some(pagination) = &self.source.pagination else {
+            return Ok(());
+        };
+        let max_pages = match pagination {
+            Pagination::Page { max_pages, .. }
+            | Pagination::Offset { max_pages, .. }
+            | Pagination::NextLink { max_pages, .. } => *max_pages,
+        };
+        if self.fetched >= max_pages || count == 0 {
+            return Ok(());
+        }
+        self.next = match pagination {
+            Pagination::Page { param, start, .. } => Some(with_param(
+                &self.source.url,
+                param,
+                start + i64::from(self.fetched),
+            )),
+            Pagination::Offset { param, start, .. } => Some(with_param(
+                &self.source.url,
+                param,
+                start + self.records_seen,
+            )),
+            Pagination::NextLink { next, .. } => {
+                let err = |message: String| FetchError::NextLink {
+                    url: current.to_string(),
+                    expr: next.code().to_owned(),
+                    message,
+                };
+                match next.run_one(response).map_err(err)? {
+                    Value::Null => None,
+                    Value::String(link) => Some(
+                        current
+                            .join(&link)
+                            .map_err(|e| err(format!("`{link}` is not a URL: {e}")))?,
+                    ),
+                    other => return Err(err(format!("yielded {other}, not a URL string or null"))),
+                }
+            }
+        };
+        Ok(())
+    }
+}
+
+/// `url` with query parameter `param` set to `value` (replacing any earlier value).
+fn with_param(url: &reqwest::Url, param: &str, value: i64) -> reqwest::Url {
+    let mut out = url.clone();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != param)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    out.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(param, &value.to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec_from;
+    use serde_json::json;
+
+    fn source(pagination: &str) -> crate::spec::Spec {
+        spec_from(&format!(
+            r#"
+            [source]
+            url = "http://example.test/api/?results=10&page=9"
+            schedule = {{ every = "10s" }}
+            records = ".results[]"
+            {pagination}
+            [kafka]
+            bootstrap_servers = "127.0.0.1:9092"
+            topic = "t"
+            [cassandra]
+            contact_points = ["127.0.0.1"]
+            keyspace = "ks"
+            table = "t"
+            partition_key = ["id"]
+            columns.id = {{ type = "text", jq = ".id" }}
+            "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_pagination_is_one_page() {
+        let spec = source("");
+        let mut pages = Pages::new(&spec.source);
+        assert_eq!(
+            pages.next_url().unwrap().as_str(),
+            "http://example.test/api/?results=10&page=9"
+        );
+        pages.advance(&json!({}), 10).unwrap();
+        assert!(pages.next_url().is_none());
+    }
+
+    #[test]
+    fn page_mode_counts_up_to_the_limit_and_stops_on_an_empty_page() {
+        let spec = source("[source.pagination]\nmode = \"page\"\nparam = \"page\"\nmax_pages = 3");
+        let mut pages = Pages::new(&spec.source);
+        assert_eq!(
+            pages.next_url().unwrap().as_str(),
+            "http://example.test/api/?results=10&page=1"
+        );
+        pages.advance(&json!({}), 10).unwrap();
+        assert_eq!(
+            pages.next_url().unwrap().as_str(),
+            "http://example.test/api/?results=10&page=2"
+        );
+        pages.advance(&json!({}), 10).unwrap();
+        assert_eq!(
+            pages.next_url().unwrap().as_str(),
+            "http://example.test/api/?results=10&page=3"
+        );
+        pages.advance(&json!({}), 10).unwrap();
+        assert!(pages.next_url().is_none());
+        let mut pages = Pages::new(&spec.source);
+        pages.advance(&json!({}), 0).unwrap();
+        assert!(pages.next_url().is_none(), "an empty page ends the poll");
+    }
+
+    #[test]
+    fn offset_mode_advances_by_records_received() {
+        let spec =
+            source("[source.pagination]\nmode = \"offset\"\nparam = \"offset\"\nmax_pages = 5");
+        let mut pages = Pages::new(&spec.source);
+        assert!(pages.next_url().unwrap().as_str().ends_with("offset=0"));
+        pages.advance(&json!({}), 7).unwrap();
+        assert!(pages.next_url().unwrap().as_str().ends_with("offset=7"));
+        pages.advance(&json!({}), 7).unwrap();
+        assert!(pages.next_url().unwrap().as_str().ends_with("offset=14"));
+    }
+
+    #[test]
+    fn next_link_mode_follows_relative_links_until_null() {
+        let spec =
+            source("[source.pagination]\nmode = \"next_link\"\nnext = \".next\"\nmax_pages = 5");
+        let mut pages = Pages::new(&spec.source);
+        pages
+            .advance(&json!({"next": "/api/?cursor=abc"}), 3)
+            .unwrap();
+        assert_eq!(
+            pages.next_url().unwrap().as_str(),
+            "http://example.test/api/?cursor=abc"
+        );
+        pages.advance(&json!({"next": null}), 3).unwrap();
+        assert!(pages.next_url().is_none());
+        let mut pages = Pages::new(&spec.source);
+        let err = pages.advance(&json!({"next": 5}), 3).unwrap_err();
+        assert!(err.to_string().contains("not a URL string"), "{err}");
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 1..20 {
+            let d = backoff(initial, max, attempt);
+            assert!(d <= max);
+            assert!(d <= initial * 2u32.pow(attempt.min(10) - 1));
+        }
+    }
+}

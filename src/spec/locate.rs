@@ -1,0 +1,88 @@
+//! Maps a key path such as `cassandra.columns.age.type` to its line and column in the spec
+//! file, so every message can point at the place to fix.
+
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use super::{ENV_PREFIX, SpecError};
+
+/// Positions of keys in one spec file.
+pub struct Locator<'a> {
+    file: PathBuf,
+    text: &'a str,
+    table: Option<toml::Spanned<DeTable<'a>>>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(file: &Path, text: &'a str) -> Self {
+        Locator {
+            file: file.to_owned(),
+            text,
+            table: DeTable::parse(text).ok(),
+        }
+    }
+
+    /// An error at `key` (dotted path).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> SpecError {
+        let path: Vec<&str> = if key.is_empty() {
+            vec![]
+        } else {
+            key.split('.').collect()
+        };
+        let mut message = message.into();
+        if let Some(var) = env_var_for(&path) {
+            message.push_str(&format!(" (value set by environment variable {var})"));
+        }
+        SpecError {
+            file: self.file.clone(),
+            position: self.position(&path),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    /// Converts a figment extraction error, keeping its key path.
+    pub fn figment_error(&self, e: figment::Error) -> SpecError {
+        let key = e.path.join(".");
+        let message = match &e.kind {
+            // The TOML parser's own message carries line and column.
+            figment::error::Kind::Message(m) => m.trim().replace('\n', " ").replace("  ", " "),
+            kind => kind.to_string(),
+        };
+        self.error(&key, message)
+    }
+
+    /// Line and column of the deepest key of `path` present in the file.
+    fn position(&self, path: &[&str]) -> Option<(usize, usize)> {
+        let mut table = self.table.as_ref()?.get_ref();
+        let mut found = None;
+        for segment in path {
+            let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == segment) else {
+                break;
+            };
+            found = Some(k.span().start);
+            match v.get_ref() {
+                DeValue::Table(t) => table = t,
+                _ => break,
+            }
+        }
+        found.map(|offset| line_col(self.text, offset))
+    }
+}
+
+/// The environment variable that would set this key, if it is set.
+fn env_var_for(path: &[&str]) -> Option<String> {
+    if path.is_empty() {
+        return None;
+    }
+    let name = format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase());
+    std::env::var_os(&name).map(|_| name)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}

@@ -1,0 +1,235 @@
+//! Pipeline specs: [`load`] reads a TOML file (plus `AQUEDUCT_` environment overrides), checks
+//! everything that can be checked offline, compiles every jq expression and the JSON Schema,
+//! and returns a [`Spec`] or every problem found at once. `aqueduct check` stops here.
+
+mod check;
+pub mod infer;
+mod locate;
+mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+use crate::cassandra::types::CqlType;
+use crate::jq::Jq;
+
+/// The prefix of environment variables that override spec keys; `__` separates key path
+/// segments: `AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS` sets `kafka.bootstrap_servers`.
+pub const ENV_PREFIX: &str = "AQUEDUCT_";
+
+/// A checked pipeline spec, ready to build.
+#[derive(Debug)]
+pub struct Spec {
+    pub name: String,
+    pub path: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub source: Source,
+    pub validate: Validate,
+    pub kafka: Kafka,
+    pub cassandra: Cassandra,
+}
+
+/// `[source]`, checked.
+#[derive(Debug)]
+pub struct Source {
+    /// The URL with the spec's query parameters merged in.
+    pub url: reqwest::Url,
+    pub method: reqwest::Method,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Option<serde_json::Value>,
+    pub schedule: Schedule,
+    pub timeout: Duration,
+    pub records: Jq,
+    pub retry: Retry,
+    pub pagination: Option<Pagination>,
+}
+
+/// When polls start.
+#[derive(Debug)]
+pub enum Schedule {
+    Every(Duration),
+    Cron(Box<croner::Cron>),
+}
+
+/// Retry policy of one HTTP request.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// How one poll walks several pages.
+#[derive(Debug)]
+pub enum Pagination {
+    Page {
+        param: String,
+        start: i64,
+        max_pages: u32,
+    },
+    Offset {
+        param: String,
+        start: i64,
+        max_pages: u32,
+    },
+    NextLink {
+        next: Jq,
+        max_pages: u32,
+    },
+}
+
+/// `[validate]`, checked: the compiled schema (if any) and the invalid-record policy.
+#[derive(Debug)]
+pub struct Validate {
+    pub schema: Option<jsonschema::Validator>,
+    pub on_invalid: OnInvalid,
+}
+
+/// What happens to a record that fails the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    DeadLetter,
+    Drop,
+    Fail,
+}
+
+/// `[kafka]`, checked.
+#[derive(Debug)]
+pub struct Kafka {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub create_topics: bool,
+    pub key: Option<Jq>,
+    pub group_id: String,
+    pub dead_letter_topic: String,
+    /// Extra librdkafka properties, none of which collides with one aqueduct sets itself.
+    pub properties: Vec<(String, String)>,
+}
+
+/// `[cassandra]`, checked.
+#[derive(Debug)]
+pub struct Cassandra {
+    pub contact_points: Vec<String>,
+    pub keyspace: String,
+    pub table: String,
+    /// Replication map of `CREATE KEYSPACE`, `class` first.
+    pub replication: Vec<(String, String)>,
+    pub consistency: scylla::statement::Consistency,
+    pub ttl: Option<Duration>,
+    pub create: bool,
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+    pub credentials: Option<(String, Secret)>,
+    pub partition_key: Vec<String>,
+    /// Clustering columns with `true` for descending order.
+    pub clustering_key: Vec<(String, bool)>,
+    pub columns: Vec<Column>,
+}
+
+/// One table column and the jq expression that computes it.
+#[derive(Debug)]
+pub struct Column {
+    pub name: String,
+    pub cql_type: CqlType,
+    pub jq: Jq,
+}
+
+/// A secret; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One problem in a spec, located as precisely as known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: PathBuf,
+    /// Line and column (1-based) of the key in the file, when it is there.
+    pub position: Option<(usize, usize)>,
+    /// Dotted key path, e.g. `cassandra.columns.age.type`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Debug)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Reads, checks and compiles the spec at `path`, with environment overrides.
+pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
+    let whole = |message: String| {
+        SpecErrors(vec![SpecError {
+            file: path.to_owned(),
+            position: None,
+            key: String::new(),
+            message,
+        }])
+    };
+    // figment reads a missing file as an empty one; say what is really wrong.
+    let text =
+        std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read spec: {e}")))?;
+    let locator = locate::Locator::new(path, &text);
+    let figment = Figment::new()
+        .merge(Toml::string(&text))
+        .merge(env_overrides());
+    let raw: raw::RawSpec = match figment.extract() {
+        Ok(raw) => raw,
+        Err(errors) => {
+            return Err(SpecErrors(
+                errors
+                    .into_iter()
+                    .map(|e| locator.figment_error(e))
+                    .collect(),
+            ));
+        }
+    };
+    check::check(raw, path, &locator)
+}
+
+/// `AQUEDUCT_SECTION__KEY=value` variables; ones without `__` (such as the local stack's
+/// `AQUEDUCT_KAFKA_PORT`) are not spec keys and are left alone.
+fn env_overrides() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,289 @@
+//! The spec file as written: a serde mirror of the TOML. The `///` comments here are the spec
+//! reference; the README's table is kept in step with them. Nothing outside `spec` uses these
+//! types: `spec::check` turns them into the checked [`crate::spec::Spec`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A whole pipeline spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    /// Pipeline name, used in logs and in the default consumer group id. Default: the file name
+    /// without `.toml`.
+    pub name: Option<String>,
+    /// How long a stop (SIGINT/SIGTERM) may take to flush, finish writes and commit. Default 30s.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub source: RawSource,
+    #[serde(default)]
+    pub validate: RawValidate,
+    pub kafka: RawKafka,
+    pub cassandra: RawCassandra,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[source]`: the HTTP JSON API that is polled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// The URL, with or without a query string.
+    pub url: String,
+    /// HTTP method: GET (default) or POST.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters, added to those in `url`. Values may be strings, numbers or booleans.
+    #[serde(default)]
+    pub query: BTreeMap<String, Scalar>,
+    /// JSON body sent with POST, written as a TOML table.
+    pub body: Option<serde_json::Value>,
+    /// When to poll: `{ every = "30s" }` or `{ cron = "0 */5 * * * *" }` (seconds field optional).
+    pub schedule: RawSchedule,
+    /// Timeout of one request, connect to last byte. Default 30s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// jq expression selecting the records from a response, e.g. `.results[]`. Default `.[]`.
+    #[serde(default = "default_records")]
+    pub records: String,
+    #[serde(default)]
+    pub retry: RawRetry,
+    pub pagination: Option<RawPagination>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_records() -> String {
+    ".[]".into()
+}
+
+/// A TOML scalar used as a query parameter value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::String(s) => f.write_str(s),
+            Scalar::Integer(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// `schedule`: exactly one of `every` and `cron`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// Fixed interval between the starts of two polls, e.g. "30s". The first poll is at once.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Cron expression (5 fields, or 6 with seconds first), in UTC.
+    pub cron: Option<String>,
+}
+
+/// `[source.retry]`: retries of one request, with exponential backoff and full jitter. 429 and
+/// 503 honour `Retry-After`. Retried: connection errors, timeouts, 408, 429 and 5xx.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all, the first included. Default 5.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Backoff before the second attempt; doubles each time. Default 500ms.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Cap on one backoff (and on a `Retry-After`). Default 30s.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: default_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[source.pagination]`: several requests per poll.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagination {
+    /// `page` (a page number parameter), `offset` (an offset parameter advanced by the records
+    /// received) or `next_link` (a jq expression on the response yields the next URL or null).
+    pub mode: String,
+    /// Query parameter carrying the page number or offset (`page` / `offset` modes).
+    pub param: Option<String>,
+    /// First page number or offset. Default 1 for `page`, 0 for `offset`.
+    pub start: Option<i64>,
+    /// jq expression yielding the next URL, or null at the end (`next_link` mode).
+    pub next: Option<String>,
+    /// Most pages fetched per poll. Default 1. A page with no records ends the poll early.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+fn default_max_pages() -> u32 {
+    1
+}
+
+/// `[validate]`: the JSON Schema every record must pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidate {
+    /// Path of a JSON Schema file, relative to the spec file.
+    pub schema_file: Option<String>,
+    /// An inline schema: a TOML table, or a string holding JSON.
+    pub schema: Option<serde_json::Value>,
+    /// What to do with an invalid record: `dead_letter` (default), `drop` or `fail`.
+    #[serde(default = "default_on_invalid")]
+    pub on_invalid: String,
+}
+
+impl Default for RawValidate {
+    fn default() -> Self {
+        RawValidate {
+            schema_file: None,
+            schema: None,
+            on_invalid: default_on_invalid(),
+        }
+    }
+}
+
+fn default_on_invalid() -> String {
+    "dead_letter".into()
+}
+
+/// `[kafka]`: the topic records stream through.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Topic the records are produced to and consumed from.
+    pub topic: String,
+    /// Partitions of the topic when aqueduct creates it. Default 3.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topic when aqueduct creates it. Default 1.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// Create the topic and dead-letter topic if missing. Default true.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// jq expression computing the message key (a string or number); records with the same
+    /// key keep their order. Default: no key.
+    pub key: Option<String>,
+    /// Consumer group of the loaders. Default `aqueduct-<name>`.
+    pub group_id: Option<String>,
+    /// Topic for records that fail validation or mapping. Default `<topic>_dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// Extra librdkafka properties for both producer and consumer, e.g. security settings.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Scalar>,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[cassandra]`: the table that receives the rows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCassandra {
+    /// `host:port` of one or more nodes.
+    pub contact_points: Vec<String>,
+    /// Keyspace name (letters, digits, underscore; starts with a letter).
+    pub keyspace: String,
+    /// Table name (same rules).
+    pub table: String,
+    /// Keyspace replication, used when aqueduct creates the keyspace. Default
+    /// `{ class = "SimpleStrategy", replication_factor = 1 }`.
+    #[serde(default)]
+    pub replication: Option<BTreeMap<String, Scalar>>,
+    /// Write consistency: any, one, two, three, quorum, all, local_quorum (default),
+    /// each_quorum, local_one.
+    #[serde(default = "default_consistency")]
+    pub consistency: String,
+    /// Time to live of written rows, e.g. "30d". Default: none.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Create the keyspace and table if missing. Default true.
+    #[serde(default = "default_true")]
+    pub create: bool,
+    /// Writes in flight at once. Default 32.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Timeout of one write. Default 10s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Username for password authentication.
+    pub username: Option<String>,
+    /// Password for password authentication (set it with AQUEDUCT_CASSANDRA__PASSWORD).
+    pub password: Option<String>,
+    /// Partition key columns, in order.
+    pub partition_key: Vec<String>,
+    /// Clustering columns, in order; `"col desc"` for descending order.
+    #[serde(default)]
+    pub clustering_key: Vec<String>,
+    /// The columns: `name = { type = "<CQL type>", jq = "<expression on the record>" }`.
+    pub columns: BTreeMap<String, RawColumn>,
+}
+
+fn default_consistency() -> String {
+    "local_quorum".into()
+}
+fn default_concurrency() -> usize {
+    32
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// One column of `[cassandra.columns]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumn {
+    /// CQL type, e.g. `text`, `timestamp`, `list<int>`, `map<text, double>`.
+    #[serde(rename = "type")]
+    pub cql_type: String,
+    /// jq expression computing the value from the record.
+    pub jq: String,
+}

@@ -1,0 +1,398 @@
+//! A randomuser.me-compatible stand-in API, for tests and the offline demo (the real API is out
+//! of reach of CI machines).
+//!
+//! `GET /api/?results=N&seed=S&page=P` returns `{"results": [...], "info": {...}}` with users in
+//! exactly the real v1.4 shape: postcode a number or a string by nationality, `id.value` null
+//! for IR/NZ/TR/UA, non-ASCII names. The same seed, page and count give the same users.
+//!
+//! Faults on demand, by query parameter:
+//! - `fault=500|503|429|truncate|garbage` with `fault_times=N` (default 1): the first N requests
+//!   carrying `fault` that this server sees fail that way (429 and 503 send `Retry-After: 1`).
+//! - `delay_ms=N`: answer after N ms.
+//! - `invalid=N`: the first N users of each page break the randomuser schema.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// Counters a test can read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests answered, faults included.
+    pub requests: AtomicU64,
+    /// Requests that got a fault.
+    pub faults: AtomicU64,
+}
+
+/// The router; `stats` counts requests.
+pub fn router(stats: Arc<Stats>) -> Router {
+    Router::new()
+        .route("/api/", get(users))
+        .route("/api", get(users))
+        .with_state(stats)
+}
+
+/// Serves on `addr` (port 0 for any) until the task is dropped; returns the bound address.
+pub async fn spawn(
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, Arc<Stats>, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let stats = Arc::new(Stats::default());
+    let app = router(stats.clone());
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "stand-in API stopped");
+        }
+    });
+    Ok((bound, stats, handle))
+}
+
+async fn users(
+    State(stats): State<Arc<Stats>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let n = stats.requests.fetch_add(1, Ordering::SeqCst);
+    let num = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = num("delay_ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let results = num("results")
+        .filter(|r| (1..=5000).contains(r))
+        .unwrap_or(1) as usize;
+    let page = num("page").filter(|p| *p <= 10_000).unwrap_or(1).max(1);
+    let seed = q
+        .get("seed")
+        .cloned()
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let body = json!({
+        "results": (0..results).map(|i| user(&seed, page, i, i < num("invalid").unwrap_or(0) as usize)).collect::<Vec<_>>(),
+        "info": {"seed": seed, "results": results, "page": page, "version": "1.4"}
+    });
+    let fault = q.get("fault").map(String::as_str);
+    if fault.is_some() && n < num("fault_times").unwrap_or(1) {
+        stats.faults.fetch_add(1, Ordering::SeqCst);
+        let retry_after = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+        let error = Json(
+            json!({"error": "Uh oh, something has gone wrong. Please tweet us @randomapi about the issue. Thank you."}),
+        );
+        match fault {
+            Some("500") => return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+            Some("503") => {
+                return (StatusCode::SERVICE_UNAVAILABLE, retry_after, error).into_response();
+            }
+            Some("429") => {
+                let error = Json(
+                    json!({"error": "Whoa, ease up there cowboy. You've requested too many users too fast."}),
+                );
+                return (StatusCode::TOO_MANY_REQUESTS, retry_after, error).into_response();
+            }
+            Some("truncate") => {
+                let text = body.to_string();
+                return (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    text[..text.len() / 2].to_owned(),
+                )
+                    .into_response();
+            }
+            Some("garbage") => {
+                return (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html>502 Bad Gateway</html>",
+                )
+                    .into_response();
+            }
+            _ => {}
+        }
+    }
+    Json(body).into_response()
+}
+
+struct Nat {
+    code: &'static str,
+    country: &'static str,
+    first_male: &'static [&'static str],
+    first_female: &'static [&'static str],
+    last: &'static [&'static str],
+    cities: &'static [(&'static str, &'static str)],
+    id_name: &'static str,
+    postcode: fn(&mut fastrand::Rng) -> Value,
+}
+
+const NATS: &[Nat] = &[
+    Nat {
+        code: "US",
+        country: "United States",
+        first_male: &["Brad", "Jesse", "Dwight"],
+        first_female: &["Jennie", "Ella", "Zoë"],
+        last: &["Nichols", "Hughes", "Ramos"],
+        cities: &[("Billings", "Michigan"), ("Fresno", "California")],
+        id_name: "SSN",
+        postcode: us_postcode,
+    },
+    Nat {
+        code: "GB",
+        country: "United Kingdom",
+        first_male: &["Oliver", "Harry"],
+        first_female: &["Amelia", "Chloé"],
+        last: &["Smith", "O'Brien"],
+        cities: &[("Leeds", "West Yorkshire"), ("Bath", "Somerset")],
+        id_name: "NINO",
+        postcode: gb_postcode,
+    },
+    Nat {
+        code: "NO",
+        country: "Norway",
+        first_male: &["Håkon", "Ørjan"],
+        first_female: &["Åse", "Ingrid"],
+        last: &["Øvergård", "Berg"],
+        cities: &[("Oslo", "Oslo"), ("Tromsø", "Troms")],
+        id_name: "FN",
+        postcode: no_postcode,
+    },
+    Nat {
+        code: "IR",
+        country: "Iran",
+        first_male: &["آرمین", "کیان"],
+        first_female: &["نیایش", "ستایش"],
+        last: &["رضایی", "کریمی"],
+        cities: &[("تهران", "تهران"), ("شیراز", "فارس")],
+        id_name: "",
+        postcode: us_postcode,
+    },
+    Nat {
+        code: "DE",
+        country: "Germany",
+        first_male: &["Jürgen", "Lukas"],
+        first_female: &["Jördis", "Marie"],
+        last: &["Müller", "Schröder"],
+        cities: &[("Köln", "Nordrhein-Westfalen"), ("Jena", "Thüringen")],
+        id_name: "SVNR",
+        postcode: us_postcode,
+    },
+    Nat {
+        code: "UA",
+        country: "Ukraine",
+        first_male: &["Сергій", "Богдан"],
+        first_female: &["Олена", "Ярина"],
+        last: &["Шевченко", "Коваленко"],
+        cities: &[("Київ", "Київська"), ("Львів", "Львівська")],
+        id_name: "",
+        postcode: us_postcode,
+    },
+    Nat {
+        code: "CA",
+        country: "Canada",
+        first_male: &["Liam", "Noah"],
+        first_female: &["Léa", "Charlotte"],
+        last: &["Tremblay", "Roy"],
+        cities: &[("Ottawa", "Ontario"), ("Laval", "Québec")],
+        id_name: "SIN",
+        postcode: ca_postcode,
+    },
+];
+
+fn us_postcode(rng: &mut fastrand::Rng) -> Value {
+    json!(rng.u32(10000..=99999))
+}
+fn gb_postcode(rng: &mut fastrand::Rng) -> Value {
+    json!(format!(
+        "{}{} {}{}{}",
+        letter(rng),
+        rng.u8(1..=9),
+        rng.u8(0..=9),
+        letter(rng),
+        letter(rng)
+    ))
+}
+fn no_postcode(rng: &mut fastrand::Rng) -> Value {
+    json!(format!("{:04}", rng.u16(1..=9999)))
+}
+fn ca_postcode(rng: &mut fastrand::Rng) -> Value {
+    json!(format!(
+        "{}{}{} {}{}{}",
+        letter(rng),
+        rng.u8(0..=9),
+        letter(rng),
+        rng.u8(0..=9),
+        letter(rng),
+        rng.u8(0..=9)
+    ))
+}
+fn letter(rng: &mut fastrand::Rng) -> char {
+    rng.char('A'..='Z')
+}
+
+fn pick<'a>(rng: &mut fastrand::Rng, xs: &[&'a str]) -> &'a str {
+    xs[rng.usize(..xs.len())]
+}
+
+fn hex(rng: &mut fastrand::Rng, n: usize) -> String {
+    (0..n).map(|_| rng.digit(16)).collect()
+}
+
+fn date(rng: &mut fastrand::Rng, from_year: i32, to_year: i32) -> (String, i64) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let start = Utc
+        .with_ymd_and_hms(from_year, 1, 1, 0, 0, 0)
+        .single()
+        .map_or(0, |d| d.timestamp_millis());
+    let end = Utc
+        .with_ymd_and_hms(to_year, 1, 1, 0, 0, 0)
+        .single()
+        .map_or(0, |d| d.timestamp_millis());
+    let ms = rng.i64(start..end);
+    let at = Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+    let age = i64::from(Utc::now().year() - at.year());
+    (at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), age)
+}
+
+/// User `index` of `page` for `seed`; `broken` makes it fail the randomuser schema.
+fn user(seed: &str, page: u64, index: usize, broken: bool) -> Value {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (seed, page, index).hash(&mut h);
+    let mut rng = fastrand::Rng::with_seed(h.finish());
+    let nat = &NATS[rng.usize(..NATS.len())];
+    let male = rng.bool();
+    let first = pick(
+        &mut rng,
+        if male {
+            nat.first_male
+        } else {
+            nat.first_female
+        },
+    );
+    let last = pick(&mut rng, nat.last);
+    let (city, state) = nat.cities[rng.usize(..nat.cities.len())];
+    let title = if male {
+        "Mr"
+    } else {
+        pick(&mut rng, &["Miss", "Mrs", "Ms"])
+    };
+    let (dob, dob_age) = date(&mut rng, 1945, 2004);
+    let (registered, registered_age) = date(&mut rng, 2002, 2022);
+    let mut uuid_bytes = [0u8; 16];
+    rng.fill(&mut uuid_bytes);
+    let uuid = uuid::Builder::from_random_bytes(uuid_bytes)
+        .into_uuid()
+        .to_string();
+    let ascii_first: String = first
+        .chars()
+        .filter(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_lowercase();
+    let ascii_last: String = last
+        .chars()
+        .filter(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_lowercase();
+    let email_name = if ascii_first.is_empty() {
+        format!("user{}", rng.u32(100..999))
+    } else {
+        format!("{ascii_first}.{ascii_last}")
+    };
+    let picture_n = rng.u8(0..=99);
+    let kind = if male { "men" } else { "women" };
+    let id_value = if matches!(nat.code, "IR" | "UA") {
+        Value::Null
+    } else {
+        json!(format!("{}-{}", rng.u32(100..999), rng.u32(1000..9999)))
+    };
+    let phone = format!(
+        "({}) {}-{}",
+        rng.u16(200..999),
+        rng.u16(100..999),
+        rng.u16(1000..9999)
+    );
+    let mut user = json!({
+        "gender": if male { "male" } else { "female" },
+        "name": {"title": title, "first": first, "last": last},
+        "location": {
+            "street": {"number": rng.u16(1..=9999), "name": pick(&mut rng, &["Valwood Pkwy", "High Street", "Hauptstraße", "Storgata"])},
+            "city": city,
+            "state": state,
+            "country": nat.country,
+            "postcode": (nat.postcode)(&mut rng),
+            "coordinates": {"latitude": format!("{:.4}", rng.f64() * 180.0 - 90.0), "longitude": format!("{:.4}", rng.f64() * 360.0 - 180.0)},
+            "timezone": {"offset": pick(&mut rng, &["+9:30", "-12:00", "0:00", "+5:45"]), "description": "Somewhere"}
+        },
+        "email": format!("{email_name}@example.com"),
+        "login": {
+            "uuid": uuid,
+            "username": format!("{}{}", pick(&mut rng, &["happy", "silver", "tiny", "red"]), pick(&mut rng, &["koala", "fish", "bear", "cat"])) + &rng.u16(100..999).to_string(),
+            "password": hex(&mut rng, 8),
+            "salt": hex(&mut rng, 8),
+            "md5": hex(&mut rng, 32),
+            "sha1": hex(&mut rng, 40),
+            "sha256": hex(&mut rng, 64)
+        },
+        "dob": {"date": dob, "age": dob_age},
+        "registered": {"date": registered, "age": registered_age},
+        "phone": phone,
+        "cell": format!("({}) {}-{}", rng.u16(200..999), rng.u16(100..999), rng.u16(1000..9999)),
+        "id": {"name": nat.id_name, "value": id_value},
+        "picture": {
+            "large": format!("https://randomuser.me/api/portraits/{kind}/{picture_n}.jpg"),
+            "medium": format!("https://randomuser.me/api/portraits/med/{kind}/{picture_n}.jpg"),
+            "thumbnail": format!("https://randomuser.me/api/portraits/thumb/{kind}/{picture_n}.jpg")
+        },
+        "nat": nat.code
+    });
+    if broken {
+        // Two classic breakages: a missing login (no stable id) and an email that is a number.
+        if let Some(obj) = user.as_object_mut() {
+            obj.remove("login");
+            obj.insert("email".into(), json!(12345));
+        }
+    }
+    user
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_users() {
+        assert_eq!(user("abc", 1, 0, false), user("abc", 1, 0, false));
+        assert_ne!(user("abc", 1, 0, false), user("abc", 2, 0, false));
+        assert_ne!(user("abc", 1, 0, false), user("abd", 1, 0, false));
+    }
+
+    #[test]
+    fn users_have_the_real_shape() {
+        let mut numbers = 0;
+        let mut strings = 0;
+        let mut null_ids = 0;
+        for i in 0..200 {
+            let u = user("shape", 1, i, false);
+            match &u["location"]["postcode"] {
+                Value::Number(_) => numbers += 1,
+                Value::String(_) => strings += 1,
+                other => panic!("postcode {other}"),
+            }
+            if u["id"]["value"].is_null() {
+                null_ids += 1;
+            }
+            assert!(uuid::Uuid::parse_str(u["login"]["uuid"].as_str().unwrap()).is_ok());
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(u["dob"]["date"].as_str().unwrap()).is_ok()
+            );
+            assert!(u["location"]["street"]["number"].is_u64());
+        }
+        assert!(
+            numbers > 0 && strings > 0 && null_ids > 0,
+            "{numbers} {strings} {null_ids}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The `aqueduct` binary: parse the command line, set up logging, run, map the outcome to an
 //! exit code (0 ok, 1 runtime failure, 2 invalid spec or usage).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,10 +22,12 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
+    // The drivers' own info lines (sharding, node discovery) are noise for a pipeline's user.
     let filter = tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -258,7 +258,7 @@ fn date(rng: &mut fastrand::Rng, from_year: i32, to_year: i32) -> (String, i64) 
 }
 
 /// User `index` of `page` for `seed`; `broken` makes it fail the randomuser schema.
-fn user(seed: &str, page: u64, index: usize, broken: bool) -> Value {
+pub fn user(seed: &str, page: u64, index: usize, broken: bool) -> Value {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (seed, page, index).hash(&mut h);
     let mut rng = fastrand::Rng::with_seed(h.finish());

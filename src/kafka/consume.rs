@@ -148,7 +148,8 @@ impl Consumer {
     }
 
     /// Whether every assigned partition has been read up to `targets` (partition -> offset).
-    /// False until the group has assigned partitions to this member.
+    /// False until the group has assigned partitions to this member. A partition this member
+    /// has consumed nothing from counts by its committed offset.
     pub fn reached(&self, targets: &HashMap<i32, i64>) -> bool {
         let Ok(assignment) = self.inner.assignment() else {
             return false;
@@ -159,12 +160,27 @@ impl Consumer {
         let Ok(position) = self.inner.position() else {
             return false;
         };
+        let mut committed = None;
         position.elements().iter().all(|e| {
             let target = targets.get(&e.partition()).copied().unwrap_or(0);
-            match e.offset() {
-                Offset::Offset(at) => at >= target,
-                _ => target == 0,
-            }
+            let at = match e.offset() {
+                Offset::Offset(at) => Some(at),
+                _ => {
+                    // Blocking broker round trip; rare (only for idle partitions) and short.
+                    let list = committed.get_or_insert_with(|| {
+                        tokio::task::block_in_place(|| {
+                            self.inner.committed(Duration::from_secs(5)).ok()
+                        })
+                    });
+                    list.as_ref()
+                        .and_then(|l| l.find_partition(&self.topic, e.partition()))
+                        .and_then(|p| match p.offset() {
+                            Offset::Offset(at) => Some(at),
+                            _ => None,
+                        })
+                }
+            };
+            target == 0 || at.is_some_and(|at| at >= target)
         })
     }
 }

@@ -60,6 +60,9 @@ fn base_config(k: &spec::Kafka) -> ClientConfig {
 /// Producer settings: idempotent, `acks=all`, so retries never duplicate or reorder.
 pub fn producer_config(k: &spec::Kafka) -> ClientConfig {
     let mut config = base_config(k);
+    for (key, value) in &k.producer_properties {
+        config.set(key, value);
+    }
     config.set("enable.idempotence", "true").set("acks", "all");
     config
 }
@@ -68,15 +71,15 @@ pub fn producer_config(k: &spec::Kafka) -> ClientConfig {
 /// stored offsets are committed periodically and at shutdown.
 pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
     let mut config = base_config(k);
+    for (key, value) in &k.consumer_properties {
+        config.set(key, value);
+    }
     config
         .set("group.id", &k.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false");
-    if !k
-        .properties
-        .iter()
-        .any(|(key, _)| key == "auto.offset.reset")
-    {
+    let mut extra = k.properties.iter().chain(&k.consumer_properties);
+    if !extra.any(|(key, _)| key == "auto.offset.reset") {
         config.set("auto.offset.reset", "earliest");
     }
     config

@@ -393,17 +393,11 @@ fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka> {
     if group_id.trim().is_empty() {
         c.err("kafka.group_id", "is empty");
     }
-    let mut properties = Vec::new();
-    for (k, v) in raw.properties {
-        if let Some((_, owner)) = RESERVED_KAFKA_PROPERTIES.iter().find(|(p, _)| *p == k) {
-            c.err(
-                &format!("kafka.properties.{k}"),
-                format!("`{k}` is set by {owner}; remove it here"),
-            );
-            continue;
-        }
-        properties.push((k, v.to_string()));
-    }
+    let properties = kafka_properties(c, "kafka.properties", raw.properties);
+    let producer_properties =
+        kafka_properties(c, "kafka.producer_properties", raw.producer_properties);
+    let consumer_properties =
+        kafka_properties(c, "kafka.consumer_properties", raw.consumer_properties);
     Some(Kafka {
         bootstrap_servers: raw.bootstrap_servers,
         topic: raw.topic,
@@ -414,7 +408,29 @@ fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka> {
         group_id,
         dead_letter_topic,
         properties,
+        producer_properties,
+        consumer_properties,
     })
+}
+
+/// Pass-through librdkafka properties, refusing those aqueduct sets itself.
+fn kafka_properties(
+    c: &mut Checker,
+    section: &str,
+    raw: std::collections::BTreeMap<String, Scalar>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in raw {
+        if let Some((_, owner)) = RESERVED_KAFKA_PROPERTIES.iter().find(|(p, _)| *p == k) {
+            c.err(
+                &format!("{section}.{k}"),
+                format!("`{k}` is set by {owner}; remove it here"),
+            );
+            continue;
+        }
+        out.push((k, v.to_string()));
+    }
+    out
 }
 
 /// CQL identifiers aqueduct accepts: they are always double-quoted in statements, so this

@@ -45,12 +45,33 @@ impl<'a> Locator<'a> {
     /// Converts a figment extraction error, keeping its key path.
     pub fn figment_error(&self, e: figment::Error) -> SpecError {
         let key = e.path.join(".");
-        let message = match &e.kind {
-            // The TOML parser's own message carries line and column.
-            figment::error::Kind::Message(m) => m.trim().replace('\n', " ").replace("  ", " "),
-            kind => kind.to_string(),
-        };
-        self.error(&key, message)
+        match &e.kind {
+            figment::error::Kind::Message(m) if m.starts_with("TOML parse error") => {
+                self.syntax_error(m)
+            }
+            kind => self.error(&key, kind.to_string()),
+        }
+    }
+
+    /// The TOML parser's multi-line report (position, source excerpt, reason) as one line.
+    fn syntax_error(&self, report: &str) -> SpecError {
+        let mut lines = report.lines();
+        let head = lines.next().unwrap_or_default();
+        let position = head
+            .strip_prefix("TOML parse error at line ")
+            .and_then(|rest| rest.split_once(", column "))
+            .and_then(|(line, col)| Some((line.trim().parse().ok()?, col.trim().parse().ok()?)));
+        // Skip the excerpt (`  |`, `7 | [kafka`, `  |  ^`); keep the reason.
+        let reason: Vec<&str> = lines
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains('|'))
+            .collect();
+        SpecError {
+            file: self.file.clone(),
+            position,
+            key: String::new(),
+            message: format!("TOML parse error: {}", reason.join(", ")),
+        }
     }
 
     /// Line and column of the deepest key of `path` present in the file.

@@ -108,8 +108,11 @@ pub struct Kafka {
     pub key: Option<Jq>,
     pub group_id: String,
     pub dead_letter_topic: String,
-    /// Extra librdkafka properties, none of which collides with one aqueduct sets itself.
+    /// Extra librdkafka properties, none of which collides with one aqueduct sets itself:
+    /// for both clients, the producer only, the consumer only.
     pub properties: Vec<(String, String)>,
+    pub producer_properties: Vec<(String, String)>,
+    pub consumer_properties: Vec<(String, String)>,
 }
 
 /// `[cassandra]`, checked.

@@ -212,6 +212,12 @@ pub struct RawKafka {
     /// Extra librdkafka properties for both producer and consumer, e.g. security settings.
     #[serde(default)]
     pub properties: BTreeMap<String, Scalar>,
+    /// Extra librdkafka properties for the producer only, e.g. `compression.type`.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, Scalar>,
+    /// Extra librdkafka properties for the consumer only, e.g. `session.timeout.ms`.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, Scalar>,
 }
 
 fn default_partitions() -> i32 {

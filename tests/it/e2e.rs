@@ -1,0 +1,395 @@
+//! End to end: the stand-in API -> aqueduct -> the real Kafka and Cassandra, asserting what
+//! lands in the table and on the topics.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use scylla::value::CqlTimestamp;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::{
+    Api, UsersPipeline, aqueduct, cassandra_addr, count_rows, kafka_addr, run, services_up,
+    session, spec_file, topic_messages, unique,
+};
+
+fn millis(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis()
+}
+
+type UserRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    CqlTimestamp,
+    CqlTimestamp,
+    String,
+    String,
+);
+
+async fn user_rows(keyspace: &str) -> HashMap<Uuid, UserRow> {
+    let s = session().await;
+    let rows = s
+        .query_unpaged(
+            format!("SELECT id, first_name, last_name, gender, address, post_code, email, username, dob, registered_date, phone, picture FROM {keyspace}.created_users"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    rows.rows::<UserRow>()
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.0, r)
+        })
+        .collect()
+}
+
+/// The row users.toml must make of a stand-in user.
+fn expected_row(u: &Value) -> UserRow {
+    let s = |v: &Value| v.as_str().unwrap().to_owned();
+    let loc = &u["location"];
+    let post_code = match &loc["postcode"] {
+        Value::String(p) => p.clone(),
+        other => other.to_string(),
+    };
+    (
+        Uuid::parse_str(u["login"]["uuid"].as_str().unwrap()).unwrap(),
+        s(&u["name"]["first"]),
+        s(&u["name"]["last"]),
+        s(&u["gender"]),
+        format!(
+            "{} {}, {}, {}, {}",
+            loc["street"]["number"],
+            s(&loc["street"]["name"]),
+            s(&loc["city"]),
+            s(&loc["state"]),
+            s(&loc["country"])
+        ),
+        post_code,
+        s(&u["email"]),
+        s(&u["login"]["username"]),
+        CqlTimestamp(millis(u["dob"]["date"].as_str().unwrap())),
+        CqlTimestamp(millis(u["registered"]["date"].as_str().unwrap())),
+        s(&u["phone"]),
+        s(&u["picture"]["medium"]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_land_in_cassandra_with_typed_values_and_repolls_add_no_rows() {
+    if !services_up("users_land_in_cassandra") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = UsersPipeline::new(api.url("seed=e2e"), 25);
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("polled=25") && out.stderr.contains("written=25"),
+        "{out:?}"
+    );
+
+    let rows = user_rows(&p.keyspace).await;
+    assert_eq!(rows.len(), 25);
+    for i in 0..25 {
+        let want = expected_row(&aqueduct::standin::user("e2e", 1, i, false));
+        assert_eq!(rows.get(&want.0), Some(&want), "user {i}");
+    }
+    let messages = topic_messages(&p.topic);
+    assert_eq!(messages.len(), 25);
+    for (key, record) in &messages {
+        assert_eq!(
+            key.as_deref(),
+            record["login"]["uuid"].as_str(),
+            "messages are keyed by login.uuid"
+        );
+    }
+
+    // The same users again: 25 more messages, still 25 rows.
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(topic_messages(&p.topic).len(), 50);
+    assert_eq!(p.row_count().await, 25);
+    assert!(topic_messages(&p.dead_letter_topic).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_records_are_dead_lettered_with_their_reasons() {
+    if !services_up("invalid_records_are_dead_lettered") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = UsersPipeline::new(api.url("seed=dlq&invalid=3"), 10);
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("invalid=3") && out.stderr.contains("dead_lettered=3"),
+        "{out:?}"
+    );
+    assert_eq!(p.row_count().await, 7);
+
+    let dead = topic_messages(&p.dead_letter_topic);
+    assert_eq!(dead.len(), 3);
+    for (i, (_, letter)) in dead.iter().enumerate() {
+        assert_eq!(letter["pipeline"], "users");
+        assert_eq!(letter["stage"], "validate");
+        let violations = letter["violations"].as_array().unwrap();
+        let has = |pointer: &str, keyword: &str| {
+            violations
+                .iter()
+                .any(|v| v["pointer"] == pointer && v["keyword"] == keyword)
+        };
+        assert!(has("", "required") && has("/email", "type"), "{letter}");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("\"login\" is a required property"),
+            "{letter}"
+        );
+        assert!(
+            letter["origin"]["url"]
+                .as_str()
+                .unwrap()
+                .contains("invalid=3"),
+            "{letter}"
+        );
+        assert!(chrono::DateTime::parse_from_rfc3339(letter["time"].as_str().unwrap()).is_ok());
+        assert!(
+            dead.iter()
+                .any(|(_, l)| l["record"] == aqueduct::standin::user("dlq", 1, i, true)),
+            "original record kept"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_errors_are_retried_then_succeed() {
+    if !services_up("api_errors_are_retried") {
+        return;
+    }
+    for fault in ["500", "429", "truncate"] {
+        let api = Api::start().await;
+        let p = UsersPipeline::new(
+            api.url(&format!("seed=retry&fault={fault}&fault_times=2")),
+            5,
+        );
+        let out = run(p
+            .command(&["run", "--once"])
+            .env("AQUEDUCT_SOURCE__RETRY__INITIAL_BACKOFF", "10ms"))
+        .await;
+        assert_eq!(out.code, Some(0), "fault {fault}: {out:?}");
+        assert_eq!(
+            api.requests(),
+            3,
+            "fault {fault}: two failures, then success"
+        );
+        assert!(out.stderr.contains("retries=2"), "fault {fault}: {out:?}");
+        assert_eq!(p.row_count().await, 5);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_returning_garbage_fails_the_run_naming_the_url() {
+    if !services_up("an_api_returning_garbage") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = UsersPipeline::new(api.url("seed=bad&fault=garbage&fault_times=99"), 5);
+    let out = run(p
+        .command(&["run", "--once"])
+        .env("AQUEDUCT_SOURCE__RETRY__ATTEMPTS", "3")
+        .env("AQUEDUCT_SOURCE__RETRY__INITIAL_BACKOFF", "10ms"))
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("the response is not JSON"), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("http://{}/api/", api.addr)),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("after 3 attempt(s)"), "{out:?}");
+    assert_eq!(api.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mapping_failures_are_dead_lettered_and_the_rest_written() {
+    if !services_up("mapping_failures_are_dead_lettered") {
+        return;
+    }
+    let api = Api::start().await;
+    let topic = unique("map");
+    let keyspace = unique("ks");
+    // post_code as int: numeric postcodes map, string ones (GB, NO, CA) cannot.
+    let (_dir, spec) = spec_file(&format!(
+        r#"
+        name = "mapfail"
+        [source]
+        url = "{}"
+        schedule = {{ every = "1h" }}
+        records = ".results[]"
+        [kafka]
+        bootstrap_servers = "{}"
+        topic = "{topic}"
+        key = ".login.uuid"
+        [cassandra]
+        contact_points = ["{}"]
+        keyspace = "{keyspace}"
+        table = "t"
+        partition_key = ["id"]
+        columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+        columns.post_code = {{ type = "int", jq = ".location.postcode" }}
+        "#,
+        api.url("seed=map&results=40"),
+        kafka_addr(),
+        cassandra_addr()
+    ));
+    let mut cmd = aqueduct();
+    cmd.args(["run", "--once"]).arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let users: Vec<Value> = (0..40)
+        .map(|i| aqueduct::standin::user("map", 1, i, false))
+        .collect();
+    let numeric = users
+        .iter()
+        .filter(|u| u["location"]["postcode"].is_number())
+        .count();
+    assert!(
+        numeric > 0 && numeric < 40,
+        "the sample must hold both kinds"
+    );
+    assert_eq!(
+        count_rows(&session().await, &format!("{keyspace}.t")).await,
+        numeric as i64
+    );
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert_eq!(dead.len(), 40 - numeric);
+    for (key, letter) in dead {
+        assert_eq!(letter["stage"], "map");
+        assert_eq!(letter["column"], "post_code");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("column post_code: expected an integer"),
+            "{letter}"
+        );
+        assert_eq!(letter["origin"]["topic"], topic.as_str());
+        assert!(letter["origin"]["offset"].is_i64());
+        assert_eq!(key.as_deref(), letter["record"]["login"]["uuid"].as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_ingest_and_load_processes_share_the_work() {
+    if !services_up("split_ingest_and_load") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = UsersPipeline::new(api.url("seed=split"), 12);
+    let out = run(&mut p.command(&["run", "--only", "ingest", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("produced=12") && out.stderr.contains("written=0"),
+        "{out:?}"
+    );
+    assert_eq!(topic_messages(&p.topic).len(), 12);
+    let out = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("polled=0") && out.stderr.contains("written=12"),
+        "{out:?}"
+    );
+    assert_eq!(api.requests(), 1, "the loader does not poll");
+    assert_eq!(p.row_count().await, 12);
+    // Its offsets were committed: a second loader of the group finds nothing new.
+    let out = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("written=0"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_gracefully_and_commits() {
+    if !services_up("sigterm_stops_gracefully") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = UsersPipeline::new(api.url("seed=term"), 30);
+    let child = p
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let s = session().await;
+    let table = format!("{}.created_users", p.keyspace);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = s
+            .query_unpaged(format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .is_ok()
+            && count_rows(&s, &table).await == 30;
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows did not land within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("aqueduct did not stop within 30 s of SIGTERM")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("signal received") && stderr.contains("summary"),
+        "{stderr}"
+    );
+    // Everything written was committed: a loader of the same group has nothing to do.
+    let out = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("written=0"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_cassandra_fails_with_a_clear_message() {
+    if !services_up("unreachable_cassandra") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = UsersPipeline::new(api.url("seed=down"), 1);
+    let out = run(p
+        .command(&["run", "--once"])
+        .env("AQUEDUCT_CASSANDRA__CONTACT_POINTS", "[\"127.0.0.1:1\"]"))
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cannot connect to Cassandra at 127.0.0.1:1"),
+        "{out:?}"
+    );
+    assert_eq!(
+        api.requests(),
+        0,
+        "nothing is polled before every client is built"
+    );
+}

@@ -1,0 +1,108 @@
+//! The local stack is the real thing: a Kafka broker that creates topics through the admin
+//! API and round-trips a message, and a Cassandra node that stores and returns a row.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::support::{kafka_addr, services_up, session, unique};
+
+#[tokio::test]
+async fn kafka_round_trips_a_message() {
+    if !services_up("kafka_round_trips_a_message") {
+        return;
+    }
+    let topic = unique("smoke");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("hello"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .set("group.id", unique("smoke"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.key(), Some(&b"k"[..]));
+    assert_eq!(m.payload(), Some(&b"hello"[..]));
+}
+
+#[tokio::test]
+async fn cassandra_stores_and_returns_a_row() {
+    if !services_up("cassandra_stores_and_returns_a_row") {
+        return;
+    }
+    let ks = unique("smoke");
+    let s = session().await;
+    s.query_unpaged(
+        format!("CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"),
+        &[],
+    )
+    .await
+    .unwrap();
+    s.query_unpaged(
+        format!("CREATE TABLE {ks}.t (id int PRIMARY KEY, name text)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    s.query_unpaged(
+        format!("INSERT INTO {ks}.t (id, name) VALUES (?, ?)"),
+        (1, "Zoë"),
+    )
+    .await
+    .unwrap();
+    let row = s
+        .query_unpaged(format!("SELECT id, name FROM {ks}.t WHERE id = 1"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(i32, String)>()
+        .unwrap();
+    assert_eq!(row, (1, "Zoë".to_string()));
+    let version = s
+        .query_unpaged("SELECT release_version FROM system.local", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(String,)>()
+        .unwrap()
+        .0;
+    assert!(
+        version.starts_with("5.0") || version.starts_with("4."),
+        "{version}"
+    );
+}

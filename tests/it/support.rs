@@ -1,0 +1,252 @@
+//! Shared helpers: service addresses, unique names, the stand-in API, running the binary,
+//! reading Kafka topics and Cassandra tables.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+pub fn kafka_addr() -> String {
+    std::env::var("AQUEDUCT_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn cassandra_addr() -> String {
+    std::env::var("AQUEDUCT_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into())
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Whether Kafka and Cassandra are reachable. In CI (`CI=true`) a missing one fails the test;
+/// elsewhere the test is skipped with a message saying how to start them.
+pub fn services_up(test: &str) -> bool {
+    let missing: Vec<String> = [("Kafka", kafka_addr()), ("Cassandra", cassandra_addr())]
+        .into_iter()
+        .filter(|(_, addr)| !reachable(addr))
+        .map(|(name, addr)| format!("{name} at {addr}"))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{test}: {} not reachable; start the local stack with `scripts/stack up` (or run `scripts/test`)",
+        missing.join(" and ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED {message}");
+    false
+}
+
+/// A name no other test (or earlier run) uses: topics, keyspaces, groups.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{:04x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        fastrand::u16(..)
+    )
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The stand-in API on an ephemeral port, for the life of the test.
+pub struct Api {
+    pub addr: SocketAddr,
+    pub stats: Arc<aqueduct::standin::Stats>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Api {
+    pub async fn start() -> Api {
+        let (addr, stats, server) = aqueduct::standin::spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Api {
+            addr,
+            stats,
+            _server: server,
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("http://{}/api/?{query}", self.addr)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// What one `aqueduct` run printed and how it ended.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn aqueduct() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_aqueduct"));
+    cmd.current_dir(repo())
+        .env("AQUEDUCT_LOG", "info")
+        .kill_on_drop(true);
+    // Spec overrides from the developer's shell must not leak into tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AQUEDUCT_") && k.contains("__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs `aqueduct` to completion (at most 120 s).
+pub async fn run(cmd: &mut tokio::process::Command) -> Run {
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("aqueduct did not finish within 120 s")
+        .expect("aqueduct could not be started");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `pipelines/users.toml` pointed at the stand-in, a fresh topic and a fresh keyspace.
+pub struct UsersPipeline {
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub keyspace: String,
+    pub group: String,
+    pub url: String,
+    pub results: u32,
+}
+
+impl UsersPipeline {
+    pub fn new(url: String, results: u32) -> Self {
+        let topic = unique("users");
+        UsersPipeline {
+            dead_letter_topic: format!("{topic}_dlq"),
+            keyspace: unique("ks"),
+            group: unique("group"),
+            topic,
+            url,
+            results,
+        }
+    }
+
+    /// `aqueduct <args> pipelines/users.toml` with this pipeline's overrides.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = aqueduct();
+        cmd.args(args)
+            .arg("pipelines/users.toml")
+            .env("AQUEDUCT_SOURCE__URL", &self.url)
+            .env("AQUEDUCT_SOURCE__QUERY__RESULTS", self.results.to_string())
+            .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", kafka_addr())
+            .env("AQUEDUCT_KAFKA__TOPIC", &self.topic)
+            .env("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", &self.dead_letter_topic)
+            .env("AQUEDUCT_KAFKA__GROUP_ID", &self.group)
+            .env(
+                "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
+                format!("[\"{}\"]", cassandra_addr()),
+            )
+            .env("AQUEDUCT_CASSANDRA__KEYSPACE", &self.keyspace);
+        cmd
+    }
+
+    /// Rows in the pipeline's table.
+    pub async fn row_count(&self) -> i64 {
+        count_rows(
+            &session().await,
+            &format!("{}.created_users", self.keyspace),
+        )
+        .await
+    }
+}
+
+pub async fn session() -> Session {
+    SessionBuilder::new()
+        .known_node(cassandra_addr())
+        .build()
+        .await
+        .expect("connecting to Cassandra")
+}
+
+pub async fn count_rows(session: &Session, table: &str) -> i64 {
+    let rows = session
+        .query_unpaged(format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    rows.single_row::<(i64,)>().unwrap().0
+}
+
+/// Every message of `topic`, read from the beginning by a client outside any group.
+pub fn topic_messages(topic: &str) -> Vec<(Option<String>, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    for p in metadata.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout).unwrap();
+        remaining += high - low;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while remaining > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.unwrap();
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            let payload = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            out.push((key, payload));
+            remaining -= 1;
+        }
+    }
+    out
+}
+
+/// A spec file in a temporary folder (kept alive by the returned guard).
+pub fn spec_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}

@@ -5,6 +5,9 @@
 //! exactly the real v1.4 shape: postcode a number or a string by nationality, `id.value` null
 //! for IR/NZ/TR/UA, non-ASCII names. The same seed, page and count give the same users.
 //!
+//! `GET /earthquakes/feed/v1.0/summary/all_hour.geojson?seed=S&count=N` serves a USGS-shaped
+//! GeoJSON feed (nested arrays, numbers, epoch-millisecond times) for the second example spec.
+//!
 //! Faults on demand, by query parameter:
 //! - `fault=500|503|429|truncate|garbage` with `fault_times=N` (default 1): the first N requests
 //!   carrying `fault` that this server sees fail that way (429 and 503 send `Retry-After: 1`).
@@ -39,6 +42,10 @@ pub fn router(stats: Arc<Stats>) -> Router {
     Router::new()
         .route("/api/", get(users))
         .route("/api", get(users))
+        .route(
+            "/earthquakes/feed/v1.0/summary/all_hour.geojson",
+            get(earthquakes),
+        )
         .with_state(stats)
 }
 
@@ -116,6 +123,97 @@ async fn users(
         }
     }
     Json(body).into_response()
+}
+
+async fn earthquakes(
+    State(stats): State<Arc<Stats>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let count = q
+        .get("count")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(5usize)
+        .min(1000);
+    let seed = q
+        .get("seed")
+        .cloned()
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let features: Vec<Value> = (0..count).map(|i| earthquake(&seed, i)).collect();
+    Json(json!({
+        "type": "FeatureCollection",
+        "metadata": {
+            "generated": chrono::Utc::now().timestamp_millis(),
+            "url": "https://earthquake.usgs.gov/earthquakes/feed/v1.0/summary/all_hour.geojson",
+            "title": "USGS All Earthquakes, Past Hour",
+            "status": 200,
+            "api": "1.10.3",
+            "count": count
+        },
+        "features": features,
+        "bbox": [-180.0, -90.0, 0.0, 180.0, 90.0, 700.0]
+    }))
+    .into_response()
+}
+
+/// Earthquake `index` for `seed`, in the USGS GeoJSON feature shape.
+pub fn earthquake(seed: &str, index: usize) -> Value {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ("quake", seed, index).hash(&mut h);
+    let mut rng = fastrand::Rng::with_seed(h.finish());
+    let net = pick(&mut rng, &["ci", "nc", "ak", "us", "hv"]);
+    let code = format!("{}", rng.u32(10_000_000..99_999_999));
+    let id = format!("{net}{code}");
+    // Deterministic: within 30 days from 2026-01-01T00:00Z, to the millisecond.
+    let time = 1_767_225_600_000 + rng.i64(0..30 * 86_400_000);
+    let mag = (rng.f64() * 60.0).round() / 10.0 - 0.5;
+    let place = format!(
+        "{} km {} of {}",
+        rng.u8(1..=99),
+        pick(&mut rng, &["N", "NE", "SW", "ESE"]),
+        pick(
+            &mut rng,
+            &[
+                "Ridgecrest, CA",
+                "Anchorage, Alaska",
+                "Pāhala, Hawaii",
+                "Ciudad Ixtepec, Mexico"
+            ]
+        )
+    );
+    json!({
+        "type": "Feature",
+        "properties": {
+            "mag": mag,
+            "place": place,
+            "time": time,
+            "updated": time + rng.i64(0..3_600_000),
+            "tz": null,
+            "url": format!("https://earthquake.usgs.gov/earthquakes/eventpage/{id}"),
+            "felt": if rng.bool() { Value::Null } else { json!(rng.u16(0..500)) },
+            "alert": null,
+            "status": pick(&mut rng, &["automatic", "reviewed"]),
+            "tsunami": u8::from(rng.u8(0..20) == 0),
+            "sig": rng.u16(0..1000),
+            "net": net,
+            "code": code,
+            "ids": format!(",{id},"),
+            "sources": format!(",{net},us,"),
+            "types": ",origin,phase-data,",
+            "magType": pick(&mut rng, &["ml", "md", "mb", "mww"]),
+            "type": "earthquake",
+            "title": format!("M {mag:.1} - {place}")
+        },
+        "geometry": {
+            "type": "Point",
+            "coordinates": [
+                (rng.f64() * 360.0 - 180.0 ) * 1e4 / 1e4,
+                (rng.f64() * 180.0 - 90.0) * 1e4 / 1e4,
+                (rng.f64() * 700.0 * 100.0).round() / 100.0
+            ]
+        },
+        "id": id
+    })
 }
 
 struct Nat {

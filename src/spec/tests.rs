@@ -133,7 +133,10 @@ fn toml_syntax_error_has_line_and_column() {
     let errs = errors("[source\nurl = 1");
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].position, Some((1, 8)));
-    assert_eq!(errs[0].message, "TOML parse error: invalid table header, expected `.`, `]`");
+    assert_eq!(
+        errs[0].message,
+        "TOML parse error: invalid table header, expected `.`, `]`"
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::{
-    Api, UsersPipeline, aqueduct, cassandra_addr, count_rows, kafka_addr, run, services_up,
-    session, spec_file, topic_messages, unique,
+    Api, Pipeline, aqueduct, cassandra_addr, count_rows, kafka_addr, run, services_up, session,
+    spec_file, topic_messages, unique,
 };
 
 fn millis(rfc3339: &str) -> i64 {
@@ -34,11 +34,11 @@ type UserRow = (
     String,
 );
 
-async fn user_rows(keyspace: &str) -> HashMap<Uuid, UserRow> {
+async fn user_rows(table: &str) -> HashMap<Uuid, UserRow> {
     let s = session().await;
     let rows = s
         .query_unpaged(
-            format!("SELECT id, first_name, last_name, gender, address, post_code, email, username, dob, registered_date, phone, picture FROM {keyspace}.created_users"),
+            format!("SELECT id, first_name, last_name, gender, address, post_code, email, username, dob, registered_date, phone, picture FROM {table}"),
             &[],
         )
         .await
@@ -91,7 +91,7 @@ async fn users_land_in_cassandra_with_typed_values_and_repolls_add_no_rows() {
         return;
     }
     let api = Api::start().await;
-    let p = UsersPipeline::new(api.url("seed=e2e"), 25);
+    let p = Pipeline::users(api.url("seed=e2e"), 25);
     let out = run(&mut p.command(&["run", "--once"])).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
@@ -99,7 +99,7 @@ async fn users_land_in_cassandra_with_typed_values_and_repolls_add_no_rows() {
         "{out:?}"
     );
 
-    let rows = user_rows(&p.keyspace).await;
+    let rows = user_rows(&p.table()).await;
     assert_eq!(rows.len(), 25);
     for i in 0..25 {
         let want = expected_row(&aqueduct::standin::user("e2e", 1, i, false));
@@ -129,7 +129,7 @@ async fn invalid_records_are_dead_lettered_with_their_reasons() {
         return;
     }
     let api = Api::start().await;
-    let p = UsersPipeline::new(api.url("seed=dlq&invalid=3"), 10);
+    let p = Pipeline::users(api.url("seed=dlq&invalid=3"), 10);
     let out = run(&mut p.command(&["run", "--once"])).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
@@ -180,7 +180,7 @@ async fn api_errors_are_retried_then_succeed() {
     }
     for fault in ["500", "429", "truncate"] {
         let api = Api::start().await;
-        let p = UsersPipeline::new(
+        let p = Pipeline::users(
             api.url(&format!("seed=retry&fault={fault}&fault_times=2")),
             5,
         );
@@ -205,7 +205,7 @@ async fn an_api_returning_garbage_fails_the_run_naming_the_url() {
         return;
     }
     let api = Api::start().await;
-    let p = UsersPipeline::new(api.url("seed=bad&fault=garbage&fault_times=99"), 5);
+    let p = Pipeline::users(api.url("seed=bad&fault=garbage&fault_times=99"), 5);
     let out = run(p
         .command(&["run", "--once"])
         .env("AQUEDUCT_SOURCE__RETRY__ATTEMPTS", "3")
@@ -296,7 +296,7 @@ async fn split_ingest_and_load_processes_share_the_work() {
         return;
     }
     let api = Api::start().await;
-    let p = UsersPipeline::new(api.url("seed=split"), 12);
+    let p = Pipeline::users(api.url("seed=split"), 12);
     let out = run(&mut p.command(&["run", "--only", "ingest", "--once"])).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
@@ -324,7 +324,7 @@ async fn sigterm_stops_gracefully_and_commits() {
         return;
     }
     let api = Api::start().await;
-    let p = UsersPipeline::new(api.url("seed=term"), 30);
+    let p = Pipeline::users(api.url("seed=term"), 30);
     let child = p
         .command(&["run"])
         .stderr(std::process::Stdio::piped())
@@ -332,7 +332,7 @@ async fn sigterm_stops_gracefully_and_commits() {
         .unwrap();
     let pid = child.id().unwrap();
     let s = session().await;
-    let table = format!("{}.created_users", p.keyspace);
+    let table = p.table();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let ready = s
@@ -376,7 +376,7 @@ async fn unreachable_cassandra_fails_with_a_clear_message() {
         return;
     }
     let api = Api::start().await;
-    let p = UsersPipeline::new(api.url("seed=down"), 1);
+    let p = Pipeline::users(api.url("seed=down"), 1);
     let out = run(p
         .command(&["run", "--once"])
         .env("AQUEDUCT_CASSANDRA__CONTACT_POINTS", "[\"127.0.0.1:1\"]"))
@@ -392,4 +392,88 @@ async fn unreachable_cassandra_fails_with_a_clear_message() {
         0,
         "nothing is polled before every client is built"
     );
+}
+
+type QuakeRow = (
+    chrono::NaiveDate,
+    CqlTimestamp,
+    String,
+    f64,
+    Vec<f64>,
+    bool,
+    Option<i32>,
+    std::collections::BTreeSet<String>,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_earthquake_feed_lands_in_a_time_series_table() {
+    if !services_up("the_earthquake_feed_lands") {
+        return;
+    }
+    let api = Api::start().await;
+    let url = format!(
+        "http://{}/earthquakes/feed/v1.0/summary/all_hour.geojson?seed=quake&count=30",
+        api.addr
+    );
+    let p = Pipeline::earthquakes(url);
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("written=30"), "{out:?}");
+
+    let rows = session()
+        .await
+        .query_unpaged(
+            format!(
+                "SELECT day, time, id, magnitude, coordinates, tsunami, felt, sources FROM {}",
+                p.table()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let rows: HashMap<String, QuakeRow> = rows
+        .rows::<QuakeRow>()
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.2.clone(), r)
+        })
+        .collect();
+    assert_eq!(rows.len(), 30);
+    for i in 0..30 {
+        let q = aqueduct::standin::earthquake("quake", i);
+        let props = &q["properties"];
+        let time = props["time"].as_i64().unwrap();
+        let row = &rows[q["id"].as_str().unwrap()];
+        let day = chrono::DateTime::from_timestamp_millis(time)
+            .unwrap()
+            .date_naive();
+        let coordinates: Vec<f64> = q["geometry"]["coordinates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_f64().unwrap())
+            .collect();
+        let felt = props["felt"].as_i64().map(|f| f as i32);
+        let sources: std::collections::BTreeSet<String> = props["sources"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let want: QuakeRow = (
+            day,
+            CqlTimestamp(time),
+            q["id"].as_str().unwrap().to_owned(),
+            props["mag"].as_f64().unwrap(),
+            coordinates,
+            props["tsunami"] == 1,
+            felt,
+            sources,
+        );
+        assert_eq!(row, &want, "earthquake {i}");
+    }
 }

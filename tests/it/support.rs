@@ -136,20 +136,25 @@ pub async fn run(cmd: &mut tokio::process::Command) -> Run {
     }
 }
 
-/// `pipelines/users.toml` pointed at the stand-in, a fresh topic and a fresh keyspace.
-pub struct UsersPipeline {
+/// An example spec of `pipelines/` pointed at the stand-in, a fresh topic and a fresh keyspace.
+pub struct Pipeline {
+    spec: &'static str,
+    table: &'static str,
     pub topic: String,
     pub dead_letter_topic: String,
     pub keyspace: String,
     pub group: String,
     pub url: String,
-    pub results: u32,
+    /// `source.query.results` (users.toml asks for 50).
+    pub results: Option<u32>,
 }
 
-impl UsersPipeline {
-    pub fn new(url: String, results: u32) -> Self {
-        let topic = unique("users");
-        UsersPipeline {
+impl Pipeline {
+    fn new(spec: &'static str, table: &'static str, url: String, results: Option<u32>) -> Self {
+        let topic = unique("topic");
+        Pipeline {
+            spec,
+            table,
             dead_letter_topic: format!("{topic}_dlq"),
             keyspace: unique("ks"),
             group: unique("group"),
@@ -159,13 +164,27 @@ impl UsersPipeline {
         }
     }
 
-    /// `aqueduct <args> pipelines/users.toml` with this pipeline's overrides.
+    /// `pipelines/users.toml`, asking for `results` users per poll.
+    pub fn users(url: String, results: u32) -> Self {
+        Pipeline::new("pipelines/users.toml", "created_users", url, Some(results))
+    }
+
+    /// `pipelines/earthquakes.toml`.
+    pub fn earthquakes(url: String) -> Self {
+        Pipeline::new("pipelines/earthquakes.toml", "events_by_day", url, None)
+    }
+
+    /// `keyspace.table`.
+    pub fn table(&self) -> String {
+        format!("{}.{}", self.keyspace, self.table)
+    }
+
+    /// `aqueduct <args> <spec>` with this pipeline's overrides.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = aqueduct();
         cmd.args(args)
-            .arg("pipelines/users.toml")
+            .arg(self.spec)
             .env("AQUEDUCT_SOURCE__URL", &self.url)
-            .env("AQUEDUCT_SOURCE__QUERY__RESULTS", self.results.to_string())
             .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", kafka_addr())
             .env("AQUEDUCT_KAFKA__TOPIC", &self.topic)
             .env("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", &self.dead_letter_topic)
@@ -175,16 +194,15 @@ impl UsersPipeline {
                 format!("[\"{}\"]", cassandra_addr()),
             )
             .env("AQUEDUCT_CASSANDRA__KEYSPACE", &self.keyspace);
+        if let Some(results) = self.results {
+            cmd.env("AQUEDUCT_SOURCE__QUERY__RESULTS", results.to_string());
+        }
         cmd
     }
 
     /// Rows in the pipeline's table.
     pub async fn row_count(&self) -> i64 {
-        count_rows(
-            &session().await,
-            &format!("{}.created_users", self.keyspace),
-        )
-        .await
+        count_rows(&session().await, &self.table()).await
     }
 }
 

@@ -226,13 +226,20 @@ pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
     check::check(raw, path, &locator)
 }
 
-/// `AQUEDUCT_SECTION__KEY=value` variables; ones without `__` (such as the local stack's
+/// `AQUEDUCT_SECTION__KEY=value` variables, plus the top-level keys (`AQUEDUCT_NAME`,
+/// `AQUEDUCT_SHUTDOWN_TIMEOUT`). Others without `__` (such as the local stack's
 /// `AQUEDUCT_KAFKA_PORT`) are not spec keys and are left alone.
 fn env_overrides() -> Env {
     Env::prefixed(ENV_PREFIX)
-        .filter(|key| key.as_str().contains("__"))
+        .filter(|key| {
+            let key = key.as_str();
+            key.contains("__") || TOP_LEVEL_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+        })
         .split("__")
 }
+
+/// Spec keys outside any section (lower case, as figment reports env keys).
+const TOP_LEVEL_KEYS: &[&str] = &["name", "shutdown_timeout"];
 
 #[cfg(test)]
 pub(crate) mod tests;

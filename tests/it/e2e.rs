@@ -9,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::{
-    Api, Pipeline, aqueduct, cassandra_addr, count_rows, kafka_addr, run, services_up, session,
-    spec_file, topic_messages, unique,
+    Api, Background, Pipeline, Proxy, aqueduct, cassandra_addr, count_rows, kafka_addr, run,
+    services_up, session, spec_file, topic_messages, unique, wait_until,
 };
 
 fn millis(rfc3339: &str) -> i64 {
@@ -476,4 +476,76 @@ async fn the_earthquake_feed_lands_in_a_time_series_table() {
         );
         assert_eq!(row, &want, "earthquake {i}");
     }
+}
+
+/// A loader behind a proxy to Cassandra, started while Cassandra is there; then Cassandra
+/// goes away and `results` records arrive; returns once the loader is retrying.
+async fn loader_in_an_outage(
+    seed: &str,
+    results: u32,
+    shutdown_timeout: &str,
+) -> (Api, Proxy, Pipeline, Background) {
+    let api = Api::start().await;
+    let proxy = Proxy::start(cassandra_addr()).await;
+    let p = Pipeline::users(api.url(&format!("seed={seed}")), results);
+    let loader = Background::spawn(
+        p.command(&["run", "--only", "load"])
+            .env(
+                "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
+                format!("[\"{}\"]", proxy.addr),
+            )
+            .env("AQUEDUCT_SHUTDOWN_TIMEOUT", shutdown_timeout),
+    );
+    loader.wait_for("pipeline started", 60).await;
+    proxy.set_up(false);
+    let out = run(&mut p.command(&["run", "--only", "ingest", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    loader
+        .wait_for("write failed; retrying (offset not committed)", 30)
+        .await;
+    assert_eq!(p.row_count().await, 0);
+    (api, proxy, p, loader)
+}
+
+/// Cassandra goes away while messages wait to be written: the loader retries without
+/// committing; when a stop's shutdown timeout runs out it exits 1 having committed nothing
+/// unwritten; a new loader, with Cassandra back, writes every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cassandra_outage_loses_nothing() {
+    if !services_up("a_cassandra_outage_loses_nothing") {
+        return;
+    }
+    let (_api, proxy, p, mut loader) = loader_in_an_outage("outage", 20, "2s").await;
+    assert_eq!(loader.terminate().await, Some(1), "{}", loader.log());
+    assert!(
+        loader
+            .log()
+            .contains("not written; they were not committed and will be consumed again"),
+        "{}",
+        loader.log()
+    );
+    // Cassandra is back: a new loader of the group writes all 20 rows.
+    proxy.set_up(true);
+    let through_proxy = format!("[\"{}\"]", proxy.addr);
+    let mut cmd = p.command(&["run", "--only", "load", "--once"]);
+    let out = run(cmd.env("AQUEDUCT_CASSANDRA__CONTACT_POINTS", through_proxy)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("written=20"), "{out:?}");
+    assert_eq!(p.row_count().await, 20);
+}
+
+/// A shorter outage: the loader retries until Cassandra is back, and every row lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_are_retried_until_cassandra_is_back() {
+    if !services_up("writes_are_retried_until_cassandra_is_back") {
+        return;
+    }
+    let (_api, proxy, p, mut loader) = loader_in_an_outage("blip", 15, "30s").await;
+    proxy.set_up(true);
+    wait_until("all 15 rows are written", 60, || async {
+        p.row_count().await == 15
+    })
+    .await;
+    assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    assert!(loader.log().contains("written=15"), "{}", loader.log());
 }

@@ -268,3 +268,120 @@ pub fn spec_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).unwrap();
     (dir, path)
 }
+
+/// A TCP proxy to Cassandra that a test can take down and bring back: down, it cuts every
+/// connection and refuses new ones, as a node that went away. (The driver connects to the
+/// node's rpc_address at the contact point's port, so it keeps going through the proxy.)
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, connections2) = (up.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections2.lock().unwrap().push(task);
+            }
+        });
+        Proxy {
+            addr,
+            up,
+            connections,
+            _accept: accept,
+        }
+    }
+
+    /// Takes the "node" down (cutting live connections) or brings it back.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            for task in self.connections.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Polls `f` every 200 ms until it returns true, failing the test after `secs` seconds.
+pub async fn wait_until<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A long-running `aqueduct` whose stderr is collected as it comes.
+pub struct Background {
+    pub child: tokio::process::Child,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    pub fn spawn(cmd: &mut tokio::process::Command) -> Background {
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Background { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `text`.
+    pub async fn wait_for(&self, text: &str, secs: u64) {
+        let what = format!("the log shows {text:?}");
+        wait_until(&what, secs, || async { self.log().contains(text) }).await;
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the exit code; the log is then complete.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within 30 s of SIGTERM; log:\n{}", self.log()))
+            .unwrap();
+        // Let the reader drain the last lines.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status.code()
+    }
+}

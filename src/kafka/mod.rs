@@ -108,7 +108,10 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
             TopicReplication::Fixed(k.replication_factor),
         ),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    // Bounded, so an unreachable cluster fails start-up in seconds, not minutes.
+    let options = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(15)))
+        .operation_timeout(Some(Duration::from_secs(15)));
     let create_error = |topic: &str, message: String| Error::CreateTopic {
         topic: topic.to_owned(),
         servers: k.bootstrap_servers.clone(),

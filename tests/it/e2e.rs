@@ -549,3 +549,56 @@ async fn writes_are_retried_until_cassandra_is_back() {
     assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
     assert!(loader.log().contains("written=15"), "{}", loader.log());
 }
+
+/// A second signal does not wait for writes that cannot finish: exit 130 at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_exits_at_once() {
+    if !services_up("a_second_signal_exits_at_once") {
+        return;
+    }
+    let (_api, _proxy, _p, mut loader) = loader_in_an_outage("twice", 5, "60s").await;
+    let pid = loader.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    loader.wait_for("signal received: stopping", 10).await;
+    assert_eq!(loader.terminate().await, Some(130), "{}", loader.log());
+    assert!(
+        loader.log().contains("second signal: exiting at once"),
+        "{}",
+        loader.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_kafka_fails_with_a_clear_message_and_json_logs() {
+    if !services_up("unreachable_kafka") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=nokafka"), 1);
+    let mut cmd = p.command(&["--log-format", "json", "run", "--once"]);
+    let out = run(cmd.env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let lines: Vec<Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .expect("an error line");
+    let message = error["fields"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("creating topic") && message.contains("is Kafka running at 127.0.0.1:1?"),
+        "{message}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "summary" && l["fields"]["polled"] == 0)
+    );
+    assert_eq!(api.requests(), 0);
+}

@@ -54,11 +54,15 @@ impl Jq {
 
     /// Runs the filter and collects every output; the first runtime error is returned.
     pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
-        let input = Val::deserialize(input).map_err(|e| e.to_string())?;
+        self.run_on(&Input::new(input)?)
+    }
+
+    /// Like [`Jq::run`], on a record converted once for several filters.
+    pub fn run_on(&self, input: &Input) -> Result<Vec<Value>, String> {
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         self.filter
             .id
-            .run((ctx, input))
+            .run((ctx, input.0.clone()))
             .map(unwrap_valr)
             .map(|out| match out {
                 Ok(v) => to_json(&v),
@@ -70,7 +74,12 @@ impl Jq {
     /// Runs the filter where exactly one value is wanted: no output is `null`, and a second
     /// output is an error (write `[ ... ]` to collect many).
     pub fn run_one(&self, input: &Value) -> Result<Value, String> {
-        let mut out = self.run(input)?;
+        self.run_one_on(&Input::new(input)?)
+    }
+
+    /// Like [`Jq::run_one`], on a record converted once for several filters.
+    pub fn run_one_on(&self, input: &Input) -> Result<Value, String> {
+        let mut out = self.run_on(input)?;
         match out.len() {
             0 => Ok(Value::Null),
             1 => Ok(out.remove(0)),
@@ -78,6 +87,16 @@ impl Jq {
                 "yielded {n} values where one is expected (wrap it in [ ... ] to make a list)"
             )),
         }
+    }
+}
+
+/// A JSON value in jaq's form, converted once and shared by every filter run on it (cloning
+/// is cheap: jaq values are reference-counted).
+pub struct Input(Val);
+
+impl Input {
+    pub fn new(v: &Value) -> Result<Input, String> {
+        Val::deserialize(v).map(Input).map_err(|e| e.to_string())
     }
 }
 

@@ -194,11 +194,11 @@ mod tests {
         );
         assert_eq!(
             create_table(c),
-            "CREATE TABLE IF NOT EXISTS \"ks\".\"events\" (\n    \"at\" timestamp,\n    \"id\" uuid,\n    \"tags\" set<text>,\n    PRIMARY KEY ((\"id\"), \"at\")\n) WITH CLUSTERING ORDER BY (\"at\" DESC)"
+            "CREATE TABLE IF NOT EXISTS \"ks\".\"events\" (\n    \"id\" uuid,\n    \"at\" timestamp,\n    \"tags\" set<text>,\n    PRIMARY KEY ((\"id\"), \"at\")\n) WITH CLUSTERING ORDER BY (\"at\" DESC)"
         );
         assert_eq!(
             insert(c),
-            "INSERT INTO \"ks\".\"events\" (\"at\", \"id\", \"tags\") VALUES (?, ?, ?) USING TTL 86400"
+            "INSERT INTO \"ks\".\"events\" (\"id\", \"at\", \"tags\") VALUES (?, ?, ?) USING TTL 86400"
         );
     }
 

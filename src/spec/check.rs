@@ -627,6 +627,13 @@ fn columns(
         }
         out.push(Column { name, cql_type, jq });
     }
+    // Columns in the order the file lists them (DDL reads as written); any added only by
+    // environment variables come last.
+    out.sort_by_key(|col| {
+        c.locator
+            .key_position(&format!("cassandra.columns.{}", col.name))
+            .unwrap_or((usize::MAX, 0))
+    });
     out
 }
 

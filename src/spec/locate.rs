@@ -74,6 +74,23 @@ impl<'a> Locator<'a> {
         }
     }
 
+    /// Line and column of `key` (dotted path), if that exact key is in the file.
+    pub fn key_position(&self, key: &str) -> Option<(usize, usize)> {
+        let path: Vec<&str> = key.split('.').collect();
+        let mut table = self.table.as_ref()?.get_ref();
+        for (i, segment) in path.iter().enumerate() {
+            let (k, v) = table.iter().find(|(k, _)| k.get_ref() == segment)?;
+            if i + 1 == path.len() {
+                return Some(line_col(self.text, k.span().start));
+            }
+            match v.get_ref() {
+                DeValue::Table(t) => table = t,
+                _ => return None,
+            }
+        }
+        None
+    }
+
     /// Line and column of the deepest key of `path` present in the file.
     fn position(&self, path: &[&str]) -> Option<(usize, usize)> {
         let mut table = self.table.as_ref()?.get_ref();

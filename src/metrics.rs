@@ -49,7 +49,7 @@ pub fn add(counter: &AtomicU64, n: u64) {
 }
 
 /// A snapshot of the counters, for the exit summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
     pub polled: u64,
     pub invalid: u64,
@@ -59,7 +59,8 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub retries: u64,
     pub failed_polls: u64,
-    pub seconds: u64,
+    /// Wall-clock seconds since the run started, to the tenth.
+    pub seconds: f64,
 }
 
 impl Metrics {
@@ -74,7 +75,7 @@ impl Metrics {
             dead_lettered: get(&self.dead_lettered),
             retries: get(&self.retries),
             failed_polls: get(&self.failed_polls),
-            seconds: self.started.elapsed().as_secs(),
+            seconds: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         }
     }
 }

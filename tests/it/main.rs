@@ -5,6 +5,7 @@
 //! an unreachable server fails them; elsewhere they print why and pass without running.
 
 mod cli;
+mod docs;
 mod e2e;
 mod stack;
 mod support;

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Offline checks of docker-compose.yml, Dockerfile and .dockerignore, for machines without
+Docker (CI here): the four services, their images, ports, healthchecks and start order, and
+that aqueduct's overrides point at the other services the way they listen. Every problem is
+reported, not just the first.
+
+Usage: scripts/check-compose.py [COMPOSE_FILE]   (default: docker-compose.yml in the repo)
+Needs PyYAML (Debian: python3-yaml; or pip install pyyaml). When `docker compose` or
+`docker-compose` is on PATH, its `config --quiet` validates the file as well.
+Exit status: 0 all good, 1 problems found, 2 the file cannot be read or parsed.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = {"kafka", "cassandra", "standin", "aqueduct"}
+
+problems: list[str] = []
+
+
+def problem(where: str, message: str) -> None:
+    problems.append(f"{where}: {message}")
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the `- KEY=value` form
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def published(service: dict) -> set[tuple[str, int, int]]:
+    """(host ip, host port, container port) of each short-syntax port mapping."""
+    out = set()
+    for port in service.get("ports") or []:
+        parts = str(port).split("/")[0].split(":")
+        if len(parts) == 3:
+            out.add((parts[0], int(parts[1]), int(parts[2])))
+        elif len(parts) == 2:
+            out.add(("0.0.0.0", int(parts[0]), int(parts[1])))
+    return out
+
+
+def healthcheck_command(name: str, service: dict) -> str:
+    check = service.get("healthcheck") or {}
+    test = check.get("test")
+    if not test or check.get("disable"):
+        problem(name, "no healthcheck (aqueduct waits for service_healthy)")
+        return ""
+    if isinstance(test, str):
+        return test
+    if test[0] not in ("CMD", "CMD-SHELL"):
+        problem(name, f"healthcheck test starts with {test[0]!r}, not CMD or CMD-SHELL")
+    return " ".join(test[1:])
+
+
+def listeners(value: str) -> dict[str, tuple[str, int]]:
+    """NAME://host:port,... as {NAME: (host, port)}."""
+    out = {}
+    for item in filter(None, value.split(",")):
+        m = re.fullmatch(r"([A-Z_]+)://([^:]*):(\d+)", item.strip())
+        if m:
+            out[m[1]] = (m[2], int(m[3]))
+    return out
+
+
+def check_kafka(kafka: dict) -> None:
+    image = str(kafka.get("image", ""))
+    if not re.fullmatch(r"apache/kafka:4\.\d+\.\d+", image):
+        problem("kafka", f"image {image!r} is not a pinned apache/kafka 4.x tag")
+    env = env_of(kafka)
+    roles = set(env.get("KAFKA_PROCESS_ROLES", "").split(","))
+    if roles != {"broker", "controller"}:
+        problem("kafka", "KAFKA_PROCESS_ROLES must be broker,controller (KRaft, one node)")
+    if "zookeeper" in " ".join(env).lower():
+        problem("kafka", "ZooKeeper settings in a KRaft setup")
+    own = listeners(env.get("KAFKA_LISTENERS", ""))
+    advertised = listeners(env.get("KAFKA_ADVERTISED_LISTENERS", ""))
+    controller = env.get("KAFKA_CONTROLLER_LISTENER_NAMES", "")
+    if controller not in own:
+        problem("kafka", f"controller listener {controller!r} is not in KAFKA_LISTENERS")
+    voters = env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "")
+    if not re.fullmatch(rf"{env.get('KAFKA_NODE_ID', '?')}@kafka:{own.get(controller, ('', 0))[1]}", voters):
+        problem("kafka", f"KAFKA_CONTROLLER_QUORUM_VOTERS {voters!r} does not name this node's controller")
+    if advertised.get("PLAINTEXT") != ("kafka", own.get("PLAINTEXT", ("", 0))[1]):
+        problem("kafka", "the PLAINTEXT listener must be advertised as kafka:<its port> for the other containers")
+    if env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") != "false":
+        problem("kafka", "KAFKA_AUTO_CREATE_TOPICS_ENABLE should be \"false\" (aqueduct creates its topics)")
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+        if env.get(key) != "1":
+            problem("kafka", f"{key} must be 1 on a single broker")
+    # Each published port must be a listener, advertised to the host as the host port.
+    for ip, host_port, container_port in published(kafka):
+        names = [n for n, (_, p) in own.items() if p == container_port]
+        if not names:
+            problem("kafka", f"published container port {container_port} is no listener")
+        elif advertised.get(names[0]) != (ip if ip != "0.0.0.0" else "localhost", host_port):
+            problem("kafka", f"listener {names[0]} must be advertised as {ip}:{host_port}, where the host reaches it")
+    test = healthcheck_command("kafka", kafka)
+    if test and not re.search(r"kafka-(broker-api-versions|topics)\.sh", test):
+        problem("kafka", "healthcheck should ask the broker (kafka-broker-api-versions.sh or kafka-topics.sh)")
+
+
+def check_cassandra(cassandra: dict) -> None:
+    image = str(cassandra.get("image", ""))
+    if not re.fullmatch(r"cassandra:5\.0(\.\d+)?", image):
+        problem("cassandra", f"image {image!r} is not cassandra:5.0")
+    if ("127.0.0.1", 9042, 9042) not in published(cassandra):
+        problem("cassandra", "CQL port not published as 127.0.0.1:9042:9042")
+    test = healthcheck_command("cassandra", cassandra)
+    if test and "cqlsh" not in test:
+        problem("cassandra", "healthcheck should run a CQL query with cqlsh")
+
+
+def check_standin(standin: dict, aqueduct: dict) -> int:
+    """Returns the port the stand-in listens on."""
+    if standin.get("image") != aqueduct.get("image") or "build" not in standin:
+        problem("standin", "should be built from the same image as aqueduct")
+    argv = [*(standin.get("entrypoint") or []), *(standin.get("command") or [])]
+    if not argv or argv[0] != "randomuser-standin":
+        problem("standin", f"runs {argv!r}, not randomuser-standin")
+    m = re.fullmatch(r"0\.0\.0\.0:(\d+)", argv[-1] if len(argv) > 1 else "")
+    if not m:
+        problem("standin", "must listen on 0.0.0.0:<port> to be reachable from aqueduct")
+        return 0
+    port = int(m[1])
+    test = healthcheck_command("standin", standin)
+    if test and not (f"/dev/tcp/127.0.0.1/{port}" in test or f"127.0.0.1:{port}" in test):
+        problem("standin", f"healthcheck does not probe port {port}")
+    if "curl" in test or "wget" in test:
+        problem("standin", "healthcheck uses curl/wget, which debian:bookworm-slim lacks")
+    return port
+
+
+def check_aqueduct(aqueduct: dict, kafka: dict, standin_port: int) -> None:
+    if "build" not in aqueduct:
+        problem("aqueduct", "has no build section (the Dockerfile)")
+    depends = aqueduct.get("depends_on") or {}
+    for dep in ("kafka", "cassandra", "standin"):
+        condition = depends.get(dep, {}).get("condition") if isinstance(depends, dict) else None
+        if condition != "service_healthy":
+            problem("aqueduct", f"depends_on {dep} should have condition: service_healthy, not {condition!r}")
+    env = env_of(aqueduct)
+    url = urlsplit(env.get("AQUEDUCT_SOURCE__URL", ""))
+    if (url.hostname, url.port) != ("standin", standin_port):
+        problem("aqueduct", f"AQUEDUCT_SOURCE__URL should point at standin:{standin_port}")
+    kafka_plain = listeners(env_of(kafka).get("KAFKA_ADVERTISED_LISTENERS", "")).get("PLAINTEXT")
+    if kafka_plain and env.get("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS") != f"{kafka_plain[0]}:{kafka_plain[1]}":
+        problem("aqueduct", "AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS should be Kafka's advertised PLAINTEXT listener")
+    try:
+        points = json.loads(env.get("AQUEDUCT_CASSANDRA__CONTACT_POINTS", ""))
+    except json.JSONDecodeError:
+        points = None
+    if points != ["cassandra:9042"]:
+        problem("aqueduct", "AQUEDUCT_CASSANDRA__CONTACT_POINTS should be the JSON list [\"cassandra:9042\"]")
+    command = aqueduct.get("command") or []
+    spec = command[-1] if command else ""
+    if not (REPO / spec).is_file() or not spec.startswith("pipelines/"):
+        problem("aqueduct", f"runs {spec!r}, not a spec of pipelines/ (the image has them)")
+
+
+def check_image_files() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    if len(stages) != 2 or not re.fullmatch(r"rust:\S*bookworm", stages[0]) or stages[1] != "debian:bookworm-slim":
+        problem("Dockerfile", f"expected a rust:*-bookworm build and a debian:bookworm-slim run stage, got {stages}")
+    for package in ("cmake", "pkg-config", "libssl-dev", "libzstd-dev", "zlib1g-dev", "libcurl4-openssl-dev", "libssl3"):
+        if not re.search(rf"\b{re.escape(package)}\b", dockerfile):
+            problem("Dockerfile", f"does not install {package}")
+    for binary in ("aqueduct", "randomuser-standin"):
+        if f"target/release/{binary}" not in dockerfile:
+            problem("Dockerfile", f"does not copy the {binary} binary")
+    ignore = (REPO / ".dockerignore").read_text().split()
+    for needed in ("!Cargo.toml", "!Cargo.lock", "!src/", "!pipelines/"):
+        if "*" in ignore and needed not in ignore:
+            problem(".dockerignore", f"keeps {needed[1:]} out of the build context")
+
+
+def docker_config(path: Path) -> None:
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]) and subprocess.run([*cmd, "version"], capture_output=True).returncode == 0:
+            run = subprocess.run([*cmd, "-f", str(path), "config", "--quiet"], capture_output=True, text=True)
+            if run.returncode != 0:
+                problem(" ".join(cmd) + " config", run.stderr.strip())
+            return
+
+
+def main() -> int:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docker-compose.yml"
+    try:
+        import yaml
+    except ImportError:
+        print("check-compose: needs PyYAML (apt-get install python3-yaml, or pip install pyyaml)", file=sys.stderr)
+        return 2
+    try:
+        compose = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        print(f"check-compose: {path}: {e}", file=sys.stderr)
+        return 2
+    services = compose.get("services") or {}
+    if set(services) != SERVICES:
+        problem(str(path), f"services are {sorted(services)}, expected {sorted(SERVICES)}")
+    if SERVICES <= set(services):
+        check_kafka(services["kafka"])
+        check_cassandra(services["cassandra"])
+        port = check_standin(services["standin"], services["aqueduct"])
+        check_aqueduct(services["aqueduct"], services["kafka"], port)
+    check_image_files()
+    docker_config(path)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"check-compose: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"check-compose: {path.name}, Dockerfile and .dockerignore are consistent")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

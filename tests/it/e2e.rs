@@ -602,3 +602,68 @@ async fn unreachable_kafka_fails_with_a_clear_message_and_json_logs() {
     );
     assert_eq!(api.requests(), 0);
 }
+
+/// A message on the topic that is not JSON (another producer's mistake) is dead-lettered by
+/// the loader with stage `decode`; the others are written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_is_not_json_is_dead_lettered_by_the_loader() {
+    if !services_up("a_message_that_is_not_json") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=decode"), 3);
+    let out = run(&mut p.command(&["run", "--only", "ingest", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&p.topic)
+                .key("k")
+                .payload("{not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let out = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("written=3") && out.stderr.contains("dead_lettered=1"),
+        "{out:?}"
+    );
+    let dead = topic_messages(&p.dead_letter_topic);
+    assert_eq!(dead.len(), 1);
+    let (key, letter) = &dead[0];
+    assert_eq!(key.as_deref(), Some("k"));
+    assert_eq!(letter["stage"], "decode");
+    assert_eq!(letter["record"], "{not json");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the message is not JSON"),
+        "{letter}"
+    );
+    assert_eq!(p.row_count().await, 3);
+}
+
+/// A slow API runs into `source.timeout`; each attempt is cut off and retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_api_times_out_and_is_retried() {
+    if !services_up("a_slow_api_times_out") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=slow&delay_ms=3000"), 1);
+    let mut cmd = p.command(&["run", "--once"]);
+    cmd.env("AQUEDUCT_SOURCE__TIMEOUT", "300ms")
+        .env("AQUEDUCT_SOURCE__RETRY__ATTEMPTS", "2")
+        .env("AQUEDUCT_SOURCE__RETRY__INITIAL_BACKOFF", "10ms");
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("after 2 attempt(s)"), "{out:?}");
+    assert!(out.stderr.to_lowercase().contains("timed out"), "{out:?}");
+    assert_eq!(api.requests(), 2);
+}

@@ -51,28 +51,24 @@ fn is_key(c: &Cassandra, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec_from;
+    use crate::spec::tests::spec_with;
     use scylla::value::CqlTimestamp;
     use serde_json::json;
 
-    const SPEC: &str = r#"
-        [source]
-        url = "http://127.0.0.1:1/api/"
-        schedule = { every = "10s" }
-        [kafka]
-        bootstrap_servers = "127.0.0.1:9092"
-        topic = "t"
-        [cassandra]
-        contact_points = ["127.0.0.1"]
-        keyspace = "ks"
-        table = "users"
-        partition_key = ["id"]
-        columns.id = { type = "uuid", jq = ".login.uuid" }
-        columns.address = { type = "text", jq = '"\(.location.street.number) \(.location.street.name)"' }
-        columns.post_code = { type = "text", jq = ".location.postcode | tostring" }
-        columns.dob = { type = "timestamp", jq = ".dob.date" }
-        columns.age = { type = "int", jq = ".dob.age" }
-    "#;
+    fn spec() -> crate::spec::Spec {
+        spec_with(
+            "",
+            r#"
+            table = "users"
+            partition_key = ["id"]
+            columns.id = { type = "uuid", jq = ".login.uuid" }
+            columns.address = { type = "text", jq = '"\(.location.street.number) \(.location.street.name)"' }
+            columns.post_code = { type = "text", jq = ".location.postcode | tostring" }
+            columns.dob = { type = "timestamp", jq = ".dob.date" }
+            columns.age = { type = "int", jq = ".dob.age" }
+            "#,
+        )
+    }
 
     fn user() -> Value {
         json!({
@@ -84,7 +80,7 @@ mod tests {
 
     #[test]
     fn maps_columns_in_spec_order() {
-        let spec = spec_from(SPEC).unwrap();
+        let spec = spec();
         let row = row(&spec.cassandra, &user()).unwrap();
         // The file's order: id, address, post_code, dob, age.
         assert_eq!(
@@ -103,7 +99,7 @@ mod tests {
 
     #[test]
     fn missing_optional_field_is_null() {
-        let spec = spec_from(SPEC).unwrap();
+        let spec = spec();
         let mut u = user();
         u["dob"].as_object_mut().unwrap().remove("age");
         let row = row(&spec.cassandra, &u).unwrap();
@@ -112,7 +108,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_column() {
-        let spec = spec_from(SPEC).unwrap();
+        let spec = spec();
         let mut u = user();
         u["dob"]["age"] = json!("old");
         let err = row(&spec.cassandra, &u).unwrap_err();

@@ -162,31 +162,27 @@ fn column_problems(c: &Cassandra, existing: &[(String, String)]) -> Vec<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec_from;
+    use crate::spec::tests::spec_with;
 
-    const SPEC: &str = r#"
-        [source]
-        url = "http://127.0.0.1:1/api/"
-        schedule = { every = "10s" }
-        [kafka]
-        bootstrap_servers = "127.0.0.1:9092"
-        topic = "t"
-        [cassandra]
-        contact_points = ["127.0.0.1"]
-        keyspace = "ks"
-        table = "events"
-        ttl = "1d"
-        replication = { class = "NetworkTopologyStrategy", dc1 = 3 }
-        partition_key = ["id"]
-        clustering_key = ["at desc"]
-        columns.id = { type = "uuid", jq = ".id" }
-        columns.at = { type = "timestamp", jq = ".at" }
-        columns.tags = { type = "set<text>", jq = ".tags" }
-    "#;
+    fn spec() -> crate::spec::Spec {
+        spec_with(
+            "",
+            r#"
+            table = "events"
+            ttl = "1d"
+            replication = { class = "NetworkTopologyStrategy", dc1 = 3 }
+            partition_key = ["id"]
+            clustering_key = ["at desc"]
+            columns.id = { type = "uuid", jq = ".id" }
+            columns.at = { type = "timestamp", jq = ".at" }
+            columns.tags = { type = "set<text>", jq = ".tags" }
+            "#,
+        )
+    }
 
     #[test]
     fn ddl_quotes_names_and_orders_clustering() {
-        let spec = spec_from(SPEC).unwrap();
+        let spec = spec();
         let c = &spec.cassandra;
         assert_eq!(
             create_keyspace(c),
@@ -204,7 +200,7 @@ mod tests {
 
     #[test]
     fn existing_table_is_compared_by_type() {
-        let spec = spec_from(SPEC).unwrap();
+        let spec = spec();
         let c = &spec.cassandra;
         let table = |cols: &[(&str, &str)]| -> Vec<(String, String)> {
             cols.iter()

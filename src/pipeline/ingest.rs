@@ -65,12 +65,14 @@ async fn poll(
 ) -> Result<(), PollError> {
     let source = &spec.source;
     let mut pages = Pages::new(source);
+    let mut records_in_poll = 0;
     while let Some(url) = pages.next_url().cloned() {
         let response = http::fetch(client, source, &url, stop, || add(&metrics.retries, 1))
             .await
             .map_err(PollError::Fetch)?;
         let records = http::records(source, &url, &response).map_err(PollError::Fetch)?;
         add(&metrics.polled, records.len() as u64);
+        records_in_poll += records.len();
         debug!(url = %url, records = records.len(), "page fetched");
         let origin = Origin::Api {
             url: url.to_string(),
@@ -85,10 +87,7 @@ async fn poll(
             .advance(&response, records.len())
             .map_err(PollError::Fetch)?;
     }
-    info!(
-        polled = metrics.polled.load(std::sync::atomic::Ordering::Relaxed),
-        "poll done"
-    );
+    info!(records = records_in_poll, "poll done");
     Ok(())
 }
 

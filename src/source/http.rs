@@ -326,29 +326,14 @@ fn with_param(url: &reqwest::Url, param: &str, value: i64) -> reqwest::Url {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec_from;
+    use crate::spec::tests::spec_with;
     use serde_json::json;
 
     fn source(pagination: &str) -> crate::spec::Spec {
-        spec_from(&format!(
-            r#"
-            [source]
-            url = "http://example.test/api/?results=10&page=9"
-            schedule = {{ every = "10s" }}
-            records = ".results[]"
-            {pagination}
-            [kafka]
-            bootstrap_servers = "127.0.0.1:9092"
-            topic = "t"
-            [cassandra]
-            contact_points = ["127.0.0.1"]
-            keyspace = "ks"
-            table = "t"
-            partition_key = ["id"]
-            columns.id = {{ type = "text", jq = ".id" }}
-            "#
-        ))
-        .unwrap()
+        spec_with(
+            &format!("records = \".results[]\"\n{pagination}"),
+            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+        )
     }
 
     #[test]

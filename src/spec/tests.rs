@@ -8,6 +8,16 @@ pub(crate) fn spec_from(text: &str) -> Result<Spec, SpecErrors> {
     load(&path)
 }
 
+/// A spec with fixed `[kafka]` and the given lines at the end of `[source]` and `[cassandra]`.
+pub(crate) fn spec_with(source: &str, cassandra: &str) -> Spec {
+    let text = format!(
+        "[source]\nurl = \"http://example.test/api/?results=10&page=9\"\nschedule = {{ every = \"10s\" }}\n{source}\n\
+         [kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopic = \"t\"\n\
+         [cassandra]\ncontact_points = [\"127.0.0.1\"]\nkeyspace = \"ks\"\n{cassandra}\n"
+    );
+    spec_from(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
 const MINIMAL: &str = r#"
 [source]
 url = "http://127.0.0.1:8080/api/"

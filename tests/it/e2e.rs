@@ -733,8 +733,7 @@ async fn two_loaders_in_one_group_share_the_work() {
         // The last rebalance event of each member assigned it at least one partition.
         let owns = |log: String| {
             log.lines()
-                .filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
-                .last()
+                .rfind(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
                 .is_some_and(|l| l.contains("partitions assigned") && l.contains('/'))
         };
         owns(a.log()) && owns(b.log())

@@ -15,6 +15,9 @@ type Filter = jaq_core::Filter<JustLut<Val>>;
 pub struct Jq {
     code: String,
     filter: Filter,
+    /// For a plain path such as `.login.uuid`, its keys: run on the JSON directly, with jq's
+    /// semantics, without converting the record for jaq.
+    path: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Jq {
@@ -44,6 +47,7 @@ impl Jq {
         Ok(Jq {
             code: code.to_owned(),
             filter,
+            path: plain_path(code),
         })
     }
 
@@ -54,15 +58,18 @@ impl Jq {
 
     /// Runs the filter and collects every output; the first runtime error is returned.
     pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
-        self.run_on(&Input::new(input)?)
+        self.run_on(&Input::new(input))
     }
 
-    /// Like [`Jq::run`], on a record converted once for several filters.
+    /// Like [`Jq::run`], on a record shared by several filters.
     pub fn run_on(&self, input: &Input) -> Result<Vec<Value>, String> {
+        if let Some(path) = &self.path {
+            return lookup(input.json, path).map(|v| vec![v]);
+        }
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         self.filter
             .id
-            .run((ctx, input.0.clone()))
+            .run((ctx, input.val()?.clone()))
             .map(unwrap_valr)
             .map(|out| match out {
                 Ok(v) => to_json(&v),
@@ -74,10 +81,10 @@ impl Jq {
     /// Runs the filter where exactly one value is wanted: no output is `null`, and a second
     /// output is an error (write `[ ... ]` to collect many).
     pub fn run_one(&self, input: &Value) -> Result<Value, String> {
-        self.run_one_on(&Input::new(input)?)
+        self.run_one_on(&Input::new(input))
     }
 
-    /// Like [`Jq::run_one`], on a record converted once for several filters.
+    /// Like [`Jq::run_one`], on a record shared by several filters.
     pub fn run_one_on(&self, input: &Input) -> Result<Value, String> {
         let mut out = self.run_on(input)?;
         match out.len() {
@@ -90,14 +97,62 @@ impl Jq {
     }
 }
 
-/// A JSON value in jaq's form, converted once and shared by every filter run on it (cloning
-/// is cheap: jaq values are reference-counted).
-pub struct Input(Val);
+/// A record shared by several filters: converted to jaq's form at most once, and only if a
+/// filter that is not a plain path needs it (cloning a jaq value is cheap: reference-counted).
+pub struct Input<'a> {
+    json: &'a Value,
+    val: std::cell::OnceCell<Result<Val, String>>,
+}
 
-impl Input {
-    pub fn new(v: &Value) -> Result<Input, String> {
-        Val::deserialize(v).map(Input).map_err(|e| e.to_string())
+impl<'a> Input<'a> {
+    pub fn new(json: &'a Value) -> Input<'a> {
+        Input {
+            json,
+            val: std::cell::OnceCell::new(),
+        }
     }
+
+    fn val(&self) -> Result<&Val, String> {
+        self.val
+            .get_or_init(|| Val::deserialize(self.json).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// `.a.b.c` (or `.`) as its keys; `None` for anything else.
+fn plain_path(code: &str) -> Option<Vec<String>> {
+    let code = code.trim();
+    if code == "." {
+        return Some(Vec::new());
+    }
+    let keys: Vec<String> = code
+        .strip_prefix('.')?
+        .split('.')
+        .map(str::to_owned)
+        .collect();
+    let identifier = |k: &String| {
+        let mut chars = k.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    keys.iter().all(identifier).then_some(keys)
+}
+
+/// jq's `.a.b` on JSON: a missing key or `null` gives `null`; indexing anything but an
+/// object or null is an error.
+fn lookup(json: &Value, path: &[String]) -> Result<Value, String> {
+    let mut at = json;
+    for key in path {
+        at = match at {
+            Value::Object(map) => map.get(key).unwrap_or(&Value::Null),
+            Value::Null => &Value::Null,
+            other => return Err(format!("cannot index {other} with \"{key}\"")),
+        };
+    }
+    Ok(at.clone())
 }
 
 /// Converts a jaq value back to JSON. Byte strings and non-string object keys have no JSON
@@ -247,6 +302,40 @@ mod tests {
         let err = Jq::compile(".a | nosuchfn").unwrap_err();
         assert!(err.contains("undefined filter nosuchfn"), "{err}");
         assert!(err.contains("column 6"), "{err}");
+    }
+
+    #[test]
+    fn plain_paths_behave_as_jq() {
+        assert_eq!(
+            plain_path(".login.uuid"),
+            Some(vec!["login".into(), "uuid".into()])
+        );
+        assert_eq!(plain_path("."), Some(vec![]));
+        for not_plain in [".a[0]", ".a | .b", ".\"a b\"", ".a?", "..", ".a.", "length"] {
+            assert_eq!(plain_path(not_plain), None, "{not_plain}");
+        }
+        let record = json!({"a": {"b": 1, "n": null}, "s": "x"});
+        let cases = [".a.b", ".a.n.deeper", ".missing.deeper", ".", ".s"];
+        for code in cases {
+            let fast = Jq::compile(code).unwrap();
+            assert!(fast.path.is_some(), "{code}");
+            let mut slow = Jq::compile(code).unwrap();
+            slow.path = None;
+            assert_eq!(
+                fast.run(&record).unwrap(),
+                slow.run(&record).unwrap(),
+                "{code}"
+            );
+        }
+        let fast = Jq::compile(".s.x").unwrap();
+        assert!(
+            fast.run(&record)
+                .unwrap_err()
+                .contains("cannot index \"x\"")
+        );
+        let mut slow = Jq::compile(".s.x").unwrap();
+        slow.path = None;
+        assert!(slow.run(&record).is_err(), "jaq errors too");
     }
 
     #[test]

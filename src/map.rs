@@ -16,11 +16,8 @@ pub struct MapError {
 
 /// Computes every column of `c` from `record`, in spec order.
 pub fn row(c: &Cassandra, record: &Value) -> Result<Vec<Option<CqlValue>>, MapError> {
-    // Converted once for all the columns' filters.
-    let input = Input::new(record).map_err(|message| MapError {
-        column: String::new(),
-        message,
-    })?;
+    // Shared by every column's filter: converted for jaq at most once.
+    let input = Input::new(record);
     c.columns
         .iter()
         .map(|col| {

@@ -106,3 +106,46 @@ async fn cassandra_stores_and_returns_a_row() {
         "{version}"
     );
 }
+
+/// `scripts/stack up` on a running stack returns at once saying so, and `status` reports both
+/// servers serving. Only where the stack is this checkout's own (CI); elsewhere the servers
+/// may come from somewhere else (Docker, another checkout).
+#[test]
+fn stack_up_is_idempotent_and_status_reports_serving() {
+    if std::env::var("CI").as_deref() != Ok("true") {
+        eprintln!(
+            "SKIPPED stack_up_is_idempotent: runs in CI, where scripts/test started the stack"
+        );
+        return;
+    }
+    let script = crate::support::repo().join("scripts/stack");
+    let up = std::process::Command::new(&script)
+        .arg("up")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        stdout.contains("kafka already running") && stdout.contains("cassandra already running"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("ready on"),
+        "a second `up` starts nothing: {stdout}"
+    );
+    let status = std::process::Command::new(&script)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("serving (release 5.0"), "{stdout}");
+    assert!(
+        stdout.contains("kafka") && stdout.contains("serving (brokers=1"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,270 @@
+//! `[cassandra]`: names, replication, consistency, columns (CQL type, jq, static kind check)
+//! and the primary key.
+
+use std::collections::BTreeMap;
+
+use scylla::statement::Consistency;
+
+use super::Checker;
+use crate::cassandra::types::{CqlType, JsonKind};
+use crate::spec::raw::{RawCassandra, RawColumn, Scalar};
+use crate::spec::{Cassandra, Column, Secret, infer};
+
+/// Cassandra's largest TTL: 20 years.
+const MAX_TTL_SECS: u64 = 630_720_000;
+
+/// CQL identifiers aqueduct accepts: they are always double-quoted in statements, so this
+/// is about readable names and the 48-character limit, not about injection.
+fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 48
+        && chars.next().is_some_and(|ch| ch.is_ascii_alphabetic())
+        && chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+fn consistency(name: &str) -> Option<Consistency> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "any" => Consistency::Any,
+        "one" => Consistency::One,
+        "two" => Consistency::Two,
+        "three" => Consistency::Three,
+        "quorum" => Consistency::Quorum,
+        "all" => Consistency::All,
+        "local_quorum" => Consistency::LocalQuorum,
+        "each_quorum" => Consistency::EachQuorum,
+        "local_one" => Consistency::LocalOne,
+        _ => return None,
+    })
+}
+
+pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra) -> Option<Cassandra> {
+    if raw.contact_points.is_empty() {
+        c.err(
+            "cassandra.contact_points",
+            "name at least one node, e.g. [\"127.0.0.1:9042\"]",
+        );
+    }
+    let contact_points = raw
+        .contact_points
+        .iter()
+        .map(|p| {
+            if p.contains(':') {
+                p.clone()
+            } else {
+                format!("{p}:9042")
+            }
+        })
+        .collect();
+    for (key, value) in [
+        ("cassandra.keyspace", &raw.keyspace),
+        ("cassandra.table", &raw.table),
+    ] {
+        if !valid_identifier(value) {
+            c.err(key, format!("`{value}` is not a valid name (a letter, then letters, digits or '_'; at most 48)"));
+        }
+    }
+    let replication = replication(c, raw.replication);
+    let consistency = consistency(&raw.consistency);
+    if consistency.is_none() {
+        c.err("cassandra.consistency", format!("`{}` is not one of any, one, two, three, quorum, all, local_quorum, each_quorum, local_one", raw.consistency));
+    }
+    if let Some(ttl) = raw.ttl {
+        if ttl.as_secs() == 0 || ttl.as_secs() > MAX_TTL_SECS {
+            c.err(
+                "cassandra.ttl",
+                "must be between 1s and 20 years (Cassandra's limit)",
+            );
+        }
+    }
+    if raw.concurrency == 0 {
+        c.err("cassandra.concurrency", "must be at least 1");
+    }
+    if raw.request_timeout.is_zero() {
+        c.err("cassandra.request_timeout", "must be longer than 0s");
+    }
+    let credentials = match (raw.username, raw.password) {
+        (Some(user), Some(password)) => Some((user, Secret(password))),
+        (None, None) => None,
+        _ => {
+            c.err(
+                "cassandra",
+                "set both `username` and `password`, or neither",
+            );
+            None
+        }
+    };
+    // The key is checked against every column named, even one whose expression is broken.
+    let declared: Vec<(String, Option<CqlType>)> = raw
+        .columns
+        .iter()
+        .map(|(name, col)| (name.clone(), col.cql_type.parse().ok()))
+        .collect();
+    let (partition_key, clustering_key) =
+        primary_key(c, &raw.partition_key, &raw.clustering_key, &declared);
+    let columns = columns(c, raw.columns);
+    Some(Cassandra {
+        contact_points,
+        keyspace: raw.keyspace,
+        table: raw.table,
+        replication: replication?,
+        consistency: consistency?,
+        ttl: raw.ttl,
+        create: raw.create,
+        concurrency: raw.concurrency,
+        request_timeout: raw.request_timeout,
+        credentials,
+        partition_key,
+        clustering_key,
+        columns,
+    })
+}
+
+fn replication(
+    c: &mut Checker,
+    raw: Option<BTreeMap<String, Scalar>>,
+) -> Option<Vec<(String, String)>> {
+    let Some(mut map) = raw else {
+        return Some(vec![
+            ("class".into(), "SimpleStrategy".into()),
+            ("replication_factor".into(), "1".into()),
+        ]);
+    };
+    let class = match map.remove("class") {
+        Some(Scalar::String(class))
+            if ["SimpleStrategy", "NetworkTopologyStrategy"].contains(&class.as_str()) =>
+        {
+            class
+        }
+        _ => {
+            c.err(
+                "cassandra.replication.class",
+                "must be \"SimpleStrategy\" or \"NetworkTopologyStrategy\"",
+            );
+            return None;
+        }
+    };
+    let mut out = vec![("class".to_owned(), class)];
+    for (k, v) in map {
+        let ok_name = k
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
+        match v {
+            Scalar::Integer(n) if n >= 1 && ok_name => out.push((k, n.to_string())),
+            _ => c.err(
+                &format!("cassandra.replication.{k}"),
+                "must be a replication factor (a whole number, at least 1)",
+            ),
+        }
+    }
+    if out.len() == 1 {
+        c.err(
+            "cassandra.replication",
+            "name a replication factor, e.g. replication_factor = 1",
+        );
+    }
+    Some(out)
+}
+
+fn columns(c: &mut Checker, raw: BTreeMap<String, RawColumn>) -> Vec<Column> {
+    if raw.is_empty() {
+        c.err(
+            "cassandra.columns",
+            "no columns: add `name = { type = \"text\", jq = \".field\" }`",
+        );
+    }
+    let mut out = Vec::new();
+    for (name, col) in raw {
+        let key = format!("cassandra.columns.{name}");
+        if !valid_identifier(&name) {
+            c.err(&key, format!("`{name}` is not a valid column name"));
+        }
+        let cql_type = col
+            .cql_type
+            .parse::<CqlType>()
+            .map_err(|e| c.err(&format!("{key}.type"), e))
+            .ok();
+        let jq = c.jq(&format!("{key}.jq"), &col.jq);
+        let (Some(cql_type), Some(jq)) = (cql_type, jq) else {
+            continue;
+        };
+        if let Some(kinds) = infer::kinds(&col.jq) {
+            let yields: Vec<JsonKind> =
+                kinds.into_iter().filter(|k| *k != JsonKind::Null).collect();
+            if !yields.is_empty() && !yields.iter().any(|k| cql_type.accepts(*k)) {
+                let what: Vec<String> = yields.iter().map(|k| k.to_string()).collect();
+                c.err(
+                    &format!("{key}.jq"),
+                    format!(
+                        "type mismatch: column `{name}` is {cql_type}, but `{}` can only yield {}",
+                        col.jq,
+                        what.join(" or ")
+                    ),
+                );
+            }
+        }
+        out.push(Column { name, cql_type, jq });
+    }
+    // Columns in the order the file lists them (DDL reads as written); any added only by
+    // environment variables come last.
+    out.sort_by_key(|col| {
+        c.locator
+            .key_position(&format!("cassandra.columns.{}", col.name))
+            .unwrap_or((usize::MAX, 0))
+    });
+    out
+}
+
+fn primary_key(
+    c: &mut Checker,
+    partition: &[String],
+    clustering: &[String],
+    columns: &[(String, Option<CqlType>)],
+) -> (Vec<String>, Vec<(String, bool)>) {
+    if partition.is_empty() {
+        c.err(
+            "cassandra.partition_key",
+            "name at least one column, e.g. partition_key = [\"id\"]",
+        );
+    }
+    let check_column = |c: &mut Checker, key: &str, name: &str, seen: &mut Vec<String>| {
+        if seen.iter().any(|s| s == name) {
+            c.err(
+                key,
+                format!("column `{name}` is named twice in the primary key"),
+            );
+        }
+        seen.push(name.to_owned());
+        match columns.iter().find(|(col, _)| col == name) {
+            None => c.err(key, format!("column `{name}` is not in cassandra.columns")),
+            Some((_, Some(ty))) if ty.is_collection() => c.err(
+                key,
+                format!("column `{name}` is a {ty}; a primary key column cannot be a collection"),
+            ),
+            Some(_) => {}
+        }
+    };
+    let mut names = Vec::new();
+    for name in partition {
+        check_column(c, "cassandra.partition_key", name, &mut names);
+    }
+    let mut clustering_key = Vec::new();
+    for entry in clustering {
+        let mut words = entry.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let desc = match words.next().map(|w| w.to_ascii_lowercase()) {
+            None => false,
+            Some(w) if w == "asc" => false,
+            Some(w) if w == "desc" => true,
+            Some(w) => {
+                c.err(
+                    "cassandra.clustering_key",
+                    format!("`{w}` in `{entry}` is not asc or desc"),
+                );
+                false
+            }
+        };
+        check_column(c, "cassandra.clustering_key", name, &mut names);
+        clustering_key.push((name.to_owned(), desc));
+    }
+    (partition.to_vec(), clustering_key)
+}

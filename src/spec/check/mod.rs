@@ -1,0 +1,74 @@
+//! Turns a [`RawSpec`] into a [`Spec`]: every cross-field rule, every compile step (jq, JSON
+//! Schema, cron, CQL types), each failure collected with its key path rather than stopping at
+//! the first. One file per spec section.
+
+mod cassandra;
+mod kafka;
+mod source;
+
+use std::path::Path;
+
+use super::locate::Locator;
+use super::raw::RawSpec;
+use super::{Spec, SpecError, SpecErrors};
+use crate::jq::Jq;
+
+pub(super) struct Checker<'a> {
+    locator: &'a Locator<'a>,
+    errors: Vec<SpecError>,
+}
+
+impl Checker<'_> {
+    pub(super) fn err(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(self.locator.error(key, message));
+    }
+
+    pub(super) fn jq(&mut self, key: &str, code: &str) -> Option<Jq> {
+        Jq::compile(code)
+            .map_err(|e| self.err(key, format!("{e} in `{code}`")))
+            .ok()
+    }
+}
+
+pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec, SpecErrors> {
+    let mut c = Checker {
+        locator,
+        errors: Vec::new(),
+    };
+    let name = match raw.name {
+        Some(name) => name,
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into()),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        c.err(
+            "name",
+            format!("`{name}` may hold only letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let source = source::source(&mut c, raw.source);
+    let validate = source::validate(&mut c, raw.validate, base);
+    let kafka = kafka::kafka(&mut c, raw.kafka, &name);
+    let cassandra = cassandra::cassandra(&mut c, raw.cassandra);
+    match (source, validate, kafka, cassandra) {
+        (Some(source), Some(validate), Some(kafka), Some(cassandra)) if c.errors.is_empty() => {
+            Ok(Spec {
+                name,
+                path: path.to_owned(),
+                shutdown_timeout: raw.shutdown_timeout,
+                source,
+                validate,
+                kafka,
+                cassandra,
+            })
+        }
+        _ => Err(SpecErrors(c.errors)),
+    }
+}

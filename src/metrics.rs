@@ -1,4 +1,5 @@
-//! Counters of one run, shared by every stage and reported as the summary at exit.
+//! Counters of one run, shared by every stage, reported as the summary at exit and (with
+//! `[metrics] address`) served in Prometheus' text format.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -64,6 +65,63 @@ pub struct Summary {
 }
 
 impl Metrics {
+    /// The counters in Prometheus' text format, labelled with the pipeline's name.
+    pub fn render(&self, pipeline: &str) -> String {
+        let s = self.summary();
+        // Names are letters, digits, '-', '_' and '.' (spec::check): nothing to escape.
+        let counters = [
+            (
+                "aqueduct_ingest_polled_records_total",
+                "Records taken from API responses.",
+                s.polled,
+            ),
+            (
+                "aqueduct_ingest_invalid_records_total",
+                "Records that failed the JSON Schema.",
+                s.invalid,
+            ),
+            (
+                "aqueduct_ingest_dropped_records_total",
+                "Invalid records dropped (on_invalid = drop).",
+                s.dropped,
+            ),
+            (
+                "aqueduct_ingest_produced_records_total",
+                "Records acknowledged by Kafka on the pipeline's topic.",
+                s.produced,
+            ),
+            (
+                "aqueduct_ingest_failed_polls_total",
+                "Polls that failed after their retries.",
+                s.failed_polls,
+            ),
+            (
+                "aqueduct_load_written_rows_total",
+                "Rows acknowledged by Cassandra.",
+                s.written,
+            ),
+            (
+                "aqueduct_dead_lettered_records_total",
+                "Records acknowledged on the dead-letter topic.",
+                s.dead_lettered,
+            ),
+            (
+                "aqueduct_retries_total",
+                "Retried HTTP requests and Cassandra writes.",
+                s.retries,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in counters {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{{pipeline=\"{pipeline}\"}} {value}\n"));
+        }
+        out.push_str(&format!(
+            "# HELP aqueduct_uptime_seconds Seconds since the run started.\n# TYPE aqueduct_uptime_seconds gauge\naqueduct_uptime_seconds{{pipeline=\"{pipeline}\"}} {}\n",
+            s.seconds
+        ));
+        out
+    }
+
     pub fn summary(&self) -> Summary {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Summary {
@@ -77,5 +135,26 @@ impl Metrics {
             failed_polls: get(&self.failed_polls),
             seconds: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        add(&m.written, 3);
+        let text = m.render("users");
+        assert!(text.contains("# TYPE aqueduct_load_written_rows_total counter\naqueduct_load_written_rows_total{pipeline=\"users\"} 3\n"), "{text}");
+        assert!(
+            text.contains("aqueduct_ingest_polled_records_total{pipeline=\"users\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE aqueduct_uptime_seconds gauge"),
+            "{text}"
+        );
     }
 }

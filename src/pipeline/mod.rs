@@ -63,6 +63,10 @@ pub async fn run(
     } else {
         None
     };
+    let metrics_server = match spec.metrics_address {
+        Some(addr) => Some(serve_metrics(addr, &spec.name, metrics.clone()).await?),
+        None => None,
+    };
     info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
 
     // With `once`, the loader stops when it has read up to these offsets.
@@ -107,10 +111,46 @@ pub async fn run(
             }
         }
     }
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     producer
         .flush(spec.shutdown_timeout)
         .context("flushing the producer at exit")?;
     result
+}
+
+/// Serves `GET /metrics` (Prometheus text) until the returned task is aborted.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    pipeline: &str,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("serving metrics on {addr} (metrics.address)"))?;
+    let pipeline = pipeline.to_owned();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = metrics.render(&pipeline);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    info!(%addr, "serving metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
 }
 
 /// Reads the topic's high watermarks: what a `once` run must load before it exits.

@@ -31,6 +31,8 @@ pub struct Spec {
     pub validate: Validate,
     pub kafka: Kafka,
     pub cassandra: Cassandra,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// `[source]`, checked.

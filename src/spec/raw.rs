@@ -22,6 +22,16 @@ pub struct RawSpec {
     pub validate: RawValidate,
     pub kafka: RawKafka,
     pub cassandra: RawCassandra,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: Prometheus exposition of the run's counters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `host:port` to serve `GET /metrics` on, e.g. "127.0.0.1:9898". Default: not served.
+    pub address: Option<String>,
 }
 
 fn default_shutdown_timeout() -> Duration {

@@ -758,3 +758,41 @@ async fn two_loaders_in_one_group_share_the_work() {
     assert!(wa + wb >= 60, "{wa} + {wb}");
     assert_eq!(p.row_count().await, 60);
 }
+
+/// `[metrics] address` serves the run's counters in Prometheus' text format.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_served_for_prometheus() {
+    if !services_up("metrics_are_served") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=metrics&invalid=1"), 8);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = p.command(&["run"]);
+    let mut running =
+        Background::spawn(cmd.env("AQUEDUCT_METRICS__ADDRESS", format!("127.0.0.1:{port}")));
+    wait_until("all 7 valid rows are written", 60, || async {
+        running.log().contains("poll done") && p.row_count().await == 7
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    for line in [
+        "aqueduct_ingest_polled_records_total{pipeline=\"users\"} 8",
+        "aqueduct_ingest_invalid_records_total{pipeline=\"users\"} 1",
+        "aqueduct_ingest_produced_records_total{pipeline=\"users\"} 7",
+        "aqueduct_load_written_rows_total{pipeline=\"users\"} 7",
+        "aqueduct_dead_lettered_records_total{pipeline=\"users\"} 1",
+        "# TYPE aqueduct_retries_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert_eq!(running.terminate().await, Some(0), "{}", running.log());
+}

@@ -57,6 +57,17 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
     let validate = source::validate(&mut c, raw.validate, base);
     let kafka = kafka::kafka(&mut c, raw.kafka, &name);
     let cassandra = cassandra::cassandra(&mut c, raw.cassandra);
+    let metrics_address = match raw.metrics.address.map(|a| (a.parse(), a)) {
+        None => None,
+        Some((Ok(addr), _)) => Some(addr),
+        Some((Err(_), a)) => {
+            c.err(
+                "metrics.address",
+                format!("`{a}` is not an address like 127.0.0.1:9898"),
+            );
+            None
+        }
+    };
     match (source, validate, kafka, cassandra) {
         (Some(source), Some(validate), Some(kafka), Some(cassandra)) if c.errors.is_empty() => {
             Ok(Spec {
@@ -67,6 +78,7 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
                 validate,
                 kafka,
                 cassandra,
+                metrics_address,
             })
         }
         _ => Err(SpecErrors(c.errors)),

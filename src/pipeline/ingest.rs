@@ -105,6 +105,8 @@ async fn handle(
         None => Ok(None),
         Some(jq) => message_key(jq, record),
     };
+    // Dead letters keep the record's key when it could be computed, so they partition alike.
+    let dead_letter_key = key.as_ref().ok().cloned().flatten();
     let dead_letter = match (violations.is_empty(), key) {
         (true, Ok(key)) => {
             producer
@@ -142,7 +144,11 @@ async fn handle(
         OnInvalid::DeadLetter => {
             warn!(topic = %k.dead_letter_topic, reason = %dead_letter.reason, "record dead-lettered");
             producer
-                .send(&k.dead_letter_topic, None, &dead_letter.to_json())
+                .send(
+                    &k.dead_letter_topic,
+                    dead_letter_key.as_deref(),
+                    &dead_letter.to_json(),
+                )
                 .await?;
             add(&metrics.dead_lettered, 1);
         }

@@ -100,37 +100,15 @@
       ];
     };
 
-  testScript = ''
+  testScript = builtins.readFile ./helpers.py + ''
     import json
     import re
-    import time
-    from typing import Callable
 
     USERS = 48  # the stand-in sends 50 users a poll; invalid=2 breaks the first 2
     KAFKA = "--bootstrap-server 127.0.0.1:9092"
     UNIT = "aqueduct-users.service"
     TABLE = "spark_streams.created_users"
     UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-    def eventually(check: Callable[[], bool], timeout: int = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, f"{check.__name__}: not within {timeout} s"
-            time.sleep(2)
-
-
-    def kafka_table(out: str) -> list[dict[str, str]]:
-        # The rows of a kafka-consumer-groups.sh table, keyed by its header.
-        rows: list[dict[str, str]] = []
-        header: list[str] = []
-        for line in out.splitlines():
-            cols = line.split()
-            if cols[:1] == ["GROUP"]:
-                header = cols
-            elif header and len(cols) == len(header):
-                rows.append(dict(zip(header, cols)))
-        return rows
 
 
     def row_count() -> int | None:

@@ -195,6 +195,10 @@ async fn api_errors_are_retried_then_succeed() {
             "fault {fault}: two failures, then success"
         );
         assert!(out.stderr.contains("retries=2"), "fault {fault}: {out:?}");
+        if fault == "429" {
+            // The stand-in's `Retry-After: 1` replaces the 10 ms backoff.
+            assert!(out.stderr.contains("retry_in=1s"), "{out:?}");
+        }
         assert_eq!(p.row_count().await, 5);
     }
 }

@@ -102,11 +102,19 @@ pub async fn run(
                         continue;
                     }
                 };
-                offsets.start(message.partition, message.offset);
                 let lane = lane_of(&message, lanes.len());
-                // A full lane waits here: backpressure on the consumer.
-                if lanes[lane].send(message).await.is_err() {
-                    bail!("load lane {lane} is gone");
+                let (partition, offset) = (message.partition, message.offset);
+                // A full lane waits here (backpressure on the consumer), but a stop must still be
+                // seen: a message not handed out is neither done nor committed.
+                tokio::select! {
+                    sent = lanes[lane].send(message) => {
+                        if sent.is_err() {
+                            bail!("load lane {lane} is gone");
+                        }
+                        // Before its completion can be read: that is read by this loop too.
+                        offsets.start(partition, offset);
+                    }
+                    _ = stop.cancelled() => {}
                 }
             }
             _ = check.tick(), if once && !stopping => {

@@ -488,6 +488,7 @@ async fn loader_in_an_outage(
     seed: &str,
     results: u32,
     shutdown_timeout: &str,
+    concurrency: u32,
 ) -> (Api, Proxy, Pipeline, Background) {
     let api = Api::start().await;
     let proxy = Proxy::start(cassandra_addr()).await;
@@ -498,7 +499,8 @@ async fn loader_in_an_outage(
                 "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
                 format!("[\"{}\"]", proxy.addr),
             )
-            .env("AQUEDUCT_SHUTDOWN_TIMEOUT", shutdown_timeout),
+            .env("AQUEDUCT_SHUTDOWN_TIMEOUT", shutdown_timeout)
+            .env("AQUEDUCT_CASSANDRA__CONCURRENCY", concurrency.to_string()),
     );
     loader.wait_for("pipeline started", 60).await;
     proxy.set_up(false);
@@ -519,7 +521,7 @@ async fn a_cassandra_outage_loses_nothing() {
     if !services_up("a_cassandra_outage_loses_nothing") {
         return;
     }
-    let (_api, proxy, p, mut loader) = loader_in_an_outage("outage", 20, "2s").await;
+    let (_api, proxy, p, mut loader) = loader_in_an_outage("outage", 20, "2s", 32).await;
     assert_eq!(loader.terminate().await, Some(1), "{}", loader.log());
     assert!(
         loader
@@ -544,7 +546,7 @@ async fn writes_are_retried_until_cassandra_is_back() {
     if !services_up("writes_are_retried_until_cassandra_is_back") {
         return;
     }
-    let (_api, proxy, p, mut loader) = loader_in_an_outage("blip", 15, "30s").await;
+    let (_api, proxy, p, mut loader) = loader_in_an_outage("blip", 15, "30s", 32).await;
     proxy.set_up(true);
     wait_until("all 15 rows are written", 60, || async {
         p.row_count().await == 15
@@ -560,7 +562,7 @@ async fn a_second_signal_exits_at_once() {
     if !services_up("a_second_signal_exits_at_once") {
         return;
     }
-    let (_api, _proxy, _p, mut loader) = loader_in_an_outage("twice", 5, "60s").await;
+    let (_api, _proxy, _p, mut loader) = loader_in_an_outage("twice", 5, "60s", 32).await;
     let pid = loader.child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -799,4 +801,27 @@ async fn metrics_are_served_for_prometheus() {
         );
     }
     assert_eq!(running.terminate().await, Some(0), "{}", running.log());
+}
+
+/// A stop while the loader waits for room in a full lane (one lane, Cassandra gone, more
+/// messages than the lane holds) is still a graceful stop: exit 1 after the shutdown timeout,
+/// not a hang until a second signal. Regression: the dispatch did not watch for the stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_is_seen_while_a_full_lane_blocks_the_consumer() {
+    if !services_up("a_stop_is_seen_while_a_full_lane_blocks") {
+        return;
+    }
+    let (_api, proxy, p, mut loader) = loader_in_an_outage("full", 100, "2s", 1).await;
+    assert_eq!(loader.terminate().await, Some(1), "{}", loader.log());
+    assert!(
+        loader.log().contains("shutdown timeout"),
+        "{}",
+        loader.log()
+    );
+    proxy.set_up(true);
+    let through_proxy = format!("[\"{}\"]", proxy.addr);
+    let mut cmd = p.command(&["run", "--only", "load", "--once"]);
+    let out = run(cmd.env("AQUEDUCT_CASSANDRA__CONTACT_POINTS", through_proxy)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(p.row_count().await, 100, "nothing lost: {out:?}");
 }

@@ -50,46 +50,17 @@ in
     kafka =
       { config, ... }:
       {
+        imports = [
+          (import ./kafka.nix {
+            host = "kafka";
+            bind = "";
+          })
+        ];
         virtualisation = {
           memorySize = 2048;
           diskSize = 2048;
         };
         networking.firewall.allowedTCPPorts = [ 9092 ];
-        services.apache-kafka = {
-          enable = true;
-          clusterId = "ak2fIHr4S8WWarOF_ODD0g"; # any `kafka-storage.sh random-uuid`
-          formatLogDirs = true;
-          jvmOptions = [
-            "-Xms512m"
-            "-Xmx512m"
-          ];
-          settings = {
-            "node.id" = 1;
-            "process.roles" = [
-              "broker"
-              "controller"
-            ];
-            listeners = [
-              "PLAINTEXT://:9092"
-              "CONTROLLER://:9093"
-            ];
-            "advertised.listeners" = [ "PLAINTEXT://kafka:9092" ];
-            "listener.security.protocol.map" = [
-              "PLAINTEXT:PLAINTEXT"
-              "CONTROLLER:PLAINTEXT"
-            ];
-            "controller.quorum.voters" = [ "1@kafka:9093" ];
-            "controller.listener.names" = [ "CONTROLLER" ];
-            "log.dirs" = [ "/var/lib/apache-kafka" ];
-            "auto.create.topics.enable" = false;
-            "offsets.topic.replication.factor" = 1;
-            "transaction.state.log.replication.factor" = 1;
-            "transaction.state.log.min.isr" = 1;
-            "share.coordinator.state.topic.replication.factor" = 1;
-            "share.coordinator.state.topic.min.isr" = 1;
-            "group.initial.rebalance.delay.ms" = 0;
-          };
-        };
         environment.systemPackages = [ config.services.apache-kafka.package ];
       };
 

@@ -16,7 +16,10 @@
   nodes.machine =
     { config, pkgs, ... }:
     {
-      imports = [ module ];
+      imports = [
+        module
+        (import ./kafka.nix { host = "127.0.0.1"; })
+      ];
 
       virtualisation = {
         memorySize = 4096;
@@ -25,44 +28,6 @@
       };
 
       services = {
-        # Broker and controller in one JVM, on loopback, formatted on first start
-        # (the settings of nixpkgs' nixos/tests/kafka/base.nix).
-        apache-kafka = {
-          enable = true;
-          clusterId = "ak2fIHr4S8WWarOF_ODD0g"; # any `kafka-storage.sh random-uuid`
-          formatLogDirs = true;
-          jvmOptions = [
-            "-Xms512m"
-            "-Xmx512m"
-          ];
-          settings = {
-            "node.id" = 1;
-            "process.roles" = [
-              "broker"
-              "controller"
-            ];
-            listeners = [
-              "PLAINTEXT://127.0.0.1:9092"
-              "CONTROLLER://127.0.0.1:9093"
-            ];
-            "listener.security.protocol.map" = [
-              "PLAINTEXT:PLAINTEXT"
-              "CONTROLLER:PLAINTEXT"
-            ];
-            "controller.quorum.voters" = [ "1@127.0.0.1:9093" ];
-            "controller.listener.names" = [ "CONTROLLER" ];
-            "log.dirs" = [ "/var/lib/apache-kafka" ];
-            # aqueduct creates its topics (3 partitions); one broker holds one replica.
-            "auto.create.topics.enable" = false;
-            "offsets.topic.replication.factor" = 1;
-            "transaction.state.log.replication.factor" = 1;
-            "transaction.state.log.min.isr" = 1;
-            "share.coordinator.state.topic.replication.factor" = 1;
-            "share.coordinator.state.topic.min.isr" = 1;
-            "group.initial.rebalance.delay.ms" = 0;
-          };
-        };
-
         cassandra = {
           enable = true;
           maxHeapSize = "512M";

@@ -4,8 +4,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
-
 /// Every counter aqueduct keeps. Named `aqueduct_<stage>_<noun>_total` in [`Summary`] order.
 #[derive(Debug)]
 pub struct Metrics {
@@ -50,7 +48,7 @@ pub fn add(counter: &AtomicU64, n: u64) {
 }
 
 /// A snapshot of the counters, for the exit summary.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
     pub polled: u64,
     pub invalid: u64,

@@ -33,8 +33,6 @@ use serde_json::{Value, json};
 pub struct Stats {
     /// Requests answered, faults included.
     pub requests: AtomicU64,
-    /// Requests that got a fault.
-    pub faults: AtomicU64,
 }
 
 /// The router; `stats` counts requests.
@@ -88,7 +86,6 @@ async fn users(
     });
     let fault = q.get("fault").map(String::as_str);
     if fault.is_some() && n < num("fault_times").unwrap_or(1) {
-        stats.faults.fetch_add(1, Ordering::SeqCst);
         let retry_after = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
         let error = Json(
             json!({"error": "Uh oh, something has gone wrong. Please tweet us @randomapi about the issue. Thank you."}),

@@ -54,20 +54,6 @@ pub enum JsonKind {
     Object,
 }
 
-impl JsonKind {
-    /// The kind of a value.
-    pub fn of(v: &Value) -> JsonKind {
-        match v {
-            Value::Null => JsonKind::Null,
-            Value::Bool(_) => JsonKind::Bool,
-            Value::Number(_) => JsonKind::Number,
-            Value::String(_) => JsonKind::String,
-            Value::Array(_) => JsonKind::Array,
-            Value::Object(_) => JsonKind::Object,
-        }
-    }
-}
-
 impl fmt::Display for JsonKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

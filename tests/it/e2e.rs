@@ -513,31 +513,40 @@ async fn loader_in_an_outage(
     (api, proxy, p, loader)
 }
 
-/// Cassandra goes away while messages wait to be written: the loader retries without
-/// committing; when a stop's shutdown timeout runs out it exits 1 having committed nothing
-/// unwritten; a new loader, with Cassandra back, writes every row.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cassandra_outage_loses_nothing() {
-    if !services_up("a_cassandra_outage_loses_nothing") {
-        return;
-    }
-    let (_api, proxy, p, mut loader) = loader_in_an_outage("outage", 20, "2s", 32).await;
+/// Cassandra goes away while `results` messages wait to be written; a stop then runs out of
+/// its shutdown timeout: exit 1, nothing unwritten committed. With Cassandra back, a new
+/// loader of the group writes every row.
+async fn stop_in_an_outage_then_recover(seed: &str, results: u32, concurrency: u32) {
+    let (_api, proxy, p, mut loader) = loader_in_an_outage(seed, results, "2s", concurrency).await;
     assert_eq!(loader.terminate().await, Some(1), "{}", loader.log());
+    let log = loader.log();
+    assert!(log.contains("shutdown timeout"), "{log}");
     assert!(
-        loader
-            .log()
-            .contains("not written; they were not committed and will be consumed again"),
-        "{}",
-        loader.log()
+        log.contains("not written; they were not committed and will be consumed again"),
+        "{log}"
     );
-    // Cassandra is back: a new loader of the group writes all 20 rows.
     proxy.set_up(true);
     let through_proxy = format!("[\"{}\"]", proxy.addr);
     let mut cmd = p.command(&["run", "--only", "load", "--once"]);
     let out = run(cmd.env("AQUEDUCT_CASSANDRA__CONTACT_POINTS", through_proxy)).await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stderr.contains("written=20"), "{out:?}");
-    assert_eq!(p.row_count().await, 20);
+    assert!(
+        out.stderr.contains(&format!("written={results}")),
+        "{out:?}"
+    );
+    assert_eq!(
+        p.row_count().await,
+        i64::from(results),
+        "nothing lost: {out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cassandra_outage_loses_nothing() {
+    if !services_up("a_cassandra_outage_loses_nothing") {
+        return;
+    }
+    stop_in_an_outage_then_recover("outage", 20, 32).await;
 }
 
 /// A shorter outage: the loader retries until Cassandra is back, and every row lands.
@@ -811,17 +820,5 @@ async fn a_stop_is_seen_while_a_full_lane_blocks_the_consumer() {
     if !services_up("a_stop_is_seen_while_a_full_lane_blocks") {
         return;
     }
-    let (_api, proxy, p, mut loader) = loader_in_an_outage("full", 100, "2s", 1).await;
-    assert_eq!(loader.terminate().await, Some(1), "{}", loader.log());
-    assert!(
-        loader.log().contains("shutdown timeout"),
-        "{}",
-        loader.log()
-    );
-    proxy.set_up(true);
-    let through_proxy = format!("[\"{}\"]", proxy.addr);
-    let mut cmd = p.command(&["run", "--only", "load", "--once"]);
-    let out = run(cmd.env("AQUEDUCT_CASSANDRA__CONTACT_POINTS", through_proxy)).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    assert_eq!(p.row_count().await, 100, "nothing lost: {out:?}");
+    stop_in_an_outage_then_recover("full", 100, 1).await;
 }

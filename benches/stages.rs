@@ -1,14 +1,16 @@
 //! CPU cost of the per-record stages, on stand-in users through `pipelines/users.toml`:
-//! JSON Schema validation, the Kafka key, and mapping to a row (jq + CQL conversion).
-//! Prints records per second; run with `cargo bench --bench stages`.
+//! decoding a Kafka payload, JSON Schema validation, the Kafka key, mapping to a row (jq + CQL
+//! conversion) and serializing for Kafka. Prints records per second; run with
+//! `cargo bench --bench stages`. The whole pipeline is `scripts/bench` (benches/pipeline.rs).
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use aqueduct::jq::Json;
 use aqueduct::{map, spec, standin, validate};
 
-fn measure(name: &str, records: &[serde_json::Value], mut f: impl FnMut(&serde_json::Value)) {
+fn measure<T>(name: &str, records: &[T], mut f: impl FnMut(&T)) {
     // Warm up, then run for at least a second.
     records.iter().take(1000).for_each(&mut f);
     let start = Instant::now();
@@ -28,6 +30,9 @@ fn measure(name: &str, records: &[serde_json::Value], mut f: impl FnMut(&serde_j
 }
 
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --all-targets` builds and runs benches without it
+    }
     let spec = spec::load(Path::new("pipelines/users.toml")).unwrap_or_else(|e| panic!("{e}"));
     let records: Vec<_> = (0..10_000)
         .map(|i| standin::user("bench", 1, i, false))
@@ -44,8 +49,16 @@ fn main() {
     measure("kafka key (jq)", &records, |r| {
         black_box(key.run_one(r).unwrap());
     });
-    measure("map to row (12 columns)", &records, |r| {
-        black_box(map::row(&spec.cassandra, r).unwrap());
+    let payloads: Vec<Vec<u8>> = records.iter().map(|r| r.to_string().into_bytes()).collect();
+    measure("decode (serde_json::Value)", &payloads, |p| {
+        black_box(serde_json::from_slice::<serde_json::Value>(p).unwrap());
+    });
+    measure("decode (borrowed, as loaded)", &payloads, |p| {
+        black_box(serde_json::from_slice::<Json>(p).unwrap());
+    });
+    measure("decode + map (12 columns)", &payloads, |p| {
+        let record: Json = serde_json::from_slice(p).unwrap();
+        black_box(map::row(&spec.cassandra, &record).unwrap());
     });
     measure("serialize for Kafka (JSON)", &records, |r| {
         black_box(r.to_string());

@@ -30,6 +30,11 @@ pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Worker threads of the async runtime. Default: one less than the CPUs, at least one
+    /// (librdkafka and Cassandra's driver add threads of their own; on two cores one worker
+    /// spends less CPU per record than two).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +65,18 @@ pub enum Command {
     },
     /// Print the CREATE KEYSPACE and CREATE TABLE a spec implies.
     Ddl { spec: PathBuf },
+}
+
+impl Cli {
+    /// The runtime's worker threads, from `--threads` or the CPUs.
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n),
+            None => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
+        }
+    }
 }
 
 const COMMANDS: &[&str] = &["run", "check", "ddl", "help"];

@@ -9,7 +9,8 @@
 //! - [`validate`]: JSON Schema verdicts with JSON pointers.
 //! - [`kafka`]: client config, topic creation, idempotent producer, at-least-once consumer.
 //! - [`map`]: a record to a row, by the columns' jq expressions and CQL types.
-//! - [`cassandra`]: DDL, CQL types, prepared upserts.
+//! - [`cql`]: the CQL value model: column types, the JSON each takes, the row.
+//! - [`cassandra`]: connecting, DDL, prepared upserts.
 //! - [`dead_letter`]: the envelope of a record that could not go on.
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
 //! - [`metrics`]: the counters of the exit summary.
@@ -18,6 +19,7 @@
 
 pub mod cassandra;
 pub mod cli;
+pub mod cql;
 pub mod dead_letter;
 pub mod jq;
 pub mod kafka;

@@ -1,9 +1,7 @@
 //! Mapping a record to a row: each column's jq expression, then its CQL type conversion.
 
-use scylla::value::CqlValue;
-use serde_json::Value;
-
-use crate::jq::Input;
+use crate::cql::Row;
+use crate::jq::{Input, Json};
 use crate::spec::Cassandra;
 
 /// Why a record could not become a row; it names the column.
@@ -15,7 +13,7 @@ pub struct MapError {
 }
 
 /// Computes every column of `c` from `record`, in spec order.
-pub fn row(c: &Cassandra, record: &Value) -> Result<Vec<Option<CqlValue>>, MapError> {
+pub fn row(c: &Cassandra, record: &Json) -> Result<Row, MapError> {
     // Shared by every column's filter: converted for jaq at most once.
     let input = Input::new(record);
     c.columns
@@ -29,7 +27,7 @@ pub fn row(c: &Cassandra, record: &Value) -> Result<Vec<Option<CqlValue>>, MapEr
                 .jq
                 .run_one_on(&input)
                 .map_err(|e| fail(format!("jq `{}` failed: {e}", col.jq.code())))?;
-            let cql = col.cql_type.to_cql(&value).map_err(fail)?;
+            let cql = col.cql_type.to_cql(value).map_err(fail)?;
             if cql.is_none() && is_key(c, &col.name) {
                 return Err(fail(format!(
                     "is part of the primary key but `{}` yielded null",
@@ -49,8 +47,12 @@ fn is_key(c: &Cassandra, name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::spec::tests::spec_with;
-    use scylla::value::CqlTimestamp;
-    use serde_json::json;
+    use scylla::value::{CqlTimestamp, CqlValue};
+    use serde_json::{Value, json};
+
+    fn row(c: &Cassandra, record: &Value) -> Result<Row, MapError> {
+        super::row(c, &Json::from(record))
+    }
 
     fn spec() -> crate::spec::Spec {
         spec_with(

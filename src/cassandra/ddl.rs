@@ -5,7 +5,7 @@
 use scylla::client::session::Session;
 
 use super::Error;
-use super::types::CqlType;
+use crate::cql::CqlType;
 use crate::spec::Cassandra;
 
 fn quote(name: &str) -> String {

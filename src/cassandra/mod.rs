@@ -1,7 +1,7 @@
-//! The Cassandra side: connecting, the DDL a spec implies, and prepared upserts.
+//! The Cassandra side: connecting, the DDL a spec implies, and prepared upserts. The CQL value
+//! model (types, rows) is [`crate::cql`], shared with the spec and the mapper.
 
 pub mod ddl;
-pub mod types;
 pub mod write;
 
 use scylla::client::session::Session;

@@ -4,13 +4,10 @@ use std::sync::Arc;
 
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlValue;
 
 use super::{Error, ddl};
+use crate::cql::Row;
 use crate::spec::Cassandra;
-
-/// One row: a value (or CQL null) per spec column, in spec order.
-pub type Row = Vec<Option<CqlValue>>;
 
 /// Writes rows of one table with a prepared, idempotent `INSERT` (an upsert by primary key).
 #[derive(Clone)]

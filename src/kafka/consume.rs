@@ -126,11 +126,15 @@ impl Consumer {
         tpl
     }
 
-    /// Stores `next` (the next offset to consume) for the periodic commit. A partition no
-    /// longer assigned after a rebalance is skipped: its new owner re-reads from the last commit.
-    pub fn store(&self, partition: i32, next: i64) {
-        if let Err(e) = self.inner.store_offsets(&self.list(&[(partition, next)])) {
-            debug!(partition, next, error = %e, "offset not stored (partition no longer assigned?)");
+    /// Stores these positions (the next offset to consume, per partition) for the periodic
+    /// commit. A partition no longer assigned after a rebalance is skipped: its new owner
+    /// re-reads from the last commit.
+    pub fn store(&self, positions: &[(i32, i64)]) {
+        if positions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.store_offsets(&self.list(positions)) {
+            debug!(?positions, error = %e, "offsets not stored (partitions no longer assigned?)");
         }
     }
 

@@ -77,10 +77,26 @@ pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
     config
         .set("group.id", &k.group_id)
         .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            k.commit_interval.as_millis().to_string(),
+        )
         .set("enable.auto.offset.store", "false");
-    let mut extra = k.properties.iter().chain(&k.consumer_properties);
-    if !extra.any(|(key, _)| key == "auto.offset.reset") {
-        config.set("auto.offset.reset", "earliest");
+    // Defaults a spec may override. librdkafka's own prefetch up to 64 MB (and 100,000
+    // messages per partition) ahead of the loader; a few MB keep the loader busy at full speed
+    // and keep its memory small.
+    let defaults = [
+        ("auto.offset.reset", "earliest"),
+        ("queued.max.messages.kbytes", "8192"),
+        ("queued.min.messages", "10000"),
+        // With a small prefetch queue, the default 1 s pause when it is full starves the loader.
+        ("fetch.queue.backoff.ms", "10"),
+    ];
+    for (key, value) in defaults {
+        let mut extra = k.properties.iter().chain(&k.consumer_properties);
+        if !extra.any(|(k, _)| k == key) {
+            config.set(key, value);
+        }
     }
     config
 }

@@ -1,25 +1,30 @@
 //! Load: consume, map, write, and store offsets only behind acknowledged writes.
 //!
-//! Messages are spread over `cassandra.concurrency` lanes by message key, so rows of one key
-//! are written in order while different keys are written in parallel. Each lane reports the
-//! offsets it finished; [`Offsets`] turns those into a position that never passes an
-//! unfinished message, and only that position is stored and committed (at-least-once; rows
+//! One task does it all. Messages are spread over `cassandra.concurrency` lanes by message key:
+//! a lane writes its messages one after another (rows of one key stay in order) while lanes
+//! write in parallel. A lane is a queue and at most one write future in a `FuturesUnordered`,
+//! polled by the same loop that consumes, so a message costs no task and no channel hop.
+//! [`Offsets`] turns finished messages into a position that never passes an unfinished one, and
+//! only that position is stored; librdkafka commits what is stored every
+//! `kafka.commit_interval`, and the loader commits once more when it stops (at-least-once; rows
 //! are upserts, so a re-delivered message rewrites the same row).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cassandra::write::Writer;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
+use crate::jq::Json;
 use crate::kafka::consume::{Consumer, Message};
 use crate::kafka::offsets::Offsets;
 use crate::kafka::produce::Producer;
@@ -27,7 +32,7 @@ use crate::map;
 use crate::metrics::{Metrics, add};
 use crate::spec::Spec;
 
-/// What every lane shares.
+/// What every write shares.
 pub struct Context {
     pub spec: Arc<Spec>,
     pub writer: Writer,
@@ -35,8 +40,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
-/// Messages queued per lane before the consumer waits.
-const LANE_QUEUE: usize = 64;
+/// How often finished positions are stored for the periodic commit.
+const STORE_EVERY: Duration = Duration::from_millis(100);
+
+/// Messages queued behind busy lanes, over all lanes, before the consumer waits: enough to keep
+/// every lane busy, few enough to keep memory small.
+const QUEUED: usize = 1024;
 
 /// Consumes until `stop` (then finishes in-flight writes within the spec's shutdown timeout and
 /// commits), or with `once` until the drain target is reached.
@@ -47,37 +56,31 @@ pub async fn run(
     mut drain: watch::Receiver<Option<HashMap<i32, i64>>>,
     once: bool,
 ) -> anyhow::Result<()> {
-    let ctx = Arc::new(ctx);
-    let lanes_n = ctx.spec.cassandra.concurrency;
-    // Cancelled when the shutdown timeout runs out: lanes stop retrying and give up.
-    let abandon = CancellationToken::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
-    let mut lanes = Vec::with_capacity(lanes_n);
-    let mut workers = JoinSet::new();
-    for _ in 0..lanes_n {
-        let (tx, rx) = mpsc::channel::<Message>(LANE_QUEUE);
-        lanes.push(tx);
-        workers.spawn(lane(ctx.clone(), rx, done_tx.clone(), abandon.clone()));
-    }
-    drop(done_tx);
-
+    let mut lanes = Lanes::new(ctx.spec.cassandra.concurrency);
+    let mut writes = FuturesUnordered::new();
     let mut offsets = Offsets::default();
     let mut stopping = false;
     let mut deadline = None;
     let mut check = tokio::time::interval(Duration::from_millis(200));
+    // Positions are handed to librdkafka (which commits them every `kafka.commit_interval`) a
+    // few times a second, not per message: storing costs a lock and an allocation.
+    let mut store = tokio::time::interval(STORE_EVERY.min(ctx.spec.kafka.commit_interval));
     loop {
+        if stopping && offsets.in_flight() == 0 {
+            break;
+        }
         tokio::select! {
             biased;
-            Some(joined) = workers.join_next() => {
-                // A lane only ends early on a fatal error (dead-letter produce failed).
-                let result = joined.context("a load lane panicked").and_then(|r| r);
-                abandon.cancel();
-                commit(&consumer, &offsets);
-                return result.and_then(|()| bail!("a load lane stopped unexpectedly"));
-            }
-            Some((partition, offset)) = done_rx.recv() => {
-                if let Some(next) = offsets.finish(partition, offset) {
-                    consumer.store(partition, next);
+            Some((lane, m, outcome)) = writes.next() => {
+                let m: Message = m;
+                if let Err(e) = outcome {
+                    // Only a failed dead-letter produce ends a write in error: stop here.
+                    commit(&consumer, &offsets);
+                    return Err(e);
+                }
+                offsets.finish(m.partition, m.offset);
+                if let Some(next) = lanes.finished(lane) {
+                    writes.push(handle(&ctx, lane, next));
                 }
             }
             _ = stop.cancelled(), if !stopping => {
@@ -86,7 +89,7 @@ pub async fn run(
                 info!(in_flight = offsets.in_flight(), "stopping: finishing in-flight writes");
             }
             _ = sleep_until(deadline) => {
-                abandon.cancel();
+                // Dropping the writes abandons them: they are neither done nor committed.
                 commit(&consumer, &offsets);
                 bail!(
                     "shutdown timeout ({:?}) ran out with {} message(s) not written; they were not committed and will be consumed again",
@@ -94,7 +97,9 @@ pub async fn run(
                     offsets.in_flight()
                 );
             }
-            message = consumer.recv(), if !stopping => {
+            // With every lane's queue full, the consumer waits (backpressure) while writes
+            // finish and a stop is still seen.
+            message = consumer.recv(), if !stopping && lanes.has_room() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
@@ -102,21 +107,13 @@ pub async fn run(
                         continue;
                     }
                 };
+                offsets.start(message.partition, message.offset);
                 let lane = lane_of(&message, lanes.len());
-                let (partition, offset) = (message.partition, message.offset);
-                // A full lane waits here (backpressure on the consumer), but a stop must still be
-                // seen: a message not handed out is neither done nor committed.
-                tokio::select! {
-                    sent = lanes[lane].send(message) => {
-                        if sent.is_err() {
-                            bail!("load lane {lane} is gone");
-                        }
-                        // Before its completion can be read: that is read by this loop too.
-                        offsets.start(partition, offset);
-                    }
-                    _ = stop.cancelled() => {}
+                if let Some(m) = lanes.arrived(lane, message) {
+                    writes.push(handle(&ctx, lane, m));
                 }
             }
+            _ = store.tick() => consumer.store(&offsets.committable()),
             _ = check.tick(), if once && !stopping => {
                 let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
                 if reached && offsets.in_flight() == 0 {
@@ -124,13 +121,56 @@ pub async fn run(
                 }
             }
         }
-        if stopping && offsets.in_flight() == 0 {
-            break;
-        }
     }
-    drop(lanes);
     commit(&consumer, &offsets);
     Ok(())
+}
+
+/// Per lane, whether a write is in flight and what waits behind it.
+struct Lanes {
+    busy: Vec<bool>,
+    queues: Vec<VecDeque<Message>>,
+    queued: usize,
+}
+
+impl Lanes {
+    fn new(n: usize) -> Lanes {
+        Lanes {
+            busy: vec![false; n],
+            queues: (0..n).map(|_| VecDeque::new()).collect(),
+            queued: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.busy.len()
+    }
+
+    fn has_room(&self) -> bool {
+        self.queued < QUEUED
+    }
+
+    /// A message for `lane`: returned to be written now if the lane is idle, else queued.
+    fn arrived(&mut self, lane: usize, m: Message) -> Option<Message> {
+        if self.busy[lane] {
+            self.queues[lane].push_back(m);
+            self.queued += 1;
+            None
+        } else {
+            self.busy[lane] = true;
+            Some(m)
+        }
+    }
+
+    /// `lane`'s write finished: its next message, if one waits.
+    fn finished(&mut self, lane: usize) -> Option<Message> {
+        let next = self.queues[lane].pop_front();
+        match next {
+            Some(_) => self.queued -= 1,
+            None => self.busy[lane] = false,
+        }
+        next
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -160,52 +200,38 @@ fn lane_of(m: &Message, lanes: usize) -> usize {
     (h.finish() % lanes as u64) as usize
 }
 
-/// One lane: handles its messages in order and reports each as done.
-async fn lane(
-    ctx: Arc<Context>,
-    mut rx: mpsc::Receiver<Message>,
-    done: mpsc::UnboundedSender<(i32, i64)>,
-    abandon: CancellationToken,
-) -> anyhow::Result<()> {
-    while let Some(m) = rx.recv().await {
-        if !handle(&ctx, &m, &abandon).await? {
-            return Ok(()); // abandoned at shutdown: not reported done, so not committed
-        }
-        let _ = done.send((m.partition, m.offset));
-    }
-    Ok(())
+/// One lane's write of one message; gives the lane and the message back when done.
+async fn handle(ctx: &Context, lane: usize, m: Message) -> (usize, Message, anyhow::Result<()>) {
+    let outcome = write(ctx, &m).await;
+    (lane, m, outcome)
 }
 
-/// Decodes, maps and writes one message, or dead-letters it. Returns false if abandoned.
-async fn handle(ctx: &Context, m: &Message, abandon: &CancellationToken) -> anyhow::Result<bool> {
+/// Decodes, maps and writes one message (retrying until it is written), or dead-letters it.
+async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     let spec = &ctx.spec;
-    let origin = Origin::Kafka {
+    let origin = || Origin::Kafka {
         topic: spec.kafka.topic.clone(),
         partition: m.partition,
         offset: m.offset,
     };
-    let record: Value = match serde_json::from_slice(&m.payload) {
+    // Decoded once, borrowing from the payload; the mapping reads it as it is.
+    let record: Json = match serde_json::from_slice(&m.payload) {
         Ok(v) => v,
         Err(e) => {
             let text = Value::String(String::from_utf8_lossy(&m.payload).into_owned());
-            let dl = DeadLetter::new(
-                &spec.name,
-                Stage::Decode,
-                format!("the message is not JSON: {e}"),
-                text,
-                origin,
-            );
-            dead_letter(ctx, m, dl).await?;
-            return Ok(true);
+            let reason = format!("the message is not JSON: {e}");
+            let dl = DeadLetter::new(&spec.name, Stage::Decode, reason, text, origin());
+            return dead_letter(ctx, m, dl).await;
         }
     };
     let row = match map::row(&spec.cassandra, &record) {
         Ok(row) => row,
         Err(e) => {
-            let mut dl = DeadLetter::new(&spec.name, Stage::Map, e.to_string(), record, origin);
+            let reason = e.to_string();
+            let mut dl =
+                DeadLetter::new(&spec.name, Stage::Map, reason, (&record).into(), origin());
             dl.column = Some(e.column);
-            dead_letter(ctx, m, dl).await?;
-            return Ok(true);
+            return dead_letter(ctx, m, dl).await;
         }
     };
     let mut attempt = 0u32;
@@ -213,23 +239,20 @@ async fn handle(ctx: &Context, m: &Message, abandon: &CancellationToken) -> anyh
         let error = match ctx.writer.write(&row).await {
             Ok(()) => {
                 add(&ctx.metrics.written, 1);
-                return Ok(true);
+                return Ok(());
             }
             Err(e) => e,
         };
         if crate::cassandra::is_data_error(&error) {
-            let dl = DeadLetter::new(&spec.name, Stage::Write, error.to_string(), record, origin);
-            dead_letter(ctx, m, dl).await?;
-            return Ok(true);
+            let reason = error.to_string();
+            let dl = DeadLetter::new(&spec.name, Stage::Write, reason, (&record).into(), origin());
+            return dead_letter(ctx, m, dl).await;
         }
         attempt += 1;
         add(&ctx.metrics.retries, 1);
         let delay = write_backoff(attempt);
         warn!(partition = m.partition, offset = m.offset, attempt, error = %error, retry_in = ?delay, "write failed; retrying (offset not committed)");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = abandon.cancelled() => return Ok(false),
-        }
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -256,4 +279,47 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
         })?;
     add(&ctx.metrics.dead_lettered, 1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64) -> Message {
+        Message {
+            partition: 0,
+            offset,
+            key: None,
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_lane_writes_its_messages_one_after_another_in_order() {
+        let mut lanes = Lanes::new(2);
+        assert_eq!(lanes.arrived(0, message(1)).map(|m| m.offset), Some(1));
+        assert!(lanes.arrived(0, message(2)).is_none(), "lane 0 is busy");
+        assert!(lanes.arrived(0, message(3)).is_none());
+        assert_eq!(lanes.arrived(1, message(4)).map(|m| m.offset), Some(4));
+        assert_eq!(lanes.queued, 2);
+        assert_eq!(lanes.finished(0).map(|m| m.offset), Some(2));
+        assert_eq!(lanes.finished(0).map(|m| m.offset), Some(3));
+        assert!(lanes.finished(0).is_none());
+        assert_eq!(lanes.queued, 0);
+        // Idle again: the next message is written at once.
+        assert_eq!(lanes.arrived(0, message(5)).map(|m| m.offset), Some(5));
+    }
+
+    #[test]
+    fn queued_messages_are_bounded() {
+        let mut lanes = Lanes::new(1);
+        lanes.arrived(0, message(0));
+        for offset in 1..=QUEUED as i64 {
+            assert!(lanes.has_room());
+            lanes.arrived(0, message(offset));
+        }
+        assert!(!lanes.has_room(), "the consumer waits");
+        lanes.finished(0);
+        assert!(lanes.has_room());
+    }
 }

@@ -8,7 +8,7 @@
 use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::ops::Math;
 
-use crate::cassandra::types::JsonKind;
+use crate::cql::JsonKind;
 
 /// The kinds an expression may yield; `None` means it could be anything.
 pub type Kinds = Option<Vec<JsonKind>>;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 
-use crate::cassandra::types::CqlType;
+use crate::cql::CqlType;
 use crate::jq::Jq;
 
 /// The prefix of environment variables that override spec keys; `__` separates key path
@@ -110,6 +110,8 @@ pub struct Kafka {
     pub key: Option<Jq>,
     pub group_id: String,
     pub dead_letter_topic: String,
+    /// How often stored offsets are committed.
+    pub commit_interval: Duration,
     /// Extra librdkafka properties, none of which collides with one aqueduct sets itself:
     /// for both clients, the producer only, the consumer only.
     pub properties: Vec<(String, String)>,

@@ -219,6 +219,10 @@ pub struct RawKafka {
     pub group_id: Option<String>,
     /// Topic for records that fail validation or mapping. Default `<topic>_dlq`.
     pub dead_letter_topic: Option<String>,
+    /// How often the loader commits the offsets of written rows. A crashed loader writes again
+    /// at most what was written in this window. Default 1s.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
     /// Extra librdkafka properties for both producer and consumer, e.g. security settings.
     #[serde(default)]
     pub properties: BTreeMap<String, Scalar>,
@@ -230,6 +234,9 @@ pub struct RawKafka {
     pub consumer_properties: BTreeMap<String, Scalar>,
 }
 
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
 fn default_partitions() -> i32 {
     3
 }
@@ -264,7 +271,8 @@ pub struct RawCassandra {
     /// Create the keyspace and table if missing. Default true.
     #[serde(default = "default_true")]
     pub create: bool,
-    /// Writes in flight at once. Default 32.
+    /// Writes in flight at once (lanes; rows of one message key are written in order). Default
+    /// 256: Cassandra writes more per CPU second with more requests in flight.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Timeout of one write. Default 10s.
@@ -287,7 +295,7 @@ fn default_consistency() -> String {
     "local_quorum".into()
 }
 fn default_concurrency() -> usize {
-    32
+    256
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)

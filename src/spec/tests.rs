@@ -47,7 +47,8 @@ fn minimal_spec_gets_defaults() {
     assert_eq!(spec.kafka.dead_letter_topic, "t_dlq");
     assert_eq!(spec.kafka.partitions, 3);
     assert_eq!(spec.validate.on_invalid, OnInvalid::DeadLetter);
-    assert_eq!(spec.cassandra.concurrency, 32);
+    assert_eq!(spec.cassandra.concurrency, 256);
+    assert_eq!(spec.kafka.commit_interval, Duration::from_secs(1));
     assert_eq!(spec.source.records.code(), ".[]");
     assert_eq!(spec.source.retry.attempts, 5);
     assert!(matches!(spec.source.schedule, Schedule::Every(d) if d == Duration::from_secs(10)));

@@ -822,3 +822,62 @@ async fn a_stop_is_seen_while_a_full_lane_blocks_the_consumer() {
     }
     stop_in_an_outage_then_recover("full", 100, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_loader_redoes_at_most_the_commit_window() {
+    if !services_up("a_killed_loader_redoes_at_most_the_commit_window") {
+        return;
+    }
+    const USERS: i64 = 20_000;
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=killed"), 5000);
+    let out = run(p
+        .command(&["run", "--only", "ingest", "--once"])
+        .env("AQUEDUCT_SOURCE__PAGINATION__MODE", "page")
+        .env("AQUEDUCT_SOURCE__PAGINATION__PARAM", "page")
+        .env("AQUEDUCT_SOURCE__PAGINATION__MAX_PAGES", "4"))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // One write at a time, so the drain takes seconds and the kill lands in the middle of it.
+    let mut loader = Background::spawn(
+        p.command(&["run", "--only", "load"])
+            .env("AQUEDUCT_CASSANDRA__CONCURRENCY", "1"),
+    );
+    let s = session().await;
+    let table = p.table();
+    let count = || async { count_rows(&s, &table).await };
+    wait_until("the first row lands", 60, || async {
+        s.query_unpaged(format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .is_ok()
+            && count().await > 0
+    })
+    .await;
+    let first_row = std::time::Instant::now();
+    // Three commit intervals in: with commits only every 5 s (librdkafka's default) or only at
+    // shutdown, nothing would be committed yet and the restart would write everything again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    loader.child.start_kill().unwrap();
+    loader.child.wait().await.unwrap();
+    let written_before = count().await;
+    let rate = written_before as f64 / first_row.elapsed().as_secs_f64();
+    assert!(written_before < USERS, "the kill came after the drain");
+
+    let out = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(count().await, USERS, "nothing is lost");
+    let redone: i64 = out
+        .stderr
+        .split("written=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no written= in {out:?}"));
+    // The restart writes what was left plus what was written since the last commit: at most
+    // one commit interval (1 s by default) and one store tick of the first run's writes.
+    let window = (rate * 1.5).ceil() as i64 + 20;
+    assert!(
+        redone >= USERS - written_before && redone <= USERS - written_before + window,
+        "the restart wrote {redone} rows; {written_before} of {USERS} were written before the kill at {rate:.0} rows/s"
+    );
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use scylla::statement::Consistency;
 
 use super::Checker;
-use crate::cassandra::types::{CqlType, JsonKind};
+use crate::cql::{CqlType, JsonKind};
 use crate::spec::raw::{RawCassandra, RawColumn, Scalar};
 use crate::spec::{Cassandra, Column, Secret, infer};
 

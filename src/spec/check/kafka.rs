@@ -22,6 +22,7 @@ const RESERVED_KAFKA_PROPERTIES: &[(&str, &str)] = &[
         "enable.auto.commit",
         "aqueduct's at-least-once offset handling",
     ),
+    ("auto.commit.interval.ms", "kafka.commit_interval"),
 ];
 
 fn valid_topic(name: &str) -> bool {
@@ -72,6 +73,9 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka>
     if group_id.trim().is_empty() {
         c.err("kafka.group_id", "is empty");
     }
+    if raw.commit_interval < std::time::Duration::from_millis(10) {
+        c.err("kafka.commit_interval", "must be at least 10ms");
+    }
     let properties = kafka_properties(c, "kafka.properties", raw.properties);
     let producer_properties =
         kafka_properties(c, "kafka.producer_properties", raw.producer_properties);
@@ -86,6 +90,7 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka>
         key,
         group_id,
         dead_letter_topic,
+        commit_interval: raw.commit_interval,
         properties,
         producer_properties,
         consumer_properties,

@@ -1,13 +1,21 @@
-//! Compiled jq filters (the jaq engine) over `serde_json::Value`.
+//! Compiled jq filters (the jaq engine) over JSON records.
 //!
 //! Every jq expression of a spec (record selector, message key, column values, next-page link)
-//! is compiled once by [`Jq::compile`] when the spec is loaded; the hot path only runs it.
+//! is compiled once by [`Jq::compile`] when the spec is loaded; the hot path only runs it. The
+//! common column forms (paths, string interpolation of paths, `tostring`, `tonumber`, `//`) also
+//! get a [`native`] evaluator that reads the record as decoded, without converting it for jaq;
+//! it hands anything it cannot reproduce exactly back to jaq.
+
+mod native;
 
 use jaq_core::load::{Arena, File, Loader, lex};
 use jaq_core::{Compiler, Ctx, Vars, data::JustLut, unwrap_valr};
 use jaq_json::{Num, Val};
-use serde::Deserialize;
 use serde_json::Value;
+
+pub use serde_json_borrow::Value as Json;
+
+use native::Native;
 
 type Filter = jaq_core::Filter<JustLut<Val>>;
 
@@ -15,9 +23,8 @@ type Filter = jaq_core::Filter<JustLut<Val>>;
 pub struct Jq {
     code: String,
     filter: Filter,
-    /// For a plain path such as `.login.uuid`, its keys: run on the JSON directly, with jq's
-    /// semantics, without converting the record for jaq.
-    path: Option<Vec<String>>,
+    /// The native evaluator, for an expression of a common form.
+    native: Option<Native>,
 }
 
 impl std::fmt::Debug for Jq {
@@ -47,7 +54,7 @@ impl Jq {
         Ok(Jq {
             code: code.to_owned(),
             filter,
-            path: plain_path(code),
+            native: Native::compile(code),
         })
     }
 
@@ -58,18 +65,18 @@ impl Jq {
 
     /// Runs the filter and collects every output; the first runtime error is returned.
     pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
-        self.run_on(&Input::new(input))
+        self.run_on(&Input::new(&Json::from(input)))
     }
 
     /// Like [`Jq::run`], on a record shared by several filters.
     pub fn run_on(&self, input: &Input) -> Result<Vec<Value>, String> {
-        if let Some(path) = &self.path {
-            return lookup(input.json, path).map(|v| vec![v]);
+        if let Some(value) = self.native.as_ref().and_then(|n| n.eval(input.json)) {
+            return Ok(vec![value]);
         }
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         self.filter
             .id
-            .run((ctx, input.val()?.clone()))
+            .run((ctx, input.val().clone()))
             .map(unwrap_valr)
             .map(|out| match out {
                 Ok(v) => to_json(&v),
@@ -81,11 +88,14 @@ impl Jq {
     /// Runs the filter where exactly one value is wanted: no output is `null`, and a second
     /// output is an error (write `[ ... ]` to collect many).
     pub fn run_one(&self, input: &Value) -> Result<Value, String> {
-        self.run_one_on(&Input::new(input))
+        self.run_one_on(&Input::new(&Json::from(input)))
     }
 
     /// Like [`Jq::run_one`], on a record shared by several filters.
     pub fn run_one_on(&self, input: &Input) -> Result<Value, String> {
+        if let Some(value) = self.native.as_ref().and_then(|n| n.eval(input.json)) {
+            return Ok(value);
+        }
         let mut out = self.run_on(input)?;
         match out.len() {
             0 => Ok(Value::Null),
@@ -97,62 +107,47 @@ impl Jq {
     }
 }
 
-/// A record shared by several filters: converted to jaq's form at most once, and only if a
-/// filter that is not a plain path needs it (cloning a jaq value is cheap: reference-counted).
+/// A decoded record shared by several filters: converted to jaq's form at most once, and only
+/// if a filter without a native evaluator needs it (cloning a jaq value is cheap:
+/// reference-counted).
 pub struct Input<'a> {
-    json: &'a Value,
-    val: std::cell::OnceCell<Result<Val, String>>,
+    json: &'a Json<'a>,
+    val: std::cell::OnceCell<Val>,
 }
 
 impl<'a> Input<'a> {
-    pub fn new(json: &'a Value) -> Input<'a> {
+    pub fn new(json: &'a Json<'a>) -> Input<'a> {
         Input {
             json,
             val: std::cell::OnceCell::new(),
         }
     }
 
-    fn val(&self) -> Result<&Val, String> {
-        self.val
-            .get_or_init(|| Val::deserialize(self.json).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    fn val(&self) -> &Val {
+        self.val.get_or_init(|| to_val(self.json))
     }
 }
 
-/// `.a.b.c` (or `.`) as its keys; `None` for anything else.
-fn plain_path(code: &str) -> Option<Vec<String>> {
-    let code = code.trim();
-    if code == "." {
-        return Some(Vec::new());
+/// A decoded record in jaq's form, as jaq-json's own reader would build it: integers that fit
+/// are integers, others big integers, the rest floats; later duplicate keys win.
+fn to_val(json: &Json) -> Val {
+    match json {
+        Json::Null => Val::Null,
+        Json::Bool(b) => Val::Bool(*b),
+        Json::Number(n) => Val::Num(match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Num::from_integral(i),
+            (None, Some(u)) => Num::from_integral(u),
+            _ => Num::Float(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Json::Str(s) => Val::from(s.to_string()),
+        Json::Array(items) => items.iter().map(to_val).collect(),
+        Json::Object(entries) => Val::obj(
+            entries
+                .iter()
+                .map(|(k, v)| (Val::from(k.to_owned()), to_val(v)))
+                .collect(),
+        ),
     }
-    let keys: Vec<String> = code
-        .strip_prefix('.')?
-        .split('.')
-        .map(str::to_owned)
-        .collect();
-    let identifier = |k: &String| {
-        let mut chars = k.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    keys.iter().all(identifier).then_some(keys)
-}
-
-/// jq's `.a.b` on JSON: a missing key or `null` gives `null`; indexing anything but an
-/// object or null is an error.
-fn lookup(json: &Value, path: &[String]) -> Result<Value, String> {
-    let mut at = json;
-    for key in path {
-        at = match at {
-            Value::Object(map) => map.get(key).unwrap_or(&Value::Null),
-            Value::Null => &Value::Null,
-            other => return Err(format!("cannot index {other} with \"{key}\"")),
-        };
-    }
-    Ok(at.clone())
 }
 
 /// Converts a jaq value back to JSON. Byte strings and non-string object keys have no JSON
@@ -302,40 +297,6 @@ mod tests {
         let err = Jq::compile(".a | nosuchfn").unwrap_err();
         assert!(err.contains("undefined filter nosuchfn"), "{err}");
         assert!(err.contains("column 6"), "{err}");
-    }
-
-    #[test]
-    fn plain_paths_behave_as_jq() {
-        assert_eq!(
-            plain_path(".login.uuid"),
-            Some(vec!["login".into(), "uuid".into()])
-        );
-        assert_eq!(plain_path("."), Some(vec![]));
-        for not_plain in [".a[0]", ".a | .b", ".\"a b\"", ".a?", "..", ".a.", "length"] {
-            assert_eq!(plain_path(not_plain), None, "{not_plain}");
-        }
-        let record = json!({"a": {"b": 1, "n": null}, "s": "x"});
-        let cases = [".a.b", ".a.n.deeper", ".missing.deeper", ".", ".s"];
-        for code in cases {
-            let fast = Jq::compile(code).unwrap();
-            assert!(fast.path.is_some(), "{code}");
-            let mut slow = Jq::compile(code).unwrap();
-            slow.path = None;
-            assert_eq!(
-                fast.run(&record).unwrap(),
-                slow.run(&record).unwrap(),
-                "{code}"
-            );
-        }
-        let fast = Jq::compile(".s.x").unwrap();
-        assert!(
-            fast.run(&record)
-                .unwrap_err()
-                .contains("cannot index \"x\"")
-        );
-        let mut slow = Jq::compile(".s.x").unwrap();
-        slow.path = None;
-        assert!(slow.run(&record).is_err(), "jaq errors too");
     }
 
     #[test]

@@ -1,0 +1,575 @@
+//! `scripts/bench`: aqueduct's two halves beside the ceiling of this machine, measured in one run
+//! against the local Kafka and Cassandra (`scripts/stack up`), on `pipelines/users.toml`.
+//!
+//! The machines this runs on are shared and noisy, so no figure stands alone: the load half is
+//! reported as a ratio of a plain prepared-insert loop (the scylla driver, rows built beforehand)
+//! writing the same rows into a table of the same shape in the same run, and every process is
+//! reported with its CPU per record and peak memory, read from the kernel (`wait4` rusage,
+//! `/proc/<cassandra pid>/stat`), not from a clock alone.
+//!
+//! 1. preload: N stand-in users into a fresh 3-partition topic with a plain Rust producer;
+//! 2. ceiling: the prepared-insert loop at a few concurrencies, the best taken;
+//! 3. load: `aqueduct run --only load --once` draining the topic;
+//! 4. ingest: `aqueduct run --only ingest --once` from the stand-in API, large and small pages.
+//!
+//! Prints one table and writes the figures as JSON. Only runs under `cargo bench` (which passes
+//! `--bench`); `cargo test --all-targets` builds it and returns at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use serde_json::json;
+
+use aqueduct::{cassandra, cql, kafka, map, spec, standin};
+
+const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY]";
+
+struct Args {
+    records: usize,
+    ingest_records: usize,
+    ceiling: Vec<usize>,
+    json: PathBuf,
+    /// Another build of aqueduct, measured beside this one in the same run.
+    baseline: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Option<Args>> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if !argv.iter().any(|a| a == "--bench") {
+        return Ok(None);
+    }
+    let mut args = Args {
+        records: 1_000_000,
+        ingest_records: 200_000,
+        ceiling: vec![256, 1024],
+        json: target_dir().join("bench/pipeline.json"),
+        baseline: None,
+    };
+    let mut it = argv.into_iter().filter(|a| a != "--bench");
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--records" => args.records = value()?.parse()?,
+            "--ingest-records" => args.ingest_records = value()?.parse()?,
+            "--ceiling" => {
+                args.ceiling = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--json" => args.json = value()?.into(),
+            "--baseline" => args.baseline = Some(value()?.into()),
+            _ => bail!("unknown argument {flag}\n{USAGE}"),
+        }
+    }
+    if args.records < 5000 || args.ingest_records < 5000 {
+        bail!("--records and --ingest-records must be at least 5000");
+    }
+    Ok(Some(args))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from)
+}
+
+/// One measured run.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figure {
+    what: String,
+    records: usize,
+    seconds: f64,
+    per_second: f64,
+    /// CPU of the measured client (user + system), per record.
+    client_cpu_us: f64,
+    /// Peak resident memory of the measured process, if it is a process of its own.
+    peak_rss_mib: Option<f64>,
+    /// Cassandra's CPU over the run, per row written.
+    cassandra_cpu_us: Option<f64>,
+}
+
+impl Figure {
+    fn new(what: String, records: usize, secs: f64, cpu: Duration) -> Figure {
+        Figure {
+            what,
+            records,
+            seconds: secs,
+            per_second: records as f64 / secs,
+            client_cpu_us: cpu.as_secs_f64() * 1e6 / records as f64,
+            peak_rss_mib: None,
+            cassandra_cpu_us: None,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match parse_args() {
+        Ok(None) => std::process::ExitCode::SUCCESS,
+        Ok(Some(args)) => {
+            let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+            match rt.block_on(bench(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+struct Env {
+    run: String,
+    kafka: String,
+    cassandra: String,
+    cassandra_pid: Option<u32>,
+    bin: PathBuf,
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let env = Env {
+        run: format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S")),
+        kafka: std::env::var("AQUEDUCT_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        cassandra: std::env::var("AQUEDUCT_TEST_CASSANDRA")
+            .unwrap_or_else(|_| "127.0.0.1:9042".into()),
+        cassandra_pid: cassandra_pid(),
+        bin: target_dir().join("release"),
+    };
+    let mut spec =
+        spec::load(Path::new("pipelines/users.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    spec.kafka.bootstrap_servers = env.kafka.clone();
+    spec.kafka.topic = env.run.clone();
+    spec.kafka.dead_letter_topic = format!("{}_dlq", env.run);
+    spec.cassandra.contact_points = vec![env.cassandra.clone()];
+    spec.cassandra.keyspace = env.run.clone();
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg").map_or_else(
+            |_| String::new(),
+            |l| format!(
+                "load {}",
+                l.split(' ').take(3).collect::<Vec<_>>().join(" ")
+            )
+        )
+    );
+    println!(
+        "aqueduct bench {}: pipelines/users.toml, {} records, {machine}",
+        env.run, args.records
+    );
+
+    kafka::ensure_topics(&spec.kafka).await?;
+    let (rows, preload) = preload(&spec, args.records)?;
+    println!(
+        "preloaded {} messages into topic {} in {:.1} s",
+        args.records, env.run, preload
+    );
+
+    let session = SessionBuilder::new()
+        .known_node(&env.cassandra)
+        .build()
+        .await?;
+    let session = Arc::new(session);
+    let mut figures = Vec::new();
+    let mut best: Option<Figure> = None;
+    for &c in &args.ceiling {
+        spec.cassandra.table = format!("ceiling_c{c}");
+        let f = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
+        println!("  ceiling c={c}: {:.0} rows/s", f.per_second);
+        if best.as_ref().is_none_or(|b| f.per_second > b.per_second) {
+            best = Some(f.clone());
+        }
+        figures.push(f);
+    }
+    let mut best = best.context("--ceiling names no concurrency")?;
+
+    let mut builds = vec![("aqueduct", env.bin.join("aqueduct"))];
+    if let Some(baseline) = &args.baseline {
+        builds.push(("baseline", baseline.clone()));
+    }
+    let mut load = None;
+    for (label, bin) in &builds {
+        spec.cassandra.table = format!("{label}_load");
+        cassandra::ddl::ensure(&session, &spec.cassandra).await?;
+        let f = run_aqueduct(
+            &env,
+            bin,
+            &format!("{label} load half"),
+            args.records,
+            &["--only", "load", "--once"],
+            &[
+                ("AQUEDUCT_CASSANDRA__TABLE", spec.cassandra.table.clone()),
+                (
+                    "AQUEDUCT_KAFKA__GROUP_ID",
+                    format!("{}_{label}_load", env.run),
+                ),
+            ],
+        )?;
+        println!("  {}: {:.0} rows/s", f.what, f.per_second);
+        load.get_or_insert_with(|| f.clone());
+        figures.push(f);
+    }
+    let load = load.context("aqueduct's load half was measured")?;
+    // Once more after the loaders, so neither side alone meets a Cassandra busy flushing or
+    // compacting what came before.
+    let c = best
+        .what
+        .split_whitespace()
+        .find_map(|w| w.parse::<usize>().ok())
+        .unwrap_or(256);
+    spec.cassandra.table = format!("ceiling_c{c}_again");
+    let mut again = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
+    again.what.push_str(", again");
+    println!("  ceiling c={c} again: {:.0} rows/s", again.per_second);
+    if again.per_second > best.per_second {
+        best = again.clone();
+    }
+    figures.push(again);
+    drop(rows);
+
+    let (api, mut standin) = start_standin(&env)?;
+    for (label, bin) in &builds {
+        for (size, page) in [("large", 5000usize), ("small", 100)] {
+            let topic = format!("{}_{label}_ingest_{size}", env.run);
+            let f = run_aqueduct(
+                &env,
+                bin,
+                &format!("{label} ingest half, pages of {page}"),
+                args.ingest_records / page * page,
+                &["--only", "ingest", "--once"],
+                &[
+                    (
+                        "AQUEDUCT_SOURCE__URL",
+                        format!("http://{api}/api/?seed={topic}"),
+                    ),
+                    ("AQUEDUCT_SOURCE__QUERY__RESULTS", page.to_string()),
+                    ("AQUEDUCT_SOURCE__PAGINATION__MODE", "page".into()),
+                    ("AQUEDUCT_SOURCE__PAGINATION__PARAM", "page".into()),
+                    (
+                        "AQUEDUCT_SOURCE__PAGINATION__MAX_PAGES",
+                        (args.ingest_records / page).to_string(),
+                    ),
+                    ("AQUEDUCT_KAFKA__TOPIC", topic.clone()),
+                    ("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}_dlq")),
+                ],
+            )?;
+            println!("  {}: {:.0} records/s", f.what, f.per_second);
+            figures.push(f);
+        }
+    }
+    let _ = standin.kill();
+    let _ = standin.wait();
+
+    report(&figures, &best, &load);
+    let json = json!({
+        "run": env.run,
+        "machine": machine,
+        "records": args.records,
+        "ceiling_best": best,
+        "load_to_ceiling": load.per_second / best.per_second,
+        "figures": figures,
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    println!("figures written to {}", args.json.display());
+    Ok(())
+}
+
+/// Produces `n` stand-in users (keyed like the pipeline) and returns them as rows for the
+/// ceiling, with the seconds the preload took.
+fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> {
+    let started = Instant::now();
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka::producer_config(&spec.kafka)
+        .set("linger.ms", "20")
+        .create()?;
+    let mut rows = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = standin::user(&spec.kafka.topic, (i / 5000) as u64 + 1, i % 5000, false);
+        let payload = serde_json::to_vec(&user)?;
+        let key = user["login"]["uuid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        rows.push(map::row(&spec.cassandra, &aqueduct::jq::Json::from(&user))?);
+        let mut record = BaseRecord::<str, [u8]>::to(&spec.kafka.topic)
+            .key(&key)
+            .payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context("preloading the topic"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let held: i64 = kafka::consume::high_watermarks(&spec.kafka)?.values().sum();
+    if held != n as i64 {
+        bail!("the topic holds {held} messages after the preload, not {n}");
+    }
+    Ok((rows, started.elapsed().as_secs_f64()))
+}
+
+/// A plain loop of prepared inserts, `concurrency` in flight, into a fresh table of the spec's
+/// shape: the most this client library and this Cassandra can write here.
+async fn ceiling(
+    session: &Session,
+    c: &spec::Cassandra,
+    rows: &[cql::Row],
+    concurrency: usize,
+    env: &Env,
+) -> anyhow::Result<Figure> {
+    cassandra::ddl::ensure(session, c).await?;
+    let mut insert = session.prepare(cassandra::ddl::insert(c)).await?;
+    insert.set_consistency(c.consistency);
+    insert.set_is_idempotent(true);
+    let cpu = self_cpu();
+    let cass = env.cassandra_pid.map(process_cpu);
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for row in rows {
+        if in_flight.len() >= concurrency {
+            in_flight.next().await.expect("not empty")?;
+        }
+        in_flight.push(session.execute_unpaged(&insert, row));
+    }
+    while let Some(done) = in_flight.next().await {
+        done?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut f = Figure::new(
+        format!("ceiling: prepared-insert loop, {concurrency} in flight"),
+        rows.len(),
+        secs,
+        self_cpu().saturating_sub(cpu),
+    );
+    f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, rows.len());
+    Ok(f)
+}
+
+/// Runs the release `aqueduct` on users.toml with this run's overrides and measures it.
+fn run_aqueduct(
+    env: &Env,
+    bin: &Path,
+    what: &str,
+    records: usize,
+    args: &[&str],
+    overrides: &[(&str, String)],
+) -> anyhow::Result<Figure> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .args(args)
+        .arg("pipelines/users.toml")
+        .env("AQUEDUCT_LOG", "warn,aqueduct::cli=info")
+        .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", &env.kafka)
+        .env("AQUEDUCT_KAFKA__TOPIC", &env.run)
+        .env(
+            "AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC",
+            format!("{}_dlq", env.run),
+        )
+        .env(
+            "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
+            format!("[\"{}\"]", env.cassandra),
+        )
+        .env("AQUEDUCT_CASSANDRA__KEYSPACE", &env.run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in overrides {
+        cmd.env(k, v);
+    }
+    let cass = env.cassandra_pid.map(process_cpu);
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} (cargo build --release)", bin.display()))?;
+    let pid = child.id();
+    let stderr = child.stderr.take().context("piped")?;
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // The child's rusage peak would include the pages of this process before its exec, so the
+    // peak is read from its own high-water mark while it runs.
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            while let Some(kb) = high_water_kb(pid) {
+                peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let (status, usage) = wait4(pid)?;
+    let _ = watcher.join();
+    let secs = started.elapsed().as_secs_f64();
+    let log = reader.join().unwrap_or_default();
+    if status != 0 {
+        bail!("{what} failed (wait status {status}):\n{log}");
+    }
+    let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
+    let mut f = Figure::new(what.into(), records, secs, cpu);
+    f.peak_rss_mib = Some(peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0);
+    let counted = summary_count(
+        &log,
+        if args.contains(&"load") {
+            "written"
+        } else {
+            "produced"
+        },
+    );
+    if counted != Some(records as u64) {
+        bail!("{what} reports {counted:?} records, not {records}:\n{log}");
+    }
+    if args.contains(&"load") {
+        f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, records);
+    }
+    Ok(f)
+}
+
+/// The value of `name=` in aqueduct's exit summary.
+fn summary_count(log: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("summary"))?;
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn start_standin(env: &Env) -> anyhow::Result<(String, std::process::Child)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env.bin.join("randomuser-standin"))
+        .arg(&addr)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting randomuser-standin")?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Ok((addr, child));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("randomuser-standin did not listen on {addr}")
+}
+
+fn report(figures: &[Figure], best: &Figure, load: &Figure) {
+    println!();
+    println!(
+        "{:<44} {:>9} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10}",
+        "", "records", "seconds", "per s", "of ceil.", "CPU µs", "peak MiB", "Cass. µs"
+    );
+    for f in figures {
+        let ratio = if f.what.starts_with("ceiling") || f.what.contains("load") {
+            format!("{:.0} %", 100.0 * f.per_second / best.per_second)
+        } else {
+            "-".into()
+        };
+        let opt = |v: Option<f64>, p: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.p$}"));
+        println!(
+            "{:<44} {:>9} {:>8.1} {:>10.0} {:>9} {:>9.1} {:>10} {:>10}",
+            f.what,
+            f.records,
+            f.seconds,
+            f.per_second,
+            ratio,
+            f.client_cpu_us,
+            opt(f.peak_rss_mib, 0),
+            opt(f.cassandra_cpu_us, 1),
+        );
+    }
+    println!();
+    println!(
+        "load half / ceiling: {:.0} % (aim >= 90 %); load CPU {:.1} µs/record (aim <= 15); peak {} MiB (aim <= 64)",
+        100.0 * load.per_second / best.per_second,
+        load.client_cpu_us,
+        load.peak_rss_mib.map_or(0.0, |m| m.round())
+    );
+}
+
+// --- CPU and memory from the kernel ---
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+fn self_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+/// Waits for a child and returns its wait status and resource usage.
+fn wait4(pid: u32) -> anyhow::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: wait4 only writes the status and the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    if r < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    Ok((status, usage))
+}
+
+/// `VmHWM` of a live process, in KiB; `None` once it has exited.
+fn high_water_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// user + system CPU of a process so far, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
+}
+
+fn cassandra_cpu_per_row(env: &Env, before: Option<Duration>, rows: usize) -> Option<f64> {
+    let after = process_cpu(env.cassandra_pid?);
+    Some(after.saturating_sub(before?).as_secs_f64() * 1e6 / rows as f64)
+}
+
+/// The local stack's Cassandra, from its pid file.
+fn cassandra_pid() -> Option<u32> {
+    let dir = std::env::var_os("AQUEDUCT_STACK_DIR")
+        .map_or_else(|| PathBuf::from(".stack"), PathBuf::from);
+    std::fs::read_to_string(dir.join("cassandra/cassandra.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

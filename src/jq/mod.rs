@@ -8,6 +8,8 @@
 
 mod native;
 
+use std::borrow::Cow;
+
 use jaq_core::load::{Arena, File, Loader, lex};
 use jaq_core::{Compiler, Ctx, Vars, data::JustLut, unwrap_valr};
 use jaq_json::{Num, Val};
@@ -88,7 +90,22 @@ impl Jq {
     /// Runs the filter where exactly one value is wanted: no output is `null`, and a second
     /// output is an error (write `[ ... ]` to collect many).
     pub fn run_one(&self, input: &Value) -> Result<Value, String> {
+        if let Some(value) = self.native.as_ref().and_then(|n| n.path_value(input)) {
+            return Ok(value);
+        }
         self.run_one_on(&Input::new(&Json::from(input)))
+    }
+
+    /// Runs a record selector on a response body and gives each record's JSON text. For the
+    /// common `.a.b[]`, the records are cut out of the body as they are, without decoding the
+    /// page; otherwise the page is decoded and jaq selects.
+    pub fn records<'a>(&self, body: &'a [u8]) -> Result<Vec<Cow<'a, str>>, String> {
+        if let Some(raw) = self.native.as_ref().and_then(|n| n.raw_elements(body)) {
+            return Ok(raw.into_iter().map(|r| Cow::Borrowed(r.get())).collect());
+        }
+        let json: Json = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let records = self.run_on(&Input::new(&json))?;
+        Ok(records.iter().map(|r| Cow::Owned(r.to_string())).collect())
     }
 
     /// Like [`Jq::run_one`], on a record shared by several filters.

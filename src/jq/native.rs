@@ -1,6 +1,7 @@
 //! Native evaluators for the common forms of column expressions: paths (`.a.b`, `."c d"`),
 //! strings interpolating them (`"\(.a) \(.b)"`), `x | tostring`, `x | tonumber`, `x // y`, and
-//! string, integer, `null` and boolean literals.
+//! string, integer, `null` and boolean literals; and, for record selectors, `.a.b[]`, whose
+//! elements are cut out of a response body as raw JSON text without decoding the page.
 //!
 //! They read the decoded record directly, where jaq would need the whole record converted into
 //! its own value form first (the bulk of a row's mapping cost). They give exactly what jaq gives,
@@ -14,7 +15,9 @@ use std::borrow::Cow;
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::path::{Opt, Part};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::Json;
 
@@ -33,6 +36,8 @@ pub enum Native {
     Alt(Box<Native>, Box<Native>),
     /// A string, integer, `null`, `true` or `false`.
     Literal(Value),
+    /// `.a.b[]`: the elements of the array at a path (only for [`Native::raw_elements`]).
+    Each(Vec<String>),
 }
 
 /// A part of an interpolated string.
@@ -94,7 +99,114 @@ impl Native {
                 value => value,
             },
             Native::Literal(v) => Out::Owned(v.clone()),
+            Native::Each(_) => return None,
         })
+    }
+
+    /// For a plain path, the value jaq would give for an already decoded record; `None` for
+    /// every other form (and where jaq would fail).
+    pub fn path_value(&self, json: &Value) -> Option<Value> {
+        let Native::Path(keys) = self else {
+            return None;
+        };
+        let mut at = json;
+        for key in keys {
+            at = match at {
+                Value::Object(map) => map.get(key).unwrap_or(&Value::Null),
+                Value::Null => &Value::Null,
+                _ => return None,
+            };
+        }
+        Some(at.clone())
+    }
+
+    /// For `.a.b[]` on a body whose value at the path is an array: the elements' JSON text,
+    /// borrowed from the body, found without building the page's values. `None` for every
+    /// other form and case (jaq decides: objects iterate their values, the rest are errors).
+    pub fn raw_elements<'a>(&self, body: &'a [u8]) -> Option<Vec<&'a RawValue>> {
+        let Native::Each(keys) = self else {
+            return None;
+        };
+        match (Walk { keys }).deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+            Ok(Found::Array(elements)) => Some(elements),
+            _ => None,
+        }
+    }
+}
+
+/// What is at the end of a walk down a body.
+enum Found<'de> {
+    Array(Vec<&'de RawValue>),
+    Other,
+}
+
+/// Follows `keys` through nested objects, skipping every other value unread, and collects the
+/// elements of the array found there.
+struct Walk<'k> {
+    keys: &'k [String],
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = Found<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = Found<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found<'de>, A::Error> {
+        if !self.keys.is_empty() {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Found::Other);
+        }
+        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(element) = seq.next_element::<&RawValue>()? {
+            elements.push(element);
+        }
+        Ok(Found::Array(elements))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
+        let Some((first, rest)) = self.keys.split_first() else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Found::Other);
+        };
+        // The last of duplicate keys wins, as in jaq's reader.
+        let mut found = Found::Other;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == first.as_str() {
+                found = map.next_value_seed(Walk { keys: rest })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Found<'de>, E> {
+        Ok(Found::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Found<'de>, E> {
+        Ok(Found::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Found<'de>, E> {
+        Ok(Found::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Found<'de>, E> {
+        Ok(Found::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Found<'de>, E> {
+        Ok(Found::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Found<'de>, E> {
+        Ok(Found::Other)
     }
 }
 
@@ -153,15 +265,12 @@ fn plain_integer(s: &str) -> Option<Value> {
 fn from_term(t: &Term<&str>) -> Option<Native> {
     Some(match t {
         Term::Id => Native::Path(Vec::new()),
-        Term::Path(head, path) if matches!(**head, Term::Id) => Native::Path(
-            path.0
-                .iter()
-                .map(|(part, opt)| match (part, opt) {
-                    (Part::Index(key), Opt::Essential) => literal_text(key),
-                    _ => None,
-                })
-                .collect::<Option<_>>()?,
-        ),
+        Term::Path(head, path) if matches!(**head, Term::Id) => match path.0.split_last() {
+            Some(((Part::Range(None, None), Opt::Essential), keys)) => {
+                Native::Each(path_keys(keys)?)
+            }
+            _ => Native::Path(path_keys(&path.0)?),
+        },
         Term::Str(None, parts) => Native::Text(
             parts
                 .iter()
@@ -193,6 +302,17 @@ fn from_term(t: &Term<&str>) -> Option<Native> {
         }),
         _ => return None,
     })
+}
+
+/// The keys of `.a."b c"`; `None` for any other path part.
+fn path_keys(parts: &[(Part<Term<&str>>, Opt)]) -> Option<Vec<String>> {
+    parts
+        .iter()
+        .map(|(part, opt)| match (part, opt) {
+            (Part::Index(key), Opt::Essential) => literal_text(key),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A string literal without interpolation, such as the key of `."c d"`.
@@ -370,6 +490,23 @@ mod tests {
             prop_assert!(native.is_some(), "`{}` should be native", code);
             if let Some(value) = native.unwrap().eval(&Json::from(&record)) {
                 prop_assert_eq!(jaq(&code, &record), Ok(vec![value]), "`{}` on {}", code, record);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// The records cut out of a body are jaq's records, as JSON text.
+        #[test]
+        fn raw_elements_equal_jaq(path in path_code(), body in record()) {
+            let code = format!("{}[]", if path == "." { "." } else { &path });
+            let native = Native::compile(&code);
+            prop_assert!(matches!(native, Some(Native::Each(_))), "`{}` should be native", code);
+            let text = body.to_string();
+            if let Some(raw) = native.unwrap().raw_elements(text.as_bytes()) {
+                let raw: Vec<Value> = raw.iter().map(|r| serde_json::from_str(r.get()).unwrap()).collect();
+                prop_assert_eq!(jaq(&code, &body), Ok(raw), "`{}` on {}", code, text);
             }
         }
     }

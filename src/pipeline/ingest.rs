@@ -1,8 +1,15 @@
 //! Ingest: on each tick, fetch every page of a poll, select its records, validate each, and
 //! produce it (or its dead letter). A page's records are all acknowledged by Kafka before the
 //! next page is fetched, so a poll never moves on past records that are not safely stored.
+//!
+//! A page stays the body the API sent; each record is its JSON text cut out of it, decoded
+//! once for the schema and the key, and produced as that text (nothing is re-serialized). At
+//! most [`IN_FLIGHT`] records of a page await Kafka at once, so memory stays bounded by the
+//! body, whatever the page size.
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -14,6 +21,9 @@ use crate::source::http::{self, FetchError, Pages};
 use crate::source::schedule::Ticker;
 use crate::spec::{OnInvalid, Spec};
 use crate::validate;
+
+/// Records of a page produced and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 1024;
 
 /// Polls on schedule until `stop`; with `once`, polls once and returns (an error if that poll
 /// failed).
@@ -67,39 +77,63 @@ async fn poll(
     let mut pages = Pages::new(source);
     let mut records_in_poll = 0;
     while let Some(url) = pages.next_url().cloned() {
-        let response = http::fetch(client, source, &url, stop, || add(&metrics.retries, 1))
+        let body = http::fetch(client, source, &url, stop, || add(&metrics.retries, 1))
             .await
             .map_err(PollError::Fetch)?;
-        let records = http::records(source, &url, &response).map_err(PollError::Fetch)?;
+        let records = http::records(source, &url, &body).map_err(PollError::Fetch)?;
         add(&metrics.polled, records.len() as u64);
         records_in_poll += records.len();
         debug!(url = %url, records = records.len(), "page fetched");
         let origin = Origin::Api {
             url: url.to_string(),
         };
-        let sends = records
-            .iter()
-            .map(|r| handle(spec, producer, metrics, r, &origin));
-        futures::future::try_join_all(sends)
-            .await
-            .map_err(PollError::Fatal)?;
+        let mut sends = FuturesUnordered::new();
+        for record in &records {
+            if sends.len() >= IN_FLIGHT {
+                sends
+                    .next()
+                    .await
+                    .unwrap_or(Ok(()))
+                    .map_err(PollError::Fatal)?;
+            }
+            sends.push(handle(spec, producer, metrics, record, &origin));
+        }
+        while let Some(sent) = sends.next().await {
+            sent.map_err(PollError::Fatal)?;
+        }
         pages
-            .advance(&response, records.len())
+            .advance(&body, records.len())
             .map_err(PollError::Fetch)?;
     }
     info!(records = records_in_poll, "poll done");
     Ok(())
 }
 
-/// Validates one record and produces it, or handles it per `on_invalid`.
+/// Validates one record (its JSON text) and produces it, or handles it per `on_invalid`.
 async fn handle(
     spec: &Spec,
     producer: &Producer,
     metrics: &Metrics,
-    record: &Value,
+    text: &str,
     origin: &Origin,
 ) -> anyhow::Result<()> {
     let k = &spec.kafka;
+    let record: Value = match serde_json::from_str(text) {
+        Ok(record) => record,
+        // JSON the page check let through but serde_json cannot hold (a number out of range).
+        Err(e) => {
+            let reason = format!("the record cannot be decoded: {e}");
+            let dl = DeadLetter::new(
+                &spec.name,
+                Stage::Validate,
+                reason,
+                text.into(),
+                origin.clone(),
+            );
+            return dispose(spec, producer, metrics, dl, None, text).await;
+        }
+    };
+    let record = &record;
     let violations = validate::violations(spec.validate.schema.as_ref(), record);
     let key = match &k.key {
         None => Ok(None),
@@ -110,7 +144,7 @@ async fn handle(
     let dead_letter = match (violations.is_empty(), key) {
         (true, Ok(key)) => {
             producer
-                .send(&k.topic, key.as_deref(), record.to_string().as_bytes())
+                .send(&k.topic, key.as_deref(), text.as_bytes())
                 .await?;
             add(&metrics.produced, 1);
             return Ok(());
@@ -140,15 +174,24 @@ async fn handle(
             dl
         }
     };
+    dispose(spec, producer, metrics, dead_letter, dead_letter_key, text).await
+}
+
+/// Handles a record that cannot go on, per `on_invalid`.
+async fn dispose(
+    spec: &Spec,
+    producer: &Producer,
+    metrics: &Metrics,
+    dead_letter: DeadLetter,
+    key: Option<String>,
+    text: &str,
+) -> anyhow::Result<()> {
+    let k = &spec.kafka;
     match spec.validate.on_invalid {
         OnInvalid::DeadLetter => {
             warn!(topic = %k.dead_letter_topic, reason = %dead_letter.reason, "record dead-lettered");
             producer
-                .send(
-                    &k.dead_letter_topic,
-                    dead_letter_key.as_deref(),
-                    &dead_letter.to_json(),
-                )
+                .send(&k.dead_letter_topic, key.as_deref(), &dead_letter.to_json())
                 .await?;
             add(&metrics.dead_lettered, 1);
         }
@@ -157,9 +200,10 @@ async fn handle(
             add(&metrics.dropped, 1);
         }
         OnInvalid::Fail => bail!(
-            "a record from {origin:?} is invalid and validate.on_invalid = \"fail\": {}; record: {}",
+            "a record from {:?} is invalid and validate.on_invalid = \"fail\": {}; record: {}",
+            dead_letter.origin,
             dead_letter.reason,
-            http::snippet(&record.to_string())
+            http::snippet(text)
         ),
     }
     Ok(())

@@ -1,14 +1,19 @@
 //! Fetching from the HTTP JSON API: one request with timeout and retries (exponential backoff
-//! with full jitter; `Retry-After` honoured on 429 and 503), and the pages of one poll.
+//! with full jitter; `Retry-After` honoured on 429 and 503), and the pages of one poll. A page
+//! is kept as the body the API sent (checked to be JSON); records are cut out of it as text.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::jq::{Input, Json};
 use crate::spec::{Pagination, Retry, Source};
 
 /// Why a request failed for good.
@@ -49,7 +54,7 @@ pub fn client(source: &Source) -> reqwest::Result<reqwest::Client> {
 
 /// What one attempt came to.
 enum Attempt {
-    Done(Value),
+    Done(Bytes),
     /// Worth another try; with the server's `Retry-After` when it sent one.
     Retry {
         message: String,
@@ -65,7 +70,7 @@ pub async fn fetch(
     url: &reqwest::Url,
     cancel: &CancellationToken,
     mut on_retry: impl FnMut(),
-) -> Result<Value, FetchError> {
+) -> Result<Bytes, FetchError> {
     let Retry {
         attempts,
         initial_backoff,
@@ -157,8 +162,9 @@ async fn attempt_once(client: &reqwest::Client, source: &Source, url: &reqwest::
             };
         }
     };
-    match serde_json::from_slice(&bytes) {
-        Ok(v) => Attempt::Done(v),
+    // Checked whole, without building its values: those are read record by record later.
+    match serde_json::from_slice::<IgnoredAny>(&bytes) {
+        Ok(_) => Attempt::Done(bytes),
         // A cut-off body is usually a passing fault; garbage stays garbage and runs out of tries.
         Err(e) => Attempt::Retry {
             message: format!(
@@ -219,20 +225,21 @@ pub fn snippet(body: &str) -> String {
     }
 }
 
-/// The records of one response, by the spec's `records` expression.
-pub fn records(
+/// The records of one response body, each as its JSON text, by the spec's `records`
+/// expression.
+pub fn records<'a>(
     source: &Source,
     url: &reqwest::Url,
-    response: &Value,
-) -> Result<Vec<Value>, FetchError> {
+    body: &'a [u8],
+) -> Result<Vec<Cow<'a, str>>, FetchError> {
     source
         .records
-        .run(response)
+        .records(body)
         .map_err(|message| FetchError::Records {
             url: url.to_string(),
             expr: source.records.code().to_owned(),
             message,
-            snippet: snippet(&response.to_string()),
+            snippet: snippet(&String::from_utf8_lossy(body)),
         })
 }
 
@@ -268,8 +275,8 @@ impl<'a> Pages<'a> {
         self.next.as_ref()
     }
 
-    /// Moves on after a page that yielded `count` records.
-    pub fn advance(&mut self, response: &Value, count: usize) -> Result<(), FetchError> {
+    /// Moves on after a page (its body) that yielded `count` records.
+    pub fn advance(&mut self, body: &[u8], count: usize) -> Result<(), FetchError> {
         self.fetched += 1;
         self.records_seen += count as i64;
         let Some(current) = self.next.take() else {
@@ -303,7 +310,8 @@ impl<'a> Pages<'a> {
                     expr: next.code().to_owned(),
                     message,
                 };
-                match next.run_one(response).map_err(err)? {
+                let page: Json = serde_json::from_slice(body).map_err(|e| err(e.to_string()))?;
+                match next.run_one_on(&Input::new(&page)).map_err(err)? {
                     Value::Null => None,
                     Value::String(link) => Some(
                         current
@@ -354,7 +362,7 @@ mod tests {
             pages.next_url().unwrap().as_str(),
             "http://example.test/api/?results=10&page=9"
         );
-        pages.advance(&json!({}), 10).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert!(pages.next_url().is_none());
     }
 
@@ -366,20 +374,20 @@ mod tests {
             pages.next_url().unwrap().as_str(),
             "http://example.test/api/?results=10&page=1"
         );
-        pages.advance(&json!({}), 10).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert_eq!(
             pages.next_url().unwrap().as_str(),
             "http://example.test/api/?results=10&page=2"
         );
-        pages.advance(&json!({}), 10).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert_eq!(
             pages.next_url().unwrap().as_str(),
             "http://example.test/api/?results=10&page=3"
         );
-        pages.advance(&json!({}), 10).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert!(pages.next_url().is_none());
         let mut pages = Pages::new(&spec.source);
-        pages.advance(&json!({}), 0).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 0).unwrap();
         assert!(pages.next_url().is_none(), "an empty page ends the poll");
     }
 
@@ -389,9 +397,9 @@ mod tests {
             source("[source.pagination]\nmode = \"offset\"\nparam = \"offset\"\nmax_pages = 5");
         let mut pages = Pages::new(&spec.source);
         assert!(pages.next_url().unwrap().as_str().ends_with("offset=0"));
-        pages.advance(&json!({}), 7).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
         assert!(pages.next_url().unwrap().as_str().ends_with("offset=7"));
-        pages.advance(&json!({}), 7).unwrap();
+        pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
         assert!(pages.next_url().unwrap().as_str().ends_with("offset=14"));
     }
 
@@ -401,16 +409,23 @@ mod tests {
             source("[source.pagination]\nmode = \"next_link\"\nnext = \".next\"\nmax_pages = 5");
         let mut pages = Pages::new(&spec.source);
         pages
-            .advance(&json!({"next": "/api/?cursor=abc"}), 3)
+            .advance(
+                json!({"next": "/api/?cursor=abc"}).to_string().as_bytes(),
+                3,
+            )
             .unwrap();
         assert_eq!(
             pages.next_url().unwrap().as_str(),
             "http://example.test/api/?cursor=abc"
         );
-        pages.advance(&json!({"next": null}), 3).unwrap();
+        pages
+            .advance(json!({"next": null}).to_string().as_bytes(), 3)
+            .unwrap();
         assert!(pages.next_url().is_none());
         let mut pages = Pages::new(&spec.source);
-        let err = pages.advance(&json!({"next": 5}), 3).unwrap_err();
+        let err = pages
+            .advance(json!({"next": 5}).to_string().as_bytes(), 3)
+            .unwrap_err();
         assert!(err.to_string().contains("not a URL string"), "{err}");
     }
 

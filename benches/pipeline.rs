@@ -30,7 +30,7 @@ use serde_json::json;
 
 use aqueduct::{cassandra, cql, kafka, map, spec, standin};
 
-const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY]";
+const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S]";
 
 struct Args {
     records: usize,
@@ -39,6 +39,8 @@ struct Args {
     json: PathBuf,
     /// Another build of aqueduct, measured beside this one in the same run.
     baseline: Option<PathBuf>,
+    /// How long the steady run (a page of 1,000 records each second) lasts.
+    steady_seconds: u64,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -52,6 +54,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         ceiling: vec![256, 1024],
         json: target_dir().join("bench/pipeline.json"),
         baseline: None,
+        steady_seconds: 20,
     };
     let mut it = argv.into_iter().filter(|a| a != "--bench");
     while let Some(flag) = it.next() {
@@ -70,6 +73,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             }
             "--json" => args.json = value()?.into(),
             "--baseline" => args.baseline = Some(value()?.into()),
+            "--steady-seconds" => args.steady_seconds = value()?.parse()?,
             _ => bail!("unknown argument {flag}\n{USAGE}"),
         }
     }
@@ -96,6 +100,11 @@ struct Figure {
     peak_rss_mib: Option<f64>,
     /// Cassandra's CPU over the run, per row written.
     cassandra_cpu_us: Option<f64>,
+    /// End to end (API response received to row acknowledged), for runs that load.
+    latency_p50_ms: Option<u64>,
+    latency_p99_ms: Option<u64>,
+    /// From the start of the process to the first row acknowledged.
+    first_row_seconds: Option<f64>,
 }
 
 impl Figure {
@@ -108,6 +117,9 @@ impl Figure {
             client_cpu_us: cpu.as_secs_f64() * 1e6 / records as f64,
             peak_rss_mib: None,
             cassandra_cpu_us: None,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+            first_row_seconds: None,
         }
     }
 }
@@ -184,6 +196,17 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .build()
         .await?;
     let session = Arc::new(session);
+    // A first pass (not reported) so the JVM's compiler and Cassandra's memtables are warm
+    // before anything is compared.
+    spec.cassandra.table = "warm_up".into();
+    ceiling(
+        &session,
+        &spec.cassandra,
+        &rows[..rows.len().min(100_000)],
+        256,
+        &env,
+    )
+    .await?;
     let mut figures = Vec::new();
     let mut best: Option<Figure> = None;
     for &c in &args.ceiling {
@@ -209,7 +232,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             &env,
             bin,
             &format!("{label} load half"),
-            args.records,
+            Until::Done(args.records),
             &["--only", "load", "--once"],
             &[
                 ("AQUEDUCT_CASSANDRA__TABLE", spec.cassandra.table.clone()),
@@ -249,7 +272,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 &env,
                 bin,
                 &format!("{label} ingest half, pages of {page}"),
-                args.ingest_records / page * page,
+                Until::Done(args.ingest_records / page * page),
                 &["--only", "ingest", "--once"],
                 &[
                     (
@@ -270,6 +293,33 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             println!("  {}: {:.0} records/s", f.what, f.per_second);
             figures.push(f);
         }
+    }
+    for (label, bin) in &builds {
+        let topic = format!("{}_{label}_steady", env.run);
+        let f = run_aqueduct(
+            &env,
+            bin,
+            &format!("{label} both halves, 1,000 records/s"),
+            Until::Stopped(Duration::from_secs(args.steady_seconds)),
+            &[],
+            &[
+                (
+                    "AQUEDUCT_SOURCE__URL",
+                    format!("http://{api}/api/?seed={topic}"),
+                ),
+                ("AQUEDUCT_SOURCE__QUERY__RESULTS", "1000".into()),
+                ("AQUEDUCT_SOURCE__SCHEDULE__EVERY", "1s".into()),
+                ("AQUEDUCT_KAFKA__TOPIC", topic.clone()),
+                ("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}_dlq")),
+                ("AQUEDUCT_KAFKA__GROUP_ID", topic.clone()),
+                ("AQUEDUCT_CASSANDRA__TABLE", format!("{label}_steady")),
+            ],
+        )?;
+        println!(
+            "  {}: latency p50 {:?} ms, p99 {:?} ms, first row after {:?} s",
+            f.what, f.latency_p50_ms, f.latency_p99_ms, f.first_row_seconds
+        );
+        figures.push(f);
     }
     let _ = standin.kill();
     let _ = standin.wait();
@@ -369,12 +419,20 @@ async fn ceiling(
     Ok(f)
 }
 
+/// How a measured run ends.
+enum Until {
+    /// By itself (`--once`), having handled exactly this many records.
+    Done(usize),
+    /// By a SIGTERM after this long (a steady run); records are what it wrote.
+    Stopped(Duration),
+}
+
 /// Runs the release `aqueduct` on users.toml with this run's overrides and measures it.
 fn run_aqueduct(
     env: &Env,
     bin: &Path,
     what: &str,
-    records: usize,
+    until: Until,
     args: &[&str],
     overrides: &[(&str, String)],
 ) -> anyhow::Result<Figure> {
@@ -419,6 +477,13 @@ fn run_aqueduct(
             }
         })
     };
+    if let Until::Stopped(after) = until {
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            // SAFETY: kill has no memory effects; the pid is our unreaped child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        });
+    }
     let (status, usage) = wait4(pid)?;
     let _ = watcher.join();
     let secs = started.elapsed().as_secs_f64();
@@ -427,31 +492,35 @@ fn run_aqueduct(
         bail!("{what} failed (wait status {status}):\n{log}");
     }
     let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
+    let loads = !args.contains(&"ingest");
+    let counted = summary_count(&log, if loads { "written" } else { "produced" });
+    let records = match until {
+        Until::Done(n) if counted == Some(n as u64) => n,
+        Until::Stopped(_) if counted.is_some_and(|n| n > 0) => counted.unwrap_or(0) as usize,
+        _ => bail!("{what} reports {counted:?} records:\n{log}"),
+    };
     let mut f = Figure::new(what.into(), records, secs, cpu);
     f.peak_rss_mib = Some(peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0);
-    let counted = summary_count(
-        &log,
-        if args.contains(&"load") {
-            "written"
-        } else {
-            "produced"
-        },
-    );
-    if counted != Some(records as u64) {
-        bail!("{what} reports {counted:?} records, not {records}:\n{log}");
-    }
-    if args.contains(&"load") {
+    if loads {
         f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, records);
+        f.latency_p50_ms = summary_count(&log, "latency_p50_ms");
+        f.latency_p99_ms = summary_count(&log, "latency_p99_ms");
+        f.first_row_seconds = summary_value(&log, "first_row_seconds");
     }
     Ok(f)
 }
 
-/// The value of `name=` in aqueduct's exit summary.
+/// The count `name=` in aqueduct's exit summary.
 fn summary_count(log: &str, name: &str) -> Option<u64> {
+    summary_value(log, name).map(|v| v as u64)
+}
+
+/// The number `name=` in aqueduct's exit summary.
+fn summary_value(log: &str, name: &str) -> Option<f64> {
     let line = log.lines().rev().find(|l| l.contains("summary"))?;
-    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
     line[at..]
-        .split(|c: char| !c.is_ascii_digit())
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .next()?
         .parse()
         .ok()
@@ -479,18 +548,18 @@ fn start_standin(env: &Env) -> anyhow::Result<(String, std::process::Child)> {
 fn report(figures: &[Figure], best: &Figure, load: &Figure) {
     println!();
     println!(
-        "{:<44} {:>9} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10}",
+        "{:<54} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9}",
         "", "records", "seconds", "per s", "of ceil.", "CPU µs", "peak MiB", "Cass. µs"
     );
     for f in figures {
-        let ratio = if f.what.starts_with("ceiling") || f.what.contains("load") {
+        let ratio = if f.what.starts_with("ceiling") || f.what.contains("load half") {
             format!("{:.0} %", 100.0 * f.per_second / best.per_second)
         } else {
             "-".into()
         };
         let opt = |v: Option<f64>, p: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.p$}"));
         println!(
-            "{:<44} {:>9} {:>8.1} {:>10.0} {:>9} {:>9.1} {:>10} {:>10}",
+            "{:<54} {:>8} {:>8.1} {:>8.0} {:>9} {:>7.1} {:>9} {:>9}",
             f.what,
             f.records,
             f.seconds,
@@ -502,6 +571,17 @@ fn report(figures: &[Figure], best: &Figure, load: &Figure) {
         );
     }
     println!();
+    for f in figures.iter().filter(|f| f.what.contains("both halves")) {
+        let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+        println!(
+            "{}: end-to-end latency p50 {} ms, p99 {} ms (aim < 50); first row {} s after start (aim < 1)",
+            f.what,
+            ms(f.latency_p50_ms),
+            ms(f.latency_p99_ms),
+            f.first_row_seconds
+                .map_or_else(|| "-".into(), |s| format!("{s:.2}")),
+        );
+    }
     println!(
         "load half / ceiling: {:.0} % (aim >= 90 %); load CPU {:.1} µs/record (aim <= 15); peak {} MiB (aim <= 64)",
         100.0 * load.per_second / best.per_second,

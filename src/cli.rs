@@ -147,9 +147,11 @@ fn check(paths: &[PathBuf]) -> ExitCode {
 
 async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
+    // Lives as long as the run: a first signal cancels `shutdown`, a second exits at once.
+    let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let metrics = Arc::new(Metrics::default());
     let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
+    signals.abort();
     let s = metrics.summary();
     info!(
         polled = s.polled,
@@ -160,6 +162,9 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
         dead_lettered = s.dead_lettered,
         retries = s.retries,
         failed_polls = s.failed_polls,
+        latency_p50_ms = s.latency_p50_ms,
+        latency_p99_ms = s.latency_p99_ms,
+        first_row_seconds = s.first_row_seconds,
         seconds = s.seconds,
         "summary"
     );

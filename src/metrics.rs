@@ -24,6 +24,96 @@ pub struct Metrics {
     pub retries: AtomicU64,
     /// Polls that failed after their retries.
     pub failed_polls: AtomicU64,
+    /// End-to-end latency of written rows: API response received to row acknowledged.
+    pub latency: Latency,
+    /// Milliseconds from the start of the run to the first row acknowledged (0: none yet).
+    first_row_ms: AtomicU64,
+}
+
+/// A histogram of latencies in whole milliseconds, exact up to [`Latency::MAX_MS`].
+#[derive(Debug)]
+pub struct Latency {
+    /// `counts[ms]`; the last bucket holds everything at or above `MAX_MS`.
+    counts: Box<[AtomicU64]>,
+}
+
+impl Latency {
+    pub const MAX_MS: usize = 10_000;
+
+    fn new() -> Latency {
+        Latency {
+            counts: (0..=Self::MAX_MS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Records one latency.
+    pub fn record(&self, latency: std::time::Duration) {
+        let ms = (latency.as_millis() as usize).min(Self::MAX_MS);
+        self.counts[ms].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds, `None` before any row.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        quantile(&self.snapshot(), q)
+    }
+}
+
+impl Latency {
+    /// A Prometheus histogram in seconds.
+    fn render(&self, pipeline: &str) -> String {
+        const NAME: &str = "aqueduct_end_to_end_latency_seconds";
+        const BOUNDS_MS: [usize; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
+        let counts = self.snapshot();
+        let mut out = format!(
+            "# HELP {NAME} API response received to row acknowledged by Cassandra.\n# TYPE {NAME} histogram\n"
+        );
+        for le in BOUNDS_MS {
+            // Bucket `ms` holds [ms, ms + 1): at or below `le` ms means buckets 0..le.
+            let n: u64 = counts[..le].iter().sum();
+            out.push_str(&format!(
+                "{NAME}_bucket{{pipeline=\"{pipeline}\",le=\"{}\"}} {n}\n",
+                le as f64 / 1000.0
+            ));
+        }
+        let total: u64 = counts.iter().sum();
+        let sum: f64 = counts
+            .iter()
+            .enumerate()
+            .map(|(ms, n)| ms as f64 * *n as f64)
+            .sum::<f64>()
+            / 1000.0;
+        out.push_str(&format!(
+            "{NAME}_bucket{{pipeline=\"{pipeline}\",le=\"+Inf\"}} {total}\n"
+        ));
+        out.push_str(&format!("{NAME}_sum{{pipeline=\"{pipeline}\"}} {sum}\n"));
+        out.push_str(&format!(
+            "{NAME}_count{{pipeline=\"{pipeline}\"}} {total}\n"
+        ));
+        out
+    }
+}
+
+fn quantile(counts: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    counts
+        .iter()
+        .position(|c| {
+            seen += c;
+            seen >= rank
+        })
+        .map(|ms| ms as u64)
 }
 
 impl Default for Metrics {
@@ -38,6 +128,8 @@ impl Default for Metrics {
             dead_lettered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             failed_polls: AtomicU64::new(0),
+            latency: Latency::new(),
+            first_row_ms: AtomicU64::new(0),
         }
     }
 }
@@ -58,11 +150,33 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub retries: u64,
     pub failed_polls: u64,
+    /// Median and 99th percentile end-to-end latency of written rows, in ms.
+    pub latency_p50_ms: Option<u64>,
+    pub latency_p99_ms: Option<u64>,
+    /// Seconds from the start to the first row written, to the thousandth.
+    pub first_row_seconds: Option<f64>,
     /// Wall-clock seconds since the run started, to the tenth.
     pub seconds: f64,
 }
 
 impl Metrics {
+    /// Notes a row acknowledged by Cassandra, with when its API response arrived (epoch ms).
+    pub fn row_written(&self, received_at_ms: Option<i64>) {
+        add(&self.written, 1);
+        if let Some(at) = received_at_ms {
+            let now = chrono::Utc::now().timestamp_millis();
+            self.latency.record(std::time::Duration::from_millis(
+                now.saturating_sub(at).max(0) as u64,
+            ));
+        }
+        if self.first_row_ms.load(Ordering::Relaxed) == 0 {
+            let ms = (self.started.elapsed().as_millis() as u64).max(1);
+            let _ = self
+                .first_row_ms
+                .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     /// The counters in Prometheus' text format, labelled with the pipeline's name.
     pub fn render(&self, pipeline: &str) -> String {
         let s = self.summary();
@@ -113,6 +227,7 @@ impl Metrics {
         for (name, help, value) in counters {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{{pipeline=\"{pipeline}\"}} {value}\n"));
         }
+        out.push_str(&self.latency.render(pipeline));
         out.push_str(&format!(
             "# HELP aqueduct_uptime_seconds Seconds since the run started.\n# TYPE aqueduct_uptime_seconds gauge\naqueduct_uptime_seconds{{pipeline=\"{pipeline}\"}} {}\n",
             s.seconds
@@ -131,6 +246,12 @@ impl Metrics {
             dead_lettered: get(&self.dead_lettered),
             retries: get(&self.retries),
             failed_polls: get(&self.failed_polls),
+            latency_p50_ms: self.latency.quantile(0.5),
+            latency_p99_ms: self.latency.quantile(0.99),
+            first_row_seconds: match get(&self.first_row_ms) {
+                0 => None,
+                ms => Some(ms as f64 / 1000.0),
+            },
             seconds: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         }
     }
@@ -139,6 +260,49 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_quantiles_and_histogram() {
+        let m = Metrics::default();
+        assert_eq!(m.latency.quantile(0.5), None);
+        for ms in 1..=100 {
+            m.latency.record(std::time::Duration::from_millis(ms));
+        }
+        m.latency.record(std::time::Duration::from_secs(60));
+        assert_eq!(m.latency.quantile(0.5), Some(51));
+        assert_eq!(m.latency.quantile(0.99), Some(100));
+        assert_eq!(m.latency.quantile(1.0), Some(Latency::MAX_MS as u64));
+        let text = m.render("p");
+        assert!(
+            text.contains(
+                "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"p\",le=\"0.01\"} 9\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 101\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("aqueduct_end_to_end_latency_seconds_count{pipeline=\"p\"} 101\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_first_row_is_timed_once() {
+        let m = Metrics::default();
+        assert_eq!(m.summary().first_row_seconds, None);
+        m.row_written(None);
+        let first = m.summary().first_row_seconds.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m.row_written(Some(chrono::Utc::now().timestamp_millis() - 30));
+        assert_eq!(m.summary().first_row_seconds, Some(first));
+        assert_eq!(m.summary().written, 2);
+        assert!(m.summary().latency_p50_ms.is_some_and(|ms| ms >= 30));
+    }
 
     #[test]
     fn renders_prometheus_text() {

@@ -9,7 +9,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
@@ -64,6 +64,8 @@ pub struct Message {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// When the record's API response arrived (epoch ms), from the ingest's header.
+    pub received_at_ms: Option<i64>,
 }
 
 impl From<&BorrowedMessage<'_>> for Message {
@@ -73,6 +75,12 @@ impl From<&BorrowedMessage<'_>> for Message {
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            received_at_ms: m.headers().and_then(|headers| {
+                let header = headers
+                    .iter()
+                    .find(|h| h.key == super::produce::RECEIVED_AT)?;
+                std::str::from_utf8(header.value?).ok()?.parse().ok()
+            }),
         }
     }
 }

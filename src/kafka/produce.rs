@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
 use super::{Error, producer_config};
 use crate::spec;
+
+/// The header carrying when a record's API response arrived, as epoch milliseconds in decimal.
+pub const RECEIVED_AT: &str = "aqueduct-received-at";
 
 /// Produces to the pipeline's topic and dead-letter topic.
 #[derive(Clone)]
@@ -29,10 +33,25 @@ impl Producer {
 
     /// Sends one message and waits for its acknowledgement. librdkafka retries on its own
     /// (without duplicates, being idempotent) until `message.timeout.ms`; an error here is final.
-    pub async fn send(&self, topic: &str, key: Option<&str>, payload: &[u8]) -> Result<(), Error> {
+    /// `received_at_ms`, when the record's API response arrived (epoch ms), travels in the
+    /// [`RECEIVED_AT`] header so the loader can time the record end to end.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        received_at_ms: Option<i64>,
+    ) -> Result<(), Error> {
         let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(at) = received_at_ms {
+            let at = at.to_string();
+            record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: RECEIVED_AT,
+                value: Some(&at),
+            }));
         }
         self.inner
             .send(record, Timeout::Never)

@@ -80,13 +80,16 @@ async fn poll(
         let body = http::fetch(client, source, &url, stop, || add(&metrics.retries, 1))
             .await
             .map_err(PollError::Fetch)?;
+        let received = Received {
+            origin: Origin::Api {
+                url: url.to_string(),
+            },
+            at_ms: chrono::Utc::now().timestamp_millis(),
+        };
         let records = http::records(source, &url, &body).map_err(PollError::Fetch)?;
         add(&metrics.polled, records.len() as u64);
         records_in_poll += records.len();
         debug!(url = %url, records = records.len(), "page fetched");
-        let origin = Origin::Api {
-            url: url.to_string(),
-        };
         let mut sends = FuturesUnordered::new();
         for record in &records {
             if sends.len() >= IN_FLIGHT {
@@ -96,7 +99,7 @@ async fn poll(
                     .unwrap_or(Ok(()))
                     .map_err(PollError::Fatal)?;
             }
-            sends.push(handle(spec, producer, metrics, record, &origin));
+            sends.push(handle(spec, producer, metrics, record, &received));
         }
         while let Some(sent) = sends.next().await {
             sent.map_err(PollError::Fatal)?;
@@ -109,15 +112,22 @@ async fn poll(
     Ok(())
 }
 
+/// Where and when a page's records were received.
+struct Received {
+    origin: Origin,
+    at_ms: i64,
+}
+
 /// Validates one record (its JSON text) and produces it, or handles it per `on_invalid`.
 async fn handle(
     spec: &Spec,
     producer: &Producer,
     metrics: &Metrics,
     text: &str,
-    origin: &Origin,
+    received: &Received,
 ) -> anyhow::Result<()> {
     let k = &spec.kafka;
+    let origin = &received.origin;
     let record: Value = match serde_json::from_str(text) {
         Ok(record) => record,
         // JSON the page check let through but serde_json cannot hold (a number out of range).
@@ -130,7 +140,7 @@ async fn handle(
                 text.into(),
                 origin.clone(),
             );
-            return dispose(spec, producer, metrics, dl, None, text).await;
+            return dispose(spec, producer, metrics, dl, None, received).await;
         }
     };
     let record = &record;
@@ -144,7 +154,12 @@ async fn handle(
     let dead_letter = match (violations.is_empty(), key) {
         (true, Ok(key)) => {
             producer
-                .send(&k.topic, key.as_deref(), text.as_bytes())
+                .send(
+                    &k.topic,
+                    key.as_deref(),
+                    text.as_bytes(),
+                    Some(received.at_ms),
+                )
                 .await?;
             add(&metrics.produced, 1);
             return Ok(());
@@ -174,7 +189,15 @@ async fn handle(
             dl
         }
     };
-    dispose(spec, producer, metrics, dead_letter, dead_letter_key, text).await
+    dispose(
+        spec,
+        producer,
+        metrics,
+        dead_letter,
+        dead_letter_key,
+        received,
+    )
+    .await
 }
 
 /// Handles a record that cannot go on, per `on_invalid`.
@@ -184,14 +207,19 @@ async fn dispose(
     metrics: &Metrics,
     dead_letter: DeadLetter,
     key: Option<String>,
-    text: &str,
+    received: &Received,
 ) -> anyhow::Result<()> {
     let k = &spec.kafka;
     match spec.validate.on_invalid {
         OnInvalid::DeadLetter => {
             warn!(topic = %k.dead_letter_topic, reason = %dead_letter.reason, "record dead-lettered");
             producer
-                .send(&k.dead_letter_topic, key.as_deref(), &dead_letter.to_json())
+                .send(
+                    &k.dead_letter_topic,
+                    key.as_deref(),
+                    &dead_letter.to_json(),
+                    Some(received.at_ms),
+                )
                 .await?;
             add(&metrics.dead_lettered, 1);
         }
@@ -203,7 +231,7 @@ async fn dispose(
             "a record from {:?} is invalid and validate.on_invalid = \"fail\": {}; record: {}",
             dead_letter.origin,
             dead_letter.reason,
-            http::snippet(text)
+            http::snippet(&dead_letter.record.to_string())
         ),
     }
     Ok(())

@@ -59,47 +59,27 @@ pub async fn run(
     let mut lanes = Lanes::new(ctx.spec.cassandra.concurrency);
     let mut writes = FuturesUnordered::new();
     let mut offsets = Offsets::default();
-    let mut stopping = false;
-    let mut deadline = None;
     let mut check = tokio::time::interval(Duration::from_millis(200));
     // Positions are handed to librdkafka (which commits them every `kafka.commit_interval`) a
     // few times a second, not per message: storing costs a lock and an allocation.
     let mut store = tokio::time::interval(STORE_EVERY.min(ctx.spec.kafka.commit_interval));
+
+    // Consume and write until told to stop or, with `once`, until drained.
     loop {
-        if stopping && offsets.in_flight() == 0 {
-            break;
-        }
         tokio::select! {
             biased;
-            Some((lane, m, outcome)) = writes.next() => {
-                let m: Message = m;
-                if let Err(e) = outcome {
-                    // Only a failed dead-letter produce ends a write in error: stop here.
+            Some(done) = writes.next() => match finished(done, &mut lanes, &mut offsets) {
+                Ok(Some((lane, next))) => writes.push(handle(&ctx, lane, next)),
+                Ok(None) => {}
+                Err(e) => {
                     commit(&consumer, &offsets);
                     return Err(e);
                 }
-                offsets.finish(m.partition, m.offset);
-                if let Some(next) = lanes.finished(lane) {
-                    writes.push(handle(&ctx, lane, next));
-                }
-            }
-            _ = stop.cancelled(), if !stopping => {
-                stopping = true;
-                deadline = Some(tokio::time::Instant::now() + ctx.spec.shutdown_timeout);
-                info!(in_flight = offsets.in_flight(), "stopping: finishing in-flight writes");
-            }
-            _ = sleep_until(deadline) => {
-                // Dropping the writes abandons them: they are neither done nor committed.
-                commit(&consumer, &offsets);
-                bail!(
-                    "shutdown timeout ({:?}) ran out with {} message(s) not written; they were not committed and will be consumed again",
-                    ctx.spec.shutdown_timeout,
-                    offsets.in_flight()
-                );
-            }
+            },
+            _ = stop.cancelled() => break,
             // With every lane's queue full, the consumer waits (backpressure) while writes
             // finish and a stop is still seen.
-            message = consumer.recv(), if !stopping && lanes.has_room() => {
+            message = consumer.recv(), if lanes.has_room() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
@@ -114,16 +94,52 @@ pub async fn run(
                 }
             }
             _ = store.tick() => consumer.store(&offsets.committable()),
-            _ = check.tick(), if once && !stopping => {
+            _ = check.tick(), if once => {
                 let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
                 if reached && offsets.in_flight() == 0 {
-                    stopping = true;
+                    break;
                 }
             }
         }
     }
+
+    // Finish every message handed out, within the shutdown timeout; whatever is not written
+    // by then is dropped unwritten and uncommitted, to be consumed again.
+    if offsets.in_flight() > 0 {
+        info!(
+            in_flight = offsets.in_flight(),
+            "stopping: finishing in-flight writes"
+        );
+    }
+    let finish = async {
+        while let Some(done) = writes.next().await {
+            if let Some((lane, next)) = finished(done, &mut lanes, &mut offsets)? {
+                writes.push(handle(&ctx, lane, next));
+            }
+        }
+        Ok(())
+    };
+    let in_time = tokio::time::timeout(ctx.spec.shutdown_timeout, finish).await;
     commit(&consumer, &offsets);
-    Ok(())
+    in_time.unwrap_or_else(|_| {
+        bail!(
+            "shutdown timeout ({:?}) ran out with {} message(s) not written; they were not committed and will be consumed again",
+            ctx.spec.shutdown_timeout,
+            offsets.in_flight()
+        )
+    })
+}
+
+/// A write is done: its offset is finished and its lane's next message, if any, is returned
+/// to be written. A write only ends in error when its dead letter could not be produced.
+fn finished(
+    (lane, m, outcome): (usize, Message, anyhow::Result<()>),
+    lanes: &mut Lanes,
+    offsets: &mut Offsets,
+) -> anyhow::Result<Option<(usize, Message)>> {
+    outcome?;
+    offsets.finish(m.partition, m.offset);
+    Ok(lanes.finished(lane).map(|next| (lane, next)))
 }
 
 /// Per lane, whether a write is in flight and what waits behind it.
@@ -173,16 +189,10 @@ impl Lanes {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
+/// Commits the positions now (a broker round trip, so off the runtime's worker).
 fn commit(consumer: &Consumer, offsets: &Offsets) {
     let positions = offsets.committable();
-    match consumer.commit(&positions) {
+    match tokio::task::block_in_place(|| consumer.commit(&positions)) {
         Ok(()) => info!(positions = ?positions, "offsets committed"),
         Err(e) => {
             error!(error = %e, "final offset commit failed; messages since the last commit will be consumed again")
@@ -238,7 +248,7 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     loop {
         let error = match ctx.writer.write(&row).await {
             Ok(()) => {
-                add(&ctx.metrics.written, 1);
+                ctx.metrics.row_written(m.received_at_ms);
                 return Ok(());
             }
             Err(e) => e,
@@ -269,7 +279,7 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
     warn!(partition = m.partition, offset = m.offset, dead_letter_topic = %topic, reason = %dl.reason, "record dead-lettered");
     let key = m.key.as_deref().map(String::from_utf8_lossy);
     ctx.producer
-        .send(topic, key.as_deref(), &dl.to_json())
+        .send(topic, key.as_deref(), &dl.to_json(), m.received_at_ms)
         .await
         .with_context(|| {
             format!(
@@ -291,6 +301,7 @@ mod tests {
             offset,
             key: None,
             payload: Vec::new(),
+            received_at_ms: None,
         }
     }
 

@@ -63,8 +63,11 @@ pub async fn run(
     } else {
         None
     };
+    // The metrics server outlives the work (a last scrape sees the final counts) and stops
+    // gracefully once the work is done.
+    let served = CancellationToken::new();
     let metrics_server = match spec.metrics_address {
-        Some(addr) => Some(serve_metrics(addr, &spec.name, metrics.clone()).await?),
+        Some(addr) => Some(serve_metrics(addr, &spec.name, metrics.clone(), served.clone()).await?),
         None => None,
     };
     info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
@@ -111,20 +114,25 @@ pub async fn run(
             }
         }
     }
+    served.cancel();
     if let Some(server) = metrics_server {
-        server.abort();
+        server.await.context("the metrics server panicked")?;
     }
-    producer
-        .flush(spec.shutdown_timeout)
+    // A blocking wait for the broker: off the runtime's worker.
+    let timeout = spec.shutdown_timeout;
+    tokio::task::spawn_blocking(move || producer.flush(timeout))
+        .await
+        .context("the producer flush panicked")?
         .context("flushing the producer at exit")?;
     result
 }
 
-/// Serves `GET /metrics` (Prometheus text) until the returned task is aborted.
+/// Serves `GET /metrics` (Prometheus text) until `stop`, then finishes the requests in hand.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     pipeline: &str,
     metrics: Arc<Metrics>,
+    stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -147,7 +155,8 @@ async fn serve_metrics(
     );
     info!(%addr, "serving metrics at /metrics");
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     }))

@@ -803,6 +803,10 @@ async fn metrics_are_served_for_prometheus() {
         "aqueduct_load_written_rows_total{pipeline=\"users\"} 7",
         "aqueduct_dead_lettered_records_total{pipeline=\"users\"} 1",
         "# TYPE aqueduct_retries_total counter",
+        // Every written row is timed end to end, from the header the ingest set.
+        "# TYPE aqueduct_end_to_end_latency_seconds histogram",
+        "aqueduct_end_to_end_latency_seconds_count{pipeline=\"users\"} 7",
+        "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"users\",le=\"+Inf\"} 7",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -810,6 +814,11 @@ async fn metrics_are_served_for_prometheus() {
         );
     }
     assert_eq!(running.terminate().await, Some(0), "{}", running.log());
+    let log = running.log();
+    assert!(
+        log.contains("latency_p50_ms=") && log.contains("first_row_seconds="),
+        "the summary times the rows: {log}"
+    );
 }
 
 /// A stop while the loader waits for room in a full lane (one lane, Cassandra gone, more

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -227,7 +229,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let mut load = None;
     for (label, bin) in &builds {
         spec.cassandra.table = format!("{label}_load");
-        cassandra::ddl::ensure(&session, &spec.cassandra).await?;
+        fresh_table(&session, &spec.cassandra).await?;
         let f = run_aqueduct(
             &env,
             bin,
@@ -242,13 +244,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 ),
             ],
         )?;
+        drop_table(&session, &spec.cassandra).await?;
         println!("  {}: {:.0} rows/s", f.what, f.per_second);
         load.get_or_insert_with(|| f.clone());
         figures.push(f);
     }
     let load = load.context("aqueduct's load half was measured")?;
-    // Once more after the loaders, so neither side alone meets a Cassandra busy flushing or
-    // compacting what came before.
+    // Once more after the loaders: a drift of the machine over the run shows as a gap between
+    // the two ceilings.
     let c = best
         .what
         .split_whitespace()
@@ -325,6 +328,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let _ = standin.wait();
 
     report(&figures, &best, &load);
+    clean_up(&session, &env).await?;
     let json = json!({
         "run": env.run,
         "machine": machine,
@@ -391,7 +395,7 @@ async fn ceiling(
     concurrency: usize,
     env: &Env,
 ) -> anyhow::Result<Figure> {
-    cassandra::ddl::ensure(session, c).await?;
+    fresh_table(session, c).await?;
     let mut insert = session.prepare(cassandra::ddl::insert(c)).await?;
     insert.set_consistency(c.consistency);
     insert.set_is_idempotent(true);
@@ -416,7 +420,58 @@ async fn ceiling(
         self_cpu().saturating_sub(cpu),
     );
     f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, rows.len());
+    drop_table(session, c).await?;
     Ok(f)
+}
+
+/// Drops the run's keyspace and deletes its topics: a later run starts from the same state.
+async fn clean_up(session: &Session, env: &Env) -> anyhow::Result<()> {
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", env.run), &[])
+        .await?;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.kafka)
+        .create()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    let topics: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|name| name.starts_with(&env.run))
+        .collect();
+    admin
+        .delete_topics(&topics, &AdminOptions::new())
+        .await
+        .context("deleting the run's topics")?;
+    Ok(())
+}
+
+/// Creates the run's table once Cassandra is idle: no compaction or other sstable task left
+/// from an earlier run to be billed to this one.
+async fn fresh_table(session: &Session, c: &spec::Cassandra) -> anyhow::Result<()> {
+    cassandra::ddl::ensure(session, c).await?;
+    for _ in 0..600 {
+        let tasks = session
+            .query_unpaged("SELECT task_id FROM system_views.sstable_tasks", &[])
+            .await?
+            .into_rows_result()?
+            .rows_num();
+        if tasks == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("Cassandra still compacts after 2 minutes")
+}
+
+/// Drops a measured table, memtable and all (the stack runs with `auto_snapshot: false`), so
+/// the next run does not pay for flushing this one's rows.
+async fn drop_table(session: &Session, c: &spec::Cassandra) -> anyhow::Result<()> {
+    let cql = format!("DROP TABLE IF EXISTS {}", cassandra::ddl::table_name(c));
+    session.query_unpaged(cql, &[]).await?;
+    Ok(())
 }
 
 /// How a measured run ends.
@@ -615,11 +670,18 @@ fn wait4(pid: u32) -> anyhow::Result<(i32, libc::rusage)> {
     Ok((status, usage))
 }
 
-/// `VmHWM` of a live process, in KiB; `None` once it has exited.
+/// `VmHWM` of a live process, in KiB; `None` once it has exited. Until the child has exec'd
+/// aqueduct it still shares this process's memory, so that reads as 0.
 fn high_water_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1).map(str::to_owned)
+    };
+    if !field("Name:")?.starts_with("aqueduct") {
+        return Some(0);
+    }
+    field("VmHWM:")?.parse().ok()
 }
 
 /// user + system CPU of a process so far, from `/proc/<pid>/stat`.

@@ -8,11 +8,6 @@ use clap::Parser;
 
 use aqueduct::cli::{self, Cli, LogFormat};
 
-// glibc's malloc was a quarter of the loader's CPU in the profile (many small, short-lived
-// allocations per record, and arena lock waits between the runtime's threads).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse_from(cli::normalize_args(std::env::args_os().collect()));
     init_tracing(cli.log_format);

@@ -83,11 +83,11 @@ pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
         )
         .set("enable.auto.offset.store", "false");
     // Defaults a spec may override. librdkafka's own prefetch up to 64 MB (and 100,000
-    // messages per partition) ahead of the loader; a few MB keep the loader busy at full speed
+    // messages per partition) ahead of the loader; 2 MB (some 50 ms at full speed) keep it busy
     // and keep its memory small.
     let defaults = [
         ("auto.offset.reset", "earliest"),
-        ("queued.max.messages.kbytes", "8192"),
+        ("queued.max.messages.kbytes", "2048"),
         ("queued.min.messages", "10000"),
         // With a small prefetch queue, the default 1 s pause when it is full starves the loader.
         ("fetch.queue.backoff.ms", "10"),

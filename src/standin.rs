@@ -13,6 +13,8 @@
 //!   carrying `fault` that this server sees fail that way (429 and 503 send `Retry-After: 1`).
 //! - `delay_ms=N`: answer after N ms.
 //! - `invalid=N`: the first N users of each page break the randomuser schema.
+//! - `huge=N`: the first N users of each page carry a number no JSON library holds as a double
+//!   (`"huge": 1e400`): well-formed JSON that cannot be decoded into values.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -119,7 +121,30 @@ async fn users(
             _ => {}
         }
     }
-    Json(body).into_response()
+    match num("huge").unwrap_or(0) as usize {
+        0 => Json(body).into_response(),
+        huge => {
+            // serde_json cannot hold 1e400, so it is spliced into the text of each user.
+            let users = body["results"].as_array().map_or(&[][..], Vec::as_slice);
+            let texts: Vec<String> = users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let text = u.to_string();
+                    match text.strip_prefix('{') {
+                        Some(rest) if i < huge => format!("{{\"huge\":1e400,{rest}"),
+                        _ => text,
+                    }
+                })
+                .collect();
+            let text = format!(
+                "{{\"results\":[{}],\"info\":{}}}",
+                texts.join(","),
+                body["info"]
+            );
+            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
+    }
 }
 
 async fn earthquakes(

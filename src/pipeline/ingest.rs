@@ -132,6 +132,7 @@ async fn handle(
         Ok(record) => record,
         // JSON the page check let through but serde_json cannot hold (a number out of range).
         Err(e) => {
+            add(&metrics.invalid, 1);
             let reason = format!("the record cannot be decoded: {e}");
             let dl = DeadLetter::new(
                 &spec.name,

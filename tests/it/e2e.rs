@@ -174,6 +174,38 @@ async fn invalid_records_are_dead_lettered_with_their_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn records_that_cannot_be_decoded_are_dead_lettered_as_text() {
+    if !services_up("records_that_cannot_be_decoded") {
+        return;
+    }
+    // Well-formed JSON, so the page is accepted, but 1e400 fits no double.
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=huge&huge=2"), 6);
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("invalid=2") && out.stderr.contains("dead_lettered=2"),
+        "{out:?}"
+    );
+    assert_eq!(p.row_count().await, 4);
+    let dead = topic_messages(&p.dead_letter_topic);
+    assert_eq!(dead.len(), 2);
+    for (_, letter) in &dead {
+        assert_eq!(letter["stage"], "validate", "{letter}");
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("cannot be decoded") && reason.contains("out of range"),
+            "{letter}"
+        );
+        let text = letter["record"].as_str().unwrap();
+        assert!(
+            text.starts_with("{\"huge\":1e400,"),
+            "the record is kept as sent: {letter}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn api_errors_are_retried_then_succeed() {
     if !services_up("api_errors_are_retried") {
         return;

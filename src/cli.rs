@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::cassandra::ddl;
 use crate::metrics::Metrics;
@@ -146,12 +146,9 @@ fn check(paths: &[PathBuf]) -> ExitCode {
 }
 
 async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
-    let shutdown = CancellationToken::new();
-    // Lives as long as the run: a first signal cancels `shutdown`, a second exits at once.
-    let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
     let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
-    signals.abort();
     let s = metrics.summary();
     info!(
         polled = s.polled,
@@ -174,39 +171,6 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
             error!("{e:#}");
             ExitCode::from(EXIT_FAILED)
         }
-    }
-}
-
-/// First SIGINT/SIGTERM: a graceful stop. Second: exit at once, committing nothing more.
-async fn watch_signals(shutdown: CancellationToken) {
-    for n in 0.. {
-        if let Err(e) = next_signal().await {
-            warn!(error = %e, "cannot listen for signals");
-            return;
-        }
-        if n == 0 {
-            info!("signal received: stopping (a second signal exits at once)");
-            shutdown.cancel();
-        } else {
-            warn!("second signal: exiting at once; unwritten messages will be consumed again");
-            std::process::exit(130);
-        }
-    }
-}
-
-async fn next_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`cassandra`]: connecting, DDL, prepared upserts.
 //! - [`dead_letter`]: the envelope of a record that could not go on.
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
+//! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: the counters of the exit summary.
 //! - [`standin`]: a randomuser.me-compatible API for tests and the offline demo.
 //! - [`cli`]: the command line.
@@ -26,6 +27,7 @@ pub mod kafka;
 pub mod map;
 pub mod metrics;
 pub mod pipeline;
+pub mod shutdown;
 pub mod source;
 pub mod spec;
 pub mod standin;

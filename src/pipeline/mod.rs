@@ -6,10 +6,11 @@
 mod ingest;
 mod load;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tracing::info;
 use crate::cassandra::{self, write::Writer};
 use crate::kafka::{self, consume::Consumer, produce::Producer};
 use crate::metrics::Metrics;
+use crate::shutdown;
 use crate::spec::Spec;
 
 /// Which halves of the pipeline this process runs.
@@ -51,6 +53,14 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
+    // One JoinSet owns every task of the run: the work (ingest, load) and the services that
+    // last as long as the work (the signal watcher, from the start, and the metrics server, so
+    // a last scrape sees the final counts), which stop gracefully when `work_done` is cancelled.
+    let work_done = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut work = HashSet::new();
+    tasks.spawn(shutdown::watch_signals(shutdown.clone(), work_done.clone()).map(Ok));
+
     let k = &spec.kafka;
     kafka::ensure_topics(k).await?;
     let producer = Producer::new(k)?;
@@ -63,20 +73,16 @@ pub async fn run(
     } else {
         None
     };
-    // The metrics server outlives the work (a last scrape sees the final counts) and stops
-    // gracefully once the work is done.
-    let served = CancellationToken::new();
-    let metrics_server = match spec.metrics_address {
-        Some(addr) => Some(serve_metrics(addr, &spec.name, metrics.clone(), served.clone()).await?),
-        None => None,
-    };
+    if let Some(addr) = spec.metrics_address {
+        let server = serve_metrics(addr, &spec.name, metrics.clone(), work_done.clone()).await?;
+        tasks.spawn(server);
+    }
     info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
 
     // With `once`, the loader stops when it has read up to these offsets.
     let (drain_tx, drain_rx) = watch::channel::<Option<HashMap<i32, i64>>>(None);
     // A failing half stops the other.
     let stop = shutdown.child_token();
-    let mut tasks = JoinSet::new();
     if options.runs(Half::Ingest) {
         let (spec, producer, metrics, stop) = (
             spec.clone(),
@@ -84,13 +90,14 @@ pub async fn run(
             metrics.clone(),
             stop.clone(),
         );
-        tasks.spawn(async move {
+        let ingest = tasks.spawn(async move {
             ingest::run(&spec, &producer, &metrics, &stop, options.once).await?;
             if options.once {
                 set_drain_target(&spec, &drain_tx).await?;
             }
             Ok::<_, anyhow::Error>(())
         });
+        work.insert(ingest.id());
     } else if options.once {
         set_drain_target(&spec, &drain_tx).await?;
     }
@@ -102,21 +109,28 @@ pub async fn run(
             metrics: metrics.clone(),
         };
         let stop = stop.clone();
-        tasks.spawn(async move { load::run(ctx, consumer, stop, drain_rx, options.once).await });
+        let load = tasks
+            .spawn(async move { load::run(ctx, consumer, stop, drain_rx, options.once).await });
+        work.insert(load.id());
     }
     let mut result = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        let outcome = joined.context("a pipeline task panicked").and_then(|r| r);
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => (
+                e.id(),
+                Err(anyhow::anyhow!("a pipeline task panicked: {e}")),
+            ),
+        };
         if let Err(e) = outcome {
             stop.cancel();
             if result.is_ok() {
                 result = Err(e);
             }
         }
-    }
-    served.cancel();
-    if let Some(server) = metrics_server {
-        server.await.context("the metrics server panicked")?;
+        if work.remove(&id) && work.is_empty() {
+            work_done.cancel();
+        }
     }
     // A blocking wait for the broker: off the runtime's worker.
     let timeout = spec.shutdown_timeout;
@@ -127,13 +141,14 @@ pub async fn run(
     result
 }
 
-/// Serves `GET /metrics` (Prometheus text) until `stop`, then finishes the requests in hand.
+/// Binds the metrics address; the returned server answers `GET /metrics` (Prometheus text)
+/// until `stop`, then finishes the requests in hand.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     pipeline: &str,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("serving metrics on {addr} (metrics.address)"))?;
@@ -154,12 +169,12 @@ async fn serve_metrics(
         }),
     );
     info!(%addr, "serving metrics at /metrics");
-    Ok(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    }))
+    Ok(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))
+    })
 }
 
 /// Reads the topic's high watermarks: what a `once` run must load before it exits.

@@ -35,6 +35,8 @@ pub struct Metrics {
 pub struct Latency {
     /// `counts[ms]`; the last bucket holds everything at or above `MAX_MS`.
     counts: Box<[AtomicU64]>,
+    /// The sum of every latency recorded, uncapped.
+    sum_ms: AtomicU64,
 }
 
 impl Latency {
@@ -43,13 +45,15 @@ impl Latency {
     fn new() -> Latency {
         Latency {
             counts: (0..=Self::MAX_MS).map(|_| AtomicU64::new(0)).collect(),
+            sum_ms: AtomicU64::new(0),
         }
     }
 
     /// Records one latency.
     pub fn record(&self, latency: std::time::Duration) {
-        let ms = (latency.as_millis() as usize).min(Self::MAX_MS);
-        self.counts[ms].fetch_add(1, Ordering::Relaxed);
+        let ms = latency.as_millis() as u64;
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+        self.counts[(ms as usize).min(Self::MAX_MS)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> Vec<u64> {
@@ -75,20 +79,15 @@ impl Latency {
             "# HELP {NAME} API response received to row acknowledged by Cassandra.\n# TYPE {NAME} histogram\n"
         );
         for le in BOUNDS_MS {
-            // Bucket `ms` holds [ms, ms + 1): at or below `le` ms means buckets 0..le.
-            let n: u64 = counts[..le].iter().sum();
+            // Bucket `ms` holds latencies truncated to `ms` whole milliseconds.
+            let n: u64 = counts[..=le].iter().sum();
             out.push_str(&format!(
                 "{NAME}_bucket{{pipeline=\"{pipeline}\",le=\"{}\"}} {n}\n",
                 le as f64 / 1000.0
             ));
         }
         let total: u64 = counts.iter().sum();
-        let sum: f64 = counts
-            .iter()
-            .enumerate()
-            .map(|(ms, n)| ms as f64 * *n as f64)
-            .sum::<f64>()
-            / 1000.0;
+        let sum = self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
         out.push_str(&format!(
             "{NAME}_bucket{{pipeline=\"{pipeline}\",le=\"+Inf\"}} {total}\n"
         ));
@@ -275,7 +274,7 @@ mod tests {
         let text = m.render("p");
         assert!(
             text.contains(
-                "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"p\",le=\"0.01\"} 9\n"
+                "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"p\",le=\"0.01\"} 10\n"
             ),
             "{text}"
         );
@@ -287,6 +286,11 @@ mod tests {
         );
         assert!(
             text.contains("aqueduct_end_to_end_latency_seconds_count{pipeline=\"p\"} 101\n"),
+            "{text}"
+        );
+        // 1 + 2 + ... + 100 ms and the 60 s one: the sum is not capped like the buckets.
+        assert!(
+            text.contains("aqueduct_end_to_end_latency_seconds_sum{pipeline=\"p\"} 65.05\n"),
             "{text}"
         );
     }

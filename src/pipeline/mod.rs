@@ -129,17 +129,28 @@ pub async fn run(
             }
         }
         if work.remove(&id) && work.is_empty() {
+            // Flushed while the services still run: a second signal still exits at once.
+            if let Err(e) = flush(&producer, spec.shutdown_timeout).await {
+                result = result.and(Err(e));
+            }
             work_done.cancel();
         }
     }
-    // A blocking wait for the broker: off the runtime's worker.
-    let timeout = spec.shutdown_timeout;
+    result
+}
+
+/// Waits for every queued message to be delivered, up to `timeout`; a blocking wait for the
+/// broker, so off the runtime's worker.
+async fn flush(producer: &Producer, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let producer = producer.clone();
     tokio::task::spawn_blocking(move || producer.flush(timeout))
         .await
         .context("the producer flush panicked")?
-        .context("flushing the producer at exit")?;
-    result
+        .context("flushing the producer at exit")
 }
+
+/// How long scrapes in hand may take once the work is done.
+const METRICS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Binds the metrics address; the returned server answers `GET /metrics` (Prometheus text)
 /// until `stop`, then finishes the requests in hand.
@@ -170,10 +181,18 @@ async fn serve_metrics(
     );
     info!(%addr, "serving metrics at /metrics");
     Ok(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .with_context(|| format!("serving metrics on {addr}"))
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        // Scrapes in hand get a moment to finish; a client that never completes its request
+        // must not keep the run from ending.
+        let grace = async {
+            stop.cancelled().await;
+            tokio::time::sleep(METRICS_GRACE).await;
+        };
+        tokio::select! {
+            served = serve => served.with_context(|| format!("serving metrics on {addr}")),
+            _ = grace => Ok(()),
+        }
     })
 }
 

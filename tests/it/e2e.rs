@@ -922,3 +922,35 @@ async fn a_killed_loader_redoes_at_most_the_commit_window() {
         "the restart wrote {redone} rows; {written_before} of {USERS} were written before the kill at {rate:.0} rows/s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_scrape_does_not_keep_the_run_from_ending() {
+    if !services_up("a_half_sent_scrape") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=halfscrape"), 5);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = p.command(&["run", "--once"]);
+    let mut running =
+        Background::spawn(cmd.env("AQUEDUCT_METRICS__ADDRESS", format!("127.0.0.1:{port}")));
+    running.wait_for("serving metrics", 60).await;
+    // A client that starts a request and never finishes it.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /metrics HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), running.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the run did not end; log:\n{}", running.log()))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", running.log());
+    assert_eq!(p.row_count().await, 5);
+    drop(stalled);
+}

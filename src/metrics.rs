@@ -67,9 +67,7 @@ impl Latency {
     pub fn quantile(&self, q: f64) -> Option<u64> {
         quantile(&self.snapshot(), q)
     }
-}
 
-impl Latency {
     /// A Prometheus histogram in seconds.
     fn render(&self, pipeline: &str) -> String {
         const NAME: &str = "aqueduct_end_to_end_latency_seconds";

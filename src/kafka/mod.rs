@@ -92,9 +92,11 @@ pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
         // With a small prefetch queue, the default 1 s pause when it is full starves the loader.
         ("fetch.queue.backoff.ms", "10"),
     ];
+    let set_by_spec = |key: &str| {
+        (k.properties.iter().chain(&k.consumer_properties)).any(|(name, _)| name == key)
+    };
     for (key, value) in defaults {
-        let mut extra = k.properties.iter().chain(&k.consumer_properties);
-        if !extra.any(|(k, _)| k == key) {
+        if !set_by_spec(key) {
             config.set(key, value);
         }
     }

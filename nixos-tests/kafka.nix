@@ -1,11 +1,45 @@
-# One Kafka node as broker and KRaft controller, storage formatted on first start (the
-# settings of nixpkgs' nixos/tests/kafka/base.nix), shared by the VM tests.
+# One Kafka node as broker and KRaft controller, storage formatted on first start, shared by
+# the VM tests. Its settings are stack/templates/server.properties (scripts/stack's), but
+# those saying where the node listens and keeps its data, which are the VM's here, with a
+# static quorum (`controller.quorum.voters`), as nixpkgs' module formats storage without
+# `--standalone` (nixos/tests/kafka/base.nix does the same).
 # `host`: the address clients and the controller quorum use; `bind`: the listeners' address
 # ("" for every interface).
 {
   host,
   bind ? host,
 }:
+{ lib, ... }:
+let
+  template = ../stack/templates/server.properties;
+  nodeKeys = [
+    "listeners"
+    "advertised.listeners"
+    "listener.security.protocol.map"
+    "controller.quorum.bootstrap.servers"
+    "controller.quorum.voters"
+    "log.dirs"
+  ];
+  pairs = map (line: builtins.match "([^=]+)=(.*)" line) (
+    lib.filter (line: line != "" && !lib.hasPrefix "#" line) (
+      lib.splitString "\n" (builtins.readFile template)
+    )
+  );
+  # A placeholder left in a setting taken from the template means a node setting is missing
+  # from `nodeKeys`.
+  shared =
+    lib.mapAttrs
+      (
+        key: value:
+        lib.throwIf (lib.hasInfix "@" value) "${template}: `${key}` holds a placeholder: add it to nodeKeys"
+          value
+      )
+      (
+        removeAttrs (lib.listToAttrs (
+          map (p: lib.nameValuePair (lib.elemAt p 0) (lib.elemAt p 1)) pairs
+        )) nodeKeys
+      );
+in
 {
   services.apache-kafka = {
     enable = true;
@@ -15,12 +49,7 @@
       "-Xms512m"
       "-Xmx512m"
     ];
-    settings = {
-      "node.id" = 1;
-      "process.roles" = [
-        "broker"
-        "controller"
-      ];
+    settings = shared // {
       listeners = [
         "PLAINTEXT://${bind}:9092"
         "CONTROLLER://${bind}:9093"
@@ -31,16 +60,7 @@
         "CONTROLLER:PLAINTEXT"
       ];
       "controller.quorum.voters" = [ "1@${host}:9093" ];
-      "controller.listener.names" = [ "CONTROLLER" ];
       "log.dirs" = [ "/var/lib/apache-kafka" ];
-      # aqueduct creates its topics (3 partitions); one broker holds one replica.
-      "auto.create.topics.enable" = false;
-      "offsets.topic.replication.factor" = 1;
-      "transaction.state.log.replication.factor" = 1;
-      "transaction.state.log.min.isr" = 1;
-      "share.coordinator.state.topic.replication.factor" = 1;
-      "share.coordinator.state.topic.min.isr" = 1;
-      "group.initial.rebalance.delay.ms" = 0;
     };
   };
 }

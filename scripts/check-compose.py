@@ -23,6 +23,19 @@ SERVICES = {"kafka", "cassandra", "standin", "aqueduct"}
 
 problems: list[str] = []
 
+# The single-node Kafka settings live once, in stack/templates/server.properties. The compose
+# broker carries each of them (as the image's KAFKA_<KEY> variables) but these, which say
+# where this node listens and keeps its data.
+KAFKA_TEMPLATE = REPO / "stack/templates/server.properties"
+KAFKA_NODE_KEYS = {
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "controller.quorum.bootstrap.servers",
+    "controller.quorum.voters",
+    "log.dirs",
+}
+
 
 def problem(where: str, message: str) -> None:
     problems.append(f"{where}: {message}")
@@ -70,14 +83,27 @@ def listeners(value: str) -> dict[str, tuple[str, int]]:
     return out
 
 
+def template_settings(path: Path) -> dict[str, str]:
+    """The `key=value` lines of a Java properties file (no continuation lines in ours)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def check_kafka_settings(env: dict[str, str]) -> None:
+    for key, value in template_settings(KAFKA_TEMPLATE).items():
+        if key in KAFKA_NODE_KEYS:
+            continue
+        var = "KAFKA_" + key.upper().replace(".", "_")
+        if env.get(var) != value:
+            problem("kafka", f"{var} is {env.get(var)!r}, not {value!r} as `{key}` in {KAFKA_TEMPLATE.relative_to(REPO)}")
+
+
 def check_kafka(kafka: dict) -> None:
     image = str(kafka.get("image", ""))
     if not re.fullmatch(r"apache/kafka:4\.\d+\.\d+", image):
         problem("kafka", f"image {image!r} is not a pinned apache/kafka 4.x tag")
     env = env_of(kafka)
-    roles = set(env.get("KAFKA_PROCESS_ROLES", "").split(","))
-    if roles != {"broker", "controller"}:
-        problem("kafka", "KAFKA_PROCESS_ROLES must be broker,controller (KRaft, one node)")
+    check_kafka_settings(env)
     if "zookeeper" in " ".join(env).lower():
         problem("kafka", "ZooKeeper settings in a KRaft setup")
     own = listeners(env.get("KAFKA_LISTENERS", ""))
@@ -90,11 +116,6 @@ def check_kafka(kafka: dict) -> None:
         problem("kafka", f"KAFKA_CONTROLLER_QUORUM_VOTERS {voters!r} does not name this node's controller")
     if advertised.get("PLAINTEXT") != ("kafka", own.get("PLAINTEXT", ("", 0))[1]):
         problem("kafka", "the PLAINTEXT listener must be advertised as kafka:<its port> for the other containers")
-    if env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") != "false":
-        problem("kafka", "KAFKA_AUTO_CREATE_TOPICS_ENABLE should be \"false\" (aqueduct creates its topics)")
-    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
-        if env.get(key) != "1":
-            problem("kafka", f"{key} must be 1 on a single broker")
     # Each published port must be a listener, advertised to the host as the host port.
     for ip, host_port, container_port in published(kafka):
         names = [n for n, (_, p) in own.items() if p == container_port]

@@ -4,13 +4,13 @@ use std::collections::BTreeSet;
 
 use crate::support::repo;
 
-/// Option names declared in flake.nix's module: `services.aqueduct.<x>` for the top level,
-/// `pipelines.<name>.<x>` inside the pipeline submodule (its `options = {` block).
+/// Option names declared in the NixOS module (nix/module.nix): `services.aqueduct.<x>` for the
+/// top level, `pipelines.<name>.<x>` inside the pipeline submodule (its `options = {` block).
 fn declared_options() -> BTreeSet<String> {
-    let flake = std::fs::read_to_string(repo().join("flake.nix")).unwrap();
+    let module = std::fs::read_to_string(repo().join("nix/module.nix")).unwrap();
     let mut out = BTreeSet::new();
     let mut prefix = None;
-    for line in flake.lines() {
+    for line in module.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with("options.services.aqueduct = {") {
             prefix = Some("services.aqueduct.");
@@ -45,6 +45,9 @@ fn documented_options() -> BTreeSet<String> {
 #[test]
 fn the_readme_documents_every_module_option_and_no_other() {
     let declared = declared_options();
-    assert!(declared.len() >= 8, "found only {declared:?} in flake.nix");
+    assert!(
+        declared.len() >= 8,
+        "found only {declared:?} in nix/module.nix"
+    );
     assert_eq!(documented_options(), declared);
 }

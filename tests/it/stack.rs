@@ -149,3 +149,126 @@ fn stack_up_is_idempotent_and_status_reports_serving() {
         "{stdout}"
     );
 }
+
+/// `scripts/stack` runs installed Kafka and Cassandra distributions (AQUEDUCT_KAFKA_HOME,
+/// AQUEDUCT_CASSANDRA_HOME: how `nix run .#stack` runs nixpkgs' packages) as well as the
+/// Maven-fetched jars. The distributions here are laid out as Apache ships them (Kafka's
+/// `libs/kafka_2.13-*.jar`, Cassandra's `lib/apache-cassandra-*.jar`) from links to the
+/// cached jars, and the stack runs on ports of its own beside the main one.
+#[test]
+fn stack_runs_installed_distributions() {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache")
+        })
+        .join("aqueduct/stack");
+    let (kafka_jars, cassandra_jars) = (cache.join("kafka/lib"), cache.join("cassandra/lib"));
+    if !kafka_jars.is_dir() || !cassandra_jars.is_dir() {
+        let message = format!(
+            "stack_runs_installed_distributions: no jars in {}; `scripts/stack up` fetches them",
+            cache.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("SKIPPED {message}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kafka_home = dir.path().join("kafka");
+    let cassandra_home = dir.path().join("cassandra");
+    link_jars(
+        &kafka_jars,
+        &kafka_home.join("libs"),
+        "org.apache.kafka.kafka_2.13",
+        "kafka_2.13",
+    );
+    link_jars(
+        &cassandra_jars,
+        &cassandra_home.join("lib"),
+        "org.apache.cassandra.cassandra-all",
+        "apache-cassandra",
+    );
+
+    let ports: Vec<u16> = (0..5)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let stack = |command: &[&str]| {
+        let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
+            .args(command)
+            .env("AQUEDUCT_STACK_DIR", dir.path().join("state"))
+            .env("AQUEDUCT_KAFKA_HOME", &kafka_home)
+            .env("AQUEDUCT_CASSANDRA_HOME", &cassandra_home)
+            .env("AQUEDUCT_KAFKA_PORT", ports[0].to_string())
+            .env("AQUEDUCT_KAFKA_CONTROLLER_PORT", ports[1].to_string())
+            .env("AQUEDUCT_CASSANDRA_PORT", ports[2].to_string())
+            .env("AQUEDUCT_CASSANDRA_STORAGE_PORT", ports[3].to_string())
+            .env("AQUEDUCT_CASSANDRA_JMX_PORT", ports[4].to_string())
+            .env("AQUEDUCT_KAFKA_HEAP", "256m")
+            .env("AQUEDUCT_CASSANDRA_HEAP", "512M")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, up) = stack(&["up"]);
+    let (_, status) = stack(&["status"]);
+    let (down_code, down) = stack(&["down", "--wipe"]);
+    assert_eq!(code, Some(0), "{up}");
+    assert!(
+        up.contains(&format!("kafka     runs from {}", kafka_home.display()))
+            && up.contains(&format!("cassandra runs from {}", cassandra_home.display()))
+            && !up.contains("fetching"),
+        "{up}"
+    );
+    assert!(
+        status.contains(&format!("127.0.0.1:{}, serving (brokers=1", ports[0]))
+            && status.contains(&format!("127.0.0.1:{}, serving (release 5.0", ports[2])),
+        "{status}"
+    );
+    assert_eq!(down_code, Some(0), "{down}");
+
+    // Not a distribution: refused before anything starts.
+    let (code, out) = stack_with_home(dir.path(), &cassandra_home);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is not a kafka distribution: no"), "{out}");
+}
+
+/// `up` with AQUEDUCT_KAFKA_HOME pointing at a Cassandra distribution.
+fn stack_with_home(dir: &std::path::Path, wrong: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
+        .arg("up")
+        .env("AQUEDUCT_STACK_DIR", dir.join("state"))
+        .env("AQUEDUCT_KAFKA_HOME", wrong)
+        .env("AQUEDUCT_CASSANDRA_HOME", wrong)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Links every jar of `from` into `to`, renaming the one starting `maven_name` (the Maven
+/// folder prefixes each jar with its group) to the name a distribution gives it.
+fn link_jars(from: &std::path::Path, to: &std::path::Path, maven_name: &str, dist_name: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let name = match name.strip_prefix(maven_name) {
+            Some(rest) => format!("{dist_name}{rest}"),
+            None => name,
+        };
+        std::os::unix::fs::symlink(&path, to.join(name)).unwrap();
+    }
+}

@@ -1,6 +1,7 @@
 //! The command line: `run`, `check`, `ddl`, and a bare spec path meaning `run`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tracing::{error, info};
 use crate::cassandra::ddl;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Half, Options};
-use crate::spec;
+use crate::{preview, spec, spec_test};
 
 /// Exit code of a bad spec or bad usage (clap's own usage errors use it too).
 pub const EXIT_INVALID: u8 = 2;
@@ -65,6 +66,31 @@ pub enum Command {
     },
     /// Print the CREATE KEYSPACE and CREATE TABLE a spec implies.
     Ddl { spec: PathBuf },
+    /// Show the rows a spec would write and the records it would dead-letter, from one poll
+    /// of its API or from saved responses; writes nothing, connects to no Kafka or Cassandra.
+    Preview {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// Read API responses (JSON documents, one after another) from FILE, or `-` for
+        /// stdin, instead of polling the API.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// The input holds records, not API responses.
+        #[arg(long, requires = "input")]
+        records: bool,
+        /// At most this many records.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+        /// Output format [default: table on a terminal, json otherwise].
+        #[arg(long, value_enum)]
+        format: Option<preview::Format>,
+    },
+    /// Run the cases kept with each spec (`pipelines/tests/users.toml` for
+    /// `pipelines/users.toml`), offline: exit 1 if one fails, 2 if a file is broken.
+    Test {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
 }
 
 impl Cli {
@@ -79,7 +105,7 @@ impl Cli {
     }
 }
 
-const COMMANDS: &[&str] = &["run", "check", "ddl", "help"];
+const COMMANDS: &[&str] = &["run", "check", "ddl", "preview", "test", "help"];
 
 /// Inserts `run` when the first argument is a spec path rather than a command.
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -106,20 +132,38 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { specs } => check(&specs),
         Command::Ddl { spec } => match spec::load(&spec) {
             Ok(spec) => {
-                println!(
-                    "{};\n\n{};",
+                say(&format!(
+                    "{};\n\n{};\n",
                     ddl::create_keyspace(&spec.cassandra),
                     ddl::create_table(&spec.cassandra)
-                );
+                ));
                 ExitCode::SUCCESS
             }
             Err(errors) => invalid(&errors),
         },
+        Command::Preview {
+            spec,
+            input,
+            records,
+            limit,
+            format,
+        } => match spec::load(&spec) {
+            Ok(spec) => preview(&spec, input.as_deref(), records, limit, format).await,
+            Err(errors) => invalid(&errors),
+        },
+        Command::Test { specs } => test(&specs),
         Command::Run { spec, only, once } => match spec::load(&spec) {
             Ok(spec) => run_pipeline(spec, Options { only, once }).await,
             Err(errors) => invalid(&errors),
         },
     }
+}
+
+/// Writes to stdout; a reader that went away (`aqueduct test ... | head`) is not an error, and
+/// `println!` would panic on it.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn invalid(errors: &spec::SpecErrors) -> ExitCode {
@@ -131,7 +175,7 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for path in paths {
         match spec::load(path) {
-            Ok(_) => println!("{}: ok", path.display()),
+            Ok(_) => say(&format!("{}: ok\n", path.display())),
             Err(errors) => {
                 eprintln!("{errors}");
                 ok = false;
@@ -142,6 +186,97 @@ fn check(paths: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INVALID)
+    }
+}
+
+async fn preview(
+    spec: &spec::Spec,
+    input: Option<&Path>,
+    records: bool,
+    limit: usize,
+    format: Option<preview::Format>,
+) -> ExitCode {
+    let inputs = match input {
+        None => preview::from_api(spec, limit)
+            .await
+            .map_err(|e| e.to_string()),
+        Some(path) => preview::read_input(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))
+            .and_then(|text| {
+                preview::from_text(spec, &text, &path.display().to_string(), records, limit)
+            }),
+    };
+    let inputs = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("preview: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let outcomes = preview::outcomes(spec, &inputs);
+    let stdout = std::io::stdout();
+    let format = format.unwrap_or(if stdout.is_terminal() {
+        preview::Format::Table
+    } else {
+        preview::Format::Json
+    });
+    match preview::print(spec, &outcomes, format, &mut stdout.lock()) {
+        Ok(()) => {}
+        // `preview ... | head`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("preview: writing the output: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    eprintln!("{}: {}", spec.name, preview::summary(&outcomes));
+    ExitCode::SUCCESS
+}
+
+/// Runs each spec's cases; exit 1 if a case fails, 2 if a spec or test file is broken.
+fn test(paths: &[PathBuf]) -> ExitCode {
+    let (mut failed, mut broken, mut cases) = (0, 0, 0);
+    for path in paths {
+        let spec = match spec::load(path) {
+            Ok(spec) => spec,
+            Err(errors) => {
+                eprintln!("{errors}");
+                broken += 1;
+                continue;
+            }
+        };
+        let file = spec_test::file_for(path);
+        match spec_test::run(&spec, &file) {
+            Ok(verdicts) => {
+                say(&format!("{} ({})\n", path.display(), file.display()));
+                say(&spec_test::report(&verdicts));
+                cases += verdicts.len();
+                failed += verdicts
+                    .iter()
+                    .filter(|v| !v.differences.is_empty())
+                    .count();
+            }
+            Err(e) => {
+                eprintln!("test: {e}");
+                broken += 1;
+            }
+        }
+    }
+    say(&format!(
+        "{cases} cases: {} passed, {failed} failed{}\n",
+        cases - failed,
+        if broken > 0 {
+            format!("; {broken} spec(s) or test file(s) broken")
+        } else {
+            String::new()
+        }
+    ));
+    if broken > 0 {
+        ExitCode::from(EXIT_INVALID)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -390,6 +390,56 @@ fn varint(s: &str) -> Result<CqlValue, String> {
     )))
 }
 
+/// A CQL value as the JSON a column of its type takes (`to_cql`'s inverse): what `preview`
+/// prints and `test` compares. Timestamps are RFC 3339 in UTC with milliseconds, decimals and
+/// varints strings (JSON numbers would round them), blobs base64.
+pub fn to_json(v: &CqlValue) -> Value {
+    use serde_json::json;
+    match v {
+        CqlValue::Ascii(s) | CqlValue::Text(s) => json!(s),
+        CqlValue::Boolean(b) => json!(b),
+        CqlValue::TinyInt(i) => json!(i),
+        CqlValue::SmallInt(i) => json!(i),
+        CqlValue::Int(i) => json!(i),
+        CqlValue::BigInt(i) => json!(i),
+        CqlValue::Float(f) => json!(f),
+        CqlValue::Double(f) => json!(f),
+        CqlValue::Decimal(d) => json!(BigDecimal::from(d.clone()).to_string()),
+        CqlValue::Varint(i) => json!(BigInt::from(i.clone()).to_string()),
+        CqlValue::Uuid(u) => json!(u.to_string()),
+        CqlValue::Timeuuid(u) => json!(Uuid::from(*u).to_string()),
+        // scylla implements TryInto (not TryFrom) for these.
+        CqlValue::Timestamp(t) => TryInto::<DateTime<chrono::Utc>>::try_into(*t).map_or_else(
+            |_| json!(t.0),
+            |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        ),
+        CqlValue::Date(d) => {
+            TryInto::<NaiveDate>::try_into(*d).map_or_else(|_| json!(d.0), |d| json!(d.to_string()))
+        }
+        CqlValue::Time(t) => {
+            TryInto::<NaiveTime>::try_into(*t).map_or_else(|_| json!(t.0), |t| json!(t.to_string()))
+        }
+        CqlValue::Inet(ip) => json!(ip.to_string()),
+        CqlValue::Blob(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        CqlValue::List(items) | CqlValue::Set(items) => {
+            Value::Array(items.iter().map(to_json).collect())
+        }
+        CqlValue::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        other => json!(format!("{other:?}")),
+    }
+}
+
 /// A value for messages, cut short so a huge blob does not flood the log.
 fn show(v: &Value) -> String {
     let s = v.to_string();
@@ -404,6 +454,43 @@ fn show(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `to_json` gives back the JSON each type takes: converting it again is the same value.
+    #[test]
+    fn to_json_round_trips_through_to_cql() {
+        for (ty, v) in [
+            ("text", json!("Zoë")),
+            ("ascii", json!("plain")),
+            ("boolean", json!(true)),
+            ("tinyint", json!(-7)),
+            ("smallint", json!(300)),
+            ("int", json!(70000)),
+            ("bigint", json!(1_700_000_000_000i64)),
+            ("double", json!(2.5)),
+            ("float", json!(0.25)),
+            ("decimal", json!("-12.3400")),
+            ("varint", json!("123456789012345678901234567890")),
+            ("uuid", json!("7a0eed16-9430-4d68-901f-c0d4c1c3bf00")),
+            ("timeuuid", json!("d2177dd0-eaa2-11de-a572-001b779c76e3")),
+            ("timestamp", json!("1992-03-08T15:13:16.688Z")),
+            ("date", json!("2024-02-29")),
+            ("time", json!("13:14:15.123456789")),
+            ("inet", json!("2001:db8::1")),
+            ("blob", json!("AAEC/w==")),
+            ("list<int>", json!([3, 1, 3])),
+            ("set<text>", json!(["a", "b"])),
+            ("map<int, text>", json!({"1": "one", "2": "two"})),
+        ] {
+            let cql = ok(ty, v.clone());
+            assert_eq!(to_json(&cql), v, "{ty}");
+            assert_eq!(ok(ty, to_json(&cql)), cql, "{ty}");
+        }
+        // Epoch milliseconds come back as RFC 3339.
+        assert_eq!(
+            to_json(&ok("timestamp", json!(0))),
+            json!("1970-01-01T00:00:00.000Z")
+        );
+    }
 
     fn t(s: &str) -> CqlType {
         s.parse().unwrap()

@@ -1,13 +1,13 @@
 //! The dead-letter envelope: a record that could not go on, with the reason, as JSON on the
 //! dead-letter topic. Consumers of that topic can fix and replay `record`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::validate::Violation;
 
 /// Where in the pipeline a record failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// It failed the JSON Schema (ingest).
@@ -34,6 +34,11 @@ pub enum Origin {
         partition: i32,
         offset: i64,
     },
+    /// Read by `preview --input` or `test`: the file and the record's place in it (from 1).
+    File {
+        file: String,
+        record: usize,
+    },
 }
 
 /// The JSON written to the dead-letter topic.
@@ -54,6 +59,18 @@ pub struct DeadLetter {
     pub origin: Origin,
     /// When it was dead-lettered, RFC 3339.
     pub time: String,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Validate => "validate",
+            Stage::Key => "key",
+            Stage::Decode => "decode",
+            Stage::Map => "map",
+            Stage::Write => "write",
+        }
+    }
 }
 
 impl DeadLetter {

@@ -12,7 +12,9 @@
 //! - [`cql`]: the CQL value model: column types, the JSON each takes, the row.
 //! - [`cassandra`]: connecting, DDL, prepared upserts.
 //! - [`dead_letter`]: the envelope of a record that could not go on.
+//! - [`record`]: one record through both halves' checks and mapping, without a server.
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
+//! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: the counters of the exit summary.
 //! - [`standin`]: a randomuser.me-compatible API for tests and the offline demo.
@@ -27,8 +29,11 @@ pub mod kafka;
 pub mod map;
 pub mod metrics;
 pub mod pipeline;
+pub mod preview;
+pub mod record;
 pub mod shutdown;
 pub mod source;
 pub mod spec;
+pub mod spec_test;
 pub mod standin;
 pub mod validate;

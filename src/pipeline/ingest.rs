@@ -10,17 +10,16 @@
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
+use crate::record::{self, Rejected};
 use crate::source::http::{self, FetchError, Pages};
 use crate::source::schedule::Ticker;
 use crate::spec::{OnInvalid, Spec};
-use crate::validate;
 
 /// Records of a page produced and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 1024;
@@ -126,79 +125,26 @@ async fn handle(
     text: &str,
     received: &Received,
 ) -> anyhow::Result<()> {
-    let k = &spec.kafka;
-    let origin = &received.origin;
-    let record: Value = match serde_json::from_str(text) {
-        Ok(record) => record,
-        // JSON the page check let through but serde_json cannot hold (a number out of range).
-        Err(e) => {
-            add(&metrics.invalid, 1);
-            let reason = format!("the record cannot be decoded: {e}");
-            let dl = DeadLetter::new(
-                &spec.name,
-                Stage::Validate,
-                reason,
-                text.into(),
-                origin.clone(),
-            );
-            return dispose(spec, producer, metrics, dl, None, received).await;
-        }
-    };
-    let record = &record;
-    let violations = validate::violations(spec.validate.schema.as_ref(), record);
-    let key = match &k.key {
-        None => Ok(None),
-        Some(jq) => message_key(jq, record),
-    };
-    // Dead letters keep the record's key when it could be computed, so they partition alike.
-    let dead_letter_key = key.as_ref().ok().cloned().flatten();
-    let dead_letter = match (violations.is_empty(), key) {
-        (true, Ok(key)) => {
+    match record::admit(spec, text, &received.origin) {
+        Ok(key) => {
             producer
                 .send(
-                    &k.topic,
+                    &spec.kafka.topic,
                     key.as_deref(),
                     text.as_bytes(),
                     Some(received.at_ms),
                 )
                 .await?;
             add(&metrics.produced, 1);
-            return Ok(());
+            Ok(())
         }
-        (true, Err(reason)) => DeadLetter::new(
-            &spec.name,
-            Stage::Key,
-            reason,
-            record.clone(),
-            origin.clone(),
-        ),
-        (false, _) => {
-            add(&metrics.invalid, 1);
-            let reason = violations
-                .iter()
-                .map(|v| format!("{} at {:?}: {}", v.keyword, v.pointer, v.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let mut dl = DeadLetter::new(
-                &spec.name,
-                Stage::Validate,
-                reason,
-                record.clone(),
-                origin.clone(),
-            );
-            dl.violations = violations;
-            dl
+        Err(Rejected { dead_letter, key }) => {
+            if dead_letter.stage == Stage::Validate {
+                add(&metrics.invalid, 1);
+            }
+            dispose(spec, producer, metrics, *dead_letter, key, received).await
         }
-    };
-    dispose(
-        spec,
-        producer,
-        metrics,
-        dead_letter,
-        dead_letter_key,
-        received,
-    )
-    .await
+    }
 }
 
 /// Handles a record that cannot go on, per `on_invalid`.
@@ -236,14 +182,4 @@ async fn dispose(
         ),
     }
     Ok(())
-}
-
-/// The message key: a string as is, a number or other value as its JSON text, null as none.
-fn message_key(jq: &crate::jq::Jq, record: &Value) -> Result<Option<String>, String> {
-    match jq.run_one(record) {
-        Ok(Value::Null) => Ok(None),
-        Ok(Value::String(s)) => Ok(Some(s)),
-        Ok(other) => Ok(Some(other.to_string())),
-        Err(e) => Err(format!("kafka.key `{}` failed: {e}", jq.code())),
-    }
 }

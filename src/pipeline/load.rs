@@ -24,12 +24,11 @@ use tracing::{error, info, warn};
 
 use crate::cassandra::write::Writer;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
-use crate::jq::Json;
 use crate::kafka::consume::{Consumer, Message};
 use crate::kafka::offsets::Offsets;
 use crate::kafka::produce::Producer;
-use crate::map;
 use crate::metrics::{Metrics, add};
+use crate::record;
 use crate::spec::Spec;
 
 /// What every write shares.
@@ -224,25 +223,9 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         partition: m.partition,
         offset: m.offset,
     };
-    // Decoded once, borrowing from the payload; the mapping reads it as it is.
-    let record: Json = match serde_json::from_slice(&m.payload) {
-        Ok(v) => v,
-        Err(e) => {
-            let text = Value::String(String::from_utf8_lossy(&m.payload).into_owned());
-            let reason = format!("the message is not JSON: {e}");
-            let dl = DeadLetter::new(&spec.name, Stage::Decode, reason, text, origin());
-            return dead_letter(ctx, m, dl).await;
-        }
-    };
-    let row = match map::row(&spec.cassandra, &record) {
+    let row = match record::to_row(spec, &m.payload, origin) {
         Ok(row) => row,
-        Err(e) => {
-            let reason = e.to_string();
-            let mut dl =
-                DeadLetter::new(&spec.name, Stage::Map, reason, (&record).into(), origin());
-            dl.column = Some(e.column);
-            return dead_letter(ctx, m, dl).await;
-        }
+        Err(dl) => return dead_letter(ctx, m, *dl).await,
     };
     let mut attempt = 0u32;
     loop {
@@ -255,7 +238,9 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         };
         if crate::cassandra::is_data_error(&error) {
             let reason = error.to_string();
-            let dl = DeadLetter::new(&spec.name, Stage::Write, reason, (&record).into(), origin());
+            // Decoded again: a rare path, and the hot one keeps no copy.
+            let record = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+            let dl = DeadLetter::new(&spec.name, Stage::Write, reason, record, origin());
             return dead_letter(ctx, m, dl).await;
         }
         attempt += 1;

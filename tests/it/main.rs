@@ -9,3 +9,4 @@ mod docs;
 mod e2e;
 mod stack;
 mod support;
+mod try_out;

@@ -1,0 +1,319 @@
+//! `aqueduct preview`: the rows a spec would write and the records it would dead-letter,
+//! without writing anything or connecting to Kafka or Cassandra. Records come from one poll
+//! of the API or from a file of saved responses (or of records); each goes through the same
+//! checks and mapping as in `run` ([`record::through`]).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use clap::ValueEnum;
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::cql::{self, Row};
+use crate::dead_letter::{DeadLetter, Origin};
+use crate::record::{self, Outcome};
+use crate::source::http::{self, FetchError, Pages};
+use crate::spec::{Column, Spec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table (the default on a terminal).
+    Table,
+    /// One JSON object per line: `{"key", "row"}` or `{"dead_letter"}` (the default otherwise).
+    Json,
+}
+
+/// A record to preview: its JSON text and where it came from.
+pub struct Input {
+    pub text: String,
+    pub origin: Origin,
+}
+
+/// The records of one poll of the spec's API (every page, as `run` polls), at most `limit`.
+pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, FetchError> {
+    let source = &spec.source;
+    let client = http::client(source).map_err(|e| FetchError::Failed {
+        url: source.url.to_string(),
+        attempts: 0,
+        message: format!("building the HTTP client: {e}"),
+    })?;
+    let never = CancellationToken::new();
+    let mut pages = Pages::new(source);
+    let mut out = Vec::new();
+    while let Some(url) = pages.next_url().cloned() {
+        if out.len() >= limit {
+            break;
+        }
+        let body = http::fetch(&client, source, &url, &never, || {}).await?;
+        let records = http::records(source, &url, &body)?;
+        let count = records.len();
+        out.extend(
+            records
+                .into_iter()
+                .take(limit - out.len())
+                .map(|text| Input {
+                    text: text.into_owned(),
+                    origin: Origin::Api {
+                        url: url.to_string(),
+                    },
+                }),
+        );
+        pages.advance(&body, count)?;
+    }
+    Ok(out)
+}
+
+/// The records of `text` (a file's content), at most `limit`: each JSON document in it is an
+/// API response whose records the spec's `records` expression selects, or with `records_only`
+/// a record itself. Documents may follow one another (JSON lines, or concatenated).
+pub fn from_text(
+    spec: &Spec,
+    text: &str,
+    file: &str,
+    records_only: bool,
+    limit: usize,
+) -> Result<Vec<Input>, String> {
+    let mut out = Vec::new();
+    let documents = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    for (i, document) in documents.enumerate() {
+        if out.len() >= limit {
+            break;
+        }
+        let document =
+            document.map_err(|e| format!("{file}: document {} is not JSON: {e}", i + 1))?;
+        let texts = if records_only {
+            vec![document.get().into()]
+        } else {
+            spec.source
+                .records
+                .records(document.get().as_bytes())
+                .map_err(|message| {
+                    format!(
+                        "{file}: the records expression `{}` failed on document {}: {message} (use --records if the file holds records, not API responses)",
+                        spec.source.records.code(),
+                        i + 1
+                    )
+                })?
+        };
+        for text in texts {
+            if out.len() >= limit {
+                break;
+            }
+            let number = out.len() + 1;
+            out.push(Input {
+                text: text.into_owned(),
+                origin: Origin::File {
+                    file: file.to_owned(),
+                    record: number,
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every input through both halves.
+pub fn outcomes(spec: &Spec, inputs: &[Input]) -> Vec<Outcome> {
+    inputs
+        .iter()
+        .map(|input| record::through(spec, &input.text, &input.origin))
+        .collect()
+}
+
+/// Writes the rows, then the dead letters, then a one-line count.
+pub fn print(
+    spec: &Spec,
+    outcomes: &[Outcome],
+    format: Format,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            for outcome in outcomes {
+                let line = match outcome {
+                    Ok((key, row)) => serde_json::to_string(&RowLine {
+                        key,
+                        row: Columns(&spec.cassandra.columns, row),
+                    }),
+                    Err(dead_letter) => serde_json::to_string(&DeadLetterLine { dead_letter }),
+                }
+                .map_err(io::Error::other)?;
+                writeln!(out, "{line}")?;
+            }
+        }
+        Format::Table => print_tables(spec, outcomes, out)?,
+    }
+    Ok(())
+}
+
+/// A one-line count of what `outcomes` came to, e.g. `50 records: 47 rows, 3 dead letters
+/// (validate 3)`.
+pub fn summary(outcomes: &[Outcome]) -> String {
+    let rows = outcomes.iter().filter(|o| o.is_ok()).count();
+    let mut stages: Vec<(&str, usize)> = Vec::new();
+    for dl in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        match stages.iter_mut().find(|(s, _)| *s == dl.stage.name()) {
+            Some((_, n)) => *n += 1,
+            None => stages.push((dl.stage.name(), 1)),
+        }
+    }
+    let dead = outcomes.len() - rows;
+    let mut line = format!(
+        "{}, {}, {}",
+        count(outcomes.len(), "record"),
+        count(rows, "row"),
+        count(dead, "dead letter")
+    );
+    if !stages.is_empty() {
+        let by_stage: Vec<String> = stages.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        line.push_str(&format!(" ({})", by_stage.join(", ")));
+    }
+    line
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn print_tables(spec: &Spec, outcomes: &[Outcome], out: &mut impl Write) -> io::Result<()> {
+    let columns = &spec.cassandra.columns;
+    let rows: Vec<(usize, &Row)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.as_ref().ok().map(|(_, row)| (i + 1, row)))
+        .collect();
+    if !rows.is_empty() {
+        let mut table = new_table();
+        let mut header = vec!["#".to_owned()];
+        header.extend(columns.iter().map(|c| c.name.clone()));
+        table.set_header(header);
+        for (number, row) in &rows {
+            let mut cells = vec![number.to_string()];
+            cells.extend(row.iter().map(cell));
+            table.add_row(cells);
+        }
+        if fits(&mut table) {
+            writeln!(out, "{table}")?;
+        } else {
+            // Too wide for the terminal: a record at a time, a line per column (psql's \x).
+            for (number, row) in &rows {
+                let mut table = new_table();
+                table.set_header(["#", &number.to_string()]);
+                for (column, value) in columns.iter().zip(row.iter()) {
+                    table.add_row([column.name.clone(), cell(value)]);
+                }
+                writeln!(out, "{table}")?;
+            }
+        }
+    }
+    let dead: Vec<(usize, &DeadLetter)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.as_ref().err().map(|dl| (i + 1, &**dl)))
+        .collect();
+    if !dead.is_empty() {
+        writeln!(out, "dead letters:")?;
+        let mut table = new_table();
+        table.set_header(["#", "stage", "where", "reason"]);
+        for (number, dl) in dead {
+            table.add_row([
+                number.to_string(),
+                dl.stage.name().to_owned(),
+                place(dl),
+                dl.reason.clone(),
+            ]);
+        }
+        writeln!(out, "{table}")?;
+    }
+    Ok(())
+}
+
+/// Where a dead letter's record failed: the column, or the schema violations' pointers.
+pub fn place(dl: &DeadLetter) -> String {
+    if let Some(column) = &dl.column {
+        return format!("column {column}");
+    }
+    let pointers: Vec<String> = dl
+        .violations
+        .iter()
+        .map(|v| {
+            if v.pointer.is_empty() {
+                "(record)".to_owned()
+            } else {
+                v.pointer.clone()
+            }
+        })
+        .collect();
+    pointers.join(" ")
+}
+
+/// Whether `table` fits the terminal unwrapped (always, when not on a terminal).
+fn fits(table: &mut Table) -> bool {
+    let Some(width) = table.width() else {
+        return true;
+    };
+    table.set_content_arrangement(ContentArrangement::Disabled);
+    let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    table.set_content_arrangement(ContentArrangement::Dynamic);
+    widest <= usize::from(width)
+}
+
+fn new_table() -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table
+}
+
+/// A value as a table cell: text as is, null as `null`, anything else as its JSON.
+fn cell(v: &Option<scylla::value::CqlValue>) -> String {
+    match v.as_ref().map(cql::to_json) {
+        None => "null".to_owned(),
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+struct RowLine<'a> {
+    key: &'a Option<String>,
+    row: Columns<'a>,
+}
+
+#[derive(Serialize)]
+struct DeadLetterLine<'a> {
+    dead_letter: &'a DeadLetter,
+}
+
+/// A row as the text of a JSON object, its columns in spec order.
+pub fn row_json(spec: &Spec, row: &Row) -> String {
+    serde_json::to_string(&Columns(&spec.cassandra.columns, row)).unwrap_or_default()
+}
+
+/// A row as a JSON object, its columns in spec order.
+pub struct Columns<'a>(pub &'a [Column], pub &'a Row);
+
+impl Serialize for Columns<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (column, value) in self.0.iter().zip(self.1) {
+            map.serialize_entry(&column.name, &value.as_ref().map(cql::to_json))?;
+        }
+        map.end()
+    }
+}
+
+/// Reads `path`, or stdin for `-`.
+pub fn read_input(path: &Path) -> io::Result<String> {
+    if path == Path::new("-") {
+        io::read_to_string(io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+}

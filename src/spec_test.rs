@@ -1,0 +1,342 @@
+//! `aqueduct test`: declarative cases kept with a spec, in `tests/<spec file name>` beside it
+//! (`pipelines/users.toml` -> `pipelines/tests/users.toml`, out of `pipelines/*.toml`'s way). Each case gives a record and what
+//! the pipeline must make of it: a row (some or all columns, as CQL values), or a dead letter
+//! (stage, column or JSON pointer, words of the reason). The record goes through the same
+//! checks and mapping as in `run` ([`record::through`]); no server is needed.
+//!
+//! ```toml
+//! [[case]]
+//! name = "a postcode given as a number is written as text"
+//! record_file = "users/user.json"        # or record = { ... } or record_json = '''{...}'''
+//! set = { "/location/postcode" = 10001 }  # edits by JSON pointer: set, null, remove
+//! row = { post_code = "10001" }           # expected columns; row_nulls = ["col"] for nulls
+//!
+//! [[case]]
+//! name = "a user without a login is dead-lettered"
+//! record_file = "users/user.json"
+//! remove = ["/login"]
+//! dead_letter = { stage = "validate", pointer = "", reason = "\"login\" is a required property" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cql;
+use crate::dead_letter::{DeadLetter, Origin, Stage};
+use crate::record;
+use crate::spec::Spec;
+
+/// The test file of a spec: `tests/<its file name>` beside it.
+pub fn file_for(spec: &Path) -> PathBuf {
+    let name = spec.file_name().unwrap_or_default();
+    spec.parent()
+        .unwrap_or(Path::new(""))
+        .join("tests")
+        .join(name)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    #[serde(rename = "case")]
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// The record as a TOML table.
+    record: Option<toml::Table>,
+    /// The record as JSON text (TOML has no null).
+    record_json: Option<String>,
+    /// A JSON file holding the record, relative to the test file.
+    record_file: Option<PathBuf>,
+    /// Edits of the record by JSON pointer, applied in this order.
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    set: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    null: Vec<String>,
+    /// Expected columns of the row (each converted by its column's CQL type).
+    row: Option<toml::Table>,
+    /// Columns expected to be CQL null.
+    #[serde(default)]
+    row_nulls: Vec<String>,
+    /// The expected Kafka message key.
+    key: Option<String>,
+    dead_letter: Option<ExpectedDeadLetter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedDeadLetter {
+    stage: Stage,
+    /// The column that failed (stage `map`).
+    column: Option<String>,
+    /// A JSON pointer among the schema violations (stage `validate`); "" is the record.
+    pointer: Option<String>,
+    /// Words the reason contains.
+    reason: Option<String>,
+}
+
+/// One case's verdict.
+pub struct Verdict {
+    pub name: String,
+    /// Empty when the case passed; else what differs, one line each.
+    pub differences: Vec<String>,
+}
+
+/// Runs the cases of `test_file` on `spec`. Err: the file cannot be read or is malformed
+/// (which is not a failing case but a broken test).
+pub fn run(spec: &Spec, test_file: &Path) -> Result<Vec<Verdict>, String> {
+    let where_ = test_file.display();
+    let text = std::fs::read_to_string(test_file).map_err(|e| format!("{where_}: {e}"))?;
+    let file: TestFile = toml::from_str(&text).map_err(|e| format!("{where_}: {e}"))?;
+    if file.cases.is_empty() {
+        return Err(format!("{where_}: no [[case]]"));
+    }
+    let dir = test_file.parent().unwrap_or(Path::new("."));
+    file.cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let fail =
+                |message: String| format!("{where_}: case {} ({:?}): {message}", i + 1, case.name);
+            let record = input(case, dir).map_err(fail)?;
+            let origin = Origin::File {
+                file: test_file.display().to_string(),
+                record: i + 1,
+            };
+            let outcome = record::through(spec, &record.to_string(), &origin);
+            let differences = compare(spec, case, &outcome).map_err(fail)?;
+            Ok(Verdict {
+                name: case.name.clone(),
+                differences,
+            })
+        })
+        .collect()
+}
+
+/// The case's record, edits applied.
+fn input(case: &Case, dir: &Path) -> Result<Value, String> {
+    let mut record = match (&case.record, &case.record_json, &case.record_file) {
+        (Some(table), None, None) => toml_to_json(&toml::Value::Table(table.clone())),
+        (None, Some(text), None) => {
+            serde_json::from_str(text).map_err(|e| format!("record_json is not JSON: {e}"))?
+        }
+        (None, None, Some(file)) => {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("record_file {}: {e}", path.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("record_file {} is not JSON: {e}", path.display()))?
+        }
+        _ => return Err("give exactly one of record, record_json and record_file".into()),
+    };
+    for pointer in &case.remove {
+        let (parent, last) = parent_of(&mut record, pointer)?;
+        let removed = match parent {
+            Value::Object(map) => map.remove(&last).is_some(),
+            _ => false,
+        };
+        if !removed {
+            return Err(format!("remove: the record has nothing at {pointer:?}"));
+        }
+    }
+    let edits = case
+        .set
+        .iter()
+        .map(|(p, v)| (p, toml_to_json(v)))
+        .chain(case.null.iter().map(|p| (p, Value::Null)));
+    for (pointer, value) in edits {
+        let (parent, last) = parent_of(&mut record, pointer)?;
+        match parent {
+            Value::Object(map) => {
+                map.insert(last, value);
+            }
+            Value::Array(items) => {
+                match last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(item) => *item = value,
+                    None => {
+                        return Err(format!(
+                            "set: no element {last:?} in the array at {pointer:?}"
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "set: {pointer:?} is inside a value that is neither object nor array"
+                ));
+            }
+        }
+    }
+    Ok(record)
+}
+
+/// The value holding what `pointer` names, and the last token (unescaped).
+fn parent_of<'a>(record: &'a mut Value, pointer: &str) -> Result<(&'a mut Value, String), String> {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer (they start with /)"
+        ));
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match record.pointer_mut(parent) {
+        Some(value) => Ok((value, last)),
+        None => Err(format!(
+            "the record has nothing at {parent:?} (for {pointer:?})"
+        )),
+    }
+}
+
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        // A TOML date-time is written as RFC 3339, which timestamp columns take.
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// What differs between the case's expectation and the outcome; an error when the
+/// expectation itself is broken (an unknown column, a value its type does not take).
+fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<String>, String> {
+    let wants_row = case.row.is_some() || !case.row_nulls.is_empty() || case.key.is_some();
+    let mut out = Vec::new();
+    match (&case.dead_letter, wants_row) {
+        (Some(_), true) => return Err("expect a row or a dead letter, not both".into()),
+        (None, false) => return Err("expect something: row, row_nulls, key or dead_letter".into()),
+        (Some(expected), false) => match outcome {
+            Ok((_, row)) => out.push(format!(
+                "expected a dead letter at stage {}, got a row: {}",
+                expected.stage.name(),
+                crate::preview::row_json(spec, row)
+            )),
+            Err(dl) => compare_dead_letter(expected, dl, &mut out),
+        },
+        (None, true) => match outcome {
+            Err(dl) => out.push(format!(
+                "expected a row, got a dead letter at stage {}{}: {}",
+                dl.stage.name(),
+                dl.column
+                    .as_ref()
+                    .map(|c| format!(" (column {c})"))
+                    .unwrap_or_default(),
+                dl.reason
+            )),
+            Ok((key, row)) => {
+                if let Some(expected) = &case.key
+                    && key.as_deref() != Some(expected.as_str())
+                {
+                    let got = key
+                        .as_ref()
+                        .map_or_else(|| "no key".to_owned(), |k| format!("{k:?}"));
+                    out.push(format!("key: expected {expected:?}, got {got}"));
+                }
+                let expected_values = case
+                    .row
+                    .iter()
+                    .flat_map(|t| t.iter().map(|(c, v)| (c, Some(toml_to_json(v)))));
+                let expected_nulls = case.row_nulls.iter().map(|c| (c, None));
+                for (column, expected) in expected_values.chain(expected_nulls) {
+                    let Some(i) = spec
+                        .cassandra
+                        .columns
+                        .iter()
+                        .position(|c| &c.name == column)
+                    else {
+                        return Err(format!("the spec has no column {column:?}"));
+                    };
+                    let col = &spec.cassandra.columns[i];
+                    let expected = match expected {
+                        None => None,
+                        Some(json) => col
+                            .cql_type
+                            .to_cql(json)
+                            .map_err(|e| format!("the expected value of column {column}: {e}"))?,
+                    };
+                    if row[i] != expected {
+                        out.push(format!(
+                            "column {column}: expected {}, got {}",
+                            shown(&expected),
+                            shown(&row[i])
+                        ));
+                    }
+                }
+            }
+        },
+    }
+    Ok(out)
+}
+
+fn compare_dead_letter(expected: &ExpectedDeadLetter, dl: &DeadLetter, out: &mut Vec<String>) {
+    if expected.stage != dl.stage {
+        out.push(format!(
+            "stage: expected {}, got {} ({})",
+            expected.stage.name(),
+            dl.stage.name(),
+            dl.reason
+        ));
+    }
+    if let Some(column) = &expected.column
+        && dl.column.as_ref() != Some(column)
+    {
+        out.push(format!(
+            "column: expected {column}, got {}",
+            dl.column.as_deref().unwrap_or("none")
+        ));
+    }
+    if let Some(pointer) = &expected.pointer
+        && !dl.violations.iter().any(|v| &v.pointer == pointer)
+    {
+        let got: Vec<&str> = dl.violations.iter().map(|v| v.pointer.as_str()).collect();
+        out.push(format!(
+            "pointer: expected a violation at {pointer:?}, got {got:?}"
+        ));
+    }
+    if let Some(words) = &expected.reason
+        && !dl.reason.contains(words.as_str())
+    {
+        out.push(format!(
+            "reason: expected it to contain {words:?}, got {:?}",
+            dl.reason
+        ));
+    }
+}
+
+fn shown(v: &Option<scylla::value::CqlValue>) -> String {
+    v.as_ref()
+        .map_or_else(|| "null".to_owned(), |v| cql::to_json(v).to_string())
+}
+
+/// The report of one spec's cases: a line per case, the differences of a failed one indented.
+pub fn report(verdicts: &[Verdict]) -> String {
+    let mut s = String::new();
+    for v in verdicts {
+        let status = if v.differences.is_empty() {
+            "ok  "
+        } else {
+            "FAIL"
+        };
+        let _ = writeln!(s, "  {status} {}", v.name);
+        for d in &v.differences {
+            let _ = writeln!(s, "         {d}");
+        }
+    }
+    s
+}

@@ -11,6 +11,7 @@ use tracing::{error, info};
 
 use crate::cassandra::ddl;
 use crate::metrics::Metrics;
+use crate::pipeline::replay::Replay;
 use crate::pipeline::{self, Half, Options};
 use crate::{preview, spec, spec_test};
 
@@ -85,6 +86,20 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<preview::Format>,
     },
+    /// Send the dead-letter topic's records through the spec as it is now: rows that now pass
+    /// are written, the others are dead-lettered again with their new reason. Reads up to the
+    /// topic's end as of the start, in the consumer group `<group_id>-replay`, then exits.
+    Replay {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// Only dead letters from this time on: RFC 3339 (2026-11-30T04:00:00Z) or a
+        /// duration ago (90m, 2h, 1d); older ones are read and passed over.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Report what would happen: write nothing, dead-letter nothing, commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the cases kept with each spec (`pipelines/tests/users.toml` for
     /// `pipelines/users.toml`), offline: exit 1 if one fails, 2 if a file is broken.
     Test {
@@ -105,7 +120,20 @@ impl Cli {
     }
 }
 
-const COMMANDS: &[&str] = &["run", "check", "ddl", "preview", "test", "help"];
+const COMMANDS: &[&str] = &["run", "check", "ddl", "preview", "test", "replay", "help"];
+
+/// `--since`: an RFC 3339 time, or a duration before now.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ago = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a duration like 2h"))?;
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
+        .ok_or_else(|| format!("{s:?} is too long ago"))
+}
 
 /// Inserts `run` when the first argument is a spec path rather than a command.
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -152,8 +180,33 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(errors) => invalid(&errors),
         },
         Command::Test { specs } => test(&specs),
+        Command::Replay {
+            spec,
+            since,
+            dry_run,
+        } => match spec::load(&spec) {
+            Ok(mut spec) => {
+                let k = &mut spec.kafka;
+                k.topic = k.dead_letter_topic.clone();
+                k.group_id = format!("{}-replay", k.group_id);
+                let options = Options {
+                    only: Some(Half::Load),
+                    once: true,
+                    replay: Some(Replay { since, dry_run }),
+                };
+                run_pipeline(spec, options).await
+            }
+            Err(errors) => invalid(&errors),
+        },
         Command::Run { spec, only, once } => match spec::load(&spec) {
-            Ok(spec) => run_pipeline(spec, Options { only, once }).await,
+            Ok(spec) => {
+                let options = Options {
+                    only,
+                    once,
+                    replay: None,
+                };
+                run_pipeline(spec, options).await
+            }
             Err(errors) => invalid(&errors),
         },
     }
@@ -300,6 +353,29 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
         seconds = s.seconds,
         "summary"
     );
+    if let Some(replay) = options.replay {
+        let r = &metrics.replay;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        if replay.dry_run {
+            info!(
+                read = get(&r.read),
+                would_write = get(&r.would_write),
+                would_dead_letter = get(&r.would_dead_letter),
+                skipped = get(&r.skipped),
+                unreadable = get(&r.unreadable),
+                "replay summary (dry run: nothing written or committed)"
+            );
+        } else {
+            info!(
+                read = get(&r.read),
+                written = s.written,
+                dead_lettered_again = s.dead_lettered,
+                skipped = get(&r.skipped),
+                unreadable = get(&r.unreadable),
+                "replay summary"
+            );
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

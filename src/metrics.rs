@@ -26,6 +26,8 @@ pub struct Metrics {
     pub failed_polls: AtomicU64,
     /// End-to-end latency of written rows: API response received to row acknowledged.
     pub latency: Latency,
+    /// What `aqueduct replay` did, beside the counters above.
+    pub replay: ReplayCounts,
     /// Milliseconds from the start of the run to the first row acknowledged (0: none yet).
     first_row_ms: AtomicU64,
 }
@@ -126,9 +128,24 @@ impl Default for Metrics {
             retries: AtomicU64::new(0),
             failed_polls: AtomicU64::new(0),
             latency: Latency::new(),
+            replay: ReplayCounts::default(),
             first_row_ms: AtomicU64::new(0),
         }
     }
+}
+
+/// What a replay did, beside the run's own counters (written, dead-lettered).
+#[derive(Debug, Default)]
+pub struct ReplayCounts {
+    /// Messages read from the dead-letter topic.
+    pub read: AtomicU64,
+    /// Passed over: older than `--since`.
+    pub skipped: AtomicU64,
+    /// Messages of the topic that are no dead-letter envelope (left alone).
+    pub unreadable: AtomicU64,
+    /// With `--dry-run`: rows that would be written, records that would be dead-lettered again.
+    pub would_write: AtomicU64,
+    pub would_dead_letter: AtomicU64,
 }
 
 /// Adds `n` to a counter.

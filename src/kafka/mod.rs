@@ -114,18 +114,20 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
             servers: k.bootstrap_servers.clone(),
             source,
         })?;
-    let topics = [
-        NewTopic::new(
-            &k.topic,
-            k.partitions,
-            TopicReplication::Fixed(k.replication_factor),
-        ),
-        NewTopic::new(
-            &k.dead_letter_topic,
-            k.partitions,
-            TopicReplication::Fixed(k.replication_factor),
-        ),
-    ];
+    let mut names = vec![&k.topic, &k.dead_letter_topic];
+    // One name once: a replay reads the dead-letter topic, and a request naming a topic twice
+    // is refused.
+    names.dedup();
+    let topics: Vec<NewTopic> = names
+        .into_iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                k.partitions,
+                TopicReplication::Fixed(k.replication_factor),
+            )
+        })
+        .collect();
     // Bounded, so an unreachable cluster fails start-up in seconds, not minutes.
     let options = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(15)))

@@ -29,6 +29,8 @@ use crate::kafka::offsets::Offsets;
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
 use crate::record;
+
+use super::replay::{self, Original, Replay};
 use crate::spec::Spec;
 
 /// What every write shares.
@@ -37,6 +39,14 @@ pub struct Context {
     pub writer: Writer,
     pub producer: Producer,
     pub metrics: Arc<Metrics>,
+    /// Set when the topic read is the dead-letter topic (`aqueduct replay`).
+    pub replay: Option<Replay>,
+}
+
+impl Context {
+    fn dry_run(&self) -> bool {
+        self.replay.is_some_and(|r| r.dry_run)
+    }
 }
 
 /// How often finished positions are stored for the periodic commit.
@@ -71,7 +81,7 @@ pub async fn run(
                 Ok(Some((lane, next))) => writes.push(handle(&ctx, lane, next)),
                 Ok(None) => {}
                 Err(e) => {
-                    commit(&consumer, &offsets);
+                    commit(&ctx, &consumer, &offsets);
                     return Err(e);
                 }
             },
@@ -86,13 +96,18 @@ pub async fn run(
                         continue;
                     }
                 };
+                // A replay reads up to the end as of its start and no further: past it are
+                // the records it dead-letters again. Left unread and uncommitted.
+                if ctx.replay.is_some() && beyond(&drain, &message) {
+                    continue;
+                }
                 offsets.start(message.partition, message.offset);
                 let lane = lane_of(&message, lanes.len());
                 if let Some(m) = lanes.arrived(lane, message) {
                     writes.push(handle(&ctx, lane, m));
                 }
             }
-            _ = store.tick() => consumer.store(&offsets.committable()),
+            _ = store.tick(), if !ctx.dry_run() => consumer.store(&offsets.committable()),
             _ = check.tick(), if once => {
                 let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
                 if reached && offsets.in_flight() == 0 {
@@ -119,7 +134,7 @@ pub async fn run(
         Ok(())
     };
     let in_time = tokio::time::timeout(ctx.spec.shutdown_timeout, finish).await;
-    commit(&consumer, &offsets);
+    commit(&ctx, &consumer, &offsets);
     in_time.unwrap_or_else(|_| {
         bail!(
             "shutdown timeout ({:?}) ran out with {} message(s) not written; they were not committed and will be consumed again",
@@ -127,6 +142,14 @@ pub async fn run(
             offsets.in_flight()
         )
     })
+}
+
+/// Whether `m` lies at or past the drain target of its partition.
+fn beyond(drain: &watch::Receiver<Option<HashMap<i32, i64>>>, m: &Message) -> bool {
+    drain
+        .borrow()
+        .as_ref()
+        .is_some_and(|t| m.offset >= t.get(&m.partition).copied().unwrap_or(0))
 }
 
 /// A write is done: its offset is finished and its lane's next message, if any, is returned
@@ -189,7 +212,10 @@ impl Lanes {
 }
 
 /// Commits the positions now (a broker round trip, so off the runtime's worker).
-fn commit(consumer: &Consumer, offsets: &Offsets) {
+fn commit(ctx: &Context, consumer: &Consumer, offsets: &Offsets) {
+    if ctx.dry_run() {
+        return;
+    }
     let positions = offsets.committable();
     match tokio::task::block_in_place(|| consumer.commit(&positions)) {
         Ok(()) => info!(positions = ?positions, "offsets committed"),
@@ -223,10 +249,41 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         partition: m.partition,
         offset: m.offset,
     };
-    let row = match record::to_row(spec, &m.payload, origin) {
+    let replayed;
+    let payload: &[u8] = match &ctx.replay {
+        None => &m.payload,
+        Some(replay) => {
+            let counts = &ctx.metrics.replay;
+            add(&counts.read, 1);
+            match replay::original(&m.payload, replay.since) {
+                Original::Record(text) => {
+                    // The ingest's checks again: the schema or the key may be what was fixed.
+                    if let Err(rejected) = record::admit(spec, &text, &origin()) {
+                        return dead_letter(ctx, m, *rejected.dead_letter).await;
+                    }
+                    replayed = text;
+                    replayed.as_bytes()
+                }
+                Original::Skip => {
+                    add(&counts.skipped, 1);
+                    return Ok(());
+                }
+                Original::Unreadable(reason) => {
+                    add(&counts.unreadable, 1);
+                    warn!(partition = m.partition, offset = m.offset, %reason, "message of the dead-letter topic left alone");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let row = match record::to_row(spec, payload, origin) {
         Ok(row) => row,
         Err(dl) => return dead_letter(ctx, m, *dl).await,
     };
+    if ctx.dry_run() {
+        add(&ctx.metrics.replay.would_write, 1);
+        return Ok(());
+    }
     let mut attempt = 0u32;
     loop {
         let error = match ctx.writer.write(&row).await {
@@ -239,7 +296,7 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         if crate::cassandra::is_data_error(&error) {
             let reason = error.to_string();
             // Decoded again: a rare path, and the hot one keeps no copy.
-            let record = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+            let record = serde_json::from_slice(payload).unwrap_or(Value::Null);
             let dl = DeadLetter::new(&spec.name, Stage::Write, reason, record, origin());
             return dead_letter(ctx, m, dl).await;
         }
@@ -261,6 +318,11 @@ fn write_backoff(attempt: u32) -> Duration {
 
 async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Result<()> {
     let topic = &ctx.spec.kafka.dead_letter_topic;
+    if ctx.dry_run() {
+        info!(partition = m.partition, offset = m.offset, stage = dl.stage.name(), reason = %dl.reason, "would be dead-lettered again");
+        add(&ctx.metrics.replay.would_dead_letter, 1);
+        return Ok(());
+    }
     warn!(partition = m.partition, offset = m.offset, dead_letter_topic = %topic, reason = %dl.reason, "record dead-lettered");
     let key = m.key.as_deref().map(String::from_utf8_lossy);
     ctx.producer

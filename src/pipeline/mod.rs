@@ -5,6 +5,7 @@
 
 mod ingest;
 mod load;
+pub mod replay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct Options {
     pub only: Option<Half>,
     /// One poll, drain, exit.
     pub once: bool,
+    /// The loader reads the dead-letter topic and replays it (`aqueduct replay`); the spec's
+    /// `kafka.topic` and `group_id` are then the dead-letter topic and the replay group.
+    pub replay: Option<replay::Replay>,
 }
 
 impl Options {
@@ -107,6 +111,7 @@ pub async fn run(
             writer,
             producer: producer.clone(),
             metrics: metrics.clone(),
+            replay: options.replay,
         };
         let stop = stop.clone();
         let load = tasks

@@ -954,3 +954,137 @@ async fn a_half_sent_scrape_does_not_keep_the_run_from_ending() {
     assert_eq!(p.row_count().await, 5);
     drop(stalled);
 }
+
+/// A spec mistake dead-letters records; once the spec is fixed, `replay` writes them: the dry
+/// run writes and commits nothing, the replay writes every one (nothing lost), a record that
+/// still fails goes to the dead-letter topic again with its reason, and a second replay finds
+/// nothing new (its group committed).
+#[tokio::test]
+async fn replay_writes_dead_letters_once_the_spec_is_fixed() {
+    if !services_up("replay_writes_dead_letters_once_the_spec_is_fixed") {
+        return;
+    }
+    let api = Api::start().await;
+    let topic = unique("replay");
+    let keyspace = unique("ks");
+    let spec_with = |post_code: &str| {
+        format!(
+            r#"
+            name = "replay"
+            [source]
+            url = "{}"
+            schedule = {{ every = "1h" }}
+            records = ".results[]"
+            [validate.schema]
+            type = "object"
+            required = ["login"]
+            [kafka]
+            bootstrap_servers = "{}"
+            topic = "{topic}"
+            key = ".login.uuid"
+            [cassandra]
+            contact_points = ["{}"]
+            keyspace = "{keyspace}"
+            table = "t"
+            partition_key = ["id"]
+            columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+            columns.post_code = {{ {post_code} }}
+            "#,
+            api.url("seed=replay&results=30&invalid=2"),
+            kafka_addr(),
+            cassandra_addr()
+        )
+    };
+    // The mistake: a text column fed the postcode as is, so numeric postcodes cannot map.
+    let (dir, spec) = spec_file(&spec_with(r#"type = "text", jq = ".location.postcode""#));
+    let mut cmd = aqueduct();
+    cmd.args(["run", "--once"]).arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let table = format!("{keyspace}.t");
+    let written = count_rows(&session().await, &table).await;
+    let dlq = format!("{topic}_dlq");
+    let first = topic_messages(&dlq);
+    let mapped: Vec<_> = first.iter().filter(|(_, l)| l["stage"] == "map").collect();
+    assert!(!mapped.is_empty() && written > 0, "both kinds: {out:?}");
+    assert_eq!(first.len(), mapped.len() + 2, "and the 2 invalid users");
+    assert_eq!(written as usize + mapped.len(), 28);
+
+    // The fix, in the same file.
+    std::fs::write(
+        &spec,
+        spec_with(r#"type = "text", jq = ".location.postcode | tostring""#),
+    )
+    .unwrap();
+    let mut cmd = aqueduct();
+    cmd.args(["replay", "--dry-run"]).arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "read={} would_write={} would_dead_letter=2",
+            first.len(),
+            mapped.len()
+        )),
+        "{out:?}"
+    );
+    assert_eq!(
+        count_rows(&session().await, &table).await,
+        written,
+        "a dry run writes nothing"
+    );
+    assert_eq!(topic_messages(&dlq).len(), first.len(), "nor dead-letters");
+
+    let mut cmd = aqueduct();
+    cmd.arg("replay").arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "read={} written={} dead_lettered_again=2",
+            first.len(),
+            mapped.len()
+        )),
+        "the dry run committed nothing, so the replay reads them all: {out:?}"
+    );
+    assert_eq!(
+        count_rows(&session().await, &table).await,
+        28,
+        "every valid user, none lost"
+    );
+    let after = topic_messages(&dlq);
+    assert_eq!(
+        after.len(),
+        first.len() + 2,
+        "the invalid ones again, nothing else"
+    );
+    // Told apart by their origin: the dead-letter topic itself (the topics interleave).
+    let again: Vec<&Value> = after
+        .iter()
+        .map(|(_, letter)| letter)
+        .filter(|letter| letter["origin"]["topic"] == dlq.as_str())
+        .collect();
+    assert_eq!(again.len(), 2, "{after:?}");
+    for letter in again {
+        assert_eq!(letter["stage"], "validate", "{letter}");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("\"login\" is a required property"),
+            "{letter}"
+        );
+    }
+
+    // The group committed: a second replay reads only the two re-dead-lettered records.
+    let mut cmd = aqueduct();
+    cmd.arg("replay").arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("read=2 written=0 dead_lettered_again=2"),
+        "{out:?}"
+    );
+    drop(dir);
+}

@@ -189,6 +189,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 let k = &mut spec.kafka;
                 k.topic = k.dead_letter_topic.clone();
                 k.group_id = format!("{}-replay", k.group_id);
+                // The live pipeline serves the metrics address; a replay beside it must not
+                // take it.
+                spec.metrics_address = None;
                 let options = Options {
                     only: Some(Half::Load),
                     once: true,

@@ -1035,8 +1035,13 @@ async fn replay_writes_dead_letters_once_the_spec_is_fixed() {
     );
     assert_eq!(topic_messages(&dlq).len(), first.len(), "nor dead-letters");
 
+    // Beside the live pipeline, which holds the metrics address: the replay serves none.
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut cmd = aqueduct();
-    cmd.arg("replay").arg(&spec);
+    cmd.arg("replay").arg(&spec).env(
+        "AQUEDUCT_METRICS__ADDRESS",
+        live.local_addr().unwrap().to_string(),
+    );
     let out = run(&mut cmd).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(

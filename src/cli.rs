@@ -135,12 +135,15 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .ok_or_else(|| format!("{s:?} is too long ago"))
 }
 
+/// The global flags that take their value as the next argument.
+const VALUE_FLAGS: &[&str] = &["--log-format", "--threads"];
+
 /// Inserts `run` when the first argument is a spec path rather than a command.
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut i = 1;
     while i < args.len() {
         let word = args[i].to_string_lossy();
-        if word == "--log-format" {
+        if VALUE_FLAGS.contains(&word.as_ref()) {
             i += 2; // the flag and its value
         } else if word.starts_with('-') {
             i += 1;
@@ -411,5 +414,29 @@ mod tests {
             ["aqueduct", "check", "p.toml"]
         );
         assert_eq!(norm(&["aqueduct", "--help"]), ["aqueduct", "--help"]);
+        // `--threads 1` took `1` for the spec (and `check` for its path).
+        assert_eq!(
+            norm(&["aqueduct", "--threads", "1", "check", "p.toml"]),
+            ["aqueduct", "--threads", "1", "check", "p.toml"]
+        );
+        assert_eq!(
+            norm(&["aqueduct", "--threads", "1", "p.toml"]),
+            ["aqueduct", "--threads", "1", "run", "p.toml"]
+        );
+    }
+
+    /// Every global flag that takes a value is in VALUE_FLAGS.
+    #[test]
+    fn value_flags_are_the_global_flags_with_values() {
+        use clap::CommandFactory;
+        let mut with_values: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter(|a| a.is_global_set() && a.get_action().takes_values())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        with_values.sort();
+        let mut known: Vec<String> = VALUE_FLAGS.iter().map(|f| f.to_string()).collect();
+        known.sort();
+        assert_eq!(with_values, known);
     }
 }

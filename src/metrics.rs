@@ -26,6 +26,9 @@ pub struct Metrics {
     pub failed_polls: AtomicU64,
     /// End-to-end latency of written rows: API response received to row acknowledged.
     pub latency: Latency,
+    /// Connected and at work: the loader has been assigned partitions, or (ingest only) every
+    /// client is built. `/ready` answers from it.
+    pub ready: std::sync::atomic::AtomicBool,
     /// What `aqueduct replay` did, beside the counters above.
     pub replay: ReplayCounts,
     /// Milliseconds from the start of the run to the first row acknowledged (0: none yet).
@@ -128,6 +131,7 @@ impl Default for Metrics {
             retries: AtomicU64::new(0),
             failed_polls: AtomicU64::new(0),
             latency: Latency::new(),
+            ready: std::sync::atomic::AtomicBool::new(false),
             replay: ReplayCounts::default(),
             first_row_ms: AtomicU64::new(0),
         }

@@ -159,6 +159,11 @@ impl Consumer {
             })
     }
 
+    /// Whether the group has assigned this member partitions.
+    pub fn has_assignment(&self) -> bool {
+        self.inner.assignment().is_ok_and(|a| a.count() > 0)
+    }
+
     /// Whether every assigned partition has been read up to `targets` (partition -> offset).
     /// False until the group has assigned partitions to this member. A partition this member
     /// has consumed nothing from counts by its committed offset.

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -107,7 +108,14 @@ pub async fn run(
                     writes.push(handle(&ctx, lane, m));
                 }
             }
-            _ = store.tick(), if !ctx.dry_run() => consumer.store(&offsets.committable()),
+            _ = store.tick() => {
+                if !ctx.dry_run() {
+                    consumer.store(&offsets.committable());
+                }
+                if !ctx.metrics.ready.load(Ordering::Relaxed) && consumer.has_assignment() {
+                    ctx.metrics.ready.store(true, Ordering::Relaxed);
+                }
+            }
             _ = check.tick(), if once => {
                 let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
                 if reached && offsets.in_flight() == 0 {

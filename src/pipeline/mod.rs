@@ -82,6 +82,13 @@ pub async fn run(
         tasks.spawn(server);
     }
     info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
+    if !options.runs(Half::Load) {
+        // Ingest only: connected once its clients are built; the loader says so itself when
+        // the group assigns it partitions.
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 
     // With `once`, the loader stops when it has read up to these offsets.
     let (drain_tx, drain_rx) = watch::channel::<Option<HashMap<i32, i64>>>(None);
@@ -169,21 +176,42 @@ async fn serve_metrics(
         .await
         .with_context(|| format!("serving metrics on {addr} (metrics.address)"))?;
     let pipeline = pipeline.to_owned();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let text = metrics.render(&pipeline);
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    text,
-                )
-            }
-        }),
-    );
+    let ready = metrics.clone();
+    let app = axum::Router::new()
+        // Live: the process answers (systemd watchdogs, Kubernetes liveness probes).
+        .route("/health", axum::routing::get(|| async { "ok\n" }))
+        // Ready: connected and at work (Kubernetes readiness probes).
+        .route(
+            "/ready",
+            axum::routing::get(move || {
+                let is_ready = ready.ready.load(std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if is_ready {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: waiting for the consumer group to assign partitions\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render(&pipeline);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
     info!(%addr, "serving metrics at /metrics");
     Ok(async move {
         let serve =

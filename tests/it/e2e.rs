@@ -826,6 +826,14 @@ async fn metrics_are_served_for_prometheus() {
         running.log().contains("poll done") && p.row_count().await == 7
     })
     .await;
+    // Probes: live, and ready once the loader has partitions.
+    for (path, body) in [("health", "ok\n"), ("ready", "ready\n")] {
+        let answer = reqwest::get(format!("http://127.0.0.1:{port}/{path}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "/{path}");
+        assert_eq!(answer.text().await.unwrap(), body, "/{path}");
+    }
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     for line in [

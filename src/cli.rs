@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::cassandra::ddl;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, get};
 use crate::pipeline::replay::Replay;
 use crate::pipeline::{self, Half, Options};
 use crate::{preview, spec, spec_test};
@@ -256,9 +256,7 @@ async fn preview(
     format: Option<preview::Format>,
 ) -> ExitCode {
     let inputs = match input {
-        None => preview::from_api(spec, limit)
-            .await
-            .map_err(|e| e.to_string()),
+        None => preview::from_api(spec, limit).await,
         Some(path) => preview::read_input(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))
             .and_then(|text| {
@@ -361,7 +359,6 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
     );
     if let Some(replay) = options.replay {
         let r = &metrics.replay;
-        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         if replay.dry_run {
             info!(
                 read = get(&r.read),

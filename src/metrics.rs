@@ -1,7 +1,7 @@
 //! Counters of one run, shared by every stage, reported as the summary at exit and (with
 //! `[metrics] address`) served in Prometheus' text format.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Every counter aqueduct keeps. Named `aqueduct_<stage>_<noun>_total` in [`Summary`] order.
@@ -28,7 +28,7 @@ pub struct Metrics {
     pub latency: Latency,
     /// Connected and at work: the loader has been assigned partitions, or (ingest only) every
     /// client is built. `/ready` answers from it.
-    pub ready: std::sync::atomic::AtomicBool,
+    pub ready: AtomicBool,
     /// What `aqueduct replay` did, beside the counters above.
     pub replay: ReplayCounts,
     /// Milliseconds from the start of the run to the first row acknowledged (0: none yet).
@@ -131,7 +131,7 @@ impl Default for Metrics {
             retries: AtomicU64::new(0),
             failed_polls: AtomicU64::new(0),
             latency: Latency::new(),
-            ready: std::sync::atomic::AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             replay: ReplayCounts::default(),
             first_row_ms: AtomicU64::new(0),
         }
@@ -155,6 +155,11 @@ pub struct ReplayCounts {
 /// Adds `n` to a counter.
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A counter's value.
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 /// A snapshot of the counters, for the exit summary.
@@ -254,7 +259,6 @@ impl Metrics {
     }
 
     pub fn summary(&self) -> Summary {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Summary {
             polled: get(&self.polled),
             invalid: get(&self.invalid),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin};
 use crate::record::{self, Outcome};
-use crate::source::http::{self, FetchError, Pages};
+use crate::source::http::{self, Pages};
 use crate::spec::{Column, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,13 +35,9 @@ pub struct Input {
 }
 
 /// The records of one poll of the spec's API (every page, as `run` polls), at most `limit`.
-pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, FetchError> {
+pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let source = &spec.source;
-    let client = http::client(source).map_err(|e| FetchError::Failed {
-        url: source.url.to_string(),
-        attempts: 0,
-        message: format!("building the HTTP client: {e}"),
-    })?;
+    let client = http::client(source).map_err(|e| format!("building the HTTP client: {e}"))?;
     let never = CancellationToken::new();
     let mut pages = Pages::new(source);
     let mut out = Vec::new();
@@ -49,8 +45,9 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, FetchErro
         if out.len() >= limit {
             break;
         }
-        let body = http::fetch(&client, source, &url, &never, || {}).await?;
-        let records = http::records(source, &url, &body)?;
+        let fetched = http::fetch(&client, source, &url, &never, || {}).await;
+        let body = fetched.map_err(|e| e.to_string())?;
+        let records = http::records(source, &url, &body).map_err(|e| e.to_string())?;
         let count = records.len();
         out.extend(
             records
@@ -63,7 +60,7 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, FetchErro
                     },
                 }),
         );
-        pages.advance(&body, count)?;
+        pages.advance(&body, count).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
@@ -234,7 +231,7 @@ fn print_tables(spec: &Spec, outcomes: &[Outcome], out: &mut impl Write) -> io::
 }
 
 /// Where a dead letter's record failed: the column, or the schema violations' pointers.
-pub fn place(dl: &DeadLetter) -> String {
+fn place(dl: &DeadLetter) -> String {
     if let Some(column) = &dl.column {
         return format!("column {column}");
     }
@@ -297,7 +294,7 @@ pub fn row_json(spec: &Spec, row: &Row) -> String {
 }
 
 /// A row as a JSON object, its columns in spec order.
-pub struct Columns<'a>(pub &'a [Column], pub &'a Row);
+struct Columns<'a>(&'a [Column], &'a Row);
 
 impl Serialize for Columns<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -30,9 +30,9 @@ use crate::kafka::offsets::Offsets;
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
 use crate::record;
+use crate::spec::Spec;
 
 use super::replay::{self, Original, Replay};
-use crate::spec::Spec;
 
 /// What every write shares.
 pub struct Context {
@@ -260,29 +260,13 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     let replayed;
     let payload: &[u8] = match &ctx.replay {
         None => &m.payload,
-        Some(replay) => {
-            let counts = &ctx.metrics.replay;
-            add(&counts.read, 1);
-            match replay::original(&m.payload, replay.since) {
-                Original::Record(text) => {
-                    // The ingest's checks again: the schema or the key may be what was fixed.
-                    if let Err(rejected) = record::admit(spec, &text, &origin()) {
-                        return dead_letter(ctx, m, *rejected.dead_letter).await;
-                    }
-                    replayed = text;
-                    replayed.as_bytes()
-                }
-                Original::Skip => {
-                    add(&counts.skipped, 1);
-                    return Ok(());
-                }
-                Original::Unreadable(reason) => {
-                    add(&counts.unreadable, 1);
-                    warn!(partition = m.partition, offset = m.offset, %reason, "message of the dead-letter topic left alone");
-                    return Ok(());
-                }
+        Some(replay) => match original(ctx, replay, m, &origin()).await {
+            Ok(text) => {
+                replayed = text;
+                replayed.as_bytes()
             }
-        }
+            Err(done) => return done,
+        },
     };
     let row = match record::to_row(spec, payload, origin) {
         Ok(row) => row,
@@ -313,6 +297,34 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         let delay = write_backoff(attempt);
         warn!(partition = m.partition, offset = m.offset, attempt, error = %error, retry_in = ?delay, "write failed; retrying (offset not committed)");
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// For a replay: the original record of the dead letter `m`, once it has passed the ingest's
+/// checks again (the schema or the key may be what was fixed). `Err` holds the outcome when
+/// it goes no further: dead-lettered again, passed over (`--since`), or left alone.
+async fn original(
+    ctx: &Context,
+    replay: &Replay,
+    m: &Message,
+    origin: &Origin,
+) -> Result<String, anyhow::Result<()>> {
+    let counts = &ctx.metrics.replay;
+    add(&counts.read, 1);
+    match replay::original(&m.payload, replay.since) {
+        Original::Record(text) => match record::admit(&ctx.spec, &text, origin) {
+            Ok(_) => Ok(text),
+            Err(rejected) => Err(dead_letter(ctx, m, *rejected.dead_letter).await),
+        },
+        Original::Skip => {
+            add(&counts.skipped, 1);
+            Err(Ok(()))
+        }
+        Original::Unreadable(reason) => {
+            add(&counts.unreadable, 1);
+            warn!(partition = m.partition, offset = m.offset, %reason, "message of the dead-letter topic left alone");
+            Err(Ok(()))
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod replay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use futures::FutureExt;
@@ -85,9 +86,7 @@ pub async fn run(
     if !options.runs(Half::Load) {
         // Ingest only: connected once its clients are built; the loader says so itself when
         // the group assigns it partitions.
-        metrics
-            .ready
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        metrics.ready.store(true, Ordering::Relaxed);
     }
 
     // With `once`, the loader stops when it has read up to these offsets.
@@ -184,7 +183,7 @@ async fn serve_metrics(
         .route(
             "/ready",
             axum::routing::get(move || {
-                let is_ready = ready.ready.load(std::sync::atomic::Ordering::Relaxed);
+                let is_ready = ready.ready.load(Ordering::Relaxed);
                 async move {
                     if is_ready {
                         (axum::http::StatusCode::OK, "ready\n")

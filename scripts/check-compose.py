@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Offline checks of docker-compose.yml, Dockerfile and .dockerignore, for machines without
-Docker (CI here): the four services, their images, ports, healthchecks and start order, and
+Docker (CI here): the six services, their images, ports, healthchecks and start order, and
 that aqueduct's overrides point at the other services the way they listen. Every problem is
 reported, not just the first.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = {"kafka", "cassandra", "standin", "aqueduct"}
+SERVICES = {"kafka", "cassandra", "standin", "aqueduct", "prometheus", "grafana"}
 
 problems: list[str] = []
 
@@ -186,6 +186,64 @@ def check_aqueduct(aqueduct: dict, kafka: dict, standin_port: int) -> None:
         problem("aqueduct", f"runs {spec!r}, not a spec of pipelines/ (the image has them)")
 
 
+def mounts(service: dict) -> dict[str, Path]:
+    """Container path -> host path of each `./host:/container[:ro]` bind mount."""
+    out = {}
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if len(parts) >= 2 and parts[0].startswith("./"):
+            out[parts[1]] = REPO / parts[0]
+    return out
+
+
+def check_monitoring(prometheus: dict, grafana: dict, aqueduct: dict) -> None:
+    """Prometheus scrapes aqueduct where it serves metrics; Grafana is provisioned with that
+    Prometheus and the dashboard (whose queries the metrics e2e test checks against a scrape)."""
+    import yaml
+
+    address = env_of(aqueduct).get("AQUEDUCT_METRICS__ADDRESS", "")
+    port = address.rsplit(":", 1)[-1]
+    if not port.isdigit() or not address.startswith("0.0.0.0:"):
+        problem("aqueduct", "AQUEDUCT_METRICS__ADDRESS must be 0.0.0.0:<port>, for Prometheus to reach it")
+    config = mounts(prometheus).get("/etc/prometheus/prometheus.yml")
+    if config is None or not config.is_file():
+        problem("prometheus", "must mount ./prometheus/prometheus.yml at /etc/prometheus/prometheus.yml")
+    else:
+        targets = [
+            t
+            for job in yaml.safe_load(config.read_text()).get("scrape_configs") or []
+            for static in job.get("static_configs") or []
+            for t in static.get("targets") or []
+        ]
+        if f"aqueduct:{port}" not in targets:
+            problem("prometheus", f"{config.relative_to(REPO)} does not scrape aqueduct:{port} ({targets})")
+    grafana_mounts = mounts(grafana)
+    provisioning = grafana_mounts.get("/etc/grafana/provisioning")
+    dashboards = grafana_mounts.get("/var/lib/grafana/dashboards")
+    if provisioning is None or dashboards is None:
+        problem("grafana", "must mount ./grafana/provisioning and ./grafana/dashboards")
+        return
+    uids = set()
+    for source in (provisioning / "datasources").glob("*.yml"):
+        for ds in yaml.safe_load(source.read_text()).get("datasources") or []:
+            uids.add(ds.get("uid"))
+            if ds.get("url") != "http://prometheus:9090":
+                problem("grafana", f"{source.relative_to(REPO)}: data source {ds.get('name')} is not http://prometheus:9090")
+    boards = sorted(dashboards.glob("*.json"))
+    if not boards:
+        problem("grafana", f"no dashboard in {dashboards.relative_to(REPO)}")
+    for board in boards:
+        try:
+            panels = json.loads(board.read_text()).get("panels") or []
+        except json.JSONDecodeError as e:
+            problem("grafana", f"{board.relative_to(REPO)} is not JSON: {e}")
+            continue
+        for panel in panels:
+            uid = (panel.get("datasource") or {}).get("uid")
+            if uid not in uids:
+                problem("grafana", f"{board.relative_to(REPO)}: panel {panel.get('title')!r} uses data source {uid!r}, not a provisioned one {sorted(uids)}")
+
+
 def check_image_files() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
@@ -232,6 +290,7 @@ def main() -> int:
         check_cassandra(services["cassandra"])
         port = check_standin(services["standin"], services["aqueduct"])
         check_aqueduct(services["aqueduct"], services["kafka"], port)
+        check_monitoring(services["prometheus"], services["grafana"], services["aqueduct"])
     check_image_files()
     docker_config(path)
     for p in problems:

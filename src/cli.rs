@@ -338,7 +338,7 @@ fn test(paths: &[PathBuf]) -> ExitCode {
 }
 
 async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&spec.name));
     let shutdown = CancellationToken::new();
     let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
     let s = metrics.summary();

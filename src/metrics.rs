@@ -1,35 +1,91 @@
-//! Counters of one run, shared by every stage, reported as the summary at exit and (with
-//! `[metrics] address`) served in Prometheus' text format.
+//! The metrics of one run, each declared once here ([`Metrics::new`]): kept with
+//! prometheus-client, served in the OpenMetrics text format at `/metrics` (`[metrics]
+//! address`), and read back for the summary at exit. Every handle the stages touch is resolved
+//! when the run starts, so counting costs an atomic add (a histogram, a short lock).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Every counter aqueduct keeps. Named `aqueduct_<stage>_<noun>_total` in [`Summary`] order.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::dead_letter::Stage;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    partition: i32,
+}
+
+/// The dead-letter stages, in the order of [`Metrics::dead_letters`].
+const STAGES: [Stage; 5] = [
+    Stage::Validate,
+    Stage::Key,
+    Stage::Decode,
+    Stage::Map,
+    Stage::Write,
+];
+
+/// Everything aqueduct measures in a run.
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
-    /// Records taken from API responses.
-    pub polled: AtomicU64,
-    /// Records that failed the schema.
-    pub invalid: AtomicU64,
-    /// Invalid records dropped (`on_invalid = "drop"`).
-    pub dropped: AtomicU64,
-    /// Records acknowledged by Kafka on the pipeline's topic.
-    pub produced: AtomicU64,
-    /// Rows acknowledged by Cassandra.
-    pub written: AtomicU64,
-    /// Records acknowledged by Kafka on the dead-letter topic.
-    pub dead_lettered: AtomicU64,
-    /// Retried HTTP requests and Cassandra writes.
-    pub retries: AtomicU64,
-    /// Polls that failed after their retries.
-    pub failed_polls: AtomicU64,
-    /// End-to-end latency of written rows: API response received to row acknowledged.
-    pub latency: Latency,
+    registry: Registry,
+    /// `aqueduct_records_total{stage}`: records taken from API responses (`polled`), that
+    /// passed the schema and key (`valid`), failed the schema (`invalid`), were dropped
+    /// (`dropped`, on_invalid = "drop"), acknowledged on the topic (`produced`), taken off it
+    /// by the loader (`consumed`), acknowledged by Cassandra (`written`).
+    pub polled: Counter,
+    pub valid: Counter,
+    pub invalid: Counter,
+    pub dropped: Counter,
+    pub produced: Counter,
+    pub consumed: Counter,
+    pub written: Counter,
+    /// `aqueduct_dead_letters_total{stage}`, in [`STAGES`] order.
+    dead_letters: [Counter; 5],
+    /// `aqueduct_retries_total{kind}`: HTTP requests, Kafka consumer errors carried on past,
+    /// Cassandra writes.
+    pub http_retries: Counter,
+    pub kafka_retries: Counter,
+    pub cql_retries: Counter,
+    /// `aqueduct_failed_polls_total`: polls that failed after their retries.
+    pub failed_polls: Counter,
+    /// `aqueduct_poll_duration_seconds`: a whole poll, every page fetched and produced.
+    pub poll_duration: Histogram,
+    /// `aqueduct_produce_latency_seconds`: a record sent to its acknowledgement by Kafka.
+    pub produce_latency: Histogram,
+    /// `aqueduct_write_latency_seconds`: a row's write acknowledged by Cassandra.
+    pub write_latency: Histogram,
+    /// `aqueduct_end_to_end_latency_seconds`: API response received to row acknowledged.
+    end_to_end: Histogram,
+    /// `aqueduct_consumer_lag{partition}`: messages between the loader and the partition's end.
+    lag: Family<PartitionLabel, Gauge>,
+    /// `aqueduct_writes_in_flight`: messages taken by the loader and not yet finished.
+    pub writes_in_flight: Gauge,
+    /// `aqueduct_last_poll_success_timestamp_seconds`: when the last poll succeeded.
+    last_poll: Gauge<f64, AtomicU64>,
+    /// The exact end-to-end latencies behind the summary's p50 and p99 (not exported: the
+    /// histogram's buckets are coarser).
+    latency: Latency,
     /// Connected and at work: the loader has been assigned partitions, or (ingest only) every
     /// client is built. `/ready` answers from it.
     pub ready: AtomicBool,
-    /// What `aqueduct replay` did, beside the counters above.
+    /// What `aqueduct replay` did, beside the counters above (the summary's; a replay serves
+    /// no metrics).
     pub replay: ReplayCounts,
     /// Milliseconds from the start of the run to the first row acknowledged (0: none yet).
     first_row_ms: AtomicU64,
@@ -72,34 +128,6 @@ impl Latency {
     pub fn quantile(&self, q: f64) -> Option<u64> {
         quantile(&self.snapshot(), q)
     }
-
-    /// A Prometheus histogram in seconds.
-    fn render(&self, pipeline: &str) -> String {
-        const NAME: &str = "aqueduct_end_to_end_latency_seconds";
-        const BOUNDS_MS: [usize; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
-        let counts = self.snapshot();
-        let mut out = format!(
-            "# HELP {NAME} API response received to row acknowledged by Cassandra.\n# TYPE {NAME} histogram\n"
-        );
-        for le in BOUNDS_MS {
-            // Bucket `ms` holds latencies truncated to `ms` whole milliseconds.
-            let n: u64 = counts[..=le].iter().sum();
-            out.push_str(&format!(
-                "{NAME}_bucket{{pipeline=\"{pipeline}\",le=\"{}\"}} {n}\n",
-                le as f64 / 1000.0
-            ));
-        }
-        let total: u64 = counts.iter().sum();
-        let sum = self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        out.push_str(&format!(
-            "{NAME}_bucket{{pipeline=\"{pipeline}\",le=\"+Inf\"}} {total}\n"
-        ));
-        out.push_str(&format!("{NAME}_sum{{pipeline=\"{pipeline}\"}} {sum}\n"));
-        out.push_str(&format!(
-            "{NAME}_count{{pipeline=\"{pipeline}\"}} {total}\n"
-        ));
-        out
-    }
 }
 
 fn quantile(counts: &[u64], q: f64) -> Option<u64> {
@@ -118,18 +146,103 @@ fn quantile(counts: &[u64], q: f64) -> Option<u64> {
         .map(|ms| ms as u64)
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// Declares every metric, labelled `pipeline="<name>"`.
+    pub fn new(pipeline: &str) -> Metrics {
+        let label = ("pipeline".into(), pipeline.to_owned().into());
+        let mut registry = Registry::with_prefix_and_labels("aqueduct", [label].into_iter());
+
+        let records = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "records",
+            "Records by stage: polled from the API, valid, invalid (failed the schema), dropped, produced to the topic, consumed by the loader, written to Cassandra",
+            records.clone(),
+        );
+        let stage = |stage| records.get_or_create_owned(&StageLabel { stage });
+        let dead = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Records acknowledged on the dead-letter topic, by the stage that failed them",
+            dead.clone(),
+        );
+        let retries = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "retries",
+            "Retries by kind: HTTP requests, Kafka consumer errors, Cassandra writes",
+            retries.clone(),
+        );
+        let retry = |kind| retries.get_or_create_owned(&KindLabel { kind });
+        let failed_polls = Counter::default();
+        registry.register(
+            "failed_polls",
+            "Polls that failed after their retries",
+            failed_polls.clone(),
+        );
+        let mut seconds = |name: &str, help: &str, buckets: Histogram| {
+            registry.register_with_unit(name, help, Unit::Seconds, buckets.clone());
+            buckets
+        };
+        let poll_duration = seconds(
+            "poll_duration",
+            "A whole poll: every page fetched and its records produced",
+            Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        );
+        let produce_latency = seconds(
+            "produce_latency",
+            "A record sent to its acknowledgement by Kafka",
+            Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+        );
+        let write_latency = seconds(
+            "write_latency",
+            "A row's write to its acknowledgement by Cassandra",
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        );
+        let end_to_end = seconds(
+            "end_to_end_latency",
+            "API response received to row acknowledged by Cassandra",
+            Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+        );
+        let lag = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "consumer_lag",
+            "Messages between the loader's position and the end of each assigned partition",
+            lag.clone(),
+        );
+        let writes_in_flight = Gauge::default();
+        registry.register(
+            "writes_in_flight",
+            "Messages taken by the loader and not yet written or dead-lettered",
+            writes_in_flight.clone(),
+        );
+        let last_poll = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "last_poll_success_timestamp",
+            "When the last poll succeeded (Unix time)",
+            Unit::Seconds,
+            last_poll.clone(),
+        );
         Metrics {
             started: Instant::now(),
-            polled: AtomicU64::new(0),
-            invalid: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            produced: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            failed_polls: AtomicU64::new(0),
+            polled: stage("polled"),
+            valid: stage("valid"),
+            invalid: stage("invalid"),
+            dropped: stage("dropped"),
+            produced: stage("produced"),
+            consumed: stage("consumed"),
+            written: stage("written"),
+            dead_letters: STAGES.map(|s| dead.get_or_create_owned(&StageLabel { stage: s.name() })),
+            http_retries: retry("http"),
+            kafka_retries: retry("kafka"),
+            cql_retries: retry("cql"),
+            failed_polls,
+            poll_duration,
+            produce_latency,
+            write_latency,
+            end_to_end,
+            lag,
+            writes_in_flight,
+            last_poll,
+            registry,
             latency: Latency::new(),
             ready: AtomicBool::new(false),
             replay: ReplayCounts::default(),
@@ -183,14 +296,16 @@ pub struct Summary {
 }
 
 impl Metrics {
-    /// Notes a row acknowledged by Cassandra, with when its API response arrived (epoch ms).
-    pub fn row_written(&self, received_at_ms: Option<i64>) {
-        add(&self.written, 1);
+    /// Notes a row acknowledged by Cassandra: its write took `took`; its API response arrived
+    /// at `received_at_ms` (epoch ms, from the message's header).
+    pub fn row_written(&self, took: Duration, received_at_ms: Option<i64>) {
+        self.written.inc();
+        self.write_latency.observe(took.as_secs_f64());
         if let Some(at) = received_at_ms {
             let now = chrono::Utc::now().timestamp_millis();
-            self.latency.record(std::time::Duration::from_millis(
-                now.saturating_sub(at).max(0) as u64,
-            ));
+            let latency = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
+            self.latency.record(latency);
+            self.end_to_end.observe(latency.as_secs_f64());
         }
         if self.first_row_ms.load(Ordering::Relaxed) == 0 {
             let ms = (self.started.elapsed().as_millis() as u64).max(1);
@@ -200,77 +315,55 @@ impl Metrics {
         }
     }
 
-    /// The counters in Prometheus' text format, labelled with the pipeline's name.
-    pub fn render(&self, pipeline: &str) -> String {
-        let s = self.summary();
-        // Names are letters, digits, '-', '_' and '.' (spec::check): nothing to escape.
-        let counters = [
-            (
-                "aqueduct_ingest_polled_records_total",
-                "Records taken from API responses.",
-                s.polled,
-            ),
-            (
-                "aqueduct_ingest_invalid_records_total",
-                "Records that failed the JSON Schema.",
-                s.invalid,
-            ),
-            (
-                "aqueduct_ingest_dropped_records_total",
-                "Invalid records dropped (on_invalid = drop).",
-                s.dropped,
-            ),
-            (
-                "aqueduct_ingest_produced_records_total",
-                "Records acknowledged by Kafka on the pipeline's topic.",
-                s.produced,
-            ),
-            (
-                "aqueduct_ingest_failed_polls_total",
-                "Polls that failed after their retries.",
-                s.failed_polls,
-            ),
-            (
-                "aqueduct_load_written_rows_total",
-                "Rows acknowledged by Cassandra.",
-                s.written,
-            ),
-            (
-                "aqueduct_dead_lettered_records_total",
-                "Records acknowledged on the dead-letter topic.",
-                s.dead_lettered,
-            ),
-            (
-                "aqueduct_retries_total",
-                "Retried HTTP requests and Cassandra writes.",
-                s.retries,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in counters {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{{pipeline=\"{pipeline}\"}} {value}\n"));
+    /// Notes a record acknowledged on the dead-letter topic.
+    pub fn dead_lettered(&self, stage: Stage) {
+        let i = STAGES.iter().position(|s| *s == stage).unwrap_or(0);
+        self.dead_letters[i].inc();
+    }
+
+    /// Notes a poll that succeeded, and how long it took.
+    pub fn poll_succeeded(&self, took: Duration) {
+        self.poll_duration.observe(took.as_secs_f64());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        self.last_poll.set(now.unwrap_or_default().as_secs_f64());
+    }
+
+    /// Sets the lag of each assigned partition; partitions no longer assigned are dropped.
+    pub fn set_lag(&self, lags: &[(i32, i64)]) {
+        self.lag.clear();
+        for (partition, lag) in lags {
+            self.lag
+                .get_or_create(&PartitionLabel {
+                    partition: *partition,
+                })
+                .set(*lag);
         }
-        out.push_str(&self.latency.render(pipeline));
-        out.push_str(&format!(
-            "# HELP aqueduct_uptime_seconds Seconds since the run started.\n# TYPE aqueduct_uptime_seconds gauge\naqueduct_uptime_seconds{{pipeline=\"{pipeline}\"}} {}\n",
-            s.seconds
-        ));
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 
     pub fn summary(&self) -> Summary {
         Summary {
-            polled: get(&self.polled),
-            invalid: get(&self.invalid),
-            dropped: get(&self.dropped),
-            produced: get(&self.produced),
-            written: get(&self.written),
-            dead_lettered: get(&self.dead_lettered),
-            retries: get(&self.retries),
-            failed_polls: get(&self.failed_polls),
+            polled: self.polled.get(),
+            invalid: self.invalid.get(),
+            dropped: self.dropped.get(),
+            produced: self.produced.get(),
+            written: self.written.get(),
+            dead_lettered: self.dead_letters.iter().map(Counter::get).sum(),
+            retries: [&self.http_retries, &self.kafka_retries, &self.cql_retries]
+                .iter()
+                .map(|c| c.get())
+                .sum(),
+            failed_polls: self.failed_polls.get(),
             latency_p50_ms: self.latency.quantile(0.5),
             latency_p99_ms: self.latency.quantile(0.99),
-            first_row_seconds: match get(&self.first_row_ms) {
+            first_row_seconds: match self.first_row_ms.load(Ordering::Relaxed) {
                 0 => None,
                 ms => Some(ms as f64 / 1000.0),
             },
@@ -284,66 +377,82 @@ mod tests {
     use super::*;
 
     #[test]
-    fn latency_quantiles_and_histogram() {
-        let m = Metrics::default();
-        assert_eq!(m.latency.quantile(0.5), None);
+    fn latency_quantiles() {
+        let latency = Latency::new();
+        assert_eq!(latency.quantile(0.5), None);
         for ms in 1..=100 {
-            m.latency.record(std::time::Duration::from_millis(ms));
+            latency.record(Duration::from_millis(ms));
         }
-        m.latency.record(std::time::Duration::from_secs(60));
-        assert_eq!(m.latency.quantile(0.5), Some(51));
-        assert_eq!(m.latency.quantile(0.99), Some(100));
-        assert_eq!(m.latency.quantile(1.0), Some(Latency::MAX_MS as u64));
-        let text = m.render("p");
-        assert!(
-            text.contains(
-                "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"p\",le=\"0.01\"} 10\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 101\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("aqueduct_end_to_end_latency_seconds_count{pipeline=\"p\"} 101\n"),
-            "{text}"
-        );
-        // 1 + 2 + ... + 100 ms and the 60 s one: the sum is not capped like the buckets.
-        assert!(
-            text.contains("aqueduct_end_to_end_latency_seconds_sum{pipeline=\"p\"} 65.05\n"),
-            "{text}"
-        );
+        latency.record(Duration::from_secs(60));
+        assert_eq!(latency.quantile(0.5), Some(51));
+        assert_eq!(latency.quantile(0.99), Some(100));
+        assert_eq!(latency.quantile(1.0), Some(Latency::MAX_MS as u64));
     }
 
     #[test]
     fn the_first_row_is_timed_once() {
-        let m = Metrics::default();
+        let m = Metrics::new("p");
         assert_eq!(m.summary().first_row_seconds, None);
-        m.row_written(None);
+        m.row_written(Duration::from_millis(2), None);
         let first = m.summary().first_row_seconds.unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        m.row_written(Some(chrono::Utc::now().timestamp_millis() - 30));
+        std::thread::sleep(Duration::from_millis(20));
+        m.row_written(
+            Duration::from_millis(2),
+            Some(chrono::Utc::now().timestamp_millis() - 30),
+        );
         assert_eq!(m.summary().first_row_seconds, Some(first));
         assert_eq!(m.summary().written, 2);
         assert!(m.summary().latency_p50_ms.is_some_and(|ms| ms >= 30));
     }
 
+    /// Every series exists from the start (zero), labelled with the pipeline; counts add up in
+    /// the summary.
     #[test]
-    fn renders_prometheus_text() {
-        let m = Metrics::default();
-        add(&m.written, 3);
-        let text = m.render("users");
-        assert!(text.contains("# TYPE aqueduct_load_written_rows_total counter\naqueduct_load_written_rows_total{pipeline=\"users\"} 3\n"), "{text}");
-        assert!(
-            text.contains("aqueduct_ingest_polled_records_total{pipeline=\"users\"} 0\n"),
-            "{text}"
+    fn renders_openmetrics_text() {
+        let m = Metrics::new("users");
+        let text = m.render();
+        for line in [
+            "# TYPE aqueduct_records counter",
+            "aqueduct_records_total{pipeline=\"users\",stage=\"polled\"} 0",
+            "aqueduct_dead_letters_total{pipeline=\"users\",stage=\"map\"} 0",
+            "aqueduct_retries_total{pipeline=\"users\",kind=\"cql\"} 0",
+            "# TYPE aqueduct_write_latency_seconds histogram",
+            "# UNIT aqueduct_write_latency_seconds seconds",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        m.written.inc_by(3);
+        m.dead_lettered(Stage::Map);
+        m.dead_lettered(Stage::Validate);
+        m.http_retries.inc();
+        m.cql_retries.inc();
+        m.row_written(
+            Duration::from_millis(3),
+            Some(chrono::Utc::now().timestamp_millis()),
         );
-        assert!(
-            text.contains("# TYPE aqueduct_uptime_seconds gauge"),
-            "{text}"
-        );
+        m.set_lag(&[(0, 5), (2, 0)]);
+        let text = m.render();
+        for line in [
+            "aqueduct_records_total{pipeline=\"users\",stage=\"written\"} 4",
+            "aqueduct_dead_letters_total{pipeline=\"users\",stage=\"map\"} 1",
+            "aqueduct_write_latency_seconds_count{pipeline=\"users\"} 1",
+            "aqueduct_end_to_end_latency_seconds_count{pipeline=\"users\"} 1",
+            "aqueduct_consumer_lag{pipeline=\"users\",partition=\"0\"} 5",
+            "aqueduct_consumer_lag{pipeline=\"users\",partition=\"2\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let s = m.summary();
+        assert_eq!((s.written, s.dead_lettered, s.retries), (4, 2, 2));
+        // A partition no longer assigned has no lag.
+        m.set_lag(&[(2, 0)]);
+        assert!(!m.render().contains("partition=\"0\""));
     }
 }

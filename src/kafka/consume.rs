@@ -1,8 +1,10 @@
 //! The loader's consumer: a consumer-group member whose offsets are stored only by aqueduct
 //! (`enable.auto.offset.store=false`), committed by librdkafka's timer and explicitly at
-//! shutdown. Rebalances and commit failures are logged by [`LoadContext`].
+//! shutdown. Rebalances and commit failures are logged by [`LoadContext`], which also keeps the
+//! lag gauges.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{
@@ -10,16 +12,36 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::{Error, consumer_config};
+use crate::metrics::Metrics;
 use crate::spec;
 
-/// Logs what the group coordinator does to this member.
-pub struct LoadContext;
+/// Logs what the group coordinator does to this member, and turns librdkafka's statistics
+/// (every `statistics.interval.ms`) into the lag gauges.
+pub struct LoadContext {
+    topic: String,
+    metrics: Arc<Metrics>,
+}
 
-impl ClientContext for LoadContext {}
+impl ClientContext for LoadContext {
+    /// Each assigned partition's `consumer_lag`: its end less the group's committed offset
+    /// (librdkafka reports -1 for partitions this member does not own).
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let lags: Vec<(i32, i64)> = topic
+            .partitions
+            .iter()
+            .filter(|(partition, p)| **partition >= 0 && p.consumer_lag >= 0)
+            .map(|(partition, p)| (*partition, p.consumer_lag))
+            .collect();
+        self.metrics.set_lag(&lags);
+    }
+}
 
 impl ConsumerContext for LoadContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -93,9 +115,13 @@ pub struct Consumer {
 
 impl Consumer {
     /// Creates the consumer and subscribes to the topic.
-    pub fn new(k: &spec::Kafka) -> Result<Consumer, Error> {
+    pub fn new(k: &spec::Kafka, metrics: Arc<Metrics>) -> Result<Consumer, Error> {
+        let context = LoadContext {
+            topic: k.topic.clone(),
+            metrics,
+        };
         let inner: StreamConsumer<LoadContext> = consumer_config(k)
-            .create_with_context(LoadContext)
+            .create_with_context(context)
             .map_err(|source| Error::Client {
                 client: "consumer",
                 servers: k.bootstrap_servers.clone(),

@@ -91,6 +91,8 @@ pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
         ("queued.min.messages", "10000"),
         // With a small prefetch queue, the default 1 s pause when it is full starves the loader.
         ("fetch.queue.backoff.ms", "10"),
+        // The statistics the lag gauges come from (aqueduct_consumer_lag).
+        ("statistics.interval.ms", "1000"),
     ];
     let set_by_spec = |key: &str| {
         (k.properties.iter().chain(&k.consumer_properties)).any(|(name, _)| name == key)

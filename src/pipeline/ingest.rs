@@ -7,6 +7,8 @@
 //! most [`IN_FLIGHT`] records of a page await Kafka at once, so memory stays bounded by the
 //! body, whatever the page size.
 
+use std::time::Instant;
+
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -15,7 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::produce::Producer;
-use crate::metrics::{Metrics, add};
+use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
 use crate::source::http::{self, FetchError, Pages};
 use crate::source::schedule::Ticker;
@@ -40,11 +42,12 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return Ok(()),
         }
+        let started = Instant::now();
         match poll(spec, &client, producer, metrics, stop).await {
-            Ok(()) => {}
+            Ok(()) => metrics.poll_succeeded(started.elapsed()),
             Err(PollError::Fetch(FetchError::Cancelled)) => return Ok(()),
             Err(PollError::Fetch(e)) => {
-                add(&metrics.failed_polls, 1);
+                metrics.failed_polls.inc();
                 if once {
                     return Err(e.into());
                 }
@@ -76,9 +79,11 @@ async fn poll(
     let mut pages = Pages::new(source);
     let mut records_in_poll = 0;
     while let Some(url) = pages.next_url().cloned() {
-        let body = http::fetch(client, source, &url, stop, || add(&metrics.retries, 1))
-            .await
-            .map_err(PollError::Fetch)?;
+        let body = http::fetch(client, source, &url, stop, || {
+            metrics.http_retries.inc();
+        })
+        .await
+        .map_err(PollError::Fetch)?;
         let received = Received {
             origin: Origin::Api {
                 url: url.to_string(),
@@ -86,7 +91,7 @@ async fn poll(
             at_ms: chrono::Utc::now().timestamp_millis(),
         };
         let records = http::records(source, &url, &body).map_err(PollError::Fetch)?;
-        add(&metrics.polled, records.len() as u64);
+        metrics.polled.inc_by(records.len() as u64);
         records_in_poll += records.len();
         debug!(url = %url, records = records.len(), "page fetched");
         let mut sends = FuturesUnordered::new();
@@ -127,6 +132,8 @@ async fn handle(
 ) -> anyhow::Result<()> {
     match record::admit(spec, text, &received.origin) {
         Ok(key) => {
+            metrics.valid.inc();
+            let sent = Instant::now();
             producer
                 .send(
                     &spec.kafka.topic,
@@ -135,12 +142,15 @@ async fn handle(
                     Some(received.at_ms),
                 )
                 .await?;
-            add(&metrics.produced, 1);
+            metrics
+                .produce_latency
+                .observe(sent.elapsed().as_secs_f64());
+            metrics.produced.inc();
             Ok(())
         }
         Err(Rejected { dead_letter, key }) => {
             if dead_letter.stage == Stage::Validate {
-                add(&metrics.invalid, 1);
+                metrics.invalid.inc();
             }
             dispose(spec, producer, metrics, *dead_letter, key, received).await
         }
@@ -168,11 +178,11 @@ async fn dispose(
                     Some(received.at_ms),
                 )
                 .await?;
-            add(&metrics.dead_lettered, 1);
+            metrics.dead_lettered(dead_letter.stage);
         }
         OnInvalid::Drop => {
             warn!(reason = %dead_letter.reason, "invalid record dropped");
-            add(&metrics.dropped, 1);
+            metrics.dropped.inc();
         }
         OnInvalid::Fail => bail!(
             "a record from {:?} is invalid and validate.on_invalid = \"fail\": {}; record: {}",

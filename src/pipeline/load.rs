@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
@@ -93,6 +93,7 @@ pub async fn run(
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
+                        ctx.metrics.kafka_retries.inc();
                         warn!(error = %e, "consumer error; continuing");
                         continue;
                     }
@@ -102,6 +103,7 @@ pub async fn run(
                 if ctx.replay.is_some() && beyond(&drain, &message) {
                     continue;
                 }
+                ctx.metrics.consumed.inc();
                 offsets.start(message.partition, message.offset);
                 let lane = lane_of(&message, lanes.len());
                 if let Some(m) = lanes.arrived(lane, message) {
@@ -112,10 +114,12 @@ pub async fn run(
                 if !ctx.dry_run() {
                     consumer.store(&offsets.committable());
                 }
+                ctx.metrics.writes_in_flight.set(offsets.in_flight() as i64);
                 if !ctx.metrics.ready.load(Ordering::Relaxed) && consumer.has_assignment() {
                     ctx.metrics.ready.store(true, Ordering::Relaxed);
                 }
             }
+
             _ = check.tick(), if once => {
                 let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
                 if reached && offsets.in_flight() == 0 {
@@ -278,9 +282,10 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     }
     let mut attempt = 0u32;
     loop {
+        let started = Instant::now();
         let error = match ctx.writer.write(&row).await {
             Ok(()) => {
-                ctx.metrics.row_written(m.received_at_ms);
+                ctx.metrics.row_written(started.elapsed(), m.received_at_ms);
                 return Ok(());
             }
             Err(e) => e,
@@ -293,7 +298,7 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
             return dead_letter(ctx, m, dl).await;
         }
         attempt += 1;
-        add(&ctx.metrics.retries, 1);
+        ctx.metrics.cql_retries.inc();
         let delay = write_backoff(attempt);
         warn!(partition = m.partition, offset = m.offset, attempt, error = %error, retry_in = ?delay, "write failed; retrying (offset not committed)");
         tokio::time::sleep(delay).await;
@@ -354,7 +359,7 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
                 m.offset, m.partition
             )
         })?;
-    add(&ctx.metrics.dead_lettered, 1);
+    ctx.metrics.dead_lettered(dl.stage);
     Ok(())
 }
 

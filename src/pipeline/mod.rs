@@ -74,12 +74,12 @@ pub async fn run(
         let session = Arc::new(cassandra::connect(c).await?);
         cassandra::ddl::ensure(&session, c).await?;
         let writer = Writer::prepare(session, c).await?;
-        Some((Consumer::new(k)?, writer))
+        Some((Consumer::new(k, metrics.clone())?, writer))
     } else {
         None
     };
     if let Some(addr) = spec.metrics_address {
-        let server = serve_metrics(addr, &spec.name, metrics.clone(), work_done.clone()).await?;
+        let server = serve_metrics(addr, metrics.clone(), work_done.clone()).await?;
         tasks.spawn(server);
     }
     info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
@@ -163,18 +163,16 @@ async fn flush(producer: &Producer, timeout: std::time::Duration) -> anyhow::Res
 /// How long scrapes in hand may take once the work is done.
 const METRICS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Binds the metrics address; the returned server answers `GET /metrics` (Prometheus text)
-/// until `stop`, then finishes the requests in hand.
+/// Binds the metrics address; the returned server answers `GET /metrics` (OpenMetrics text),
+/// `GET /health` and `GET /ready` until `stop`, then finishes the requests in hand.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
-    pipeline: &str,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("serving metrics on {addr} (metrics.address)"))?;
-    let pipeline = pipeline.to_owned();
     let ready = metrics.clone();
     let app = axum::Router::new()
         // Live: the process answers (systemd watchdogs, Kubernetes liveness probes).
@@ -199,12 +197,12 @@ async fn serve_metrics(
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let text = metrics.render(&pipeline);
+                let text = metrics.render();
                 async move {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         text,
                     )

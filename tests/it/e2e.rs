@@ -835,30 +835,125 @@ async fn metrics_are_served_for_prometheus() {
         assert_eq!(answer.text().await.unwrap(), body, "/{path}");
     }
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    // The lag gauges follow the loader's commits within seconds of the drain.
+    let all_caught_up = |text: &str| {
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("aqueduct_consumer_lag{"))
+            .collect();
+        lags.len() == 3 && lags.iter().all(|l| l.ends_with(" 0"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if all_caught_up(&text) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every partition's lag should be 0 after the drain:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let p = "pipeline=\"users\"";
     for line in [
-        "aqueduct_ingest_polled_records_total{pipeline=\"users\"} 8",
-        "aqueduct_ingest_invalid_records_total{pipeline=\"users\"} 1",
-        "aqueduct_ingest_produced_records_total{pipeline=\"users\"} 7",
-        "aqueduct_load_written_rows_total{pipeline=\"users\"} 7",
-        "aqueduct_dead_lettered_records_total{pipeline=\"users\"} 1",
-        "# TYPE aqueduct_retries_total counter",
-        // Every written row is timed end to end, from the header the ingest set.
-        "# TYPE aqueduct_end_to_end_latency_seconds histogram",
-        "aqueduct_end_to_end_latency_seconds_count{pipeline=\"users\"} 7",
-        "aqueduct_end_to_end_latency_seconds_bucket{pipeline=\"users\",le=\"+Inf\"} 7",
+        format!("aqueduct_records_total{{{p},stage=\"polled\"}} 8"),
+        format!("aqueduct_records_total{{{p},stage=\"valid\"}} 7"),
+        format!("aqueduct_records_total{{{p},stage=\"invalid\"}} 1"),
+        format!("aqueduct_records_total{{{p},stage=\"produced\"}} 7"),
+        format!("aqueduct_records_total{{{p},stage=\"consumed\"}} 7"),
+        format!("aqueduct_records_total{{{p},stage=\"written\"}} 7"),
+        format!("aqueduct_dead_letters_total{{{p},stage=\"validate\"}} 1"),
+        format!("aqueduct_dead_letters_total{{{p},stage=\"map\"}} 0"),
+        format!("aqueduct_retries_total{{{p},kind=\"http\"}} 0"),
+        format!("aqueduct_failed_polls_total{{{p}}} 0"),
+        format!("aqueduct_writes_in_flight{{{p}}} 0"),
+        // Every row written is timed end to end, from the header the ingest set, and its write.
+        format!("aqueduct_end_to_end_latency_seconds_count{{{p}}} 7"),
+        format!("aqueduct_end_to_end_latency_seconds_bucket{{{p},le=\"+Inf\"}} 7"),
+        format!("aqueduct_write_latency_seconds_count{{{p}}} 7"),
+        format!("aqueduct_produce_latency_seconds_count{{{p}}} 7"),
+        "# TYPE aqueduct_poll_duration_seconds histogram".to_owned(),
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "missing {line:?} in\n{text}"
         );
     }
+    let polls = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("aqueduct_poll_duration_seconds_count{{{p}}} ")))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(polls.is_some_and(|n| n >= 1), "{text}");
+    let last_poll = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "aqueduct_last_poll_success_timestamp_seconds{{{p}}} "
+            ))
+        })
+        .and_then(|t| t.parse::<f64>().ok());
+    assert!(last_poll.is_some_and(|t| t > 1.7e9), "{text}");
+    check_dashboard(&text);
     assert_eq!(running.terminate().await, Some(0), "{}", running.log());
     let log = running.log();
     assert!(
         log.contains("latency_p50_ms=") && log.contains("first_row_seconds="),
         "the summary times the rows: {log}"
     );
+}
+
+/// The Grafana dashboard (`grafana/dashboards/aqueduct.json`) is well-formed and every
+/// metric its queries name is one a run serves, as `scrape` shows.
+fn check_dashboard(scrape: &str) {
+    let served: std::collections::HashSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let path = crate::support::repo().join("grafana/dashboards/aqueduct.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut exprs = Vec::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(
+                target["expr"]
+                    .as_str()
+                    .expect("every target has an expr")
+                    .to_owned(),
+            );
+        }
+    }
+    assert!(exprs.len() >= 6, "{exprs:?}");
+    let names = metric_names(&exprs);
+    assert!(!names.is_empty());
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries {unknown:?}, which no run serves:\n{scrape}"
+    );
+}
+
+/// The `aqueduct_*` metric names in PromQL expressions.
+fn metric_names(exprs: &[String]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for expr in exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("aqueduct_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    names
 }
 
 /// A stop while the loader waits for room in a full lane (one lane, Cassandra gone, more

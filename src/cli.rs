@@ -13,7 +13,7 @@ use crate::cassandra::ddl;
 use crate::metrics::{Metrics, get};
 use crate::pipeline::replay::Replay;
 use crate::pipeline::{self, Half, Options};
-use crate::{preview, spec, spec_test};
+use crate::{preview, progress, spec, spec_test};
 
 /// Exit code of a bad spec or bad usage (clap's own usage errors use it too).
 pub const EXIT_INVALID: u8 = 2;
@@ -157,8 +157,24 @@ pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStri
     args
 }
 
+/// How a run that ends by itself shows progress: a bar when stderr is a terminal and logs
+/// are text, else log lines.
+/// A bad `AQUEDUCT_PROGRESS_EVERY` is a usage error (exit 2).
+fn progress_display(format: LogFormat) -> Result<progress::Display, ExitCode> {
+    if format == LogFormat::Text && std::io::stderr().is_terminal() {
+        return Ok(progress::Display::Bar);
+    }
+    progress::line_interval()
+        .map(progress::Display::Lines)
+        .map_err(|e| {
+            eprintln!("aqueduct: {e}");
+            ExitCode::from(EXIT_INVALID)
+        })
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
+    let format = cli.log_format;
     match cli.command {
         Command::Check { specs } => check(&specs),
         Command::Ddl { spec } => match spec::load(&spec) {
@@ -189,6 +205,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => match spec::load(&spec) {
             Ok(mut spec) => {
+                let progress = match progress_display(format) {
+                    Ok(display) => display,
+                    Err(code) => return code,
+                };
                 let k = &mut spec.kafka;
                 k.topic = k.dead_letter_topic.clone();
                 k.group_id = format!("{}-replay", k.group_id);
@@ -199,6 +219,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     only: Some(Half::Load),
                     once: true,
                     replay: Some(Replay { since, dry_run }),
+                    progress: Some(progress),
                 };
                 run_pipeline(spec, options).await
             }
@@ -206,10 +227,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Run { spec, only, once } => match spec::load(&spec) {
             Ok(spec) => {
+                let progress = match once.then(|| progress_display(format)).transpose() {
+                    Ok(display) => display,
+                    Err(code) => return code,
+                };
                 let options = Options {
                     only,
                     once,
                     replay: None,
+                    progress,
                 };
                 run_pipeline(spec, options).await
             }

@@ -16,7 +16,8 @@
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
 //! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
-//! - [`metrics`]: the counters of the exit summary.
+//! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
+//! - [`progress`]: the progress bar or lines of a run that ends by itself.
 //! - [`standin`]: a randomuser.me-compatible API for tests and the offline demo.
 //! - [`cli`]: the command line.
 
@@ -30,6 +31,7 @@ pub mod map;
 pub mod metrics;
 pub mod pipeline;
 pub mod preview;
+pub mod progress;
 pub mod record;
 pub mod shutdown;
 pub mod source;

@@ -26,15 +26,38 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, fmt};
+
     // The drivers' own info lines (sharding, node discovery) are noise for a pipeline's user.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("AQUEDUCT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,scylla=warn"));
+    let terminal = std::io::stderr().is_terminal();
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // On a terminal, log lines go through the progress bars' writer so a bar never
+        // overwrites them; only spans marked `indicatif.pb_show` get a bar.
+        LogFormat::Text if terminal => {
+            let bars = tracing_indicatif::IndicatifLayer::new();
+            let lines = fmt::layer().with_writer(bars.get_stderr_writer());
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(lines)
+                .with(bars.with_filter(tracing_indicatif::filter::IndicatifFilter::new(false)))
+                .init();
+        }
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt::layer().with_ansi(false).with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
     }
 }

@@ -74,6 +74,8 @@ pub struct Metrics {
     end_to_end: Histogram,
     /// `aqueduct_consumer_lag{partition}`: messages between the loader and the partition's end.
     lag: Family<PartitionLabel, Gauge>,
+    /// The sum of `lag` (a family cannot be summed without walking its map).
+    lag_total: AtomicU64,
     /// `aqueduct_writes_in_flight`: messages taken by the loader and not yet finished.
     pub writes_in_flight: Gauge,
     /// `aqueduct_last_poll_success_timestamp_seconds`: when the last poll succeeded.
@@ -240,6 +242,7 @@ impl Metrics {
             write_latency,
             end_to_end,
             lag,
+            lag_total: AtomicU64::new(0),
             writes_in_flight,
             last_poll,
             registry,
@@ -331,6 +334,11 @@ impl Metrics {
     /// Sets the lag of each assigned partition; partitions no longer assigned are dropped.
     pub fn set_lag(&self, lags: &[(i32, i64)]) {
         self.lag.clear();
+        let total = lags
+            .iter()
+            .map(|(_, lag)| u64::try_from(*lag).unwrap_or(0))
+            .sum();
+        self.lag_total.store(total, Ordering::Relaxed);
         for (partition, lag) in lags {
             self.lag
                 .get_or_create(&PartitionLabel {
@@ -338,6 +346,11 @@ impl Metrics {
                 })
                 .set(*lag);
         }
+    }
+
+    /// The lag left over every assigned partition, as last reported.
+    pub fn lag_total(&self) -> u64 {
+        self.lag_total.load(Ordering::Relaxed)
     }
 
     /// Every metric in the OpenMetrics text format.

@@ -21,8 +21,8 @@ use tracing::info;
 use crate::cassandra::{self, write::Writer};
 use crate::kafka::{self, consume::Consumer, produce::Producer};
 use crate::metrics::Metrics;
-use crate::shutdown;
 use crate::spec::Spec;
+use crate::{progress, shutdown};
 
 /// Which halves of the pipeline this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +43,8 @@ pub struct Options {
     /// The loader reads the dead-letter topic and replays it (`aqueduct replay`); the spec's
     /// `kafka.topic` and `group_id` are then the dead-letter topic and the replay group.
     pub replay: Option<replay::Replay>,
+    /// How a `once` run shows its progress (`None`: not at all).
+    pub progress: Option<progress::Display>,
 }
 
 impl Options {
@@ -110,6 +112,10 @@ pub async fn run(
         work.insert(ingest.id());
     } else if options.once {
         set_drain_target(&spec, &drain_tx).await?;
+    }
+    if let (Some(display), true, true) = (options.progress, options.once, loader.is_some()) {
+        let report = progress::report(metrics.clone(), display, work_done.clone());
+        tasks.spawn(report.map(Ok));
     }
     if let Some((consumer, writer)) = loader {
         let ctx = load::Context {

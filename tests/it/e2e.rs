@@ -1196,3 +1196,65 @@ async fn replay_writes_dead_letters_once_the_spec_is_fixed() {
     );
     drop(dir);
 }
+
+/// `run --once` shows its progress: a log line at `AQUEDUCT_PROGRESS_EVERY` when stderr is
+/// not a terminal, a bar (records, rate, lag, ETA) with the log lines above it on a terminal;
+/// a bad interval is a usage error.
+#[tokio::test]
+async fn a_once_run_shows_its_progress() {
+    if !services_up("a_once_run_shows_its_progress") {
+        return;
+    }
+    let api = Api::start().await;
+    // 3,000 users at one write at a time: a few seconds of loading.
+    let p = Pipeline::users(api.url("seed=progress"), 3000);
+    let mut cmd = p.command(&["run", "--once"]);
+    cmd.env("AQUEDUCT_CASSANDRA__CONCURRENCY", "1")
+        .env("AQUEDUCT_PROGRESS_EVERY", "200ms");
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let done: Vec<u64> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" progress ") && l.contains("lag_left="))
+        .filter_map(|l| l.split("done=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(done.len() >= 2, "progress lines: {out:?}");
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]) && done.iter().all(|d| *d <= 3000),
+        "{done:?}"
+    );
+
+    // On a terminal (a pty from `script`): the bar, and the log lines intact above it.
+    let p = Pipeline::users(api.url("seed=progress_tty"), 3000);
+    let inner = p.command(&["run", "--once"]);
+    let command = inner.as_std();
+    let mut line = format!("{:?}", command.get_program());
+    for arg in command.get_args() {
+        line.push_str(&format!(" {arg:?}"));
+    }
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("AQUEDUCT_CASSANDRA__CONCURRENCY", "1")
+        .current_dir(crate::support::repo());
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains(" records  ")
+            && out.stdout.contains("  lag ")
+            && out.stdout.contains("  eta "),
+        "no bar: {out:?}"
+    );
+    assert!(out.stdout.contains("summary"), "{out:?}");
+
+    let mut cmd = p.command(&["run", "--once"]);
+    cmd.env("AQUEDUCT_PROGRESS_EVERY", "often");
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("AQUEDUCT_PROGRESS_EVERY=\"often\" is not a duration"),
+        "{out:?}"
+    );
+}

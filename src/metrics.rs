@@ -80,6 +80,12 @@ pub struct Metrics {
     pub writes_in_flight: Gauge,
     /// `aqueduct_last_poll_success_timestamp_seconds`: when the last poll succeeded.
     last_poll: Gauge<f64, AtomicU64>,
+    /// Messages the loader has finished: written, dead-lettered or passed over (the progress
+    /// counts them; not exported, `records_total` says what became of them).
+    pub loaded: AtomicU64,
+    /// In a `once` run, messages the loader has still to read before it is done (-1 until the
+    /// drain target is known); the progress uses it rather than the committed lag, which trails.
+    pub drain_left: std::sync::atomic::AtomicI64,
     /// The exact end-to-end latencies behind the summary's p50 and p99 (not exported: the
     /// histogram's buckets are coarser).
     latency: Latency,
@@ -246,6 +252,8 @@ impl Metrics {
             writes_in_flight,
             last_poll,
             registry,
+            loaded: AtomicU64::new(0),
+            drain_left: std::sync::atomic::AtomicI64::new(-1),
             latency: Latency::new(),
             ready: AtomicBool::new(false),
             replay: ReplayCounts::default(),

@@ -1,8 +1,9 @@
-//! Progress of a run that ends by itself (`run --once`, `replay`): records done, rate, lag
+//! Progress of a run that ends by itself (`run --once`, `replay`): records done, rate, records
 //! left and ETA. On a terminal a bar (indicatif, drawn through tracing-indicatif so log lines
 //! print above it); elsewhere an `info` line every so often, for logs.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressStyle;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, get};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +36,16 @@ pub fn line_interval() -> Result<Duration, String> {
     }
 }
 
-/// What a loader has done so far: messages it took and finished (written or dead-lettered),
-/// and the lag left on its partitions.
+/// What a loader has done so far and has left: messages it finished (written, dead-lettered
+/// or passed over), and those it has taken and not finished plus those it has still to read
+/// up to the drain target (until that is known, the lag Kafka reports).
 fn loader_done(metrics: &Metrics) -> (u64, u64) {
-    let in_flight = u64::try_from(metrics.writes_in_flight.get()).unwrap_or(0);
-    (
-        metrics.consumed.get().saturating_sub(in_flight),
-        metrics.lag_total(),
-    )
+    let done = get(&metrics.loaded);
+    let left = match metrics.drain_left.load(Ordering::Relaxed) {
+        ..0 => metrics.lag_total(),
+        unread => metrics.consumed.get().saturating_sub(done) + unread.unsigned_abs(),
+    };
+    (done, left)
 }
 
 /// Shows progress until `stop`.
@@ -53,42 +56,36 @@ pub async fn report(metrics: Arc<Metrics>, display: Display, stop: CancellationT
     };
     let span = tracing::info_span!("progress", indicatif.pb_show = tracing::field::Empty);
     if display == Display::Bar {
-        let style = ProgressStyle::with_template(
-            "{spinner} {pos}/{len} records  {per_sec}  lag {msg}  eta {eta}  {wide_bar}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template("{spinner} {pos}/{len} records  {msg}  {wide_bar}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
         span.pb_set_style(&style);
         span.pb_start();
     }
     let mut tick = tokio::time::interval(every);
     tick.tick().await; // the first tick is at once
-    let mut last = (Instant::now(), 0);
+    // The rate is taken over a second at least, so a bar's figure does not jump each redraw.
+    let window = every.max(Duration::from_secs(1));
+    let (mut since, mut done_since, mut rate) = (Instant::now(), 0, 0);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let (done, lag) = loader_done(&metrics);
+        let (done, left) = loader_done(&metrics);
+        if since.elapsed() >= window {
+            let per_s = done.saturating_sub(done_since) as f64 / since.elapsed().as_secs_f64();
+            (since, done_since, rate) = (Instant::now(), done, per_s.round() as u64);
+        }
+        let eta_s = (rate > 0).then(|| left.div_ceil(rate));
         match display {
             Display::Bar => {
-                span.pb_set_length(done + lag);
+                span.pb_set_length(done + left);
                 span.pb_set_position(done);
-                span.pb_set_message(&lag.to_string());
+                let eta = eta_s.map_or_else(|| "-".to_owned(), |s| format!("{s}s"));
+                span.pb_set_message(&format!("{rate}/s  left {left}  eta {eta}"));
             }
-            Display::Lines(_) => {
-                let (then, done_then) = last;
-                let seconds = then.elapsed().as_secs_f64();
-                let rate = (done - done_then.min(done)) as f64 / seconds.max(0.001);
-                let eta_s = (rate > 0.0).then(|| (lag as f64 / rate).round() as u64);
-                info!(
-                    done,
-                    rate_per_s = rate.round() as u64,
-                    lag_left = lag,
-                    eta_s,
-                    "progress"
-                );
-                last = (Instant::now(), done);
-            }
+            Display::Lines(_) => info!(done, rate_per_s = rate, left, eta_s, "progress"),
         }
     }
 }

@@ -190,6 +190,26 @@ impl Consumer {
         self.inner.assignment().is_ok_and(|a| a.count() > 0)
     }
 
+    /// Messages left before every assigned partition is read up to `targets` (partition ->
+    /// offset), from this member's positions (local: no broker round trip). A partition it has
+    /// read nothing from yet counts as none left until it has.
+    pub fn left(&self, targets: &HashMap<i32, i64>) -> u64 {
+        let Ok(position) = self.inner.position() else {
+            return 0;
+        };
+        position
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(at) => {
+                    let target = targets.get(&e.partition()).copied().unwrap_or(0);
+                    u64::try_from(target - at).ok()
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
     /// Whether every assigned partition has been read up to `targets` (partition -> offset).
     /// False until the group has assigned partitions to this member. A partition this member
     /// has consumed nothing from counts by its committed offset.

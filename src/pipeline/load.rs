@@ -115,6 +115,10 @@ pub async fn run(
                     consumer.store(&offsets.committable());
                 }
                 ctx.metrics.writes_in_flight.set(offsets.in_flight() as i64);
+                if let Some(targets) = drain.borrow().as_ref() {
+                    let left = i64::try_from(consumer.left(targets)).unwrap_or(i64::MAX);
+                    ctx.metrics.drain_left.store(left, Ordering::Relaxed);
+                }
                 if !ctx.metrics.ready.load(Ordering::Relaxed) && consumer.has_assignment() {
                     ctx.metrics.ready.store(true, Ordering::Relaxed);
                 }
@@ -250,6 +254,7 @@ fn lane_of(m: &Message, lanes: usize) -> usize {
 /// One lane's write of one message; gives the lane and the message back when done.
 async fn handle(ctx: &Context, lane: usize, m: Message) -> (usize, Message, anyhow::Result<()>) {
     let outcome = write(ctx, &m).await;
+    add(&ctx.metrics.loaded, 1);
     (lane, m, outcome)
 }
 

@@ -1198,7 +1198,8 @@ async fn replay_writes_dead_letters_once_the_spec_is_fixed() {
 }
 
 /// `run --once` shows its progress: a log line at `AQUEDUCT_PROGRESS_EVERY` when stderr is
-/// not a terminal, a bar (records, rate, lag, ETA) with the log lines above it on a terminal;
+/// not a terminal, a bar (records, rate, records left, ETA) with the log lines above it on a
+/// terminal;
 /// a bad interval is a usage error.
 #[tokio::test]
 async fn a_once_run_shows_its_progress() {
@@ -1216,7 +1217,7 @@ async fn a_once_run_shows_its_progress() {
     let done: Vec<u64> = out
         .stderr
         .lines()
-        .filter(|l| l.contains(" progress ") && l.contains("lag_left="))
+        .filter(|l| l.contains(" progress ") && l.contains("left="))
         .filter_map(|l| l.split("done=").nth(1)?.split(' ').next()?.parse().ok())
         .collect();
     assert!(done.len() >= 2, "progress lines: {out:?}");
@@ -1242,7 +1243,7 @@ async fn a_once_run_shows_its_progress() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
         out.stdout.contains(" records  ")
-            && out.stdout.contains("  lag ")
+            && out.stdout.contains("  left ")
             && out.stdout.contains("  eta "),
         "no bar: {out:?}"
     );

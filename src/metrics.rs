@@ -3,7 +3,7 @@
 //! address`), and read back for the summary at exit. Every handle the stages touch is resolved
 //! when the run starts, so counting costs an atomic add (a histogram, a short lock).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -85,7 +85,7 @@ pub struct Metrics {
     pub loaded: AtomicU64,
     /// In a `once` run, messages the loader has still to read before it is done (-1 until the
     /// drain target is known); the progress uses it rather than the committed lag, which trails.
-    pub drain_left: std::sync::atomic::AtomicI64,
+    pub drain_left: AtomicI64,
     /// The exact end-to-end latencies behind the summary's p50 and p99 (not exported: the
     /// histogram's buckets are coarser).
     latency: Latency,
@@ -253,7 +253,7 @@ impl Metrics {
             last_poll,
             registry,
             loaded: AtomicU64::new(0),
-            drain_left: std::sync::atomic::AtomicI64::new(-1),
+            drain_left: AtomicI64::new(-1),
             latency: Latency::new(),
             ready: AtomicBool::new(false),
             replay: ReplayCounts::default(),

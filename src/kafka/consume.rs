@@ -122,11 +122,7 @@ impl Consumer {
         };
         let inner: StreamConsumer<LoadContext> = consumer_config(k)
             .create_with_context(context)
-            .map_err(|source| Error::Client {
-                client: "consumer",
-                servers: k.bootstrap_servers.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::client("consumer", &k.bootstrap_servers, source))?;
         inner
             .subscribe(&[&k.topic])
             .map_err(|source| Error::Consume {
@@ -251,11 +247,7 @@ impl Consumer {
 /// The high watermark (offset after the last message) of every partition of the topic, read
 /// with a short-lived client outside the group. Blocking: call it from `spawn_blocking`.
 pub fn high_watermarks(k: &spec::Kafka) -> Result<HashMap<i32, i64>, Error> {
-    let client_error = |source| Error::Client {
-        client: "metadata client",
-        servers: k.bootstrap_servers.clone(),
-        source,
-    };
+    let client_error = |source| Error::client("metadata client", &k.bootstrap_servers, source);
     let consume_error = |source| Error::Consume {
         topic: k.topic.clone(),
         source,

@@ -18,12 +18,13 @@ use crate::spec;
 /// Errors talking to Kafka, each naming the topic or client concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("creating the Kafka {client} for {servers}: {source}")]
+    /// `message` never holds a property's value: rdkafka's own error does (twice, once in its
+    /// text and once as a field), and a value may be a password.
+    #[error("creating the Kafka {client} for {servers}: {message}")]
     Client {
         client: &'static str,
         servers: String,
-        #[source]
-        source: KafkaError,
+        message: String,
     },
     #[error(
         "creating topic {topic}: {message} (is Kafka running at {servers}? `scripts/stack up` starts one on 127.0.0.1:9092)"
@@ -45,6 +46,28 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+}
+
+impl Error {
+    /// A client could not be created. A configuration error names the property, not its value.
+    pub fn client(client: &'static str, servers: &str, source: KafkaError) -> Error {
+        let message = match &source {
+            KafkaError::ClientConfig(_, description, key, value) => {
+                let description = if value.is_empty() {
+                    description.clone()
+                } else {
+                    description.replace(value.as_str(), "***")
+                };
+                format!("property `{key}`: {description}")
+            }
+            other => other.to_string(),
+        };
+        Error::Client {
+            client,
+            servers: servers.to_owned(),
+            message,
+        }
+    }
 }
 
 /// Settings shared by every client: the servers, then the spec's extra properties.
@@ -110,12 +133,9 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
     if !k.create_topics {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(k).create().map_err(|source| Error::Client {
-            client: "admin client",
-            servers: k.bootstrap_servers.clone(),
-            source,
-        })?;
+    let admin: AdminClient<DefaultClientContext> = base_config(k)
+        .create()
+        .map_err(|source| Error::client("admin client", &k.bootstrap_servers, source))?;
     let mut names = vec![&k.topic, &k.dead_letter_topic];
     // One name once: a replay reads the dead-letter topic, and a request naming a topic twice
     // is refused.

@@ -23,11 +23,7 @@ impl Producer {
     pub fn new(k: &spec::Kafka) -> Result<Producer, Error> {
         let inner = producer_config(k)
             .create()
-            .map_err(|source| Error::Client {
-                client: "producer",
-                servers: k.bootstrap_servers.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::client("producer", &k.bootstrap_servers, source))?;
         Ok(Producer { inner })
     }
 

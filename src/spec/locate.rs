@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::{ENV_PREFIX, SpecError};
+use super::{ENV_PREFIX, PROPERTY_MAPS, SpecError};
 
 /// Positions of keys in one spec file.
 pub struct Locator<'a> {
@@ -114,7 +114,15 @@ fn env_var_for(path: &[&str]) -> Option<String> {
     if path.is_empty() {
         return None;
     }
-    let name = format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase());
+    // A librdkafka property (`kafka.properties.sasl.password`) is one variable segment with
+    // `_` for its dots (spec::property_map).
+    let segments = match path {
+        ["kafka", map, property @ ..] if PROPERTY_MAPS.contains(map) && !property.is_empty() => {
+            format!("KAFKA__{map}__{}", property.join("_"))
+        }
+        _ => path.join("__"),
+    };
+    let name = format!("{ENV_PREFIX}{}", segments.to_ascii_uppercase());
     std::env::var_os(&name).map(|_| name)
 }
 

@@ -7,12 +7,13 @@ pub mod infer;
 mod locate;
 mod raw;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 
 use crate::cql::CqlType;
 use crate::jq::Jq;
@@ -213,9 +214,12 @@ pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
     let text =
         std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read spec: {e}")))?;
     let locator = locate::Locator::new(path, &text);
-    let figment = Figment::new()
+    let mut figment = Figment::new()
         .merge(Toml::string(&text))
         .merge(env_overrides());
+    if let Some(properties) = env_properties() {
+        figment = figment.merge(properties);
+    }
     let raw: raw::RawSpec = match figment.extract() {
         Ok(raw) => raw,
         Err(errors) => {
@@ -237,9 +241,44 @@ fn env_overrides() -> Env {
     Env::prefixed(ENV_PREFIX)
         .filter(|key| {
             let key = key.as_str();
-            key.contains("__") || TOP_LEVEL_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+            (key.contains("__") && property_map(key).is_none())
+                || TOP_LEVEL_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
         })
         .split("__")
+}
+
+/// The maps of librdkafka properties under `[kafka]`. Their keys are dotted (`sasl.password`),
+/// which a figment key path cannot hold, so they are read from the environment apart.
+const PROPERTY_MAPS: &[&str] = &["properties", "producer_properties", "consumer_properties"];
+
+/// For `KAFKA__PROPERTIES__SASL_PASSWORD` (the prefix stripped): the map (`properties`) and
+/// the librdkafka key (`sasl.password`: lower case, `_` for `.`, as no librdkafka property
+/// name holds an underscore).
+fn property_map(key: &str) -> Option<(&'static str, String)> {
+    let mut parts = key.splitn(3, "__");
+    let section = parts.next()?;
+    let map = parts.next()?;
+    let name = parts.next()?;
+    let map = PROPERTY_MAPS
+        .iter()
+        .find(|m| section.eq_ignore_ascii_case("kafka") && map.eq_ignore_ascii_case(m))?;
+    Some((map, name.to_ascii_lowercase().replace('_', ".")))
+}
+
+/// `AQUEDUCT_KAFKA__PROPERTIES__SASL_PASSWORD=...` as `kafka.properties."sasl.password"`
+/// (and the same for `producer_properties` and `consumer_properties`): where operators keep
+/// passwords. None without any, so a spec missing `[kafka]` is still told so.
+fn env_properties() -> Option<Serialized<BTreeMap<&'static str, BTreeMap<String, String>>>> {
+    let mut maps: BTreeMap<&'static str, BTreeMap<String, String>> = BTreeMap::new();
+    for (key, value) in std::env::vars() {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if let Some((map, name)) = property_map(rest) {
+            maps.entry(map).or_default().insert(name, value);
+        }
+    }
+    (!maps.is_empty()).then(|| Serialized::default("kafka", maps))
 }
 
 /// Spec keys outside any section (lower case, as figment reports env keys).

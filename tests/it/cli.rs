@@ -129,3 +129,39 @@ async fn a_bare_spec_path_means_run_and_a_missing_spec_exits_2() {
     cmd.args(["run", "--only", "sideways", "pipelines/users.toml"]);
     assert_eq!(run(&mut cmd).await.code, Some(2), "bad usage");
 }
+
+/// A librdkafka property from the environment keeps its dotted name
+/// (`AQUEDUCT_KAFKA__PROPERTIES__SASL_PASSWORDD` is `sasl.passwordd`, not `sasl_passwordd`),
+/// and the error refusing an unknown one names the property, never its value (it printed the
+/// value twice).
+#[tokio::test]
+async fn a_refused_kafka_property_from_the_environment_is_named_without_its_value() {
+    let mut cmd = aqueduct();
+    cmd.args(["run", "--once", "pipelines/users.toml"])
+        .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env(
+            "AQUEDUCT_KAFKA__PROPERTIES__SASL_PASSWORDD",
+            "hunter2-recognisable",
+        );
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("property `sasl.passwordd`: No such configuration property"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("hunter2"), "the value leaked: {out:?}");
+
+    // A property `check` refuses names the variable that set it.
+    let mut cmd = aqueduct();
+    cmd.args(["check", "pipelines/users.toml"])
+        .env("AQUEDUCT_KAFKA__PROPERTIES__ENABLE_IDEMPOTENCE", "false");
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "(value set by environment variable AQUEDUCT_KAFKA__PROPERTIES__ENABLE_IDEMPOTENCE)"
+        ),
+        "{out:?}"
+    );
+}

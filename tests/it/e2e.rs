@@ -1259,3 +1259,28 @@ async fn a_once_run_shows_its_progress() {
         "{out:?}"
     );
 }
+
+/// librdkafka properties set from the environment, where operators keep them, reach the
+/// clients under their dotted names for every map (`properties`, `producer_properties`,
+/// `consumer_properties`): the run works (before, `linger_ms` was refused as unknown).
+#[tokio::test]
+async fn kafka_properties_from_the_environment_keep_their_dotted_names() {
+    if !services_up("kafka_properties_from_the_environment_keep_their_dotted_names") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=props"), 5);
+    let mut cmd = p.command(&["run", "--once"]);
+    cmd.env(
+        "AQUEDUCT_KAFKA__PROPERTIES__CLIENT_ID",
+        "aqueduct-props-test",
+    )
+    .env("AQUEDUCT_KAFKA__PRODUCER_PROPERTIES__LINGER_MS", "5")
+    .env(
+        "AQUEDUCT_KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS",
+        "45000",
+    );
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(p.row_count().await, 5);
+}

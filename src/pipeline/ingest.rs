@@ -94,19 +94,33 @@ async fn poll(
         metrics.polled.inc_by(records.len() as u64);
         records_in_poll += records.len();
         debug!(url = %url, records = records.len(), "page fetched");
-        let mut sends = FuturesUnordered::new();
-        for record in &records {
-            if sends.len() >= IN_FLIGHT {
-                sends
-                    .next()
-                    .await
-                    .unwrap_or(Ok(()))
-                    .map_err(PollError::Fatal)?;
+        let produce = async {
+            let mut sends = FuturesUnordered::new();
+            for record in &records {
+                if sends.len() >= IN_FLIGHT {
+                    sends.next().await.unwrap_or(Ok(()))?;
+                }
+                sends.push(handle(spec, producer, metrics, record, &received));
             }
-            sends.push(handle(spec, producer, metrics, record, &received));
-        }
-        while let Some(sent) = sends.next().await {
-            sent.map_err(PollError::Fatal)?;
+            while let Some(sent) = sends.next().await {
+                sent?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        // A stop lets the page in hand finish within the shutdown timeout, not within
+        // librdkafka's message timeout (300 s) when Kafka is away.
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(spec.shutdown_timeout).await;
+        };
+        tokio::select! {
+            produced = produce => produced.map_err(PollError::Fatal)?,
+            _ = deadline => {
+                return Err(PollError::Fatal(anyhow::anyhow!(
+                    "shutdown timeout ({:?}) ran out before Kafka acknowledged the page from {url}; the next run polls it again",
+                    spec.shutdown_timeout
+                )));
+            }
         }
         pages
             .advance(&body, records.len())

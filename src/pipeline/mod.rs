@@ -147,7 +147,14 @@ pub async fn run(
         }
         if work.remove(&id) && work.is_empty() {
             // Flushed while the services still run: a second signal still exits at once.
-            if let Err(e) = flush(&producer, spec.shutdown_timeout).await {
+            // After a failure (say Kafka gone and the shutdown timeout spent waiting for it),
+            // waiting once more would only delay the exit.
+            let timeout = if result.is_ok() {
+                spec.shutdown_timeout
+            } else {
+                std::time::Duration::ZERO
+            };
+            if let Err(e) = flush(&producer, timeout).await {
                 result = result.and(Err(e));
             }
             work_done.cancel();

@@ -1284,3 +1284,126 @@ async fn kafka_properties_from_the_environment_keep_their_dotted_names() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(p.row_count().await, 5);
 }
+
+/// A Kafka of the test's own (`scripts/stack up kafka` on spare ports), for faults the shared
+/// one must not suffer. Stopped and wiped on drop.
+struct PrivateKafka {
+    dir: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+}
+
+impl PrivateKafka {
+    fn start() -> PrivateKafka {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let kafka = PrivateKafka {
+            dir: tempfile::tempdir().unwrap(),
+            port: free(),
+            controller_port: free(),
+        };
+        kafka.stack(&["up", "kafka"]);
+        kafka
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stack(&self, args: &[&str]) {
+        let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
+            .args(args)
+            .env("AQUEDUCT_STACK_DIR", self.dir.path())
+            .env("AQUEDUCT_KAFKA_PORT", self.port.to_string())
+            .env(
+                "AQUEDUCT_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("AQUEDUCT_KAFKA_HEAP", "256m")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/stack {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.stack(&["down", "kafka"]);
+    }
+}
+
+/// Kafka stopped under a running ingest: a SIGTERM still exits within `shutdown_timeout`
+/// (exit 1, saying the page was not acknowledged), not after librdkafka's 300 s message
+/// timeout, and the next run produces the page again.
+#[tokio::test]
+async fn a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout() {
+    if !services_up("a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout") {
+        return;
+    }
+    let kafka = PrivateKafka::start();
+    let api = Api::start().await;
+    let topic = unique("kafka_down");
+    let ingest = |args: &[&str]| {
+        let mut cmd = aqueduct();
+        cmd.args(args)
+            .arg("pipelines/users.toml")
+            .env("AQUEDUCT_SOURCE__URL", api.url("seed=kafka_down"))
+            .env("AQUEDUCT_SOURCE__QUERY__RESULTS", "20")
+            .env("AQUEDUCT_SOURCE__SCHEDULE__EVERY", "1s")
+            .env("AQUEDUCT_SHUTDOWN_TIMEOUT", "3s")
+            .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", kafka.addr())
+            .env("AQUEDUCT_KAFKA__TOPIC", &topic)
+            .env("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}_dlq"));
+        cmd
+    };
+    let mut running = Background::spawn(&mut ingest(&["run", "--only", "ingest"]));
+    running.wait_for("poll done", 60).await;
+    kafka.stack(&["down", "kafka"]);
+    // Polls go on; their records wait for a broker that is gone.
+    let requests = api.requests();
+    wait_until("a poll after Kafka went down", 30, || async {
+        api.requests() > requests
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    let code = running.terminate().await;
+    let took = asked.elapsed();
+    let log = running.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        took < Duration::from_secs(15),
+        "exit {took:?} after SIGTERM, shutdown_timeout is 3 s:\n{log}"
+    );
+    assert!(
+        log.contains("shutdown timeout (3s) ran out before Kafka acknowledged the page from"),
+        "{log}"
+    );
+
+    // Back up: the next run produces the page (the stand-in's seed gives the same 20 users).
+    kafka.stack(&["up", "kafka"]);
+    let out = run(&mut ingest(&["run", "--once", "--only", "ingest"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let keys: std::collections::HashSet<Option<String>> =
+        crate::support::topic_messages_at(&kafka.addr(), &topic)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+    let expected: std::collections::HashSet<Option<String>> = (0..20)
+        .map(|i| {
+            let user = aqueduct::standin::user("kafka_down", 1, i, false);
+            Some(user["login"]["uuid"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(keys, expected);
+}

@@ -226,8 +226,13 @@ pub async fn count_rows(session: &Session, table: &str) -> i64 {
 
 /// Every message of `topic`, read from the beginning by a client outside any group.
 pub fn topic_messages(topic: &str) -> Vec<(Option<String>, serde_json::Value)> {
+    topic_messages_at(&kafka_addr(), topic)
+}
+
+/// [`topic_messages`] from the Kafka at `servers`.
+pub fn topic_messages_at(servers: &str, topic: &str) -> Vec<(Option<String>, serde_json::Value)> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_addr())
+        .set("bootstrap.servers", servers)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()

@@ -153,11 +153,11 @@ async fn attempt_once(client: &reqwest::Client, source: &Source, url: &reqwest::
             Attempt::Fatal(message)
         };
     }
-    let bytes = match response.bytes().await {
+    let bytes = match read_body(response, source.max_body_size).await {
         Ok(b) => b,
-        Err(e) => {
+        Err(message) => {
             return Attempt::Retry {
-                message: format!("reading the body: {}", error_chain(&e)),
+                message,
                 after: None,
             };
         }
@@ -173,6 +173,38 @@ async fn attempt_once(client: &reqwest::Client, source: &Source, url: &reqwest::
             ),
             after: None,
         },
+    }
+}
+
+/// The body, read a chunk at a time up to `limit` (`source.max_body_size`): a larger one is
+/// refused as soon as it says so (`Content-Length`) or as soon as it gets there.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: bytesize::ByteSize,
+) -> Result<Bytes, String> {
+    let too_big = || {
+        format!(
+            "the response is larger than source.max_body_size ({limit}); raise it if that is expected"
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > limit.as_u64())
+    {
+        return Err(too_big());
+    }
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit.as_u64() {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(format!("reading the body: {}", error_chain(&e))),
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Source {
     pub body: Option<serde_json::Value>,
     pub schedule: Schedule,
     pub timeout: Duration,
+    /// The largest response body read.
+    pub max_body_size: bytesize::ByteSize,
     pub records: Jq,
     pub retry: Retry,
     pub pagination: Option<Pagination>,

@@ -60,6 +60,10 @@ pub struct RawSource {
     /// Timeout of one request, connect to last byte. Default 30s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The largest response body read, e.g. `"64 MiB"` (default) or `"500KB"`: a larger one
+    /// fails the attempt before any of its records is produced.
+    #[serde(default = "default_max_body_size")]
+    pub max_body_size: bytesize::ByteSize,
     /// jq expression selecting the records from a response, e.g. `.results[]`. Default `.[]`.
     #[serde(default = "default_records")]
     pub records: String,
@@ -73,6 +77,9 @@ fn default_method() -> String {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_body_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
 }
 fn default_records() -> String {
     ".[]".into()

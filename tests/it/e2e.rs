@@ -1407,3 +1407,32 @@ async fn a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout() {
         .collect();
     assert_eq!(keys, expected);
 }
+
+/// A response over `source.max_body_size` is refused as it arrives, retried, then fails the
+/// run naming the limit, and none of its records reaches the topic.
+#[tokio::test]
+async fn a_body_over_the_size_limit_fails_and_produces_nothing() {
+    if !services_up("a_body_over_the_size_limit_fails_and_produces_nothing") {
+        return;
+    }
+    let api = Api::start().await;
+    // 500 users are some 500 KB.
+    let p = Pipeline::users(api.url("seed=big"), 500);
+    let mut cmd = p.command(&["run", "--once"]);
+    cmd.env("AQUEDUCT_SOURCE__MAX_BODY_SIZE", "100 KiB")
+        .env("AQUEDUCT_SOURCE__RETRY__ATTEMPTS", "2")
+        .env("AQUEDUCT_SOURCE__RETRY__INITIAL_BACKOFF", "10ms");
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the response is larger than source.max_body_size (100.0 KiB); raise it if that is expected (after 2 attempt(s))"
+        ),
+        "{out:?}"
+    );
+    assert_eq!(api.requests(), 2);
+    assert!(
+        topic_messages(&p.topic).is_empty(),
+        "half a page was produced"
+    );
+}

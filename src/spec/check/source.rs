@@ -107,6 +107,7 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
         body: raw.body,
         schedule: schedule?,
         timeout: raw.timeout,
+        max_body_size: raw.max_body_size,
         records: records?,
         retry,
         pagination: pagination?,

@@ -14,6 +14,8 @@ pub enum Stage {
     Validate,
     /// The `kafka.key` expression failed on it (ingest).
     Key,
+    /// Kafka refused it: larger than a message may be (ingest).
+    Produce,
     /// The Kafka message was not JSON (load).
     Decode,
     /// A column's jq expression or type conversion failed (load).
@@ -66,6 +68,7 @@ impl Stage {
         match self {
             Stage::Validate => "validate",
             Stage::Key => "key",
+            Stage::Produce => "produce",
             Stage::Decode => "decode",
             Stage::Map => "map",
             Stage::Write => "write",

@@ -31,9 +31,10 @@ struct PartitionLabel {
 }
 
 /// The dead-letter stages, in the order of [`Metrics::dead_letters`].
-const STAGES: [Stage; 5] = [
+const STAGES: [Stage; 6] = [
     Stage::Validate,
     Stage::Key,
+    Stage::Produce,
     Stage::Decode,
     Stage::Map,
     Stage::Write,
@@ -56,7 +57,7 @@ pub struct Metrics {
     pub consumed: Counter,
     pub written: Counter,
     /// `aqueduct_dead_letters_total{stage}`, in [`STAGES`] order.
-    dead_letters: [Counter; 5],
+    dead_letters: [Counter; 6],
     /// `aqueduct_retries_total{kind}`: HTTP requests, Kafka consumer errors carried on past,
     /// Cassandra writes.
     pub http_retries: Counter,

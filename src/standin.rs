@@ -15,6 +15,8 @@
 //! - `invalid=N`: the first N users of each page break the randomuser schema.
 //! - `huge=N`: the first N users of each page carry a number no JSON library holds as a double
 //!   (`"huge": 1e400`): well-formed JSON that cannot be decoded into values.
+//! - `big=N`: the first N users of each page carry a 2 MB `bio`, more than a Kafka message
+//!   holds by default (1 MB).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -29,6 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+
+/// The size of a `big=N` user's `bio`.
+const BIG_FIELD: usize = 2_000_000;
 
 /// Counters a test can read.
 #[derive(Debug, Default)]
@@ -82,10 +87,19 @@ async fn users(
         .get("seed")
         .cloned()
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
-    let body = json!({
+    let mut body = json!({
         "results": (0..results).map(|i| user(&seed, page, i, i < num("invalid").unwrap_or(0) as usize)).collect::<Vec<_>>(),
         "info": {"seed": seed, "results": results, "page": page, "version": "1.4"}
     });
+    let big = num("big").unwrap_or(0) as usize;
+    for user in body["results"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .take(big)
+    {
+        user["bio"] = json!("x".repeat(BIG_FIELD));
+    }
     let fault = q.get("fault").map(String::as_str);
     if fault.is_some() && n < num("fault_times").unwrap_or(1) {
         let retry_after = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];

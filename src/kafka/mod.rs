@@ -49,6 +49,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Kafka refused the message as larger than a message may be (`message.max.bytes`).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Error::Produce {
+                source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                ..
+            }
+        )
+    }
+
     /// A client could not be created. A configuration error names the property, not its value.
     pub fn client(client: &'static str, servers: &str, source: KafkaError) -> Error {
         let message = match &source {

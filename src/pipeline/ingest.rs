@@ -148,19 +148,25 @@ async fn handle(
         Ok(key) => {
             metrics.valid.inc();
             let sent = Instant::now();
-            producer
-                .send(
-                    &spec.kafka.topic,
-                    key.as_deref(),
-                    text.as_bytes(),
-                    Some(received.at_ms),
-                )
-                .await?;
-            metrics
-                .produce_latency
-                .observe(sent.elapsed().as_secs_f64());
-            metrics.produced.inc();
-            Ok(())
+            let topic = &spec.kafka.topic;
+            match producer
+                .send(topic, key.as_deref(), text.as_bytes(), Some(received.at_ms))
+                .await
+            {
+                Ok(()) => {
+                    metrics
+                        .produce_latency
+                        .observe(sent.elapsed().as_secs_f64());
+                    metrics.produced.inc();
+                    Ok(())
+                }
+                // A poison record, not a broken pipeline: it goes on without it.
+                Err(e) if e.is_too_large() => {
+                    let dead_letter = too_large(spec, text, &received.origin);
+                    dispose(spec, producer, metrics, dead_letter, key, received).await
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Err(Rejected { dead_letter, key }) => {
             if dead_letter.stage == Stage::Validate {
@@ -169,6 +175,30 @@ async fn handle(
             dispose(spec, producer, metrics, *dead_letter, key, received).await
         }
     }
+}
+
+/// How much of a record too large for Kafka its dead letter keeps.
+const KEPT_OF_TOO_LARGE: usize = 64 * 1024;
+
+/// The dead letter of a record Kafka refused as too large: its reason, and the start of its
+/// text (the envelope must fit where the record did not).
+fn too_large(spec: &Spec, text: &str, origin: &Origin) -> DeadLetter {
+    let mut cut = KEPT_OF_TOO_LARGE.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let reason = format!(
+        "the record is {} bytes, more than topic {} takes in a message (message.max.bytes); `record` holds its first {cut} bytes",
+        text.len(),
+        spec.kafka.topic
+    );
+    DeadLetter::new(
+        &spec.name,
+        Stage::Produce,
+        reason,
+        text[..cut].into(),
+        origin.clone(),
+    )
 }
 
 /// Handles a record that cannot go on, per `on_invalid`.

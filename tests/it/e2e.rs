@@ -1436,3 +1436,29 @@ async fn a_body_over_the_size_limit_fails_and_produces_nothing() {
         "half a page was produced"
     );
 }
+
+/// A record larger than a Kafka message may be is dead-lettered at stage `produce` with the
+/// start of its text and the reason, and the pipeline goes on with the others.
+#[tokio::test]
+async fn a_record_too_large_for_kafka_is_dead_lettered_and_the_rest_written() {
+    if !services_up("a_record_too_large_for_kafka_is_dead_lettered") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=toolarge&big=1"), 5);
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(p.row_count().await, 4);
+    let dead = topic_messages(&p.dead_letter_topic);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = &dead[0].1;
+    assert_eq!(letter["stage"], "produce");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("more than topic") && reason.contains("message.max.bytes"),
+        "{reason}"
+    );
+    let kept = letter["record"].as_str().unwrap();
+    assert_eq!(kept.len(), 64 * 1024);
+    assert!(kept.starts_with('{'), "the start of the record's text");
+}

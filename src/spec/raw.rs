@@ -289,6 +289,9 @@ pub struct RawCassandra {
     pub username: Option<String>,
     /// Password for password authentication (set it with AQUEDUCT_CASSANDRA__PASSWORD).
     pub password: Option<String>,
+    /// A file holding the password instead (relative to the spec's folder; a trailing newline
+    /// is dropped), e.g. a mounted secret.
+    pub password_file: Option<std::path::PathBuf>,
     /// Partition key columns, in order.
     pub partition_key: Vec<String>,
     /// Clustering columns, in order; `"col desc"` for descending order.

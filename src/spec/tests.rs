@@ -238,3 +238,47 @@ fn secrets_do_not_print() {
     .unwrap();
     assert!(!format!("{spec:?}").contains("hunter2"));
 }
+
+/// `password_file`, relative to the spec's folder, without its trailing newline; errors name
+/// the file, never its text.
+#[test]
+fn the_cassandra_password_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cassandra.secret"), "s3cret-from-file\n").unwrap();
+    let spec_at = |cassandra: &str| {
+        let path = dir.path().join("spec.toml");
+        let text = MINIMAL.replace(
+            "keyspace = \"ks\"",
+            &format!("keyspace = \"ks\"\n{cassandra}"),
+        );
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    };
+    let spec = spec_at("username = \"u\"\npassword_file = \"cassandra.secret\"").unwrap();
+    let (user, password) = spec.cassandra.credentials.unwrap();
+    assert_eq!(
+        (user.as_str(), password.0.as_str()),
+        ("u", "s3cret-from-file")
+    );
+
+    let errs = spec_at("username = \"u\"\npassword = \"p\"\npassword_file = \"cassandra.secret\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("set one of `password` and `password_file`, not both"),
+        "{errs}"
+    );
+    let errs = spec_at("username = \"u\"\npassword_file = \"missing.secret\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("cassandra.password_file: cannot read") && errs.contains("missing.secret"),
+        "{errs}"
+    );
+    std::fs::write(dir.path().join("empty.secret"), "\n").unwrap();
+    let errs = spec_at("username = \"u\"\npassword_file = \"empty.secret\"")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("empty.secret is empty"), "{errs}");
+    assert!(!errs.contains("s3cret"), "{errs}");
+}

@@ -2,6 +2,7 @@
 //! and the primary key.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use scylla::statement::Consistency;
 
@@ -37,7 +38,7 @@ fn consistency(name: &str) -> Option<Consistency> {
     })
 }
 
-pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra) -> Option<Cassandra> {
+pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Option<Cassandra> {
     if raw.contact_points.is_empty() {
         c.err(
             "cassandra.contact_points",
@@ -82,13 +83,24 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra) -> Option<Cassandra>
     if raw.request_timeout.is_zero() {
         c.err("cassandra.request_timeout", "must be longer than 0s");
     }
-    let credentials = match (raw.username, raw.password) {
+    let password = match (raw.password, raw.password_file) {
+        (password, None) => password,
+        (None, Some(file)) => password_from(c, &base.join(file)),
+        (Some(_), Some(_)) => {
+            c.err(
+                "cassandra.password_file",
+                "set one of `password` and `password_file`, not both",
+            );
+            None
+        }
+    };
+    let credentials = match (raw.username, password) {
         (Some(user), Some(password)) => Some((user, Secret(password))),
         (None, None) => None,
         _ => {
             c.err(
                 "cassandra",
-                "set both `username` and `password`, or neither",
+                "set both `username` and `password` (or `password_file`), or neither",
             );
             None
         }
@@ -267,4 +279,28 @@ fn primary_key(
         clustering_key.push((name.to_owned(), desc));
     }
     (partition.to_vec(), clustering_key)
+}
+
+/// The password in `file`, without a trailing newline. Errors name the file, never its text.
+fn password_from(c: &mut Checker, file: &Path) -> Option<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let password = text.trim_end_matches(['\n', '\r']).to_owned();
+            if password.is_empty() {
+                c.err(
+                    "cassandra.password_file",
+                    format!("{} is empty", file.display()),
+                );
+                return None;
+            }
+            Some(password)
+        }
+        Err(e) => {
+            c.err(
+                "cassandra.password_file",
+                format!("cannot read {}: {e}", file.display()),
+            );
+            None
+        }
+    }
 }

@@ -56,7 +56,7 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
     let source = source::source(&mut c, raw.source);
     let validate = source::validate(&mut c, raw.validate, base);
     let kafka = kafka::kafka(&mut c, raw.kafka, &name);
-    let cassandra = cassandra::cassandra(&mut c, raw.cassandra);
+    let cassandra = cassandra::cassandra(&mut c, raw.cassandra, base);
     let metrics_address = match raw.metrics.address.map(|a| (a.parse(), a)) {
         None => None,
         Some((Ok(addr), _)) => Some(addr),

@@ -8,10 +8,24 @@ costs no extra JVM and no package install.
     stack-probe.py kafka HOST PORT       prints e.g. "brokers=1 controller=1"
     stack-probe.py cassandra HOST PORT   prints the release_version, e.g. "5.0.8"
 
+The secure stack (scripts/stack up --secure) is probed over TLS, trusting
+--ca, with a login: SASL SCRAM-SHA-512 for Kafka, a password for Cassandra.
+--execute CQL runs statements after the probe (how the stack makes users).
+
+    stack-probe.py kafka HOST PORT --ca CA.pem --user U --password-file F
+    stack-probe.py cassandra HOST PORT --ca CA.pem --user U --password-file F \
+        [--execute STATEMENT]...
+
 Exit 0 when the server answered well, 1 otherwise (reason on stderr).
 """
 
+import argparse
+import base64
+import hashlib
+import hmac
+import os
 import socket
+import ssl
 import struct
 import sys
 
@@ -64,7 +78,9 @@ class Reader:
 # "non-flexible" versions, so no tagged fields anywhere.
 
 API_METADATA = 3
+API_SASL_HANDSHAKE = 17
 API_VERSIONS = 18
+API_SASL_AUTHENTICATE = 36
 METADATA_VERSION = 4  # Kafka 4.x dropped Metadata v0-v3 (KIP-896)
 
 
@@ -81,9 +97,51 @@ def kafka_call(sock, api_key, api_version, correlation_id, body=b""):
     return response
 
 
-def probe_kafka(sock):
-    # ApiVersions first: every broker answers it, and it tells us whether the
-    # Metadata version we speak is supported.
+def kafka_bytes(b):
+    return struct.pack(">i", len(b)) + b
+
+
+def scram_sha512(sock, user, password, ranges):
+    """SASL SCRAM-SHA-512 (RFC 5802) over SaslHandshake v1 + SaslAuthenticate."""
+    lo, hi = ranges.get(API_SASL_AUTHENTICATE, (0, -1))
+    version = 1 if lo <= 1 <= hi else 0
+    if not lo <= version <= hi:
+        raise ProbeError(f"broker does not support SaslAuthenticate v0 or v1 ({lo}..{hi})")
+    mechanism = b"SCRAM-SHA-512"
+    r = kafka_call(sock, API_SASL_HANDSHAKE, 1, 3, struct.pack(">h", len(mechanism)) + mechanism)
+    error = r.take(">h")
+    if error != 0:
+        raise ProbeError(f"SaslHandshake error code {error} (is SCRAM-SHA-512 enabled?)")
+
+    def authenticate(correlation_id, payload):
+        r = kafka_call(sock, API_SASL_AUTHENTICATE, version, correlation_id, kafka_bytes(payload))
+        error = r.take(">h")
+        message = r.short_string()
+        if error != 0:
+            raise ProbeError(f"authentication as {user} failed: {message or error}")
+        return r.raw(r.take(">i"))
+
+    nonce = base64.b64encode(os.urandom(18)).decode()
+    first_bare = f"n={user},r={nonce}"
+    server_first = authenticate(4, f"n,,{first_bare}".encode()).decode()
+    fields = dict(part.split("=", 1) for part in server_first.split(","))
+    if not fields.get("r", "").startswith(nonce):
+        raise ProbeError("SCRAM server nonce does not extend ours")
+    salted = hashlib.pbkdf2_hmac(
+        "sha512", password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha512").digest()
+    stored_key = hashlib.sha512(client_key).digest()
+    final_bare = f"c={base64.b64encode(b'n,,').decode()},r={fields['r']}"
+    auth_message = f"{first_bare},{server_first},{final_bare}".encode()
+    signature = hmac.new(stored_key, auth_message, "sha512").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    authenticate(5, f"{final_bare},p={base64.b64encode(proof).decode()}".encode())
+
+
+def probe_kafka(sock, login=None):
+    # ApiVersions first: every broker answers it (before any login), and it
+    # tells us whether the Metadata version we speak is supported.
     r = kafka_call(sock, API_VERSIONS, 0, 1)
     error = r.take(">h")
     if error != 0:
@@ -95,6 +153,8 @@ def probe_kafka(sock):
     lo, hi = ranges.get(API_METADATA, (0, -1))
     if not lo <= METADATA_VERSION <= hi:
         raise ProbeError(f"broker does not support Metadata v{METADATA_VERSION}")
+    if login:
+        scram_sha512(sock, *login, ranges)
 
     # Metadata with an empty topic list: only the broker list. A broker that
     # lists itself is registered and unfenced, i.e. ready for clients.
@@ -120,6 +180,7 @@ def probe_kafka(sock):
 
 OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
 OP_QUERY, OP_RESULT = 0x07, 0x08
+OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
 FLAG_TRACING, FLAG_WARNING = 0x02, 0x08
 RESULT_ROWS = 0x0002
 CONSISTENCY_ONE = 0x0001
@@ -130,7 +191,7 @@ def cql_string(s):
     return struct.pack(">H", len(b)) + b
 
 
-def cql_call(sock, stream, opcode, body):
+def cql_call(sock, stream, opcode, body, expect_auth=False):
     sock.sendall(struct.pack(">BBhBi", 0x04, 0, stream, opcode, len(body)) + body)
     version, flags, got_stream, got_opcode, length = struct.unpack(">BBhBi", recv_exact(sock, 9))
     if version != 0x84:
@@ -146,7 +207,7 @@ def cql_call(sock, stream, opcode, body):
     if got_opcode == OP_ERROR:
         code = r.take(">i")
         raise ProbeError(f"server error 0x{code:04x}: {r.short_string()}")
-    if got_opcode == OP_AUTHENTICATE:
+    if got_opcode == OP_AUTHENTICATE and not expect_auth:
         raise ProbeError("server asks for authentication")
     return got_opcode, r
 
@@ -165,15 +226,30 @@ def skip_cql_type(r):
         raise ProbeError(f"unsupported column type 0x{type_id:04x}")
 
 
-def probe_cassandra(sock):
-    startup = struct.pack(">H", 1) + cql_string("CQL_VERSION") + cql_string("3.0.0")
-    opcode, _ = cql_call(sock, 1, OP_STARTUP, startup)
-    if opcode != OP_READY:
-        raise ProbeError(f"STARTUP answered with opcode 0x{opcode:02x}, expected READY")
-
-    query = b"SELECT release_version FROM system.local"
+def cql_query(sock, stream, statement):
+    query = statement.encode()
     body = struct.pack(">i", len(query)) + query + struct.pack(">HB", CONSISTENCY_ONE, 0)
-    opcode, r = cql_call(sock, 2, OP_QUERY, body)
+    return cql_call(sock, stream, OP_QUERY, body)
+
+
+def probe_cassandra(sock, login=None, statements=()):
+    startup = struct.pack(">H", 1) + cql_string("CQL_VERSION") + cql_string("3.0.0")
+    opcode, _ = cql_call(sock, 1, OP_STARTUP, startup, expect_auth=login is not None)
+    if opcode == OP_AUTHENTICATE:
+        user, password = login
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        try:
+            opcode, _ = cql_call(sock, 2, OP_AUTH_RESPONSE, struct.pack(">i", len(token)) + token)
+        except ProbeError as e:
+            raise ProbeError(f"login as {user} refused: {e}") from None
+        if opcode != OP_AUTH_SUCCESS:
+            raise ProbeError(f"AUTH_RESPONSE answered with opcode 0x{opcode:02x}")
+    elif opcode != OP_READY:
+        raise ProbeError(f"STARTUP answered with opcode 0x{opcode:02x}, expected READY")
+    for i, statement in enumerate(statements):
+        cql_query(sock, 10 + i, statement)
+
+    opcode, r = cql_query(sock, 3, "SELECT release_version FROM system.local")
     if opcode != OP_RESULT or r.take(">i") != RESULT_ROWS:
         raise ProbeError("QUERY did not return rows")
 
@@ -202,21 +278,47 @@ def probe_cassandra(sock):
 PROBES = {"kafka": probe_kafka, "cassandra": probe_cassandra}
 
 
+def parse(argv):
+    parser = argparse.ArgumentParser(prog=os.path.basename(argv[0]))
+    parser.add_argument("server", choices=sorted(PROBES))
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--ca", help="speak TLS, trusting this CA (PEM)")
+    parser.add_argument("--user")
+    parser.add_argument("--password-file")
+    parser.add_argument("--execute", action="append", default=[], metavar="CQL")
+    args = parser.parse_args(argv[1:])
+    if (args.user is None) != (args.password_file is None):
+        parser.error("--user and --password-file go together")
+    if args.execute and args.server != "cassandra":
+        parser.error("--execute is for cassandra")
+    return args
+
+
 def main(argv):
-    if len(argv) != 4 or argv[1] not in PROBES:
-        print(f"usage: {argv[0]} kafka|cassandra HOST PORT", file=sys.stderr)
-        return 2
-    server, host, port = argv[1], argv[2], int(argv[3])
+    args = parse(argv)
+    server, host, port = args.server, args.host, args.port
     try:
-        with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
-            sock.settimeout(TIMEOUT_S)
-            print(PROBES[server](sock))
+        login = None
+        if args.user:
+            with open(args.password_file) as f:
+                login = (args.user, f.read().rstrip("\n"))
+        with socket.create_connection((host, port), timeout=TIMEOUT_S) as raw:
+            raw.settimeout(TIMEOUT_S)
+            sock = raw
+            if args.ca:
+                context = ssl.create_default_context(cafile=args.ca)
+                sock = context.wrap_socket(raw, server_hostname=host)
+            kwargs = {"login": login}
+            if server == "cassandra":
+                kwargs["statements"] = args.execute
+            print(PROBES[server](sock, **kwargs))
         return 0
     except (OSError, ProbeError) as e:
         print(f"{server} on {host}:{port}: {e}", file=sys.stderr)
         return 1
-    except (struct.error, UnicodeDecodeError) as e:
-        print(f"{server} on {host}:{port}: malformed response ({e})", file=sys.stderr)
+    except (struct.error, UnicodeDecodeError, KeyError, ValueError) as e:
+        print(f"{server} on {host}:{port}: malformed response ({e!r})", file=sys.stderr)
         return 1
 
 

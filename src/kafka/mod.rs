@@ -5,13 +5,15 @@ pub mod consume;
 pub mod offsets;
 pub mod produce;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+use tracing::debug;
 
 use crate::spec;
 
@@ -26,9 +28,13 @@ pub enum Error {
         servers: String,
         message: String,
     },
+    #[error("Kafka at {servers} refused aqueduct: {reason}")]
+    Refused { servers: String, reason: String },
     #[error(
-        "creating topic {topic}: {message} (is Kafka running at {servers}? `scripts/stack up` starts one on 127.0.0.1:9092)"
+        "cannot reach Kafka at {servers}: {message} (is it running? `scripts/stack up` starts one on 127.0.0.1:9092)"
     )]
+    Unreachable { servers: String, message: String },
+    #[error("creating topic {topic} at {servers}: {message}")]
     CreateTopic {
         topic: String,
         servers: String,
@@ -81,10 +87,41 @@ impl Error {
     }
 }
 
-/// Settings shared by every client: the servers, then the spec's extra properties.
+/// Settings shared by every client: the servers, TLS and SASL, then the spec's extra
+/// properties (none of which collides with those).
 fn base_config(k: &spec::Kafka) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &k.bootstrap_servers);
+    let protocol = match (&k.tls, &k.sasl) {
+        (None, None) => None,
+        (Some(_), None) => Some("ssl"),
+        (None, Some(_)) => Some("sasl_plaintext"),
+        (Some(_), Some(_)) => Some("sasl_ssl"),
+    };
+    if let Some(protocol) = protocol {
+        config.set("security.protocol", protocol);
+    }
+    if let Some(tls) = &k.tls {
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        if let Some(ca) = &tls.ca_file {
+            config.set("ssl.ca.location", path(ca));
+        }
+        if let Some(client) = &tls.client {
+            config.set("ssl.certificate.location", path(&client.cert_file));
+            config.set("ssl.key.location", path(&client.key_file));
+            if let Some(password) = &client.key_password {
+                config.set("ssl.key.password", &password.0);
+            }
+        }
+        let algorithm = if tls.verify_hostname { "https" } else { "none" };
+        config.set("ssl.endpoint.identification.algorithm", algorithm);
+    }
+    if let Some(sasl) = &k.sasl {
+        config
+            .set("sasl.mechanism", sasl.mechanism)
+            .set("sasl.username", &sasl.username)
+            .set("sasl.password", &sasl.password.0);
+    }
     for (key, value) in &k.properties {
         config.set(key, value);
     }
@@ -137,6 +174,85 @@ pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
         }
     }
     config
+}
+
+/// Keeps the first error of a client that retrying cannot cure: a refused login or a failed
+/// TLS handshake (librdkafka retries those for ever, logging each attempt).
+#[derive(Default)]
+struct RefusalWatch {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for RefusalWatch {
+    /// The check reports what failed itself; librdkafka's lines about each attempt are detail.
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        debug!(target: "librdkafka", facility, message, "while connecting");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        use RDKafkaErrorCode::{Authentication, SSL, SaslAuthenticationFailed};
+        match error.rdkafka_error_code() {
+            Some(Authentication | SSL | SaslAuthenticationFailed) => {
+                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                refused.get_or_insert_with(|| reason.to_owned());
+            }
+            _ => debug!(error = %error, reason, "kafka client error while connecting"),
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for RefusalWatch {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// How long start-up waits for the cluster to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connects to the cluster with the spec's settings and asks it for metadata, so a wrong
+/// password, an untrusted certificate or an unreachable cluster fails start-up in seconds with
+/// what went wrong, instead of clients retrying silently for ever.
+pub async fn check_connection(k: &spec::Kafka) -> Result<(), Error> {
+    let config = base_config(k);
+    let servers = k.bootstrap_servers.clone();
+    let check = move || {
+        let client: BaseProducer<RefusalWatch> = config
+            .create_with_context(RefusalWatch::default())
+            .map_err(|source| Error::client("client", &servers, source))?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            let fetched = client
+                .client()
+                .fetch_metadata(None, Duration::from_millis(500));
+            let last = match fetched {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            // Serves the error callbacks.
+            client.poll(Duration::ZERO);
+            let refused = client.context().refused.lock().map(|r| r.clone());
+            if let Ok(Some(reason)) = refused {
+                return Err(Error::Refused {
+                    servers: servers.clone(),
+                    reason,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unreachable {
+                    servers: servers.clone(),
+                    message: last.to_string(),
+                });
+            }
+        }
+    };
+    tokio::task::spawn_blocking(check)
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::Unreachable {
+                servers: k.bootstrap_servers.clone(),
+                message: format!("the connection check panicked: {e}"),
+            })
+        })
 }
 
 /// Creates the topic and dead-letter topic if they are missing (when the spec allows).

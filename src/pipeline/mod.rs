@@ -69,6 +69,7 @@ pub async fn run(
     tasks.spawn(shutdown::watch_signals(shutdown.clone(), work_done.clone()).map(Ok));
 
     let k = &spec.kafka;
+    kafka::check_connection(k).await?;
     kafka::ensure_topics(k).await?;
     let producer = Producer::new(k)?;
     let loader = if options.runs(Half::Load) {

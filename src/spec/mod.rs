@@ -120,6 +120,34 @@ pub struct Kafka {
     pub properties: Vec<(String, String)>,
     pub producer_properties: Vec<(String, String)>,
     pub consumer_properties: Vec<(String, String)>,
+    pub tls: Option<Tls>,
+    pub sasl: Option<Sasl>,
+}
+
+/// `[kafka.tls]` or `[cassandra.tls]`, checked: each file read and holding what it should.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// CA certificates to trust; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    pub client: Option<ClientCertificate>,
+    pub verify_hostname: bool,
+}
+
+/// A client certificate and its key (PEM files).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub key_password: Option<Secret>,
+}
+
+/// `[kafka.sasl]`, checked.
+#[derive(Debug, Clone)]
+pub struct Sasl {
+    /// As librdkafka names it: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: &'static str,
+    pub username: String,
+    pub password: Secret,
 }
 
 /// `[cassandra]`, checked.
@@ -136,6 +164,7 @@ pub struct Cassandra {
     pub concurrency: usize,
     pub request_timeout: Duration,
     pub credentials: Option<(String, Secret)>,
+    pub tls: Option<Tls>,
     pub partition_key: Vec<String>,
     /// Clustering columns with `true` for descending order.
     pub clustering_key: Vec<(String, bool)>,

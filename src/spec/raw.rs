@@ -239,6 +239,45 @@ pub struct RawKafka {
     /// Extra librdkafka properties for the consumer only, e.g. `session.timeout.ms`.
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, Scalar>,
+    /// TLS to the brokers (librdkafka's `security.protocol` SSL, or SASL_SSL with `[kafka.sasl]`).
+    pub tls: Option<RawTls>,
+    /// SASL login to the brokers (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).
+    pub sasl: Option<RawSasl>,
+}
+
+/// `[kafka.tls]`, `[cassandra.tls]`: speak TLS to the servers. Files are relative to the spec's
+/// folder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// CA certificates (PEM) to trust. Default: the system's trusted CAs.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), for servers that check clients; with `key_file`.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
+    /// The password of an encrypted `key_file`.
+    pub key_password: Option<String>,
+    /// A file holding `key_password` instead.
+    pub key_password_file: Option<std::path::PathBuf>,
+    /// Check that the server's certificate names the host (or IP address) connected to.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub verify_hostname: bool,
+}
+
+/// `[kafka.sasl]`: log in to the brokers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSasl {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: String,
+    pub username: String,
+    /// The password (set it with AQUEDUCT_KAFKA__SASL__PASSWORD).
+    pub password: Option<String>,
+    /// A file holding the password instead (relative to the spec's folder; a trailing newline
+    /// is dropped), e.g. a mounted secret.
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 fn default_commit_interval() -> Duration {
@@ -292,6 +331,8 @@ pub struct RawCassandra {
     /// A file holding the password instead (relative to the spec's folder; a trailing newline
     /// is dropped), e.g. a mounted secret.
     pub password_file: Option<std::path::PathBuf>,
+    /// TLS to the nodes (Cassandra's `client_encryption_options`).
+    pub tls: Option<RawTls>,
     /// Partition key columns, in order.
     pub partition_key: Vec<String>,
     /// Clustering columns, in order; `"col desc"` for descending order.

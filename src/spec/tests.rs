@@ -282,3 +282,189 @@ fn the_cassandra_password_can_come_from_a_file() {
     assert!(errs.contains("empty.secret is empty"), "{errs}");
     assert!(!errs.contains("s3cret"), "{errs}");
 }
+
+/// PEM files for TLS tests, in `dir`: `ca.pem` (a self-signed certificate), `client.pem` and
+/// `client.key` (a certificate and its key), `other.key` (an unrelated key) and `locked.key`
+/// (the client key encrypted with `pw`).
+fn tls_files(dir: &std::path::Path) {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::symm::Cipher;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "test").unwrap();
+    let name = name.build();
+    let mut cert = X509::builder().unwrap();
+    cert.set_version(2).unwrap();
+    cert.set_subject_name(&name).unwrap();
+    cert.set_issuer_name(&name).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = cert.build().to_pem().unwrap();
+    let other = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let write = |file: &str, bytes: &[u8]| std::fs::write(dir.join(file), bytes).unwrap();
+    write("ca.pem", &cert);
+    write("client.pem", &cert);
+    write("client.key", &key.private_key_to_pem_pkcs8().unwrap());
+    write("other.key", &other.private_key_to_pem_pkcs8().unwrap());
+    write(
+        "locked.key",
+        &key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), b"pw")
+            .unwrap(),
+    );
+    write("kafka.secret", b"kafka-s3cret\n");
+}
+
+/// Loads MINIMAL with `kafka` and `cassandra` lines added to those sections, in `dir`.
+fn spec_in(dir: &std::path::Path, kafka: &str, cassandra: &str) -> Result<Spec, String> {
+    let path = dir.join("spec.toml");
+    let text = MINIMAL
+        .replace("topic = \"t\"", &format!("topic = \"t\"\n{kafka}"))
+        .replace(
+            "columns.id = { type = \"text\", jq = \".id\" }",
+            &format!("columns.id = {{ type = \"text\", jq = \".id\" }}\n{cassandra}"),
+        );
+    std::fs::write(&path, text).unwrap();
+    load(&path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn kafka_tls_and_sasl_become_librdkafka_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path());
+    let spec = spec_in(
+        dir.path(),
+        "tls = { ca_file = \"ca.pem\", cert_file = \"client.pem\", key_file = \"locked.key\", key_password = \"pw\" }\n\
+         sasl = { mechanism = \"scram-sha-512\", username = \"app\", password_file = \"kafka.secret\" }",
+        "",
+    )
+    .unwrap();
+    let config = crate::kafka::producer_config(&spec.kafka);
+    let ca = dir.path().join("ca.pem");
+    let key = dir.path().join("locked.key");
+    for (property, value) in [
+        ("security.protocol", "sasl_ssl"),
+        ("ssl.ca.location", ca.to_str().unwrap()),
+        ("ssl.key.location", key.to_str().unwrap()),
+        ("ssl.key.password", "pw"),
+        ("ssl.endpoint.identification.algorithm", "https"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "app"),
+        ("sasl.password", "kafka-s3cret"),
+    ] {
+        assert_eq!(config.get(property), Some(value), "{property}");
+    }
+    assert!(!format!("{spec:?}").contains("s3cret"));
+
+    let spec = spec_in(
+        dir.path(),
+        "tls = { verify_hostname = false }",
+        "tls = { ca_file = \"ca.pem\" }",
+    )
+    .unwrap();
+    let config = crate::kafka::consumer_config(&spec.kafka);
+    assert_eq!(config.get("security.protocol"), Some("ssl"));
+    assert_eq!(config.get("ssl.ca.location"), None, "the system's CAs");
+    assert_eq!(
+        config.get("ssl.endpoint.identification.algorithm"),
+        Some("none")
+    );
+    assert!(spec.cassandra.tls.unwrap().verify_hostname);
+}
+
+#[test]
+fn tls_and_sasl_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path());
+    let cases = [
+        (
+            "tls = { ca_file = \"missing.pem\" }",
+            "",
+            "kafka.tls.ca_file: cannot read",
+        ),
+        (
+            "",
+            "tls = { ca_file = \"client.key\" }",
+            "cassandra.tls.ca_file: ",
+        ),
+        (
+            "tls = { cert_file = \"client.pem\" }",
+            "",
+            "set both `cert_file` and `key_file`",
+        ),
+        (
+            "tls = { cert_file = \"client.pem\", key_file = \"other.key\" }",
+            "",
+            "other.key is not the key of the certificate in",
+        ),
+        (
+            "tls = { cert_file = \"client.pem\", key_file = \"ca.pem\" }",
+            "",
+            "ca.pem holds no PEM private key",
+        ),
+        (
+            "",
+            "tls = { cert_file = \"client.pem\", key_file = \"locked.key\" }",
+            "cassandra.tls.key_password: ",
+        ),
+        (
+            "tls = { cert_file = \"client.pem\", key_file = \"locked.key\", key_password = \"wrong\" }",
+            "",
+            "kafka.tls.key_password: does not decrypt",
+        ),
+        (
+            "tls = { key_password = \"pw\" }",
+            "",
+            "is the password of `key_file`, which is not set",
+        ),
+        (
+            "sasl = { mechanism = \"GSSAPI\", username = \"u\", password = \"p\" }",
+            "",
+            "`GSSAPI` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        ),
+        (
+            "sasl = { mechanism = \"PLAIN\", username = \"u\" }",
+            "",
+            "set `password` (or `password_file`, or AQUEDUCT_KAFKA__SASL__PASSWORD)",
+        ),
+        (
+            "sasl = { mechanism = \"PLAIN\", username = \"u\", password = \"p\", password_file = \"kafka.secret\" }",
+            "",
+            "kafka.sasl.password_file: set one of `password` and `password_file`, not both",
+        ),
+        (
+            "sasl = { mechanism = \"PLAIN\", username = \"u\", password = \"p\" }\nproperties = { \"sasl.password\" = \"q\" }",
+            "",
+            "`sasl.password` is set by [kafka.sasl]; remove it here",
+        ),
+        (
+            "tls = {}\nproperties = { \"security.protocol\" = \"ssl\" }",
+            "",
+            "`security.protocol` is set by [kafka.tls]; remove it here",
+        ),
+    ];
+    for (kafka, cassandra, expected) in cases {
+        let errs = spec_in(dir.path(), kafka, cassandra).unwrap_err();
+        assert!(errs.contains(expected), "{kafka} {cassandra}:\n{errs}");
+        assert!(!errs.contains("s3cret"), "{errs}");
+    }
+    // Without [kafka.tls] the pass-through stays open to every librdkafka setting.
+    let spec = spec_in(
+        dir.path(),
+        "properties = { \"security.protocol\" = \"ssl\" }",
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        crate::kafka::producer_config(&spec.kafka).get("security.protocol"),
+        Some("ssl")
+    );
+}

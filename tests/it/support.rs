@@ -231,8 +231,17 @@ pub fn topic_messages(topic: &str) -> Vec<(Option<String>, serde_json::Value)> {
 
 /// [`topic_messages`] from the Kafka at `servers`.
 pub fn topic_messages_at(servers: &str, topic: &str) -> Vec<(Option<String>, serde_json::Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", servers);
+    topic_messages_with(config, topic)
+}
+
+/// [`topic_messages`] with a client configured as `config` (servers, security).
+pub fn topic_messages_with(
+    mut config: ClientConfig,
+    topic: &str,
+) -> Vec<(Option<String>, serde_json::Value)> {
+    let consumer: BaseConsumer = config
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()

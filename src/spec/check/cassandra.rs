@@ -6,10 +6,10 @@ use std::path::Path;
 
 use scylla::statement::Consistency;
 
-use super::Checker;
+use super::{Checker, security};
 use crate::cql::{CqlType, JsonKind};
 use crate::spec::raw::{RawCassandra, RawColumn, Scalar};
-use crate::spec::{Cassandra, Column, Secret, infer};
+use crate::spec::{Cassandra, Column, infer};
 
 /// Cassandra's largest TTL: 20 years.
 const MAX_TTL_SECS: u64 = 630_720_000;
@@ -83,20 +83,20 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
     if raw.request_timeout.is_zero() {
         c.err("cassandra.request_timeout", "must be longer than 0s");
     }
-    let password = match (raw.password, raw.password_file) {
-        (password, None) => password,
-        (None, Some(file)) => password_from(c, &base.join(file)),
-        (Some(_), Some(_)) => {
-            c.err(
-                "cassandra.password_file",
-                "set one of `password` and `password_file`, not both",
-            );
-            None
-        }
-    };
+    let password_given = raw.password.is_some() || raw.password_file.is_some();
+    let password = security::secret(
+        c,
+        "cassandra.password",
+        raw.password,
+        raw.password_file,
+        base,
+    );
+    let tls = raw.tls.map(|tls| security::tls(c, "cassandra", tls, base));
     let credentials = match (raw.username, password) {
-        (Some(user), Some(password)) => Some((user, Secret(password))),
+        (Some(user), Some(password)) => Some((user, password)),
         (None, None) => None,
+        // The password was set but could not be read: that error says so.
+        (Some(_), None) if password_given => None,
         _ => {
             c.err(
                 "cassandra",
@@ -125,6 +125,7 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
         concurrency: raw.concurrency,
         request_timeout: raw.request_timeout,
         credentials,
+        tls,
         partition_key,
         clustering_key,
         columns,
@@ -279,28 +280,4 @@ fn primary_key(
         clustering_key.push((name.to_owned(), desc));
     }
     (partition.to_vec(), clustering_key)
-}
-
-/// The password in `file`, without a trailing newline. Errors name the file, never its text.
-fn password_from(c: &mut Checker, file: &Path) -> Option<String> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => {
-            let password = text.trim_end_matches(['\n', '\r']).to_owned();
-            if password.is_empty() {
-                c.err(
-                    "cassandra.password_file",
-                    format!("{} is empty", file.display()),
-                );
-                return None;
-            }
-            Some(password)
-        }
-        Err(e) => {
-            c.err(
-                "cassandra.password_file",
-                format!("cannot read {}: {e}", file.display()),
-            );
-            None
-        }
-    }
 }

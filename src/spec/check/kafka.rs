@@ -1,8 +1,9 @@
 //! `[kafka]`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use super::Checker;
+use super::{Checker, security};
 use crate::spec::Kafka;
 use crate::spec::raw::{RawKafka, Scalar};
 
@@ -35,7 +36,26 @@ fn valid_topic(name: &str) -> bool {
             .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
 }
 
-pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka> {
+/// librdkafka properties `[kafka.tls]` sets.
+const TLS_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
+];
+
+/// librdkafka properties `[kafka.sasl]` sets.
+const SASL_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+];
+
+pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> Option<Kafka> {
     if raw.bootstrap_servers.trim().is_empty() {
         c.err("kafka.bootstrap_servers", "is empty");
     }
@@ -76,11 +96,28 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka>
     if raw.commit_interval < std::time::Duration::from_millis(10) {
         c.err("kafka.commit_interval", "must be at least 10ms");
     }
-    let properties = kafka_properties(c, "kafka.properties", raw.properties);
-    let producer_properties =
-        kafka_properties(c, "kafka.producer_properties", raw.producer_properties);
-    let consumer_properties =
-        kafka_properties(c, "kafka.consumer_properties", raw.consumer_properties);
+    let tls = raw.tls.map(|tls| security::tls(c, "kafka", tls, base));
+    let sasl = raw.sasl.map(|sasl| security::sasl(c, sasl, base));
+    let mut owned: Vec<(&str, &str)> = RESERVED_KAFKA_PROPERTIES.to_vec();
+    if tls.is_some() {
+        owned.extend(TLS_PROPERTIES.iter().map(|p| (*p, "[kafka.tls]")));
+    }
+    if sasl.is_some() {
+        owned.extend(SASL_PROPERTIES.iter().map(|p| (*p, "[kafka.sasl]")));
+    }
+    let properties = kafka_properties(c, "kafka.properties", raw.properties, &owned);
+    let producer_properties = kafka_properties(
+        c,
+        "kafka.producer_properties",
+        raw.producer_properties,
+        &owned,
+    );
+    let consumer_properties = kafka_properties(
+        c,
+        "kafka.consumer_properties",
+        raw.consumer_properties,
+        &owned,
+    );
     Some(Kafka {
         bootstrap_servers: raw.bootstrap_servers,
         topic: raw.topic,
@@ -94,18 +131,25 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str) -> Option<Kafka>
         properties,
         producer_properties,
         consumer_properties,
+        tls,
+        sasl: match sasl {
+            Some(sasl) => Some(sasl?),
+            None => None,
+        },
     })
 }
 
-/// Pass-through librdkafka properties, refusing those aqueduct sets itself.
+/// Pass-through librdkafka properties, refusing those aqueduct sets itself (`owned`: property,
+/// what sets it).
 fn kafka_properties(
     c: &mut Checker,
     section: &str,
     raw: BTreeMap<String, Scalar>,
+    owned: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (k, v) in raw {
-        if let Some((_, owner)) = RESERVED_KAFKA_PROPERTIES.iter().find(|(p, _)| *p == k) {
+        if let Some((_, owner)) = owned.iter().find(|(p, _)| *p == k) {
             c.err(
                 &format!("{section}.{k}"),
                 format!("`{k}` is set by {owner}; remove it here"),

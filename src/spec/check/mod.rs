@@ -4,6 +4,7 @@
 
 mod cassandra;
 mod kafka;
+mod security;
 mod source;
 
 use std::path::Path;
@@ -55,7 +56,7 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
     let base = path.parent().unwrap_or(Path::new("."));
     let source = source::source(&mut c, raw.source);
     let validate = source::validate(&mut c, raw.validate, base);
-    let kafka = kafka::kafka(&mut c, raw.kafka, &name);
+    let kafka = kafka::kafka(&mut c, raw.kafka, &name, base);
     let cassandra = cassandra::cassandra(&mut c, raw.cassandra, base);
     let metrics_address = match raw.metrics.address.map(|a| (a.parse(), a)) {
         None => None,

@@ -2,6 +2,7 @@
 //! model (types, rows) is [`crate::cql`], shared with the spec and the mapper.
 
 pub mod ddl;
+pub mod restarts;
 pub mod write;
 
 use openssl::pkey::PKey;

@@ -40,6 +40,11 @@ impl Writer {
     }
 
     /// Writes one row; the error says which table.
+    /// The session the rows go through.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
     pub async fn write(&self, row: &Row) -> Result<(), Error> {
         self.session
             .execute_unpaged(&self.insert, row)

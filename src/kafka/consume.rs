@@ -181,6 +181,22 @@ impl Consumer {
             })
     }
 
+    /// Moves this member's position in `partition` to `offset` (the next message read is the
+    /// one there). Fails for a partition not assigned to it.
+    pub fn seek(&self, partition: i32, offset: i64) -> Result<(), Error> {
+        self.inner
+            .seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            )
+            .map_err(|source| Error::Consume {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+
     /// Whether the group has assigned this member partitions.
     pub fn has_assignment(&self) -> bool {
         self.inner.assignment().is_ok_and(|a| a.count() > 0)

@@ -181,23 +181,54 @@ pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
 #[derive(Default)]
 struct RefusalWatch {
     refused: std::sync::Mutex<Option<String>>,
+    /// The last error of any kind, to say why the cluster could not be reached.
+    last: std::sync::Mutex<Option<String>>,
 }
 
+/// What librdkafka's reasons say when a broker refused the client (some arrive as transport
+/// failures, the handshake having been cut).
+const REFUSALS: &[&str] = &[
+    "SSL handshake failed",
+    "certificate verify failed",
+    "SASL authentication error",
+    "Authentication failed",
+];
+
 impl ClientContext for RefusalWatch {
-    /// The check reports what failed itself; librdkafka's lines about each attempt are detail.
+    /// The check reports what failed itself; librdkafka's lines about each attempt are detail,
+    /// but for a refusal, which some versions only log.
     fn log(&self, _: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
         debug!(target: "librdkafka", facility, message, "while connecting");
+        if REFUSALS.iter().any(|r| message.contains(r)) {
+            self.refuse(message);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         use RDKafkaErrorCode::{Authentication, SSL, SaslAuthenticationFailed};
-        match error.rdkafka_error_code() {
-            Some(Authentication | SSL | SaslAuthenticationFailed) => {
-                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                refused.get_or_insert_with(|| reason.to_owned());
-            }
-            _ => debug!(error = %error, reason, "kafka client error while connecting"),
+        debug!(error = %error, reason, "kafka client error while connecting");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(Authentication | SSL | SaslAuthenticationFailed)
+        ) {
+            self.refuse(reason);
         }
+        self.note(reason);
+    }
+}
+
+impl RefusalWatch {
+    /// Keeps `reason` as the last error, and as the refusal when it reads like one.
+    fn note(&self, reason: &str) {
+        if REFUSALS.iter().any(|r| reason.contains(r)) {
+            self.refuse(reason);
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    }
+
+    fn refuse(&self, reason: &str) {
+        let mut first = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| reason.to_owned());
     }
 }
 
@@ -238,9 +269,10 @@ pub async fn check_connection(k: &spec::Kafka) -> Result<(), Error> {
                 });
             }
             if Instant::now() >= deadline {
+                let reason = client.context().last.lock().ok().and_then(|r| r.clone());
                 return Err(Error::Unreachable {
                     servers: servers.clone(),
-                    message: last.to_string(),
+                    message: reason.unwrap_or_else(|| last.to_string()),
                 });
             }
         }

@@ -2,7 +2,8 @@
 //! finish in any order (rows are written concurrently); an offset may only be stored once it
 //! and every offset before it is done, or a crash would skip the gap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Per-partition tracking of messages in flight.
 #[derive(Debug, Default)]
@@ -67,6 +68,11 @@ impl Offsets {
             .collect()
     }
 
+    /// Drops what is known of `partition`: the next message handed out starts it afresh.
+    pub fn forget(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
     /// Messages handed out and not yet done, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.partitions
@@ -76,9 +82,91 @@ impl Offsets {
     }
 }
 
+/// The committable positions of each partition over the last while, so the loader can go back
+/// to where it stood at a given moment (a node that restarted may have lost what it
+/// acknowledged since).
+#[derive(Debug)]
+pub struct History {
+    /// How long positions are kept.
+    keep: Duration,
+    partitions: HashMap<i32, VecDeque<(Instant, i64)>>,
+}
+
+impl History {
+    pub fn new(keep: Duration) -> History {
+        History {
+            keep,
+            partitions: HashMap::new(),
+        }
+    }
+
+    /// Notes the positions at `now`; drops those older than `keep`, but for the last one
+    /// before that (where each partition stood then).
+    pub fn record(&mut self, now: Instant, positions: &[(i32, i64)]) {
+        for (partition, position) in positions {
+            let times = self.partitions.entry(*partition).or_default();
+            if times.back().is_none_or(|(_, last)| last != position) {
+                times.push_back((now, *position));
+            }
+            let cutoff = now.checked_sub(self.keep);
+            while times.len() > 1 && cutoff.is_some_and(|c| times[1].0 <= c) {
+                times.pop_front();
+            }
+        }
+    }
+
+    /// Where each partition stood at `moment`: the last position recorded by then, or the first
+    /// one recorded when that was later (nothing before it was written here).
+    pub fn at(&self, moment: Instant) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(partition, times)| {
+                let before = times.iter().rev().find(|(at, _)| *at <= moment);
+                before
+                    .or_else(|| times.front())
+                    .map(|(_, position)| (*partition, *position))
+            })
+            .collect()
+    }
+
+    /// Forgets `partition`'s positions after `moment` (the loader went back there).
+    pub fn rewind(&mut self, partition: i32, moment: Instant) {
+        if let Some(times) = self.partitions.get_mut(&partition) {
+            while times.len() > 1 && times.back().is_some_and(|(at, _)| *at > moment) {
+                times.pop_back();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_gives_the_position_at_a_moment() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut h = History::new(Duration::from_secs(1));
+        h.record(at(0), &[(0, 10)]);
+        h.record(at(100), &[(0, 10), (1, 3)]);
+        h.record(at(200), &[(0, 15), (1, 4)]);
+        h.record(at(300), &[(0, 20), (1, 4)]);
+        let mut positions = h.at(at(250));
+        positions.sort();
+        assert_eq!(positions, vec![(0, 15), (1, 4)]);
+        let mut positions = h.at(at(50));
+        positions.sort();
+        assert_eq!(positions, vec![(0, 10), (1, 3)], "partition 1 began later");
+        h.rewind(0, at(250));
+        assert_eq!(
+            h.at(at(5_000)).iter().find(|(p, _)| *p == 0),
+            Some(&(0, 15))
+        );
+        // Older than `keep`: only the last position before the cutoff stays.
+        h.record(at(2_000), &[(0, 30)]);
+        assert_eq!(h.at(at(0)).iter().find(|(p, _)| *p == 0), Some(&(0, 15)));
+    }
 
     #[test]
     fn in_order_completion_advances() {

@@ -19,14 +19,14 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cassandra::write::Writer;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::consume::{Consumer, Message};
-use crate::kafka::offsets::Offsets;
+use crate::kafka::offsets::{History, Offsets};
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
 use crate::record;
@@ -42,6 +42,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Set when the topic read is the dead-letter topic (`aqueduct replay`).
     pub replay: Option<Replay>,
+    /// How far back a node's restart may have lost acknowledged writes (zero: not watched).
+    pub unsynced: Duration,
 }
 
 impl Context {
@@ -64,9 +66,15 @@ pub async fn run(
     consumer: Consumer,
     stop: CancellationToken,
     mut drain: watch::Receiver<Option<HashMap<i32, i64>>>,
+    mut restarts: mpsc::UnboundedReceiver<Instant>,
     once: bool,
 ) -> anyhow::Result<()> {
     let mut lanes = Lanes::new(ctx.spec.cassandra.concurrency);
+    // Where the partitions stood, kept long enough to go back past a node's unsynced window.
+    let mut history = History::new(ctx.unsynced + Duration::from_secs(30));
+    // After a node restart: write again what it may have lost since this moment, once every
+    // message in hand is done (meanwhile nothing new is taken).
+    let mut rewind_to: Option<Instant> = None;
     let mut writes = FuturesUnordered::new();
     let mut offsets = Offsets::default();
     let mut check = tokio::time::interval(Duration::from_millis(200));
@@ -87,9 +95,12 @@ pub async fn run(
                 }
             },
             _ = stop.cancelled() => break,
+            Some(lost_after) = restarts.recv() => {
+                rewind_to = Some(rewind_to.map_or(lost_after, |r| r.min(lost_after)));
+            }
             // With every lane's queue full, the consumer waits (backpressure) while writes
             // finish and a stop is still seen.
-            message = consumer.recv(), if lanes.has_room() => {
+            message = consumer.recv(), if lanes.has_room() && rewind_to.is_none() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
@@ -111,8 +122,14 @@ pub async fn run(
                 }
             }
             _ = store.tick() => {
+                let positions = offsets.committable();
                 if !ctx.dry_run() {
-                    consumer.store(&offsets.committable());
+                    consumer.store(&positions);
+                }
+                history.record(Instant::now(), &positions);
+                if let Some(moment) = rewind_to.filter(|_| offsets.in_flight() == 0) {
+                    rewind(&ctx, &consumer, &mut offsets, &mut history, moment);
+                    rewind_to = None;
                 }
                 ctx.metrics.writes_in_flight.set(offsets.in_flight() as i64);
                 if let Some(targets) = drain.borrow().as_ref() {
@@ -126,7 +143,7 @@ pub async fn run(
 
             _ = check.tick(), if once => {
                 let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
-                if reached && offsets.in_flight() == 0 {
+                if reached && offsets.in_flight() == 0 && rewind_to.is_none() {
                     break;
                 }
             }
@@ -224,6 +241,43 @@ impl Lanes {
             None => self.busy[lane] = false,
         }
         next
+    }
+}
+
+/// Goes back to where each partition stood at `moment`, so what was written since is written
+/// again; commits those positions first, so a crash before they are written again still
+/// re-reads them.
+fn rewind(
+    ctx: &Context,
+    consumer: &Consumer,
+    offsets: &mut Offsets,
+    history: &mut History,
+    moment: Instant,
+) {
+    let now: HashMap<i32, i64> = offsets.committable().into_iter().collect();
+    let back: Vec<(i32, i64)> = history
+        .at(moment)
+        .into_iter()
+        .filter(|(partition, position)| now.get(partition).is_some_and(|at| position < at))
+        .collect();
+    if back.is_empty() {
+        info!("nothing was written in the restarted node's unsynced window");
+        return;
+    }
+    let messages: i64 = back.iter().map(|(p, position)| now[p] - position).sum();
+    warn!(messages, positions = ?back, "writing again what the restarted node acknowledged in its unsynced window");
+    if !ctx.dry_run() {
+        if let Err(e) = tokio::task::block_in_place(|| consumer.commit(&back)) {
+            warn!(error = %e, "committing the positions gone back to failed");
+        }
+    }
+    for (partition, position) in back {
+        if let Err(e) = consumer.seek(partition, position) {
+            warn!(partition, error = %e, "cannot go back in this partition (no longer assigned?)");
+            continue;
+        }
+        offsets.forget(partition);
+        history.rewind(partition, moment);
     }
 }
 

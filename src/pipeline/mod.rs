@@ -76,8 +76,9 @@ pub async fn run(
         let c = &spec.cassandra;
         let session = Arc::new(cassandra::connect(c).await?);
         cassandra::ddl::ensure(&session, c).await?;
+        let unsynced = cassandra::restarts::depth(&session, c).await;
         let writer = Writer::prepare(session, c).await?;
-        Some((Consumer::new(k, metrics.clone())?, writer))
+        Some((Consumer::new(k, metrics.clone())?, writer, unsynced))
     } else {
         None
     };
@@ -118,17 +119,27 @@ pub async fn run(
         let report = progress::report(metrics.clone(), display, work_done.clone());
         tasks.spawn(report.map(Ok));
     }
-    if let Some((consumer, writer)) = loader {
+    if let Some((consumer, writer, unsynced)) = loader {
+        // Node restarts, for the loader to write again what they may have lost.
+        let (restarts_tx, restarts) = tokio::sync::mpsc::unbounded_channel();
+        if !unsynced.is_zero() {
+            let session = writer.session().clone();
+            let watch =
+                cassandra::restarts::watch(session, unsynced, restarts_tx, work_done.clone());
+            tasks.spawn(watch);
+        }
         let ctx = load::Context {
             spec: spec.clone(),
             writer,
             producer: producer.clone(),
             metrics: metrics.clone(),
             replay: options.replay,
+            unsynced,
         };
         let stop = stop.clone();
-        let load = tasks
-            .spawn(async move { load::run(ctx, consumer, stop, drain_rx, options.once).await });
+        let load = tasks.spawn(async move {
+            load::run(ctx, consumer, stop, drain_rx, restarts, options.once).await
+        });
         work.insert(load.id());
     }
     let mut result = Ok(());

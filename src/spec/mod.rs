@@ -165,6 +165,8 @@ pub struct Cassandra {
     pub request_timeout: Duration,
     pub credentials: Option<(String, Secret)>,
     pub tls: Option<Tls>,
+    /// `None`: read from the node (`auto`).
+    pub unsynced_window: Option<Duration>,
     pub partition_key: Vec<String>,
     /// Clustering columns with `true` for descending order.
     pub clustering_key: Vec<(String, bool)>,

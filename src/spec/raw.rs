@@ -333,6 +333,14 @@ pub struct RawCassandra {
     pub password_file: Option<std::path::PathBuf>,
     /// TLS to the nodes (Cassandra's `client_encryption_options`).
     pub tls: Option<RawTls>,
+    /// How long a node may hold acknowledged writes only in memory: Cassandra acknowledges a
+    /// write before its commit log reaches the disk (`commitlog_sync: periodic`, the default,
+    /// syncs every 10 s), so a node that crashes loses that window. When a node restarts,
+    /// aqueduct writes again what it wrote in that window. "auto" (default) reads it from the
+    /// node (`system_views.settings`); "0s" turns this off (`commitlog_sync: batch`, or RF 3 at
+    /// QUORUM, where a single crash loses nothing).
+    #[serde(default = "default_unsynced_window")]
+    pub unsynced_window: String,
     /// Partition key columns, in order.
     pub partition_key: Vec<String>,
     /// Clustering columns, in order; `"col desc"` for descending order.
@@ -342,6 +350,9 @@ pub struct RawCassandra {
     pub columns: BTreeMap<String, RawColumn>,
 }
 
+fn default_unsynced_window() -> String {
+    "auto".into()
+}
 fn default_consistency() -> String {
     "local_quorum".into()
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::{
-    Api, Background, Pipeline, Proxy, aqueduct, cassandra_addr, count_rows, kafka_addr, run,
-    services_up, session, spec_file, topic_messages, unique, wait_until,
+    Api, Background, Pipeline, PrivateServer, Proxy, Server, aqueduct, cassandra_addr, count_rows,
+    kafka_addr, run, services_up, session, spec_file, topic_messages, unique, wait_until,
 };
 
 fn millis(rfc3339: &str) -> i64 {
@@ -1285,63 +1285,6 @@ async fn kafka_properties_from_the_environment_keep_their_dotted_names() {
     assert_eq!(p.row_count().await, 5);
 }
 
-/// A Kafka of the test's own (`scripts/stack up kafka` on spare ports), for faults the shared
-/// one must not suffer. Stopped and wiped on drop.
-struct PrivateKafka {
-    dir: tempfile::TempDir,
-    port: u16,
-    controller_port: u16,
-}
-
-impl PrivateKafka {
-    fn start() -> PrivateKafka {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let kafka = PrivateKafka {
-            dir: tempfile::tempdir().unwrap(),
-            port: free(),
-            controller_port: free(),
-        };
-        kafka.stack(&["up", "kafka"]);
-        kafka
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn stack(&self, args: &[&str]) {
-        let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
-            .args(args)
-            .env("AQUEDUCT_STACK_DIR", self.dir.path())
-            .env("AQUEDUCT_KAFKA_PORT", self.port.to_string())
-            .env(
-                "AQUEDUCT_KAFKA_CONTROLLER_PORT",
-                self.controller_port.to_string(),
-            )
-            .env("AQUEDUCT_KAFKA_HEAP", "256m")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/stack {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateKafka {
-    fn drop(&mut self) {
-        self.stack(&["down", "kafka"]);
-    }
-}
-
 /// Kafka stopped under a running ingest: a SIGTERM still exits within `shutdown_timeout`
 /// (exit 1, saying the page was not acknowledged), not after librdkafka's 300 s message
 /// timeout, and the next run produces the page again.
@@ -1350,7 +1293,7 @@ async fn a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout() {
     if !services_up("a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout") {
         return;
     }
-    let kafka = PrivateKafka::start();
+    let kafka = PrivateServer::start(Server::Kafka);
     let api = Api::start().await;
     let topic = unique("kafka_down");
     let ingest = |args: &[&str]| {
@@ -1368,7 +1311,7 @@ async fn a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout() {
     };
     let mut running = Background::spawn(&mut ingest(&["run", "--only", "ingest"]));
     running.wait_for("poll done", 60).await;
-    kafka.stack(&["down", "kafka"]);
+    kafka.stop();
     // Polls go on; their records wait for a broker that is gone.
     let requests = api.requests();
     wait_until("a poll after Kafka went down", 30, || async {
@@ -1391,7 +1334,7 @@ async fn a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout() {
     );
 
     // Back up: the next run produces the page (the stand-in's seed gives the same 20 users).
-    kafka.stack(&["up", "kafka"]);
+    kafka.resume();
     let out = run(&mut ingest(&["run", "--once", "--only", "ingest"])).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let keys: std::collections::HashSet<Option<String>> =

@@ -8,6 +8,7 @@
 mod cli;
 mod docs;
 mod e2e;
+mod faults;
 mod secure;
 mod stack;
 mod support;

@@ -399,3 +399,112 @@ impl Background {
         status.code()
     }
 }
+
+/// One of the stack's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Kafka,
+    Cassandra,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Kafka => "kafka",
+            Server::Cassandra => "cassandra",
+        }
+    }
+}
+
+/// A server of this test's own, started by `scripts/stack` in a temporary folder on free
+/// ports, for tests that stop or kill it (the shared stack serves every other test meanwhile).
+pub struct PrivateServer {
+    server: Server,
+    dir: tempfile::TempDir,
+    ports: Vec<(&'static str, u16)>,
+}
+
+impl PrivateServer {
+    pub fn start(server: Server) -> PrivateServer {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let names: &[&'static str] = match server {
+            Server::Kafka => &["KAFKA_PORT", "KAFKA_CONTROLLER_PORT"],
+            Server::Cassandra => &[
+                "CASSANDRA_PORT",
+                "CASSANDRA_STORAGE_PORT",
+                "CASSANDRA_JMX_PORT",
+            ],
+        };
+        let private = PrivateServer {
+            server,
+            dir: tempfile::tempdir().unwrap(),
+            ports: names.iter().map(|name| (*name, free())).collect(),
+        };
+        private.resume();
+        private
+    }
+
+    /// `127.0.0.1:<client port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[0].1)
+    }
+
+    /// Starts it again (same data).
+    pub fn resume(&self) {
+        self.stack(&["up", self.server.name()]);
+    }
+
+    /// Stops it with SIGTERM, as `scripts/stack down` does.
+    pub fn stop(&self) {
+        self.stack(&["down", self.server.name()]);
+    }
+
+    /// Kills it with SIGKILL: no flush, no goodbye.
+    pub fn kill(&self) {
+        let name = self.server.name();
+        let pid_file = self.dir.path().join(name).join(format!("{name}.pid"));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // Until the process is gone, `up` would take it for running.
+        let proc = format!("/proc/{}", pid.trim());
+        while std::fs::read_to_string(format!("{proc}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stack(&self, args: &[&str]) {
+        let mut cmd = std::process::Command::new(repo().join("scripts/stack"));
+        cmd.args(args)
+            .env("AQUEDUCT_STACK_DIR", self.dir.path())
+            .env("AQUEDUCT_KAFKA_HEAP", "256m")
+            .env("AQUEDUCT_CASSANDRA_HEAP", "512m");
+        for (name, port) in &self.ports {
+            cmd.env(format!("AQUEDUCT_{name}"), port.to_string());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/stack {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

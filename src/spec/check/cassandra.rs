@@ -92,6 +92,17 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
         base,
     );
     let tls = raw.tls.map(|tls| security::tls(c, "cassandra", tls, base));
+    let unsynced_window = match raw.unsynced_window.as_str() {
+        "auto" => None,
+        text => humantime::parse_duration(text)
+            .map_err(|e| {
+                c.err(
+                    "cassandra.unsynced_window",
+                    format!("`{text}` is neither \"auto\" nor a duration like \"10s\": {e}"),
+                )
+            })
+            .ok(),
+    };
     let credentials = match (raw.username, password) {
         (Some(user), Some(password)) => Some((user, password)),
         (None, None) => None,
@@ -126,6 +137,7 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
         request_timeout: raw.request_timeout,
         credentials,
         tls,
+        unsynced_window,
         partition_key,
         clustering_key,
         columns,

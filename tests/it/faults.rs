@@ -1,0 +1,395 @@
+//! Faults on the real servers, mid-drain: processes killed at random moments, Cassandra and
+//! Kafka stopped and started again, loaders killed and added. Each scenario checks that every
+//! record became its row (none missing, none unexpected; rows are upserts, so a message
+//! written twice is still one row) and reports one line of the fault table:
+//! `FAULT|scenario|records|rows|missing|extra writes|dead letters|seconds to recover`.
+//! `scripts/faults` runs them at full size and prints the table; CI runs them reduced
+//! (AQUEDUCT_FAULTS_RECORDS, AQUEDUCT_FAULTS_KILLS, AQUEDUCT_FAULTS_OUTAGE_SECONDS).
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use uuid::Uuid;
+
+use crate::support::{
+    Api, Background, Pipeline, PrivateServer, Server, cassandra_addr, kafka_addr, run, services_up,
+    topic_messages_at, unique, wait_until,
+};
+
+/// Users per page of the stand-in.
+const PAGE: u32 = 1000;
+
+struct Scale {
+    records: u32,
+    kills: u32,
+    outage: Duration,
+}
+
+fn scale() -> Scale {
+    let num = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Scale {
+        records: num("AQUEDUCT_FAULTS_RECORDS", 20_000).div_ceil(PAGE) * PAGE,
+        kills: num("AQUEDUCT_FAULTS_KILLS", 10),
+        outage: Duration::from_secs(num("AQUEDUCT_FAULTS_OUTAGE_SECONDS", 10).into()),
+    }
+}
+
+/// A drain of stand-in users through `pipelines/users.toml`, in pages of [`PAGE`].
+struct Drain {
+    _api: Api,
+    p: Pipeline,
+    seed: String,
+    pages: u32,
+    kafka: String,
+    cassandra: String,
+}
+
+impl Drain {
+    async fn new(records: u32) -> Drain {
+        let api = Api::start().await;
+        let seed = unique("faults");
+        let p = Pipeline::users(api.url(&format!("seed={seed}")), PAGE);
+        Drain {
+            _api: api,
+            p,
+            seed,
+            pages: records / PAGE,
+            kafka: kafka_addr(),
+            cassandra: cassandra_addr(),
+        }
+    }
+
+    fn records(&self) -> u32 {
+        self.pages * PAGE
+    }
+
+    /// `aqueduct ARGS` on this drain. A killed loader's group membership lapses after the
+    /// broker's shortest session timeout (6 s), not the default 45 s. Few writes in flight, so
+    /// a drain lasts long enough to be hit mid-way.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = self.p.command(args);
+        cmd.env("AQUEDUCT_SOURCE__PAGINATION__MODE", "page")
+            .env("AQUEDUCT_SOURCE__PAGINATION__PARAM", "page")
+            .env(
+                "AQUEDUCT_SOURCE__PAGINATION__MAX_PAGES",
+                self.pages.to_string(),
+            )
+            .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", &self.kafka)
+            .env(
+                "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
+                format!("[\"{}\"]", self.cassandra),
+            )
+            .env(
+                "AQUEDUCT_KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS",
+                "6000",
+            )
+            .env("AQUEDUCT_CASSANDRA__CONCURRENCY", "4");
+        cmd
+    }
+
+    /// Runs `aqueduct ARGS` to the end; it must succeed.
+    async fn complete(&self, args: &[&str]) {
+        let out = run(&mut self.command(args)).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
+    }
+
+    /// Starts `aqueduct ARGS` `kills` times, each killed (SIGKILL) at a random moment within
+    /// 3 s of its log showing `at_work`. Returns when the last kill was.
+    async fn kill_repeatedly(&self, args: &[&str], at_work: &str, kills: u32) -> Instant {
+        for _ in 0..kills {
+            let mut running = Background::spawn(&mut self.command(args));
+            running.wait_for(at_work, 60).await;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..3000))).await;
+            running.child.start_kill().unwrap();
+            running.child.wait().await.unwrap();
+        }
+        Instant::now()
+    }
+
+    fn expected(&self) -> HashSet<Uuid> {
+        (1..=u64::from(self.pages))
+            .flat_map(|page| (0..PAGE as usize).map(move |i| (page, i)))
+            .map(|(page, i)| {
+                let user = aqueduct::standin::user(&self.seed, page, i, false);
+                Uuid::parse_str(user["login"]["uuid"].as_str().unwrap()).unwrap()
+            })
+            .collect()
+    }
+
+    async fn session(&self) -> Session {
+        SessionBuilder::new()
+            .known_node(&self.cassandra)
+            .build()
+            .await
+            .expect("connecting to Cassandra")
+    }
+
+    /// The ids in the table; none while it does not exist yet or Cassandra is away.
+    async fn ids(&self) -> Vec<Uuid> {
+        let Ok(session) = SessionBuilder::new()
+            .known_node(&self.cassandra)
+            .build()
+            .await
+        else {
+            return Vec::new();
+        };
+        let Ok(result) = session
+            .query_unpaged(format!("SELECT id FROM {}", self.p.table()), &[])
+            .await
+        else {
+            return Vec::new();
+        };
+        let rows = result.into_rows_result().unwrap();
+        rows.rows::<(Uuid,)>()
+            .unwrap()
+            .map(|r| r.unwrap().0)
+            .collect()
+    }
+
+    async fn wait_for_rows(&self, at_least: usize, secs: u64) {
+        let what = format!("{at_least} rows");
+        wait_until(&what, secs, || async { self.ids().await.len() >= at_least }).await;
+    }
+
+    /// Writes of the table Cassandra counted since it started (`local_write_latency`).
+    async fn writes(&self) -> Option<i64> {
+        let session = self.session().await;
+        let result = session
+            .query_unpaged(
+                "SELECT count FROM system_views.local_write_latency WHERE keyspace_name = ? AND table_name = ?",
+                (&self.p.keyspace, "created_users"),
+            )
+            .await
+            .ok()?;
+        let rows = result.into_rows_result().ok()?;
+        rows.maybe_first_row::<(i64,)>().ok()?.map(|r| r.0)
+    }
+
+    /// Checks the table against the records and reports the scenario's line of the table.
+    /// `writes_counted`: Cassandra kept counting through the scenario (it did not restart).
+    async fn check(&self, scenario: &str, recovered_in: Duration, writes_counted: bool) {
+        let ids = self.ids().await;
+        let distinct: HashSet<Uuid> = ids.iter().copied().collect();
+        let expected = self.expected();
+        let missing = expected.difference(&distinct).count();
+        let unexpected = distinct.difference(&expected).count();
+        let extra_writes = if writes_counted {
+            self.writes()
+                .await
+                .map(|w| (w - distinct.len() as i64).to_string())
+        } else {
+            None
+        };
+        let dead_letters = topic_messages_at(&self.kafka, &self.p.dead_letter_topic).len();
+        let line = format!(
+            "FAULT|{scenario}|{}|{}|{missing}|{}|{dead_letters}|{:.1}",
+            self.records(),
+            distinct.len(),
+            extra_writes.as_deref().unwrap_or("-"),
+            recovered_in.as_secs_f64()
+        );
+        println!("{line}");
+        if let Ok(file) = std::env::var("AQUEDUCT_FAULTS_TABLE") {
+            let mut table = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .unwrap();
+            writeln!(table, "{line}").unwrap();
+        }
+        assert_eq!(missing, 0, "{scenario}: rows missing");
+        assert_eq!(unexpected, 0, "{scenario}: rows nobody sent");
+        assert_eq!(ids.len(), distinct.len(), "{scenario}: a key twice");
+        assert_eq!(dead_letters, 0, "{scenario}: dead letters");
+    }
+}
+
+/// `run --once` (both halves) killed at random moments, restarted each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_run_at_random_moments() {
+    if !services_up("sigkill_of_run") {
+        return;
+    }
+    let s = scale();
+    let d = Drain::new(s.records).await;
+    let last = d
+        .kill_repeatedly(&["run", "--once"], "pipeline started", s.kills)
+        .await;
+    d.complete(&["run", "--once"]).await;
+    let scenario = format!("SIGKILL run x{}", s.kills);
+    d.check(&scenario, last.elapsed(), true).await;
+}
+
+/// `run --only ingest --once` killed at random moments, then one that completes; a loader
+/// then drains it all.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_ingest_at_random_moments() {
+    if !services_up("sigkill_of_ingest") {
+        return;
+    }
+    let s = scale();
+    let d = Drain::new(s.records).await;
+    let ingest = ["run", "--only", "ingest", "--once"];
+    let last = d
+        .kill_repeatedly(&ingest, "pipeline started", s.kills)
+        .await;
+    d.complete(&ingest).await;
+    d.complete(&["run", "--only", "load", "--once"]).await;
+    let scenario = format!("SIGKILL --only ingest x{}", s.kills);
+    d.check(&scenario, last.elapsed(), true).await;
+}
+
+/// Everything ingested, then `run --only load --once` killed at random moments.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_load_at_random_moments() {
+    if !services_up("sigkill_of_load") {
+        return;
+    }
+    let s = scale();
+    let d = Drain::new(s.records).await;
+    d.complete(&["run", "--only", "ingest", "--once"]).await;
+    let load = ["run", "--only", "load", "--once"];
+    let last = d
+        .kill_repeatedly(&load, "partitions assigned", s.kills)
+        .await;
+    d.complete(&load).await;
+    let scenario = format!("SIGKILL --only load x{}", s.kills);
+    d.check(&scenario, last.elapsed(), true).await;
+}
+
+/// Cassandra stopped (SIGTERM or SIGKILL) for the outage under a running loader, then started
+/// again: the loader retries, carries on without a restart, and after a SIGKILL writes again
+/// what the node acknowledged but had not synced (`commitlog_sync: periodic`, 10 s).
+async fn cassandra_outage(kill: bool) {
+    let s = scale();
+    let cassandra = PrivateServer::start(Server::Cassandra);
+    let mut d = Drain::new(s.records).await;
+    d.cassandra = cassandra.addr();
+    d.complete(&["run", "--only", "ingest", "--once"]).await;
+    let mut loader = Background::spawn(&mut d.command(&["run", "--only", "load"]));
+    loader.wait_for("pipeline started", 60).await;
+    d.wait_for_rows(d.records() as usize / 4, 120).await;
+    if kill {
+        cassandra.kill();
+    } else {
+        cassandra.stop();
+    }
+    tokio::time::sleep(s.outage).await;
+    cassandra.resume();
+    let back = Instant::now();
+    d.wait_for_rows(d.records() as usize, 180).await;
+    let recovered_in = back.elapsed();
+    assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    if kill {
+        assert!(
+            loader.log().contains("a Cassandra node restarted"),
+            "{}",
+            loader.log()
+        );
+    }
+    let signal = if kill { "SIGKILL" } else { "SIGTERM" };
+    let scenario = format!("Cassandra {signal}, down {} s", s.outage.as_secs());
+    d.check(&scenario, recovered_in, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_sigterm_mid_drain() {
+    if services_up("cassandra_sigterm_mid_drain") {
+        cassandra_outage(false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_sigkill_mid_drain() {
+    if services_up("cassandra_sigkill_mid_drain") {
+        cassandra_outage(true).await;
+    }
+}
+
+/// The Kafka broker stopped for the outage and started again, under a running ingest or a
+/// running loader: both wait for it and finish.
+async fn kafka_outage(side: &str) {
+    let s = scale();
+    let kafka = PrivateServer::start(Server::Kafka);
+    let mut d = Drain::new(s.records).await;
+    d.kafka = kafka.addr();
+    if side == "load" {
+        d.complete(&["run", "--only", "ingest", "--once"]).await;
+    }
+    let mut running = Background::spawn(&mut d.command(&["run", "--only", side, "--once"]));
+    running.wait_for("pipeline started", 60).await;
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(500..2000))).await;
+    kafka.stop();
+    tokio::time::sleep(s.outage).await;
+    kafka.resume();
+    let back = Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(180), running.child.wait())
+        .await
+        .expect("the run ends after Kafka is back")
+        .unwrap();
+    assert_eq!(code.code(), Some(0), "{}", running.log());
+    if side == "ingest" {
+        d.complete(&["run", "--only", "load", "--once"]).await;
+    }
+    let scenario = format!("Kafka stopped {} s, {side} side", s.outage.as_secs());
+    d.check(&scenario, back.elapsed(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_stopped_on_the_ingest_side() {
+    if services_up("kafka_stopped_on_the_ingest_side") {
+        kafka_outage("ingest").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_stopped_on_the_load_side() {
+    if services_up("kafka_stopped_on_the_load_side") {
+        kafka_outage("load").await;
+    }
+}
+
+/// `n` loaders in one group; one is killed and another added mid-drain.
+async fn loaders_in_a_group(n: usize) {
+    let s = scale();
+    let d = Drain::new(s.records).await;
+    d.complete(&["run", "--only", "ingest", "--once"]).await;
+    let load = ["run", "--only", "load"];
+    let mut loaders: Vec<Background> = (0..n)
+        .map(|_| Background::spawn(&mut d.command(&load)))
+        .collect();
+    d.wait_for_rows(d.records() as usize / 4, 120).await;
+    loaders[0].child.start_kill().unwrap();
+    loaders[0].child.wait().await.unwrap();
+    let fault = Instant::now();
+    loaders.push(Background::spawn(&mut d.command(&load)));
+    d.wait_for_rows(d.records() as usize, 180).await;
+    let recovered_in = fault.elapsed();
+    for loader in &mut loaders[1..] {
+        assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    }
+    let scenario = format!("{n} loaders, 1 killed, 1 added");
+    d.check(&scenario, recovered_in, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_loaders_one_killed_one_added() {
+    if services_up("two_loaders") {
+        loaders_in_a_group(2).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_loaders_one_killed_one_added() {
+    if services_up("three_loaders") {
+        loaders_in_a_group(3).await;
+    }
+}

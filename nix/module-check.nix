@@ -1,7 +1,7 @@
 # Evaluates services.aqueduct in a small NixOS system with three pipelines: one from
 # `specFile` (with an environment file, environment and extra arguments), one from
 # `settings`, one disabled. Evaluation fails, naming each broken setting, when a rendered
-# unit is not what the module promises: ExecStart, EnvironmentFile, the hardening, the
+# unit is not what the module promises: ExecStart, EnvironmentFile, LoadCredential, the hardening, the
 # `system.checks` entry per enabled pipeline. No build or VM: `nix flake check --no-build`
 # proves it.
 {
@@ -40,6 +40,7 @@ let
       users = {
         specFile = users;
         environmentFile = "/run/secrets/aqueduct-users.env";
+        credentials.cassandra-password = "/run/secrets/cassandra-password";
         environment.AQUEDUCT_LOG = "debug";
         extraArgs = [
           "--only"
@@ -120,6 +121,17 @@ let
       {
         ok = linesOf "users" "EnvironmentFile" == [ "EnvironmentFile=/run/secrets/aqueduct-users.env" ];
         what = "aqueduct-users.service reads ${toString (linesOf "users" "EnvironmentFile")}, not its environmentFile";
+      }
+      {
+        ok =
+          linesOf "users" "LoadCredential" == [
+            "LoadCredential=cassandra-password:/run/secrets/cassandra-password"
+          ];
+        what = "aqueduct-users.service loads ${toString (linesOf "users" "LoadCredential")}, not its credentials";
+      }
+      {
+        ok = linesOf "earthquakes" "LoadCredential" == [ ];
+        what = "aqueduct-earthquakes.service loads credentials it was not given";
       }
       {
         ok = linesOf "earthquakes" "EnvironmentFile" == [ ];

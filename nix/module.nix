@@ -71,6 +71,20 @@ let
             needs `checkSpec = false`.
           '';
         };
+        credentials = lib.mkOption {
+          type = lib.types.attrsOf lib.types.path;
+          default = { };
+          example = {
+            cassandra-password = "/run/secrets/cassandra-password";
+          };
+          description = ''
+            Secret files handed to the service (systemd's `LoadCredential`): the
+            dynamic user cannot read them where they are, the service reads each at
+            `/run/credentials/aqueduct-<name>.service/<credential>`. Point the spec's
+            `password_file`, `key_file`, ... there. The build-time check does not
+            see them, so a spec reading them needs `checkSpec = false`.
+          '';
+        };
         extraArgs = lib.mkOption {
           type = lib.types.listOf lib.types.str;
           default = [ ];
@@ -131,6 +145,7 @@ let
         lib.escapeShellArgs (p.extraArgs ++ [ "${specOf name p}" ])
       }";
       EnvironmentFile = lib.mkIf (p.environmentFile != null) p.environmentFile;
+      LoadCredential = lib.mapAttrsToList (credential: file: "${credential}:${file}") p.credentials;
       Restart = "on-failure";
       RestartSec = 5;
       # Exit 2 is an invalid spec or usage: a restart cannot fix it.

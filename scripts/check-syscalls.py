@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Proves the NixOS unit's sandbox against what aqueduct really does. Runs a full pipeline,
 `aqueduct run --once` (ingest and load, dead letters, the metrics endpoint scraped while it
-runs) against the local stack and the stand-in API under `strace -f`, then checks:
+runs) against the local stack and the stand-in API under `strace -f`, and once more against
+the secure stack (scripts/stack up --secure: TLS and SASL to Kafka, TLS and a login to
+Cassandra), then checks:
 
   - every system call made is one the unit's SystemCallFilter (read from nix/module.nix)
     allows, the groups resolved into calls by `systemd-analyze syscall-filter`;
@@ -15,7 +17,9 @@ Usage: scripts/check-syscalls.py [--bin DIR] [--trace FILE]
   --bin DIR     where aqueduct and randomuser-standin are [$CARGO_TARGET_DIR/debug]
   --trace FILE  keep strace's output there [a temporary file, deleted]
 Needs: strace, systemd-analyze (Debian: strace, systemd), Kafka and Cassandra on the ports
-of scripts/stack (AQUEDUCT_TEST_KAFKA / AQUEDUCT_TEST_CASSANDRA override them).
+of scripts/stack (AQUEDUCT_TEST_KAFKA / AQUEDUCT_TEST_CASSANDRA override them), and the
+secure stack (AQUEDUCT_SECURE_STACK_DIR, AQUEDUCT_TEST_SECURE_KAFKA /
+AQUEDUCT_TEST_SECURE_CASSANDRA; without it the secure run is skipped, but with CI=true).
 """
 
 import argparse
@@ -112,7 +116,29 @@ def scrape_while(process: subprocess.Popen, port: int) -> int:
     return answers
 
 
-def traced_run(bin_dir: Path, trace: Path) -> int:
+def secure_settings() -> dict[str, str] | None:
+    """The spec overrides that reach the secure stack, None when it has not been made."""
+    stack = Path(os.environ.get("AQUEDUCT_SECURE_STACK_DIR", REPO / ".stack-secure"))
+    secrets = stack / "secrets"
+    if not (secrets / "made").exists():
+        if os.environ.get("CI") == "true":
+            fail(f"the secure stack is not there ({secrets}): scripts/stack up --secure")
+        print(f"check-syscalls: SKIPPED the secure run: no secure stack at {secrets}")
+        return None
+    return dict(
+        AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS=os.environ.get("AQUEDUCT_TEST_SECURE_KAFKA", "127.0.0.1:9094"),
+        AQUEDUCT_KAFKA__TLS__CA_FILE=str(secrets / "ca.pem"),
+        AQUEDUCT_KAFKA__SASL__MECHANISM="SCRAM-SHA-512",
+        AQUEDUCT_KAFKA__SASL__USERNAME="aqueduct",
+        AQUEDUCT_KAFKA__SASL__PASSWORD_FILE=str(secrets / "kafka-password"),
+        AQUEDUCT_CASSANDRA__CONTACT_POINTS=f'["{os.environ.get("AQUEDUCT_TEST_SECURE_CASSANDRA", "127.0.0.1:9142")}"]',
+        AQUEDUCT_CASSANDRA__TLS__CA_FILE=str(secrets / "ca.pem"),
+        AQUEDUCT_CASSANDRA__USERNAME="aqueduct",
+        AQUEDUCT_CASSANDRA__PASSWORD_FILE=str(secrets / "cassandra-password"),
+    )
+
+
+def traced_run(bin_dir: Path, trace: Path, secure: dict[str, str] | None = None) -> int:
     api_port, metrics_port = free_port(), free_port()
     standin = subprocess.Popen(
         [bin_dir / "randomuser-standin", f"127.0.0.1:{api_port}"], stdout=subprocess.DEVNULL
@@ -131,6 +157,7 @@ def traced_run(bin_dir: Path, trace: Path) -> int:
             AQUEDUCT_METRICS__ADDRESS=f"127.0.0.1:{metrics_port}",
             AQUEDUCT_LOG="info",
         )
+        env.update(secure or {})
         command = ["strace", "-f", "-qq", "-o", str(trace), bin_dir / "aqueduct", "run", "--once"]
         aqueduct = subprocess.Popen([*command, REPO / "pipelines/users.toml"], env=env)
         scraper = threading.Thread(target=lambda: print(f"metrics answered {scrape_while(aqueduct, metrics_port)} scrapes"))
@@ -170,10 +197,14 @@ def main() -> int:
     trace = args.trace or Path(tempfile.mkstemp(prefix="aqueduct-strace-")[1])
     try:
         traced_run(args.bin, trace)
+        lines = trace.read_text(errors="replace").splitlines()
+        if (secure := secure_settings()) is not None:
+            traced_run(args.bin, trace, secure)
+            lines += trace.read_text(errors="replace").splitlines()
         counts: collections.Counter[str] = collections.Counter()
         used_families: set[str] = set()
         wx = []
-        for line in trace.read_text(errors="replace").splitlines():
+        for line in lines:
             if "resumed>" in line:
                 continue  # the first half of the call was counted
             if m := CALL.match(line):

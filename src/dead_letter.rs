@@ -4,7 +4,20 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::kafka::{self, produce::Producer};
 use crate::validate::Violation;
+
+/// How much of a record too large for a Kafka message its dead letter keeps.
+pub const KEPT_OF_TOO_LARGE: usize = 64 * 1024;
+
+/// The start of `text`: at most [`KEPT_OF_TOO_LARGE`] bytes, cut on a character boundary.
+pub fn head(text: &str) -> &str {
+    let mut cut = KEPT_OF_TOO_LARGE.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
 
 /// Where in the pipeline a record failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,5 +112,42 @@ impl DeadLetter {
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain data with string keys cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// This dead letter with `record` cut to the start of its text, for one whose envelope is
+    /// larger than a Kafka message: the reason says so.
+    fn with_record_cut(mut self, envelope: usize) -> DeadLetter {
+        let text = match &self.record {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let kept = head(&text);
+        self.reason = format!(
+            "{}; the dead letter was {envelope} bytes, more than a Kafka message: `record` holds the first {} bytes of its {}",
+            self.reason,
+            kept.len(),
+            text.len()
+        );
+        self.record = Value::String(kept.to_owned());
+        self
+    }
+
+    /// Produces it to `topic`, its record cut when the whole would be larger than a Kafka
+    /// message (a poison record failing the schema can be as large as one Kafka refused).
+    pub async fn produce(
+        self,
+        producer: &Producer,
+        topic: &str,
+        key: Option<&str>,
+        received_at_ms: Option<i64>,
+    ) -> Result<(), kafka::Error> {
+        let json = self.to_json();
+        match producer.send(topic, key, &json, received_at_ms).await {
+            Err(e) if e.is_too_large() => {
+                let cut = self.with_record_cut(json.len()).to_json();
+                producer.send(topic, key, &cut, received_at_ms).await
+            }
+            sent => sent,
+        }
     }
 }

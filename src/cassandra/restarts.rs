@@ -24,9 +24,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Cassandra's default when a node does not say (`commitlog_sync_period`).
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 
-/// How far back to write again after a restart: the node's unsynced window, half as much
-/// again (a periodic sync that falls behind blocks writes only at 1.5 windows), and a second.
-/// Zero when the spec turns it off.
+/// How far back to write again after a restart: twice the node's unsynced window (a periodic
+/// sync that falls behind blocks writes only at 1.5 windows, and a sync itself takes time on a
+/// busy disk) and 5 s. Zero when the spec turns it off.
 pub async fn depth(session: &Session, c: &spec::Cassandra) -> Duration {
     let window = match c.unsynced_window {
         Some(window) => window,
@@ -41,7 +41,7 @@ pub async fn depth(session: &Session, c: &spec::Cassandra) -> Duration {
     if window.is_zero() {
         return Duration::ZERO;
     }
-    window.mul_f64(1.5) + Duration::from_secs(1)
+    window * 2 + Duration::from_secs(5)
 }
 
 /// The unsynced window a node declares in `system_views.settings`.

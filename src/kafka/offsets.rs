@@ -100,15 +100,18 @@ impl History {
         }
     }
 
-    /// Notes the positions at `now`; drops those older than `keep`, but for the last one
-    /// before that (where each partition stood then).
+    /// Notes the positions at `now`; drops those more than `keep` older than a partition's
+    /// newest, but for the last one before that (where it stood then). Measured from the
+    /// newest, not from now: while a node is down positions stand still, and however long
+    /// that lasts, where they stood before it must stay known.
     pub fn record(&mut self, now: Instant, positions: &[(i32, i64)]) {
         for (partition, position) in positions {
             let times = self.partitions.entry(*partition).or_default();
             if times.back().is_none_or(|(_, last)| last != position) {
                 times.push_back((now, *position));
             }
-            let cutoff = now.checked_sub(self.keep);
+            let newest = times.back().map_or(now, |(at, _)| *at);
+            let cutoff = newest.checked_sub(self.keep);
             while times.len() > 1 && cutoff.is_some_and(|c| times[1].0 <= c) {
                 times.pop_front();
             }
@@ -163,8 +166,12 @@ mod tests {
             h.at(at(5_000)).iter().find(|(p, _)| *p == 0),
             Some(&(0, 15))
         );
-        // Older than `keep`: only the last position before the cutoff stays.
-        h.record(at(2_000), &[(0, 30)]);
+        // Standing still for long (a node down) forgets nothing.
+        h.record(at(60_000), &[(0, 15)]);
+        assert_eq!(h.at(at(250)).iter().find(|(p, _)| *p == 0), Some(&(0, 15)));
+        assert_eq!(h.at(at(50)).iter().find(|(p, _)| *p == 0), Some(&(0, 10)));
+        // More than `keep` older than the newest: only the last position before that stays.
+        h.record(at(62_000), &[(0, 30)]);
         assert_eq!(h.at(at(0)).iter().find(|(p, _)| *p == 0), Some(&(0, 15)));
     }
 

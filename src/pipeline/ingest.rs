@@ -15,7 +15,7 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::dead_letter::{DeadLetter, Origin, Stage};
+use crate::dead_letter::{self, DeadLetter, Origin, Stage};
 use crate::kafka::produce::Producer;
 use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
@@ -177,26 +177,21 @@ async fn handle(
     }
 }
 
-/// How much of a record too large for Kafka its dead letter keeps.
-const KEPT_OF_TOO_LARGE: usize = 64 * 1024;
-
 /// The dead letter of a record Kafka refused as too large: its reason, and the start of its
 /// text (the envelope must fit where the record did not).
 fn too_large(spec: &Spec, text: &str, origin: &Origin) -> DeadLetter {
-    let mut cut = KEPT_OF_TOO_LARGE.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let kept = dead_letter::head(text);
     let reason = format!(
-        "the record is {} bytes, more than topic {} takes in a message (message.max.bytes); `record` holds its first {cut} bytes",
+        "the record is {} bytes, more than topic {} takes in a message (message.max.bytes); `record` holds its first {} bytes",
         text.len(),
-        spec.kafka.topic
+        spec.kafka.topic,
+        kept.len()
     );
     DeadLetter::new(
         &spec.name,
         Stage::Produce,
         reason,
-        text[..cut].into(),
+        kept.into(),
         origin.clone(),
     )
 }
@@ -214,15 +209,16 @@ async fn dispose(
     match spec.validate.on_invalid {
         OnInvalid::DeadLetter => {
             warn!(topic = %k.dead_letter_topic, reason = %dead_letter.reason, "record dead-lettered");
-            producer
-                .send(
+            let stage = dead_letter.stage;
+            dead_letter
+                .produce(
+                    producer,
                     &k.dead_letter_topic,
                     key.as_deref(),
-                    &dead_letter.to_json(),
                     Some(received.at_ms),
                 )
                 .await?;
-            metrics.dead_lettered(dead_letter.stage);
+            metrics.dead_lettered(stage);
         }
         OnInvalid::Drop => {
             warn!(reason = %dead_letter.reason, "invalid record dropped");

@@ -409,8 +409,8 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
     }
     warn!(partition = m.partition, offset = m.offset, dead_letter_topic = %topic, reason = %dl.reason, "record dead-lettered");
     let key = m.key.as_deref().map(String::from_utf8_lossy);
-    ctx.producer
-        .send(topic, key.as_deref(), &dl.to_json(), m.received_at_ms)
+    let stage = dl.stage;
+    dl.produce(&ctx.producer, topic, key.as_deref(), m.received_at_ms)
         .await
         .with_context(|| {
             format!(
@@ -418,7 +418,7 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
                 m.offset, m.partition
             )
         })?;
-    ctx.metrics.dead_lettered(dl.stage);
+    ctx.metrics.dead_lettered(stage);
     Ok(())
 }
 

@@ -50,13 +50,26 @@ struct Drain {
     pages: u32,
     kafka: String,
     cassandra: String,
+    /// The first users of each page that are poison (the stand-in's `invalid=1&big=2`: one
+    /// fails the schema, one is larger than a Kafka message).
+    poisoned: usize,
 }
 
 impl Drain {
     async fn new(records: u32) -> Drain {
+        Drain::with(records, "", 0).await
+    }
+
+    /// A drain whose stand-in also gets `extra` (`&`-joined query parameters).
+    async fn with(records: u32, extra: &str, poisoned: usize) -> Drain {
         let api = Api::start().await;
         let seed = unique("faults");
-        let p = Pipeline::users(api.url(&format!("seed={seed}")), PAGE);
+        let mut query = format!("seed={seed}{extra}");
+        if poisoned > 0 {
+            assert_eq!(poisoned, 2, "one invalid, one too large");
+            query.push_str("&invalid=1&big=2");
+        }
+        let p = Pipeline::users(api.url(&query), PAGE);
         Drain {
             _api: api,
             p,
@@ -64,6 +77,7 @@ impl Drain {
             pages: records / PAGE,
             kafka: kafka_addr(),
             cassandra: cassandra_addr(),
+            poisoned,
         }
     }
 
@@ -116,7 +130,7 @@ impl Drain {
 
     fn expected(&self) -> HashSet<Uuid> {
         (1..=u64::from(self.pages))
-            .flat_map(|page| (0..PAGE as usize).map(move |i| (page, i)))
+            .flat_map(|page| (self.poisoned..PAGE as usize).map(move |i| (page, i)))
             .map(|(page, i)| {
                 let user = aqueduct::standin::user(&self.seed, page, i, false);
                 Uuid::parse_str(user["login"]["uuid"].as_str().unwrap()).unwrap()
@@ -176,6 +190,18 @@ impl Drain {
     /// Checks the table against the records and reports the scenario's line of the table.
     /// `writes_counted`: Cassandra kept counting through the scenario (it did not restart).
     async fn check(&self, scenario: &str, recovered_in: Duration, writes_counted: bool) {
+        self.check_with(scenario, recovered_in, writes_counted, 0)
+            .await
+    }
+
+    /// [`Drain::check`], expecting `dead_lettered` dead letters.
+    async fn check_with(
+        &self,
+        scenario: &str,
+        recovered_in: Duration,
+        writes_counted: bool,
+        dead_lettered: usize,
+    ) {
         let ids = self.ids().await;
         let distinct: HashSet<Uuid> = ids.iter().copied().collect();
         let expected = self.expected();
@@ -208,7 +234,7 @@ impl Drain {
         assert_eq!(missing, 0, "{scenario}: rows missing");
         assert_eq!(unexpected, 0, "{scenario}: rows nobody sent");
         assert_eq!(ids.len(), distinct.len(), "{scenario}: a key twice");
-        assert_eq!(dead_letters, 0, "{scenario}: dead letters");
+        assert_eq!(dead_letters, dead_lettered, "{scenario}: dead letters");
     }
 }
 
@@ -285,7 +311,19 @@ async fn cassandra_outage(kill: bool) {
     tokio::time::sleep(s.outage).await;
     cassandra.resume();
     let back = Instant::now();
-    d.wait_for_rows(d.records() as usize, 180).await;
+    let all = d.records() as usize;
+    while d.ids().await.len() < all {
+        if back.elapsed() > Duration::from_secs(180) {
+            let log = loader.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "{} of {all} rows 180 s after Cassandra was back; the loader's log ends:\n{}",
+                d.ids().await.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let recovered_in = back.elapsed();
     assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
     if kill {
@@ -391,5 +429,66 @@ async fn two_loaders_one_killed_one_added() {
 async fn three_loaders_one_killed_one_added() {
     if services_up("three_loaders") {
         loaders_in_a_group(3).await;
+    }
+}
+
+/// Poison amid a drain: per page a record that fails the schema and one larger than a Kafka
+/// message (ingest), and on the topic a message that is not JSON, one that is not UTF-8, a
+/// user whose mapping fails (a jq error) and one whose id is no UUID (CQL conversion) (load).
+/// Each is dead-lettered; the pipeline goes on and every other record is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_are_dead_lettered_and_the_rest_written() {
+    if !services_up("poison_records") {
+        return;
+    }
+    let s = scale();
+    let d = Drain::with(s.records, "", 2).await;
+    d.complete(&["run", "--only", "ingest", "--once"]).await;
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &d.kafka)
+        .create()
+        .unwrap();
+    let mut unmappable = aqueduct::standin::user("poison", 1, 0, false);
+    unmappable["location"] = serde_json::json!("a string, not an object");
+    let mut not_a_uuid = aqueduct::standin::user("poison", 1, 1, false);
+    not_a_uuid["login"]["uuid"] = serde_json::json!("not-a-uuid");
+    let (unmappable, not_a_uuid) = (unmappable.to_string(), not_a_uuid.to_string());
+    for payload in [
+        &b"{not json"[..],
+        &[0xff, 0xfe, b'{', b'}'][..],
+        unmappable.as_bytes(),
+        not_a_uuid.as_bytes(),
+    ] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<str, [u8]>::to(&d.p.topic)
+                    .key("poison")
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    d.complete(&["run", "--only", "load", "--once"]).await;
+    let dead_lettered = d.pages as usize * d.poisoned + 4;
+    d.check_with("poison records", started.elapsed(), true, dead_lettered)
+        .await;
+}
+
+/// The API failing at the start of a drain (HTTP 500, 429 with `Retry-After`, a truncated
+/// body, a body that is not JSON; twice each, then served): retried, and every record lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_faults_are_retried_and_every_record_lands() {
+    if !services_up("api_faults") {
+        return;
+    }
+    let s = scale();
+    for fault in ["500", "429", "truncate", "garbage"] {
+        let d = Drain::with(s.records, &format!("&fault={fault}&fault_times=2"), 0).await;
+        let started = Instant::now();
+        d.complete(&["run", "--once"]).await;
+        let scenario = format!("API {fault} x2, then served");
+        d.check(&scenario, started.elapsed(), true).await;
     }
 }

@@ -8,6 +8,13 @@
 //! `GET /earthquakes/feed/v1.0/summary/all_hour.geojson?seed=S&count=N` serves a USGS-shaped
 //! GeoJSON feed (nested arrays, numbers, epoch-millisecond times) for the second example spec.
 //!
+//! `GET /fdsnws/event/1/query?format=geojson&starttime=T1&endtime=T2[&orderby=time-asc]
+//! [&limit=N][&seed=S][&per_day=N]` serves the USGS query API's shape over any time range:
+//! `per_day` events (default 24) on every UTC day, the same for the same seed and day whatever
+//! the window asked, so a test knows exactly which events a window or a back-fill holds
+//! ([`quakes_between`]). Times as the API takes them (`2026-01-01`, `2026-01-01T06:00:00`, with
+//! or without a zone); `orderby=time` (the API's default) is newest first.
+//!
 //! Faults on demand, by query parameter:
 //! - `fault=500|503|429|truncate|garbage` with `fault_times=N` (default 1): the first N requests
 //!   carrying `fault` that this server sees fail that way (429 and 503 send `Retry-After: 1`).
@@ -51,6 +58,7 @@ pub fn router(stats: Arc<Stats>) -> Router {
             "/earthquakes/feed/v1.0/summary/all_hour.geojson",
             get(earthquakes),
         )
+        .route("/fdsnws/event/1/query", get(query))
         .with_state(stats)
 }
 
@@ -188,6 +196,109 @@ async fn earthquakes(
         },
         "features": features,
         "bbox": [-180.0, -90.0, 0.0, 180.0, 90.0, 700.0]
+    }))
+    .into_response()
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The query route's events: those of `seed` whose time is in `[start_ms, end_ms)`, oldest
+/// first (`per_day` on each UTC day).
+pub fn quakes_between(seed: &str, start_ms: i64, end_ms: i64, per_day: usize) -> Vec<Value> {
+    if end_ms <= start_ms {
+        return Vec::new();
+    }
+    let time = |q: &Value| q["properties"]["time"].as_i64().unwrap_or_default();
+    let mut quakes: Vec<Value> = (start_ms.div_euclid(DAY_MS)..=(end_ms - 1).div_euclid(DAY_MS))
+        .flat_map(|day| (0..per_day).map(move |i| quake_of_day(seed, day, i)))
+        .filter(|q| (start_ms..end_ms).contains(&time(q)))
+        .collect();
+    quakes.sort_by_key(|q| (time(q), q["id"].as_str().unwrap_or_default().to_owned()));
+    quakes
+}
+
+/// Event `index` of UTC day `day` (days since 1970-01-01) for `seed`.
+fn quake_of_day(seed: &str, day: i64, index: usize) -> Value {
+    let mut quake = earthquake(&format!("{seed}@{day}"), index);
+    let within = quake["properties"]["time"]
+        .as_i64()
+        .unwrap_or_default()
+        .rem_euclid(DAY_MS);
+    let time = day * DAY_MS + within;
+    quake["properties"]["time"] = json!(time);
+    quake["properties"]["updated"] = json!(time + 60_000);
+    quake
+}
+
+/// A time as the USGS API takes it, as epoch milliseconds (UTC when no zone is given).
+fn usgs_time(text: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+async fn query(
+    State(stats): State<Arc<Stats>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
+    if q.get("format").map(String::as_str) != Some("geojson") {
+        return bad("Error 400: Bad Request\n\nonly format=geojson is served".into());
+    }
+    let mut window = [0i64; 2];
+    for (at, name) in window.iter_mut().zip(["starttime", "endtime"]) {
+        match q.get(name).map(|t| (usgs_time(t), t)) {
+            Some((Some(ms), _)) => *at = ms,
+            Some((None, text)) => {
+                return bad(format!(
+                    "Error 400: Bad Request\n\nBad {name} value \"{text}\""
+                ));
+            }
+            None => return bad(format!("Error 400: Bad Request\n\n{name} is required here")),
+        }
+    }
+    let per_day = q
+        .get("per_day")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(24usize)
+        .min(1000);
+    let seed = q.get("seed").map_or("usgs", String::as_str);
+    let mut features = quakes_between(seed, window[0], window[1], per_day);
+    match q.get("orderby").map(String::as_str) {
+        None | Some("time") => features.reverse(),
+        Some("time-asc") => {}
+        Some(other) => {
+            return bad(format!(
+                "Error 400: Bad Request\n\nBad orderby value \"{other}\""
+            ));
+        }
+    }
+    if let Some(limit) = q.get("limit").and_then(|n| n.parse::<usize>().ok()) {
+        features.truncate(limit);
+    }
+    Json(json!({
+        "type": "FeatureCollection",
+        "metadata": {
+            "generated": chrono::Utc::now().timestamp_millis(),
+            "url": "https://earthquake.usgs.gov/fdsnws/event/1/query",
+            "title": "USGS Earthquakes",
+            "status": 200,
+            "api": "1.14.1",
+            "count": features.len()
+        },
+        "features": features
     }))
     .into_response()
 }
@@ -528,5 +639,80 @@ mod tests {
             numbers > 0 && strings > 0 && null_ids > 0,
             "{numbers} {strings} {null_ids}"
         );
+    }
+
+    #[test]
+    fn the_query_route_serves_the_same_events_of_a_day_whatever_the_window() {
+        let day = usgs_time("2026-03-01").unwrap();
+        let whole = quakes_between("w", day, day + 2 * DAY_MS, 10);
+        assert_eq!(whole.len(), 20);
+        let noon = day + DAY_MS / 2;
+        let mut halves = quakes_between("w", day, noon, 10);
+        halves.extend(quakes_between("w", noon, day + 2 * DAY_MS, 10));
+        assert_eq!(halves, whole);
+        let times: Vec<i64> = whole
+            .iter()
+            .map(|q| q["properties"]["time"].as_i64().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|t| t[0] <= t[1]), "oldest first");
+        assert!(times.iter().all(|t| (day..day + 2 * DAY_MS).contains(t)));
+        assert_ne!(whole, quakes_between("v", day, day + 2 * DAY_MS, 10));
+        assert!(quakes_between("w", noon, noon, 10).is_empty());
+    }
+
+    #[test]
+    fn usgs_times_parse_as_the_api_takes_them() {
+        let midnight = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        assert_eq!(usgs_time("2026-01-01"), Some(midnight));
+        assert_eq!(usgs_time("2026-01-01T00:00:00"), Some(midnight));
+        assert_eq!(usgs_time("2026-01-01T01:00:00+01:00"), Some(midnight));
+        assert_eq!(usgs_time("2026-01-01T00:00:01.5Z"), Some(midnight + 1_500));
+        assert_eq!(usgs_time("yesterday"), None);
+    }
+
+    #[tokio::test]
+    async fn the_query_route_answers_like_the_usgs_api() {
+        let (addr, stats, _server) = spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let get = |query: &str| {
+            let url = format!("http://{addr}/fdsnws/event/1/query?{query}");
+            async move {
+                let answer = reqwest::get(url).await.unwrap();
+                (answer.status().as_u16(), answer.text().await.unwrap())
+            }
+        };
+        let window =
+            "format=geojson&starttime=2026-01-01&endtime=2026-01-02T00:00:00&seed=q&per_day=5";
+        let (status, body) = get(&format!("{window}&orderby=time-asc")).await;
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let day = usgs_time("2026-01-01").unwrap();
+        let expected = quakes_between("q", day, day + DAY_MS, 5);
+        assert_eq!(body["features"], json!(expected));
+        assert_eq!(body["metadata"]["count"], 5);
+        let (_, newest_first) = get(window).await;
+        let newest_first: Value = serde_json::from_str(&newest_first).unwrap();
+        let mut reversed = expected.clone();
+        reversed.reverse();
+        assert_eq!(newest_first["features"], json!(reversed));
+        let (_, limited) = get(&format!("{window}&orderby=time-asc&limit=2")).await;
+        let limited: Value = serde_json::from_str(&limited).unwrap();
+        assert_eq!(limited["features"], json!(expected[..2]));
+        for (query, says) in [
+            (
+                "starttime=2026-01-01&endtime=2026-01-02",
+                "only format=geojson",
+            ),
+            (
+                "format=geojson&starttime=soon&endtime=2026-01-02",
+                "Bad starttime value \"soon\"",
+            ),
+            ("format=geojson&starttime=2026-01-01", "endtime is required"),
+            (&format!("{window}&orderby=magnitude"), "Bad orderby value"),
+        ] {
+            let (status, body) = get(query).await;
+            assert_eq!(status, 400, "{query}");
+            assert!(body.contains(says), "{query}: {body}");
+        }
+        assert_eq!(stats.requests.load(Ordering::SeqCst), 7);
     }
 }

@@ -409,10 +409,14 @@ pub fn to_json(v: &CqlValue) -> Value {
         CqlValue::Uuid(u) => json!(u.to_string()),
         CqlValue::Timeuuid(u) => json!(Uuid::from(*u).to_string()),
         // scylla implements TryInto (not TryFrom) for these.
-        CqlValue::Timestamp(t) => TryInto::<DateTime<chrono::Utc>>::try_into(*t).map_or_else(
-            |_| json!(t.0),
-            |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        ),
+        // RFC 3339 holds four-digit years only; other times as epoch milliseconds, which a
+        // timestamp column takes as well (found by fuzzing: year 233,772 did not convert back).
+        CqlValue::Timestamp(t) => match TryInto::<DateTime<chrono::Utc>>::try_into(*t) {
+            Ok(at) if (0..=9999).contains(&chrono::Datelike::year(&at)) => {
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }
+            _ => json!(t.0),
+        },
         CqlValue::Date(d) => {
             TryInto::<NaiveDate>::try_into(*d).map_or_else(|_| json!(d.0), |d| json!(d.to_string()))
         }
@@ -611,6 +615,15 @@ mod tests {
             CqlValue::Timestamp(CqlTimestamp(1_000))
         );
         assert!(err("timestamp", json!("yesterday")).contains("RFC 3339"));
+        // Beyond year 9999 (found by fuzzing): back to JSON as epoch milliseconds, which
+        // convert back to the same timestamp.
+        for ms in [7_314_945_530_482_686i64, -70_000_000_000_000] {
+            let far = CqlValue::Timestamp(CqlTimestamp(ms));
+            assert_eq!(to_json(&far), json!(ms));
+            assert_eq!(ok("timestamp", to_json(&far)), far);
+        }
+        let near = CqlValue::Timestamp(CqlTimestamp(700_067_596_688));
+        assert_eq!(to_json(&near), json!("1992-03-08T15:13:16.688Z"));
         assert_eq!(
             ok("date", json!("1970-01-02")),
             CqlValue::Date(CqlDate((1 << 31) + 1))

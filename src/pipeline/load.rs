@@ -7,7 +7,9 @@
 //! [`Offsets`] turns finished messages into a position that never passes an unfinished one, and
 //! only that position is stored; librdkafka commits what is stored every
 //! `kafka.commit_interval`, and the loader commits once more when it stops (at-least-once; rows
-//! are upserts, so a re-delivered message rewrites the same row).
+//! are upserts, so a re-delivered message rewrites the same row). When a Cassandra node
+//! restarts ([`crate::cassandra::restarts`]), the loader goes back to where it stood before the
+//! node's unsynced window and writes that stretch again.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -267,6 +269,9 @@ fn rewind(
     let messages: i64 = back.iter().map(|(p, position)| now[p] - position).sum();
     warn!(messages, positions = ?back, "writing again what the restarted node acknowledged in its unsynced window");
     if !ctx.dry_run() {
+        // Stored too: else librdkafka's next periodic commit would commit the old positions
+        // stored before, and a crash then would skip what is to be written again.
+        consumer.store(&back);
         if let Err(e) = tokio::task::block_in_place(|| consumer.commit(&back)) {
             warn!(error = %e, "committing the positions gone back to failed");
         }

@@ -369,10 +369,14 @@ async fn kafka_outage(side: &str) {
     tokio::time::sleep(s.outage).await;
     kafka.resume();
     let back = Instant::now();
-    let code = tokio::time::timeout(Duration::from_secs(180), running.child.wait())
-        .await
-        .expect("the run ends after Kafka is back")
-        .unwrap();
+    let Ok(code) = tokio::time::timeout(Duration::from_secs(180), running.child.wait()).await
+    else {
+        panic!(
+            "the {side} run did not end within 180 s of Kafka's return; its log:\n{}",
+            running.log()
+        );
+    };
+    let code = code.unwrap();
     assert_eq!(code.code(), Some(0), "{}", running.log());
     if side == "ingest" {
         d.complete(&["run", "--only", "load", "--once"]).await;

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::support::{
     Api, Background, Pipeline, PrivateServer, Proxy, Server, aqueduct, cassandra_addr, count_rows,
-    kafka_addr, run, services_up, session, spec_file, topic_messages, unique, wait_until,
+    free_port, kafka_addr, run, services_up, session, spec_file, topic_messages, unique,
+    wait_until,
 };
 
 fn millis(rfc3339: &str) -> i64 {
@@ -814,11 +815,7 @@ async fn metrics_are_served_for_prometheus() {
     }
     let api = Api::start().await;
     let p = Pipeline::users(api.url("seed=metrics&invalid=1"), 8);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cmd = p.command(&["run"]);
     let mut running =
         Background::spawn(cmd.env("AQUEDUCT_METRICS__ADDRESS", format!("127.0.0.1:{port}")));
@@ -1033,11 +1030,7 @@ async fn a_half_sent_scrape_does_not_keep_the_run_from_ending() {
     }
     let api = Api::start().await;
     let p = Pipeline::users(api.url("seed=halfscrape"), 5);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cmd = p.command(&["run", "--once"]);
     let mut running =
         Background::spawn(cmd.env("AQUEDUCT_METRICS__ADDRESS", format!("127.0.0.1:{port}")));

@@ -10,7 +10,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 
 use crate::support::{
-    Api, Background, Pipeline, count_rows, repo, run, topic_messages_with, wait_until,
+    Api, Background, Pipeline, count_rows, free_port, repo, run, topic_messages_with, wait_until,
 };
 
 /// Where the secure stack is and what a client needs to reach it.
@@ -109,11 +109,6 @@ impl SecureStack {
             .set("sasl.password", self.secret("kafka-password"));
         config
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Rows go from the API through Kafka over SASL_SSL (with a client certificate) into

@@ -189,15 +189,7 @@ fn stack_runs_installed_distributions() {
         "apache-cassandra",
     );
 
-    let ports: Vec<u16> = (0..5)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..5).map(|_| crate::support::free_port()).collect();
     let stack = |command: &[&str]| {
         let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
             .args(command)

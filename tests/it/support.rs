@@ -400,6 +400,12 @@ impl Background {
     }
 }
 
+/// A port nobody listens on just now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// One of the stack's servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
@@ -426,13 +432,6 @@ pub struct PrivateServer {
 
 impl PrivateServer {
     pub fn start(server: Server) -> PrivateServer {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
         let names: &[&'static str] = match server {
             Server::Kafka => &["KAFKA_PORT", "KAFKA_CONTROLLER_PORT"],
             Server::Cassandra => &[
@@ -444,7 +443,7 @@ impl PrivateServer {
         let private = PrivateServer {
             server,
             dir: tempfile::tempdir().unwrap(),
-            ports: names.iter().map(|name| (*name, free())).collect(),
+            ports: names.iter().map(|name| (*name, free_port())).collect(),
         };
         private.resume();
         private

@@ -100,6 +100,36 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Fetch the time windows of a past range once (`[source.window]` specs) and load them,
+    /// like `run --once`, without moving the live cursor; rows are upserts, so a backfill can
+    /// run again, and beside the live pipeline.
+    Backfill {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// Start of the range: RFC 3339 (2026-11-01T00:00:00Z) or a duration ago (1d, 12h).
+        #[arg(long, value_parser = parse_since)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the range (exclusive). Default: now less `source.window.lag`.
+        #[arg(long, value_parser = parse_since)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Run one half only: `ingest` when a live loader of the pipeline runs.
+        #[arg(long, value_enum)]
+        only: Option<Half>,
+    },
+    /// Print an incremental pipeline's cursor: its value, when and by whom it was saved, and
+    /// for time windows how far behind now it is.
+    Status {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+    },
+    /// Set an incremental pipeline's cursor: the next poll starts from VALUE (for
+    /// `[source.window]`, an RFC 3339 time; for `[source.cursor]`, JSON, or else a string).
+    Cursor {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        #[arg(long, value_name = "VALUE")]
+        set: String,
+    },
     /// Run the cases kept with each spec (`pipelines/tests/users.toml` for
     /// `pipelines/users.toml`), offline: exit 1 if one fails, 2 if a file is broken.
     Test {
@@ -120,7 +150,9 @@ impl Cli {
     }
 }
 
-const COMMANDS: &[&str] = &["run", "check", "ddl", "preview", "test", "replay", "help"];
+const COMMANDS: &[&str] = &[
+    "run", "check", "ddl", "preview", "test", "replay", "backfill", "status", "cursor", "help",
+];
 
 /// `--since`: an RFC 3339 time, or a duration before now.
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -220,6 +252,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     once: true,
                     replay: Some(Replay { since, dry_run }),
                     progress: Some(progress),
+                    backfill: None,
                 };
                 run_pipeline(spec, options).await
             }
@@ -236,12 +269,171 @@ pub async fn run(cli: Cli) -> ExitCode {
                     once,
                     replay: None,
                     progress,
+                    backfill: None,
                 };
                 run_pipeline(spec, options).await
             }
             Err(errors) => invalid(&errors),
         },
+        Command::Backfill {
+            spec,
+            from,
+            to,
+            only,
+        } => match spec::load(&spec) {
+            Ok(spec) => {
+                let Some(spec::Incremental::Window(window)) = &spec.source.incremental else {
+                    eprintln!(
+                        "backfill: {} has no [source.window]; backfill fetches time windows",
+                        spec.path.display()
+                    );
+                    return ExitCode::from(EXIT_INVALID);
+                };
+                let to = to.unwrap_or_else(|| {
+                    crate::source::incremental::live_until(window, chrono::Utc::now())
+                });
+                if from >= to {
+                    eprintln!("backfill: --from ({from}) is not before --to ({to})");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+                let progress = match progress_display(format) {
+                    Ok(display) => display,
+                    Err(code) => return code,
+                };
+                let options = Options {
+                    only,
+                    once: true,
+                    replay: None,
+                    progress: Some(progress),
+                    backfill: Some((from, to)),
+                };
+                run_pipeline(spec, options).await
+            }
+            Err(errors) => invalid(&errors),
+        },
+        Command::Status { spec } => match spec::load(&spec) {
+            Ok(spec) => status(&spec).await,
+            Err(errors) => invalid(&errors),
+        },
+        Command::Cursor { spec, set } => match spec::load(&spec) {
+            Ok(spec) => set_cursor(&spec, &set).await,
+            Err(errors) => invalid(&errors),
+        },
     }
+}
+
+/// `aqueduct status`: the saved cursor.
+async fn status(spec: &spec::Spec) -> ExitCode {
+    use crate::kafka::cursors;
+    use crate::source::incremental;
+    let Some(kind) = &spec.source.incremental else {
+        eprintln!(
+            "status: {} polls the same request each time (no [source.cursor] or [source.window]): it has no cursor",
+            spec.path.display()
+        );
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let k = &spec.kafka;
+    let read = async {
+        crate::kafka::check_connection(k).await?;
+        cursors::read(k, &spec.name).await
+    };
+    let found = match kafka_step(read.await) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let mut text = format!(
+        "pipeline: {}
+cursor topic: {}
+",
+        spec.name, k.cursor_topic
+    );
+    match (&found, kind) {
+        (None, spec::Incremental::Window(w)) => text.push_str(&format!(
+            "cursor: none saved; the first poll starts at source.window.start, {}
+",
+            incremental::window_cursor(w.first_start(chrono::Utc::now()))
+        )),
+        (None, spec::Incremental::Cursor(c)) => text.push_str(&format!(
+            "cursor: none saved; the first poll uses source.cursor.initial, {}
+",
+            c.initial.as_ref().unwrap_or(&serde_json::Value::Null)
+        )),
+        (Some(found), _) => text.push_str(&format!(
+            "cursor: {}
+saved at: {} by {} (offset {})
+",
+            found.saved.cursor, found.saved.written_at, found.saved.writer, found.offset
+        )),
+    }
+    if let spec::Incremental::Window(w) = kind {
+        let at = match &found {
+            Some(found) => incremental::parse_window_cursor(&found.saved.cursor),
+            None => Some(w.first_start(chrono::Utc::now())),
+        };
+        if let Some(at) = at {
+            let until = incremental::live_until(w, chrono::Utc::now());
+            let behind = (until - at).to_std().unwrap_or_default();
+            let windows = incremental::windows(w, at, until, None).len();
+            text.push_str(&format!(
+                "behind: {} ({windows} window(s) of {} due)
+",
+                humantime::format_duration(std::time::Duration::from_secs(behind.as_secs())),
+                humantime::format_duration(w.size)
+            ));
+        }
+    }
+    say(&text);
+    ExitCode::SUCCESS
+}
+
+/// `aqueduct cursor --set`.
+async fn set_cursor(spec: &spec::Spec, text: &str) -> ExitCode {
+    use crate::kafka::cursors;
+    use crate::source::incremental;
+    let value = match &spec.source.incremental {
+        None => {
+            eprintln!(
+                "cursor: {} has no [source.cursor] or [source.window]",
+                spec.path.display()
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+        Some(spec::Incremental::Window(_)) => match parse_since(text) {
+            Ok(t) => incremental::window_cursor(t),
+            Err(e) => {
+                eprintln!("cursor: --set {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+        Some(spec::Incremental::Cursor(_)) => serde_json::from_str(text)
+            .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
+    };
+    let k = &spec.kafka;
+    let saved = async {
+        crate::kafka::check_connection(k).await?;
+        cursors::ensure_topic(k).await?;
+        let producer = crate::kafka::produce::Producer::new(k)?;
+        cursors::write(&producer, k, &spec.name, value, "aqueduct cursor --set").await
+    };
+    match kafka_step(saved.await) {
+        Ok(found) => {
+            say(&format!(
+                "{}: cursor set to {} on topic {}; the next poll starts there\n",
+                spec.name, found.saved.cursor, k.cursor_topic
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// A Kafka failure of a command: said on stderr, exit 1.
+fn kafka_step<T>(result: Result<T, crate::kafka::Error>) -> Result<T, ExitCode> {
+    result.map_err(|e| {
+        eprintln!("aqueduct: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// Writes to stdout; a reader that went away (`aqueduct test ... | head`) is not an error, and

@@ -145,9 +145,10 @@ impl DeadLetter {
         match producer.send(topic, key, &json, received_at_ms).await {
             Err(e) if e.is_too_large() => {
                 let cut = self.with_record_cut(json.len()).to_json();
-                producer.send(topic, key, &cut, received_at_ms).await
+                producer.send(topic, key, &cut, received_at_ms).await?;
+                Ok(())
             }
-            sent => sent,
+            sent => sent.map(|_| ()),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin};
 use crate::record::{self, Outcome};
 use crate::source::http::{self, Pages};
+use crate::source::incremental;
 use crate::spec::{Column, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,19 +36,25 @@ pub struct Input {
 }
 
 /// The records of one poll of the spec's API (every page, as `run` polls), at most `limit`.
+/// An incremental source asks as a new pipeline's first poll does (the initial cursor, the
+/// first window).
 pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let source = &spec.source;
     let client = http::client(source).map_err(|e| format!("building the HTTP client: {e}"))?;
     let never = CancellationToken::new();
-    let mut pages = Pages::new(source);
+    let mut pages = Pages::new(
+        source,
+        incremental::first_request(source, chrono::Utc::now())?,
+    );
     let mut out = Vec::new();
-    while let Some(url) = pages.next_url().cloned() {
+    while let Some(request) = pages.next_request().cloned() {
         if out.len() >= limit {
             break;
         }
-        let fetched = http::fetch(&client, source, &url, &never, || {}).await;
+        let url = &request.url;
+        let fetched = http::fetch(&client, source, &request, &never, || {}).await;
         let body = fetched.map_err(|e| e.to_string())?;
-        let records = http::records(source, &url, &body).map_err(|e| e.to_string())?;
+        let records = http::records(source, url, &body).map_err(|e| e.to_string())?;
         let count = records.len();
         out.extend(
             records

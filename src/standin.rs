@@ -5,9 +5,6 @@
 //! exactly the real v1.4 shape: postcode a number or a string by nationality, `id.value` null
 //! for IR/NZ/TR/UA, non-ASCII names. The same seed, page and count give the same users.
 //!
-//! `GET /earthquakes/feed/v1.0/summary/all_hour.geojson?seed=S&count=N` serves a USGS-shaped
-//! GeoJSON feed (nested arrays, numbers, epoch-millisecond times) for the second example spec.
-//!
 //! `GET /fdsnws/event/1/query?format=geojson&starttime=T1&endtime=T2[&orderby=time-asc]
 //! [&limit=N][&seed=S][&per_day=N]` serves the USGS query API's shape over any time range:
 //! `per_day` events (default 24) on every UTC day, the same for the same seed and day whatever
@@ -47,6 +44,8 @@ const BIG_FIELD: usize = 2_000_000;
 pub struct Stats {
     /// Requests answered, faults included.
     pub requests: AtomicU64,
+    /// The query strings of the USGS query route's requests, in order.
+    pub queries: std::sync::Mutex<Vec<String>>,
 }
 
 /// The router; `stats` counts requests.
@@ -54,10 +53,6 @@ pub fn router(stats: Arc<Stats>) -> Router {
     Router::new()
         .route("/api/", get(users))
         .route("/api", get(users))
-        .route(
-            "/earthquakes/feed/v1.0/summary/all_hour.geojson",
-            get(earthquakes),
-        )
         .route("/fdsnws/event/1/query", get(query))
         .with_state(stats)
 }
@@ -169,37 +164,6 @@ async fn users(
     }
 }
 
-async fn earthquakes(
-    State(stats): State<Arc<Stats>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    stats.requests.fetch_add(1, Ordering::SeqCst);
-    let count = q
-        .get("count")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(5usize)
-        .min(1000);
-    let seed = q
-        .get("seed")
-        .cloned()
-        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
-    let features: Vec<Value> = (0..count).map(|i| earthquake(&seed, i)).collect();
-    Json(json!({
-        "type": "FeatureCollection",
-        "metadata": {
-            "generated": chrono::Utc::now().timestamp_millis(),
-            "url": "https://earthquake.usgs.gov/earthquakes/feed/v1.0/summary/all_hour.geojson",
-            "title": "USGS All Earthquakes, Past Hour",
-            "status": 200,
-            "api": "1.10.3",
-            "count": count
-        },
-        "features": features,
-        "bbox": [-180.0, -90.0, 0.0, 180.0, 90.0, 700.0]
-    }))
-    .into_response()
-}
-
 const DAY_MS: i64 = 86_400_000;
 
 /// The query route's events: those of `seed` whose time is in `[start_ms, end_ms)`, oldest
@@ -250,9 +214,15 @@ fn usgs_time(text: &str) -> Option<i64> {
 
 async fn query(
     State(stats): State<Arc<Stats>>,
+    uri: axum::http::Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     stats.requests.fetch_add(1, Ordering::SeqCst);
+    stats
+        .queries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(uri.query().unwrap_or_default().to_owned());
     let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
     if q.get("format").map(String::as_str) != Some("geojson") {
         return bad("Error 400: Bad Request\n\nonly format=geojson is served".into());

@@ -27,6 +27,8 @@ pub struct Jq {
     filter: Filter,
     /// The native evaluator, for an expression of a common form.
     native: Option<Native>,
+    /// Has the variable `$cursor` (see [`Jq::compile_with_cursor`]).
+    with_cursor: bool,
 }
 
 impl std::fmt::Debug for Jq {
@@ -38,6 +40,16 @@ impl std::fmt::Debug for Jq {
 impl Jq {
     /// Parses and compiles `code`, naming the column of the first problem on failure.
     pub fn compile(code: &str) -> Result<Jq, String> {
+        Jq::compile_with(code, false)
+    }
+
+    /// Like [`Jq::compile`], for an expression that may read `$cursor` (given to
+    /// [`Jq::run_with_cursor`]).
+    pub fn compile_with_cursor(code: &str) -> Result<Jq, String> {
+        Jq::compile_with(code, true)
+    }
+
+    fn compile_with(code: &str, with_cursor: bool) -> Result<Jq, String> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -49,20 +61,48 @@ impl Jq {
         let modules = loader
             .load(&arena, File { code, path: () })
             .map_err(|errs| describe_load_errors(code, errs))?;
+        let vars: &[&str] = if with_cursor { &["$cursor"] } else { &[] };
         let filter = Compiler::default()
             .with_funs(funs)
+            .with_global_vars(vars.iter().copied())
             .compile(modules)
             .map_err(|errs| describe_compile_errors(code, errs))?;
         Ok(Jq {
             code: code.to_owned(),
             filter,
-            native: Native::compile(code),
+            native: (!with_cursor).then(|| Native::compile(code)).flatten(),
+            with_cursor,
         })
     }
 
     /// The expression as written in the spec.
     pub fn code(&self) -> &str {
         &self.code
+    }
+
+    /// Runs an expression compiled by [`Jq::compile_with_cursor`] on `input` with `$cursor`
+    /// bound to `cursor`: its one value (no output is `null`).
+    pub fn run_with_cursor(&self, input: &Value, cursor: &Value) -> Result<Value, String> {
+        debug_assert!(self.with_cursor);
+        let vars = Vars::new([to_val(&Json::from(cursor))]);
+        let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, vars);
+        let mut out = self
+            .filter
+            .id
+            .run((ctx, to_val(&Json::from(input))))
+            .map(unwrap_valr)
+            .map(|out| match out {
+                Ok(v) => to_json(&v),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match out.len() {
+            0 => Ok(Value::Null),
+            1 => Ok(out.remove(0)),
+            n => Err(format!(
+                "yielded {n} values where one is expected (wrap it in [ ... ] to make a list)"
+            )),
+        }
     }
 
     /// Runs the filter and collects every output; the first runtime error is returned.

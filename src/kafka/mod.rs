@@ -2,6 +2,7 @@
 //! creation, the idempotent producer, the at-least-once consumer and its offset tracker.
 
 pub mod consume;
+pub mod cursors;
 pub mod offsets;
 pub mod produce;
 
@@ -46,6 +47,8 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    #[error("the cursor topic: {message}")]
+    CursorTopic { message: String },
     #[error("consuming from topic {topic}: {source}")]
     Consume {
         topic: String,
@@ -289,12 +292,6 @@ pub async fn check_connection(k: &spec::Kafka) -> Result<(), Error> {
 
 /// Creates the topic and dead-letter topic if they are missing (when the spec allows).
 pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
-    if !k.create_topics {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = base_config(k)
-        .create()
-        .map_err(|source| Error::client("admin client", &k.bootstrap_servers, source))?;
     let mut names = vec![&k.topic, &k.dead_letter_topic];
     // One name once: a replay reads the dead-letter topic, and a request naming a topic twice
     // is refused.
@@ -309,6 +306,17 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
             )
         })
         .collect();
+    create_missing(k, &topics).await
+}
+
+/// Creates those of `topics` that are missing, when the spec allows (`create_topics`).
+pub async fn create_missing(k: &spec::Kafka, topics: &[NewTopic<'_>]) -> Result<(), Error> {
+    if !k.create_topics {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = base_config(k)
+        .create()
+        .map_err(|source| Error::client("admin client", &k.bootstrap_servers, source))?;
     // Bounded, so an unreachable cluster fails start-up in seconds, not minutes.
     let options = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(15)))
@@ -319,9 +327,9 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
         message,
     };
     let results = admin
-        .create_topics(&topics, &options)
+        .create_topics(topics, &options)
         .await
-        .map_err(|e| create_error(&k.topic, e.to_string()))?;
+        .map_err(|e| create_error(topics.first().map_or("", |t| t.name), e.to_string()))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -27,7 +27,7 @@ impl Producer {
         Ok(Producer { inner })
     }
 
-    /// Sends one message and waits for its acknowledgement. librdkafka retries on its own
+    /// Sends one message and waits for its acknowledgement; gives its offset. librdkafka retries on its own
     /// (without duplicates, being idempotent) until `message.timeout.ms`; an error here is final.
     /// `received_at_ms`, when the record's API response arrived (epoch ms), travels in the
     /// [`RECEIVED_AT`] header so the loader can time the record end to end.
@@ -37,7 +37,7 @@ impl Producer {
         key: Option<&str>,
         payload: &[u8],
         received_at_ms: Option<i64>,
-    ) -> Result<(), Error> {
+    ) -> Result<i64, Error> {
         let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
@@ -52,7 +52,7 @@ impl Producer {
         self.inner
             .send(record, Timeout::Never)
             .await
-            .map(|_| ())
+            .map(|delivery| delivery.offset)
             .map_err(|(source, _)| Error::Produce {
                 topic: topic.to_owned(),
                 source,

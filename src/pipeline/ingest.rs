@@ -7,7 +7,10 @@
 //! most [`IN_FLIGHT`] records of a page await Kafka at once, so memory stays bounded by the
 //! body, whatever the page size.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -16,46 +19,102 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::dead_letter::{self, DeadLetter, Origin, Stage};
+use crate::kafka::cursors::{self, Found, Lease};
 use crate::kafka::produce::Producer;
 use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
-use crate::source::http::{self, FetchError, Pages};
+use crate::source::http::{self, FetchError, Pages, Request};
+use crate::source::incremental;
 use crate::source::schedule::Ticker;
-use crate::spec::{OnInvalid, Spec};
+use crate::spec::{Cursor, Incremental, OnInvalid, Spec, Window};
 
 /// Records of a page produced and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 1024;
 
-/// Polls on schedule until `stop`; with `once`, polls once and returns (an error if that poll
-/// failed).
+/// What a run of the ingest half does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Poll on schedule until stopped.
+    Live,
+    /// Poll once and return (an error if that poll failed).
+    Once,
+    /// `aqueduct backfill`: fetch the time windows of this range once, without the live
+    /// cursor.
+    Backfill {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+}
+
+/// Runs the ingest half in `mode` until `stop`.
 pub async fn run(
     spec: &Spec,
     producer: &Producer,
     metrics: &Metrics,
     stop: &CancellationToken,
-    once: bool,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let client = http::client(&spec.source).context("building the HTTP client")?;
+    let ingest = Ingest {
+        spec,
+        client,
+        producer,
+        metrics,
+        stop,
+    };
+    if let Mode::Backfill { from, to } = mode {
+        return ingest.backfill(from, to).await;
+    }
+    // An incremental source polls only while this process holds the pipeline's lease.
+    let mut lease = match spec.source.incremental {
+        Some(_) => {
+            cursors::ensure_topic(&spec.kafka).await?;
+            Some(Lease::join(&spec.kafka)?)
+        }
+        None => None,
+    };
+    let writer = cursors::writer_name();
     let mut ticker = Ticker::new(&spec.source.schedule);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return Ok(()),
         }
+        if let Some(lease) = lease.as_mut()
+            && !lease.held()
+        {
+            info!("waiting for the pipeline's ingest lease (another ingest process may hold it)");
+            tokio::select! {
+                _ = lease.acquired() => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
         let started = Instant::now();
-        match poll(spec, &client, producer, metrics, stop).await {
+        let polled = match (&spec.source.incremental, &lease) {
+            (Some(Incremental::Cursor(cursor)), Some(lease)) => {
+                ingest.poll_cursor(cursor, lease, &writer).await
+            }
+            (Some(Incremental::Window(window)), Some(lease)) => {
+                ingest.poll_windows(window, lease, &writer).await
+            }
+            _ => ingest
+                .poll(Request::of(&spec.source), |_| Ok(()))
+                .await
+                .map(|_| ()),
+        };
+        match polled {
             Ok(()) => metrics.poll_succeeded(started.elapsed()),
             Err(PollError::Fetch(FetchError::Cancelled)) => return Ok(()),
             Err(PollError::Fetch(e)) => {
                 metrics.failed_polls.inc();
-                if once {
+                if mode == Mode::Once {
                     return Err(e.into());
                 }
                 error!(error = %e, "poll failed; the next poll is on schedule");
             }
             Err(PollError::Fatal(e)) => return Err(e),
         }
-        if once {
+        if mode == Mode::Once {
             return Ok(());
         }
     }
@@ -68,66 +127,254 @@ enum PollError {
     Fatal(anyhow::Error),
 }
 
-async fn poll(
-    spec: &Spec,
-    client: &reqwest::Client,
-    producer: &Producer,
-    metrics: &Metrics,
-    stop: &CancellationToken,
-) -> Result<(), PollError> {
-    let source = &spec.source;
-    let mut pages = Pages::new(source);
-    let mut records_in_poll = 0;
-    while let Some(url) = pages.next_url().cloned() {
-        let body = http::fetch(client, source, &url, stop, || {
-            metrics.http_retries.inc();
-        })
-        .await
-        .map_err(PollError::Fetch)?;
-        let received = Received {
-            origin: Origin::Api {
-                url: url.to_string(),
-            },
-            at_ms: chrono::Utc::now().timestamp_millis(),
-        };
-        let records = http::records(source, &url, &body).map_err(PollError::Fetch)?;
-        metrics.polled.inc_by(records.len() as u64);
-        records_in_poll += records.len();
-        debug!(url = %url, records = records.len(), "page fetched");
-        let produce = async {
-            let mut sends = FuturesUnordered::new();
-            for record in &records {
-                if sends.len() >= IN_FLIGHT {
-                    sends.next().await.unwrap_or(Ok(()))?;
-                }
-                sends.push(handle(spec, producer, metrics, record, &received));
-            }
-            while let Some(sent) = sends.next().await {
-                sent?;
-            }
-            Ok::<_, anyhow::Error>(())
-        };
-        // A stop lets the page in hand finish within the shutdown timeout, not within
-        // librdkafka's message timeout (300 s) when Kafka is away.
-        let deadline = async {
-            stop.cancelled().await;
-            tokio::time::sleep(spec.shutdown_timeout).await;
-        };
-        tokio::select! {
-            produced = produce => produced.map_err(PollError::Fatal)?,
-            _ = deadline => {
-                return Err(PollError::Fatal(anyhow::anyhow!(
-                    "shutdown timeout ({:?}) ran out before Kafka acknowledged the page from {url}; the next run polls it again",
-                    spec.shutdown_timeout
-                )));
-            }
-        }
-        pages
-            .advance(&body, records.len())
-            .map_err(PollError::Fetch)?;
+impl From<crate::kafka::Error> for PollError {
+    fn from(e: crate::kafka::Error) -> Self {
+        PollError::Fatal(e.into())
     }
-    info!(records = records_in_poll, "poll done");
-    Ok(())
+}
+
+/// What every poll needs.
+struct Ingest<'a> {
+    spec: &'a Spec,
+    client: reqwest::Client,
+    producer: &'a Producer,
+    metrics: &'a Metrics,
+    stop: &'a CancellationToken,
+}
+
+impl Ingest<'_> {
+    /// A `[source.cursor]` poll: from the saved cursor (or the initial one), each page moving
+    /// it on; saved once every record of the poll is acknowledged.
+    async fn poll_cursor(
+        &self,
+        cursor: &Cursor,
+        lease: &Lease,
+        writer: &str,
+    ) -> Result<(), PollError> {
+        let (spec, k) = (self.spec, &self.spec.kafka);
+        let found = cursors::read(k, &spec.name).await?;
+        let start = match &found {
+            Some(found) => found.saved.cursor.clone(),
+            None => cursor.initial.clone().unwrap_or(Value::Null),
+        };
+        let request = incremental::with_cursor(cursor, &Request::of(&spec.source), &start)
+            .map_err(|e| PollError::Fatal(anyhow::anyhow!(e)))?;
+        let mut value = start.clone();
+        let records = self
+            .poll(request, |page| {
+                value = incremental::advance(cursor, &value, page)?;
+                Ok(())
+            })
+            .await?;
+        if value == start {
+            debug!(records, cursor = %value, "the cursor stays");
+            return Ok(());
+        }
+        if self
+            .save(lease, found.as_ref(), value.clone(), writer)
+            .await?
+            .is_some()
+        {
+            info!(records, from = %start, to = %value, "cursor moved");
+        }
+        Ok(())
+    }
+
+    /// A `[source.window]` poll: the windows after the saved cursor up to now (at most
+    /// `max_windows`), oldest first, the cursor saved after each.
+    async fn poll_windows(
+        &self,
+        window: &Window,
+        lease: &Lease,
+        writer: &str,
+    ) -> Result<(), PollError> {
+        let (spec, k) = (self.spec, &self.spec.kafka);
+        let mut found = cursors::read(k, &spec.name).await?;
+        let now = Utc::now();
+        let from = match &found {
+            None => window.first_start(now),
+            Some(found) => incremental::parse_window_cursor(&found.saved.cursor).ok_or_else(|| {
+                PollError::Fatal(anyhow::anyhow!(
+                    "the saved cursor of pipeline {} on topic {} is {}, not an RFC 3339 time; set one with `aqueduct cursor {} --set 2026-11-01T00:00:00Z`",
+                    spec.name,
+                    k.cursor_topic,
+                    found.saved.cursor,
+                    spec.path.display()
+                ))
+            })?,
+        };
+        let until = incremental::live_until(window, now);
+        let due = incremental::windows(window, from, until, Some(window.max_windows));
+        if due.is_empty() {
+            debug!(cursor = %from, "no window is due");
+        }
+        for w in due {
+            let records = self
+                .poll(
+                    incremental::window_request(window, &Request::of(&spec.source), w),
+                    |_| Ok(()),
+                )
+                .await?;
+            let cursor = incremental::window_cursor(w.end);
+            match self.save(lease, found.as_ref(), cursor, writer).await? {
+                // What was just saved is the base of the next save.
+                Some(saved) => found = Some(saved),
+                None => return Ok(()),
+            }
+            let behind = (until - w.end).to_std().unwrap_or_default();
+            info!(
+                start = %w.start,
+                end = %w.end,
+                records,
+                behind = %humantime::format_duration(Duration::from_secs(behind.as_secs())),
+                "window done"
+            );
+        }
+        Ok(())
+    }
+
+    /// Saves the cursor unless this process lost the lease or someone else saved one since
+    /// `base` (`aqueduct cursor --set`, or a process that held the lease before): the poll's
+    /// records are in Kafka either way, and the next poll starts from the newer cursor.
+    /// Gives what was saved, if it was.
+    async fn save(
+        &self,
+        lease: &Lease,
+        base: Option<&Found>,
+        cursor: Value,
+        writer: &str,
+    ) -> Result<Option<Found>, PollError> {
+        let (spec, k) = (self.spec, &self.spec.kafka);
+        if !lease.held() {
+            warn!(
+                "the ingest lease passed to another process during the poll; it keeps the cursor it had"
+            );
+            return Ok(None);
+        }
+        let latest = cursors::read(k, &spec.name).await?;
+        if latest.as_ref() != base {
+            warn!(
+                cursor = %latest.map_or(serde_json::Value::Null, |found| found.saved.cursor),
+                "the cursor was set by another writer during the poll; keeping theirs"
+            );
+            return Ok(None);
+        }
+        Ok(Some(
+            cursors::write(self.producer, k, &spec.name, cursor, writer).await?,
+        ))
+    }
+
+    /// `aqueduct backfill`: every window from `from` to `to`, once, the live cursor untouched.
+    async fn backfill(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
+        let Some(Incremental::Window(window)) = &self.spec.source.incremental else {
+            bail!("backfill needs a [source.window] in the spec: it fetches time windows");
+        };
+        let base = Request::of(&self.spec.source);
+        let due = incremental::windows(window, from, to, None);
+        let count = due.len();
+        for (i, w) in due.into_iter().enumerate() {
+            let records = match self
+                .poll(incremental::window_request(window, &base, w), |_| Ok(()))
+                .await
+            {
+                Ok(records) => records,
+                Err(PollError::Fetch(FetchError::Cancelled)) => bail!(
+                    "stopped during the window from {} to {}; run the backfill again from {}",
+                    w.start,
+                    w.end,
+                    w.start.to_rfc3339()
+                ),
+                Err(PollError::Fetch(e)) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "the window from {} to {}; run the backfill again from {}",
+                        w.start,
+                        w.end,
+                        w.start.to_rfc3339()
+                    )));
+                }
+                Err(PollError::Fatal(e)) => return Err(e),
+            };
+            info!(start = %w.start, end = %w.end, records, window = i + 1, of = count, "backfill window done");
+        }
+        Ok(())
+    }
+
+    /// Fetches every page of one poll from `first`, producing each page's records (all
+    /// acknowledged before the next page) and calling `on_page` with each page's body.
+    /// Returns how many records the poll received.
+    async fn poll(
+        &self,
+        first: Request,
+        mut on_page: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<usize, PollError> {
+        let Ingest {
+            spec,
+            client,
+            producer,
+            metrics,
+            stop,
+        } = self;
+        let source = &spec.source;
+        let mut pages = Pages::new(source, first);
+        let mut records_in_poll = 0;
+        while let Some(request) = pages.next_request().cloned() {
+            let url = &request.url;
+            let body = http::fetch(client, source, &request, stop, || {
+                metrics.http_retries.inc();
+            })
+            .await
+            .map_err(PollError::Fetch)?;
+            let received = Received {
+                origin: Origin::Api {
+                    url: url.to_string(),
+                },
+                at_ms: chrono::Utc::now().timestamp_millis(),
+            };
+            let records = http::records(source, url, &body).map_err(PollError::Fetch)?;
+            on_page(&body).map_err(|message| {
+                PollError::Fetch(FetchError::Cursor {
+                    url: url.to_string(),
+                    message,
+                })
+            })?;
+            metrics.polled.inc_by(records.len() as u64);
+            records_in_poll += records.len();
+            debug!(url = %url, records = records.len(), "page fetched");
+            let produce = async {
+                let mut sends = FuturesUnordered::new();
+                for record in &records {
+                    if sends.len() >= IN_FLIGHT {
+                        sends.next().await.unwrap_or(Ok(()))?;
+                    }
+                    sends.push(handle(spec, producer, metrics, record, &received));
+                }
+                while let Some(sent) = sends.next().await {
+                    sent?;
+                }
+                Ok::<_, anyhow::Error>(())
+            };
+            // A stop lets the page in hand finish within the shutdown timeout, not within
+            // librdkafka's message timeout (300 s) when Kafka is away.
+            let deadline = async {
+                stop.cancelled().await;
+                tokio::time::sleep(spec.shutdown_timeout).await;
+            };
+            tokio::select! {
+                produced = produce => produced.map_err(PollError::Fatal)?,
+                _ = deadline => {
+                    return Err(PollError::Fatal(anyhow::anyhow!(
+                        "shutdown timeout ({:?}) ran out before Kafka acknowledged the page from {url}; the next run polls it again",
+                        spec.shutdown_timeout
+                    )));
+                }
+            }
+            pages
+                .advance(&body, records.len())
+                .map_err(PollError::Fetch)?;
+        }
+        info!(records = records_in_poll, "poll done");
+        Ok(records_in_poll)
+    }
 }
 
 /// Where and when a page's records were received.
@@ -153,7 +400,7 @@ async fn handle(
                 .send(topic, key.as_deref(), text.as_bytes(), Some(received.at_ms))
                 .await
             {
-                Ok(()) => {
+                Ok(_) => {
                     metrics
                         .produce_latency
                         .observe(sent.elapsed().as_secs_f64());

@@ -45,6 +45,9 @@ pub struct Options {
     pub replay: Option<replay::Replay>,
     /// How a `once` run shows its progress (`None`: not at all).
     pub progress: Option<progress::Display>,
+    /// `aqueduct backfill`: the ingest half fetches the time windows from the first to the
+    /// second time instead of polling (with `once`).
+    pub backfill: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl Options {
@@ -105,7 +108,12 @@ pub async fn run(
             stop.clone(),
         );
         let ingest = tasks.spawn(async move {
-            ingest::run(&spec, &producer, &metrics, &stop, options.once).await?;
+            let mode = match (options.backfill, options.once) {
+                (Some((from, to)), _) => ingest::Mode::Backfill { from, to },
+                (None, true) => ingest::Mode::Once,
+                (None, false) => ingest::Mode::Live,
+            };
+            ingest::run(&spec, &producer, &metrics, &stop, mode).await?;
             if options.once {
                 set_drain_target(&spec, &drain_tx).await?;
             }

@@ -40,6 +40,8 @@ pub enum FetchError {
         expr: String,
         message: String,
     },
+    #[error("the cursor from the response from {url}: {message}")]
+    Cursor { url: String, message: String },
     #[error("stopped")]
     Cancelled,
 }
@@ -63,14 +65,35 @@ enum Attempt {
     Fatal(String),
 }
 
+/// One request of a poll: the source's own, with a cursor or a time window put in, and for a
+/// later page, its page parameter.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub url: reqwest::Url,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Option<Value>,
+}
+
+impl Request {
+    /// The request as the spec writes it.
+    pub fn of(source: &Source) -> Request {
+        Request {
+            url: source.url.clone(),
+            headers: source.headers.clone(),
+            body: source.body.clone(),
+        }
+    }
+}
+
 /// One request, retried per the spec. `on_retry` is called before each retry (for metrics).
 pub async fn fetch(
     client: &reqwest::Client,
     source: &Source,
-    url: &reqwest::Url,
+    request: &Request,
     cancel: &CancellationToken,
     mut on_retry: impl FnMut(),
 ) -> Result<Bytes, FetchError> {
+    let url = &request.url;
     let Retry {
         attempts,
         initial_backoff,
@@ -80,7 +103,7 @@ pub async fn fetch(
     loop {
         attempt += 1;
         let outcome = tokio::select! {
-            outcome = attempt_once(client, source, url) => outcome,
+            outcome = attempt_once(client, source, request) => outcome,
             _ = cancel.cancelled() => return Err(FetchError::Cancelled),
         };
         let (message, after) = match outcome {
@@ -120,14 +143,14 @@ fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-async fn attempt_once(client: &reqwest::Client, source: &Source, url: &reqwest::Url) -> Attempt {
-    let mut request = client
-        .request(source.method.clone(), url.clone())
-        .headers(source.headers.clone());
-    if let Some(body) = &source.body {
-        request = request.json(body);
+async fn attempt_once(client: &reqwest::Client, source: &Source, request: &Request) -> Attempt {
+    let mut builder = client
+        .request(source.method.clone(), request.url.clone())
+        .headers(request.headers.clone());
+    if let Some(body) = &request.body {
+        builder = builder.json(body);
     }
-    let response = match request.send().await {
+    let response = match builder.send().await {
         Ok(r) => r,
         Err(e) => {
             return Attempt::Retry {
@@ -278,32 +301,37 @@ pub fn records<'a>(
 /// Walks the pages of one poll.
 pub struct Pages<'a> {
     source: &'a Source,
-    /// The URL of the next page, or `None` when the poll is over.
-    next: Option<reqwest::Url>,
+    /// The poll's first request, which later pages vary.
+    base: Request,
+    /// The next page's request, or `None` when the poll is over.
+    next: Option<Request>,
     fetched: u32,
     /// Records received so far in this poll (the offset mode's position).
     records_seen: i64,
 }
 
 impl<'a> Pages<'a> {
-    pub fn new(source: &'a Source) -> Self {
+    /// The pages of a poll starting with `base`.
+    pub fn new(source: &'a Source, base: Request) -> Self {
         let first = match &source.pagination {
-            None | Some(Pagination::NextLink { .. }) => source.url.clone(),
+            None | Some(Pagination::NextLink { .. }) => base.clone(),
             Some(Pagination::Page { param, start, .. })
-            | Some(Pagination::Offset { param, start, .. }) => {
-                with_param(&source.url, param, *start)
-            }
+            | Some(Pagination::Offset { param, start, .. }) => Request {
+                url: with_param(&base.url, param, &start.to_string()),
+                ..base.clone()
+            },
         };
         Pages {
             source,
+            base,
             next: Some(first),
             fetched: 0,
             records_seen: 0,
         }
     }
 
-    /// The URL to fetch next, if the poll is not over.
-    pub fn next_url(&self) -> Option<&reqwest::Url> {
+    /// The request to send next, if the poll is not over.
+    pub fn next_request(&self) -> Option<&Request> {
         self.next.as_ref()
     }
 
@@ -325,18 +353,19 @@ impl<'a> Pages<'a> {
         if self.fetched >= max_pages || count == 0 {
             return Ok(());
         }
-        self.next = match pagination {
+        let url = match pagination {
             Pagination::Page { param, start, .. } => Some(with_param(
-                &self.source.url,
+                &self.base.url,
                 param,
-                start + i64::from(self.fetched),
+                &(start + i64::from(self.fetched)).to_string(),
             )),
             Pagination::Offset { param, start, .. } => Some(with_param(
-                &self.source.url,
+                &self.base.url,
                 param,
-                start + self.records_seen,
+                &(start + self.records_seen).to_string(),
             )),
             Pagination::NextLink { next, .. } => {
+                let current = &current.url;
                 let err = |message: String| FetchError::NextLink {
                     url: current.to_string(),
                     expr: next.code().to_owned(),
@@ -354,12 +383,16 @@ impl<'a> Pages<'a> {
                 }
             }
         };
+        self.next = url.map(|url| Request {
+            url,
+            ..self.base.clone()
+        });
         Ok(())
     }
 }
 
 /// `url` with query parameter `param` set to `value` (replacing any earlier value).
-fn with_param(url: &reqwest::Url, param: &str, value: i64) -> reqwest::Url {
+pub fn with_param(url: &reqwest::Url, param: &str, value: &str) -> reqwest::Url {
     let mut out = url.clone();
     let kept: Vec<(String, String)> = url
         .query_pairs()
@@ -369,7 +402,7 @@ fn with_param(url: &reqwest::Url, param: &str, value: i64) -> reqwest::Url {
     out.query_pairs_mut()
         .clear()
         .extend_pairs(kept)
-        .append_pair(param, &value.to_string());
+        .append_pair(param, value);
     out
 }
 
@@ -389,57 +422,81 @@ mod tests {
     #[test]
     fn no_pagination_is_one_page() {
         let spec = source("");
-        let mut pages = Pages::new(&spec.source);
+        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
         assert_eq!(
-            pages.next_url().unwrap().as_str(),
+            pages.next_request().unwrap().url.as_str(),
             "http://example.test/api/?results=10&page=9"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
-        assert!(pages.next_url().is_none());
+        assert!(pages.next_request().is_none());
     }
 
     #[test]
     fn page_mode_counts_up_to_the_limit_and_stops_on_an_empty_page() {
         let spec = source("[source.pagination]\nmode = \"page\"\nparam = \"page\"\nmax_pages = 3");
-        let mut pages = Pages::new(&spec.source);
+        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
         assert_eq!(
-            pages.next_url().unwrap().as_str(),
+            pages.next_request().unwrap().url.as_str(),
             "http://example.test/api/?results=10&page=1"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert_eq!(
-            pages.next_url().unwrap().as_str(),
+            pages.next_request().unwrap().url.as_str(),
             "http://example.test/api/?results=10&page=2"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert_eq!(
-            pages.next_url().unwrap().as_str(),
+            pages.next_request().unwrap().url.as_str(),
             "http://example.test/api/?results=10&page=3"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
-        assert!(pages.next_url().is_none());
-        let mut pages = Pages::new(&spec.source);
+        assert!(pages.next_request().is_none());
+        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
         pages.advance(json!({}).to_string().as_bytes(), 0).unwrap();
-        assert!(pages.next_url().is_none(), "an empty page ends the poll");
+        assert!(
+            pages.next_request().is_none(),
+            "an empty page ends the poll"
+        );
     }
 
     #[test]
     fn offset_mode_advances_by_records_received() {
         let spec =
             source("[source.pagination]\nmode = \"offset\"\nparam = \"offset\"\nmax_pages = 5");
-        let mut pages = Pages::new(&spec.source);
-        assert!(pages.next_url().unwrap().as_str().ends_with("offset=0"));
+        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
+        assert!(
+            pages
+                .next_request()
+                .unwrap()
+                .url
+                .as_str()
+                .ends_with("offset=0")
+        );
         pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
-        assert!(pages.next_url().unwrap().as_str().ends_with("offset=7"));
+        assert!(
+            pages
+                .next_request()
+                .unwrap()
+                .url
+                .as_str()
+                .ends_with("offset=7")
+        );
         pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
-        assert!(pages.next_url().unwrap().as_str().ends_with("offset=14"));
+        assert!(
+            pages
+                .next_request()
+                .unwrap()
+                .url
+                .as_str()
+                .ends_with("offset=14")
+        );
     }
 
     #[test]
     fn next_link_mode_follows_relative_links_until_null() {
         let spec =
             source("[source.pagination]\nmode = \"next_link\"\nnext = \".next\"\nmax_pages = 5");
-        let mut pages = Pages::new(&spec.source);
+        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
         pages
             .advance(
                 json!({"next": "/api/?cursor=abc"}).to_string().as_bytes(),
@@ -447,14 +504,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            pages.next_url().unwrap().as_str(),
+            pages.next_request().unwrap().url.as_str(),
             "http://example.test/api/?cursor=abc"
         );
         pages
             .advance(json!({"next": null}).to_string().as_bytes(), 3)
             .unwrap();
-        assert!(pages.next_url().is_none());
-        let mut pages = Pages::new(&spec.source);
+        assert!(pages.next_request().is_none());
+        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
         let err = pages
             .advance(json!({"next": 5}).to_string().as_bytes(), 3)
             .unwrap_err();

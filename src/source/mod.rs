@@ -1,4 +1,5 @@
 //! The HTTP JSON API source: when to poll ([`schedule`]) and how to fetch ([`http`]).
 
 pub mod http;
+pub mod incremental;
 pub mod schedule;

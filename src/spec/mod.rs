@@ -51,6 +51,83 @@ pub struct Source {
     pub records: Jq,
     pub retry: Retry,
     pub pagination: Option<Pagination>,
+    /// How a poll asks only for what is new, if it does.
+    pub incremental: Option<Incremental>,
+}
+
+/// `[source.cursor]` or `[source.window]`, checked.
+#[derive(Debug)]
+pub enum Incremental {
+    Cursor(Cursor),
+    Window(Window),
+}
+
+/// `[source.cursor]`, checked.
+#[derive(Debug)]
+pub struct Cursor {
+    /// Computes the cursor from a response page, with `$cursor` the value so far.
+    pub value: Jq,
+    pub initial: Option<serde_json::Value>,
+    pub place: Place,
+    /// Turns the cursor into the text sent.
+    pub format: Option<Jq>,
+}
+
+/// Where a cursor goes in a request.
+#[derive(Debug, Clone)]
+pub enum Place {
+    Query(String),
+    Header(reqwest::header::HeaderName),
+    /// A JSON pointer into the body.
+    Body(String),
+}
+
+/// `[source.window]`, checked.
+#[derive(Debug)]
+pub struct Window {
+    pub start_param: String,
+    pub end_param: String,
+    pub size: Duration,
+    pub start: WindowStart,
+    pub lag: Duration,
+    pub max_windows: u32,
+    pub format: TimeFormat,
+}
+
+/// Where the first window starts, when no cursor is saved yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStart {
+    At(chrono::DateTime<chrono::Utc>),
+    /// This long before the first poll.
+    Ago(Duration),
+}
+
+impl Window {
+    /// Where the first window starts for a first poll at `now`: `start`, or `start` before
+    /// now rounded down to a whole window (windows of an hour start on the hour).
+    pub fn first_start(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        use chrono::DurationRound;
+        match self.start {
+            WindowStart::At(t) => t,
+            WindowStart::Ago(ago) => {
+                let t = now - chrono::Duration::from_std(ago).unwrap_or_default();
+                chrono::Duration::from_std(self.size)
+                    .ok()
+                    .and_then(|size| t.duration_trunc(size).ok())
+                    .unwrap_or(t)
+            }
+        }
+    }
+}
+
+/// How a time is written in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeFormat {
+    Rfc3339,
+    EpochMs,
+    EpochS,
+    /// A strftime pattern (chrono's), in UTC.
+    Pattern(String),
 }
 
 /// When polls start.
@@ -113,6 +190,8 @@ pub struct Kafka {
     pub key: Option<Jq>,
     pub group_id: String,
     pub dead_letter_topic: String,
+    /// Where `[source.cursor]` and `[source.window]` keep their cursors.
+    pub cursor_topic: String,
     /// How often stored offsets are committed.
     pub commit_interval: Duration,
     /// Extra librdkafka properties, none of which collides with one aqueduct sets itself:

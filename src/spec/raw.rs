@@ -70,6 +70,10 @@ pub struct RawSource {
     #[serde(default)]
     pub retry: RawRetry,
     pub pagination: Option<RawPagination>,
+    /// Incremental polling by a value taken from the responses (a timestamp, a token).
+    pub cursor: Option<RawCursor>,
+    /// Incremental polling by time windows, with catch-up and `aqueduct backfill`.
+    pub window: Option<RawWindow>,
 }
 
 fn default_method() -> String {
@@ -175,6 +179,66 @@ fn default_max_pages() -> u32 {
     1
 }
 
+/// `[source.cursor]`: each poll asks only for what is new since the last one. The cursor is a
+/// value computed from the responses, sent with the next poll's request, and kept on
+/// `kafka.cursor_topic` once every record of the poll is acknowledged by Kafka.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCursor {
+    /// jq expression on each response page giving the cursor after it, with `$cursor` the value
+    /// so far, e.g. `[$cursor, .items[].updated_at] | max` or `.next_cursor`. `null` or no
+    /// output keeps the value so far.
+    pub value: String,
+    /// The cursor before the first poll (any TOML value). Default: none, and the first request
+    /// goes without it.
+    pub initial: Option<serde_json::Value>,
+    /// The query parameter the cursor goes in.
+    pub query: Option<String>,
+    /// The request header the cursor goes in.
+    pub header: Option<String>,
+    /// The body field the cursor goes in (a JSON pointer, e.g. `/filter/since`; POST only).
+    pub body: Option<String>,
+    /// jq expression turning the cursor into what is sent, e.g. `. / 1000 | todate`. Default:
+    /// a string as it is, other values as JSON.
+    pub format: Option<String>,
+}
+
+/// `[source.window]`: each poll asks for the time windows after the cursor (the end of the
+/// last window done) up to now, oldest first, a bounded number per poll, so a pipeline that
+/// was down catches up. `aqueduct backfill` runs the windows of a past range once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// Query parameter taking a window's start (inclusive), e.g. `starttime`.
+    pub start_param: String,
+    /// Query parameter taking a window's end (exclusive), e.g. `endtime`.
+    pub end_param: String,
+    /// Length of a full window, e.g. "1h".
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    /// Where the first window starts when no cursor is saved: an RFC 3339 time, e.g.
+    /// "2026-11-01T00:00:00Z", or a duration before the first poll, e.g. "7d".
+    pub start: String,
+    /// How far behind now the last window ends, for data that arrives late. Default 0s.
+    #[serde(default, with = "humantime_serde")]
+    pub lag: Duration,
+    /// Most windows fetched per poll while catching up. Default 24.
+    #[serde(default = "default_max_windows")]
+    pub max_windows: u32,
+    /// How times are written in the request: `rfc3339` (default,
+    /// `2026-11-01T00:00:00Z`), `epoch_ms`, `epoch_s`, or a strftime pattern such as
+    /// `%Y-%m-%dT%H:%M:%S` (UTC).
+    #[serde(default = "default_time_format")]
+    pub format: String,
+}
+
+fn default_max_windows() -> u32 {
+    24
+}
+fn default_time_format() -> String {
+    "rfc3339".into()
+}
+
 /// `[validate]`: the JSON Schema every record must pass.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +290,10 @@ pub struct RawKafka {
     pub group_id: Option<String>,
     /// Topic for records that fail validation or mapping. Default `<topic>_dlq`.
     pub dead_letter_topic: Option<String>,
+    /// Compacted topic keeping the cursors of `[source.cursor]` and `[source.window]`, keyed by
+    /// pipeline name. Default `aqueduct-cursors`.
+    #[serde(default = "default_cursor_topic")]
+    pub cursor_topic: String,
     /// How often the loader commits the offsets of written rows. A crashed loader writes again
     /// at most what was written in this window. Default 1s.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
@@ -243,6 +311,10 @@ pub struct RawKafka {
     pub tls: Option<RawTls>,
     /// SASL login to the brokers (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).
     pub sasl: Option<RawSasl>,
+}
+
+fn default_cursor_topic() -> String {
+    "aqueduct-cursors".into()
 }
 
 /// `[kafka.tls]`, `[cassandra.tls]`: speak TLS to the servers. Files are relative to the spec's

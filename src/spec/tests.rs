@@ -468,3 +468,105 @@ fn tls_and_sasl_mistakes_are_named() {
         Some("ssl")
     );
 }
+
+#[test]
+fn incremental_keys_are_checked() {
+    let with = |section: &str| MINIMAL.replace("\n[kafka]", &format!("{section}\n[kafka]"));
+    let window = "[source.window]\nstart_param = \"starttime\"\nend_param = \"endtime\"\nsize = \"1h\"\nstart = \"2026-11-01T00:00:00Z\"\n";
+    let spec = spec_from(&with(window)).unwrap();
+    assert_eq!(spec.kafka.cursor_topic, "aqueduct-cursors");
+    let Some(Incremental::Window(w)) = &spec.source.incremental else {
+        panic!("no window")
+    };
+    assert_eq!(
+        (w.max_windows, w.lag, &w.format),
+        (24, Duration::ZERO, &TimeFormat::Rfc3339)
+    );
+    // A relative start is rounded down to a whole window.
+    let spec = spec_from(&with(&window.replace("2026-11-01T00:00:00Z", "1d"))).unwrap();
+    let Some(Incremental::Window(w)) = &spec.source.incremental else {
+        panic!("no window")
+    };
+    let now = "2026-11-30T10:42:17Z".parse().unwrap();
+    assert_eq!(
+        w.first_start(now),
+        "2026-11-29T10:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    );
+
+    for (section, key, says) in [
+        (
+            window.replace("2026-11-01T00:00:00Z", "last week"),
+            "source.window.start",
+            "neither an RFC 3339 time",
+        ),
+        (
+            format!("{window}format = \"iso\""),
+            "source.window.format",
+            "not `rfc3339`",
+        ),
+        (
+            format!("{window}max_windows = 0"),
+            "source.window.max_windows",
+            "at least 1",
+        ),
+        (
+            window.replace("\"endtime\"", "\"starttime\""),
+            "source.window.end_param",
+            "must differ",
+        ),
+        (
+            window.replace("1h", "0s"),
+            "source.window.size",
+            "at least 1s",
+        ),
+        (
+            format!("{window}[source.cursor]\nvalue = \".next\"\nquery = \"c\""),
+            "source.cursor",
+            "not both",
+        ),
+        (
+            "[source.cursor]\nvalue = \".next\"".into(),
+            "source.cursor",
+            "exactly one of `query`",
+        ),
+        (
+            "[source.cursor]\nvalue = \".next\"\nquery = \"c\"\nheader = \"X-C\"".into(),
+            "source.cursor",
+            "exactly one of `query`",
+        ),
+        (
+            "[source.cursor]\nvalue = \".next\"\nbody = \"/since\"".into(),
+            "source.cursor.body",
+            "POST",
+        ),
+        (
+            "[source.cursor]\nvalue = \".next\"\nbody = \"since\"".into(),
+            "source.cursor.body",
+            "not a JSON pointer",
+        ),
+        (
+            "[source.cursor]\nvalue = \"[$cursor, $other] | max\"\nquery = \"c\"".into(),
+            "source.cursor.value",
+            "$other",
+        ),
+        (
+            "[source.cursor]\nvalue = \".next\"\nquery = \"c\"\nformat = \"todate(\"".into(),
+            "source.cursor.format",
+            "",
+        ),
+    ] {
+        let errs = errors(&with(&section));
+        assert!(
+            errs.iter()
+                .any(|e| e.key == key && e.message.contains(says)),
+            "{key} {says:?}: {errs:?}"
+        );
+    }
+    let errs = errors(&MINIMAL.replace("topic = \"t\"", "topic = \"t\"\ncursor_topic = \"t\""));
+    assert!(
+        errs.iter().any(|e| e.key == "kafka.cursor_topic"),
+        "{errs:?}"
+    );
+}

@@ -9,6 +9,7 @@ mod cli;
 mod docs;
 mod e2e;
 mod faults;
+mod incremental;
 mod secure;
 mod stack;
 mod support;

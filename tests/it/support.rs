@@ -144,9 +144,13 @@ pub struct Pipeline {
     pub dead_letter_topic: String,
     pub keyspace: String,
     pub group: String,
+    /// `kafka.cursor_topic`.
+    pub cursor_topic: String,
     pub url: String,
     /// `source.query.results` (users.toml asks for 50).
     pub results: Option<u32>,
+    /// `source.window.start`, with `source.window.lag` 0s (earthquakes.toml).
+    pub window_start: Option<String>,
 }
 
 impl Pipeline {
@@ -158,9 +162,11 @@ impl Pipeline {
             dead_letter_topic: format!("{topic}_dlq"),
             keyspace: unique("ks"),
             group: unique("group"),
+            cursor_topic: unique("cursors"),
             topic,
             url,
             results,
+            window_start: None,
         }
     }
 
@@ -189,6 +195,7 @@ impl Pipeline {
             .env("AQUEDUCT_KAFKA__TOPIC", &self.topic)
             .env("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", &self.dead_letter_topic)
             .env("AQUEDUCT_KAFKA__GROUP_ID", &self.group)
+            .env("AQUEDUCT_KAFKA__CURSOR_TOPIC", &self.cursor_topic)
             .env(
                 "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
                 format!("[\"{}\"]", cassandra_addr()),
@@ -196,6 +203,10 @@ impl Pipeline {
             .env("AQUEDUCT_CASSANDRA__KEYSPACE", &self.keyspace);
         if let Some(results) = self.results {
             cmd.env("AQUEDUCT_SOURCE__QUERY__RESULTS", results.to_string());
+        }
+        if let Some(start) = &self.window_start {
+            cmd.env("AQUEDUCT_SOURCE__WINDOW__START", start)
+                .env("AQUEDUCT_SOURCE__WINDOW__LAG", "0s");
         }
         cmd
     }

@@ -79,6 +79,17 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> 
     } else if dead_letter_topic == raw.topic {
         c.err("kafka.dead_letter_topic", "must differ from kafka.topic");
     }
+    if !valid_topic(&raw.cursor_topic) {
+        c.err(
+            "kafka.cursor_topic",
+            format!("`{}` is not a valid topic name", raw.cursor_topic),
+        );
+    } else if raw.cursor_topic == raw.topic || raw.cursor_topic == dead_letter_topic {
+        c.err(
+            "kafka.cursor_topic",
+            "must differ from kafka.topic and kafka.dead_letter_topic",
+        );
+    }
     if raw.partitions < 1 {
         c.err("kafka.partitions", "must be at least 1");
     }
@@ -127,6 +138,7 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> 
         key,
         group_id,
         dead_letter_topic,
+        cursor_topic: raw.cursor_topic,
         commit_interval: raw.commit_interval,
         properties,
         producer_properties,

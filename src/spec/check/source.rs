@@ -3,8 +3,12 @@
 use std::path::Path;
 
 use super::Checker;
-use crate::spec::raw::{RawPagination, RawSource, RawValidate};
-use crate::spec::{OnInvalid, Pagination, Retry, Schedule, Source, Validate};
+use crate::jq::Jq;
+use crate::spec::raw::{RawCursor, RawPagination, RawSource, RawValidate, RawWindow};
+use crate::spec::{
+    Cursor, Incremental, OnInvalid, Pagination, Place, Retry, Schedule, Source, TimeFormat,
+    Validate, Window, WindowStart,
+};
 
 pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
     let mut url = match reqwest::Url::parse(&raw.url) {
@@ -100,6 +104,20 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
         None => Some(None),
         Some(p) => pagination(c, p).map(Some),
     };
+    let incremental = match (raw.cursor, raw.window) {
+        (None, None) => Some(None),
+        (Some(cursor), None) => {
+            self::cursor(c, cursor, method.as_ref()).map(|c| Some(Incremental::Cursor(c)))
+        }
+        (None, Some(window)) => self::window(c, window).map(|w| Some(Incremental::Window(w))),
+        (Some(_), Some(_)) => {
+            c.err(
+                "source.cursor",
+                "set [source.cursor] or [source.window], not both (a window's cursor is the end of the last window done)",
+            );
+            None
+        }
+    };
     Some(Source {
         url: url?,
         method: method?,
@@ -111,7 +129,140 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
         records: records?,
         retry,
         pagination: pagination?,
+        incremental: incremental?,
     })
+}
+
+fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> Option<Cursor> {
+    let value = Jq::compile_with_cursor(&raw.value)
+        .map_err(|e| c.err("source.cursor.value", format!("{e} in `{}`", raw.value)))
+        .ok();
+    let format = match &raw.format {
+        Some(code) => Some(c.jq("source.cursor.format", code)?),
+        None => None,
+    };
+    let place = match (raw.query, raw.header, raw.body) {
+        (Some(param), None, None) if !param.is_empty() => Some(Place::Query(param)),
+        (None, Some(header), None) => {
+            match reqwest::header::HeaderName::from_bytes(header.as_bytes()) {
+                Ok(name) => Some(Place::Header(name)),
+                Err(_) => {
+                    c.err(
+                        "source.cursor.header",
+                        format!("`{header}` is not a valid header name"),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None, Some(pointer)) => {
+            if !pointer.starts_with('/') {
+                c.err(
+                    "source.cursor.body",
+                    format!(
+                        "`{pointer}` is not a JSON pointer (one starts with `/`, e.g. `/since`)"
+                    ),
+                );
+                None
+            } else if method != Some(&reqwest::Method::POST) {
+                c.err(
+                    "source.cursor.body",
+                    "a body is only sent with method = \"POST\"",
+                );
+                None
+            } else {
+                Some(Place::Body(pointer))
+            }
+        }
+        _ => {
+            c.err(
+                "source.cursor",
+                "set exactly one of `query` (a parameter name), `header` and `body` (a JSON pointer): where the cursor goes",
+            );
+            None
+        }
+    };
+    Some(Cursor {
+        value: value?,
+        initial: raw.initial,
+        place: place?,
+        format,
+    })
+}
+
+fn window(c: &mut Checker, raw: RawWindow) -> Option<Window> {
+    for (key, param) in [
+        ("start_param", &raw.start_param),
+        ("end_param", &raw.end_param),
+    ] {
+        if param.is_empty() {
+            c.err(&format!("source.window.{key}"), "is empty");
+        }
+    }
+    if raw.start_param == raw.end_param {
+        c.err("source.window.end_param", "must differ from start_param");
+    }
+    if raw.size < std::time::Duration::from_secs(1) {
+        c.err("source.window.size", "must be at least 1s");
+    }
+    if raw.max_windows == 0 {
+        c.err("source.window.max_windows", "must be at least 1");
+    }
+    let start = match (
+        chrono::DateTime::parse_from_rfc3339(&raw.start),
+        humantime::parse_duration(&raw.start),
+    ) {
+        (Ok(t), _) => Some(WindowStart::At(t.to_utc())),
+        (_, Ok(ago)) => Some(WindowStart::Ago(ago)),
+        (Err(e), Err(_)) => {
+            c.err(
+                "source.window.start",
+                format!(
+                    "`{}` is neither an RFC 3339 time such as 2026-11-01T00:00:00Z ({e}) nor a duration before the first poll such as 7d",
+                    raw.start
+                ),
+            );
+            None
+        }
+    };
+    let format = match time_format(&raw.format) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            c.err("source.window.format", e);
+            None
+        }
+    };
+    Some(Window {
+        start_param: raw.start_param,
+        end_param: raw.end_param,
+        size: raw.size,
+        start: start?,
+        lag: raw.lag,
+        max_windows: raw.max_windows,
+        format: format?,
+    })
+}
+
+/// `rfc3339`, `epoch_ms`, `epoch_s`, or a strftime pattern chrono can write.
+fn time_format(text: &str) -> Result<TimeFormat, String> {
+    match text {
+        "rfc3339" => Ok(TimeFormat::Rfc3339),
+        "epoch_ms" => Ok(TimeFormat::EpochMs),
+        "epoch_s" => Ok(TimeFormat::EpochS),
+        pattern if pattern.contains('%') => {
+            use chrono::format::{Item, StrftimeItems};
+            if StrftimeItems::new(pattern).any(|item| matches!(item, Item::Error)) {
+                Err(format!(
+                    "`{pattern}` is not a strftime pattern chrono can write"
+                ))
+            } else {
+                Ok(TimeFormat::Pattern(pattern.to_owned()))
+            }
+        }
+        other => Err(format!(
+            "`{other}` is not `rfc3339`, `epoch_ms`, `epoch_s` or a strftime pattern (with `%`)"
+        )),
+    }
 }
 
 fn pagination(c: &mut Checker, raw: RawPagination) -> Option<Pagination> {

@@ -1,0 +1,331 @@
+//! Incremental polling: how a cursor goes into a request and moves on after a page
+//! (`[source.cursor]`), and which time windows a poll asks for (`[source.window]`). Where
+//! cursors are kept is [`crate::kafka::cursors`].
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use super::http::{Request, with_param};
+use crate::spec::{Cursor, Incremental, Place, Source, TimeFormat, Window};
+
+/// The request of a new pipeline's first poll: with the initial cursor, or for the first
+/// window (cut at `now` less the lag).
+pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, String> {
+    let base = Request::of(source);
+    match &source.incremental {
+        None => Ok(base),
+        Some(Incremental::Cursor(cursor)) => with_cursor(
+            cursor,
+            &base,
+            cursor.initial.as_ref().unwrap_or(&Value::Null),
+        ),
+        Some(Incremental::Window(window)) => {
+            let start = window.first_start(now);
+            match windows(window, start, live_until(window, now), Some(1)).first() {
+                Some(w) => Ok(window_request(window, &base, *w)),
+                None => Err(format!(
+                    "source.window.start ({start}) is in the future: no window is due yet"
+                )),
+            }
+        }
+    }
+}
+
+/// `base` with the cursor put where the spec says. With no cursor yet (`null`: no `initial`,
+/// nothing saved), the request goes as the spec writes it.
+pub fn with_cursor(cursor: &Cursor, base: &Request, value: &Value) -> Result<Request, String> {
+    if value.is_null() {
+        return Ok(base.clone());
+    }
+    let sent = match &cursor.format {
+        Some(format) => format.run_one(value).map_err(|e| {
+            format!(
+                "source.cursor.format `{}` on the cursor {value}: {e}",
+                format.code()
+            )
+        })?,
+        None => value.clone(),
+    };
+    let text = match &sent {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut request = base.clone();
+    match &cursor.place {
+        Place::Query(param) => request.url = with_param(&base.url, param, &text),
+        Place::Header(name) => {
+            let header = reqwest::header::HeaderValue::from_str(&text)
+                .map_err(|_| format!("the cursor {text:?} cannot be sent in header {name}"))?;
+            request.headers.insert(name.clone(), header);
+        }
+        Place::Body(pointer) => {
+            let body = request
+                .body
+                .get_or_insert_with(|| Value::Object(Default::default()));
+            put(body, pointer, sent)
+                .map_err(|e| format!("putting the cursor at {pointer} in the body: {e}"))?;
+        }
+    }
+    Ok(request)
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+fn put(body: &mut Value, pointer: &str, value: Value) -> Result<(), String> {
+    let mut at = body;
+    let tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, path)) = tokens.split_last() else {
+        return Err("the pointer names no field".into());
+    };
+    for token in path {
+        let object = at
+            .as_object_mut()
+            .ok_or_else(|| format!("`{token}`'s parent is not an object"))?;
+        at = object
+            .entry(token.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    at.as_object_mut()
+        .ok_or_else(|| format!("`{last}`'s parent is not an object"))?
+        .insert(last.clone(), value);
+    Ok(())
+}
+
+/// The cursor after a page: `[source.cursor] value` on the page with `$cursor` the value so
+/// far; `null` keeps the value so far.
+pub fn advance(cursor: &Cursor, so_far: &Value, page: &[u8]) -> Result<Value, String> {
+    let page: Value = serde_json::from_slice(page).map_err(|e| e.to_string())?;
+    let next = cursor.value.run_with_cursor(&page, so_far)?;
+    Ok(if next.is_null() { so_far.clone() } else { next })
+}
+
+/// One time window: from `start` (inclusive) to `end` (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// Windows of `window.size` from `from`, the last one cut at `until`, at most `max`.
+pub fn windows(
+    window: &Window,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    max: Option<u32>,
+) -> Vec<TimeWindow> {
+    let size = chrono::Duration::from_std(window.size).unwrap_or(chrono::Duration::MAX);
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < until && max.is_none_or(|max| out.len() < max as usize) {
+        let end = start.checked_add_signed(size).unwrap_or(until).min(until);
+        out.push(TimeWindow { start, end });
+        start = end;
+    }
+    out
+}
+
+/// Where the live windows end now: `now` less `window.lag`.
+pub fn live_until(window: &Window, now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(window.lag).unwrap_or_default()
+}
+
+/// `base` asking for the window `w`.
+pub fn window_request(window: &Window, base: &Request, w: TimeWindow) -> Request {
+    let url = with_param(
+        &base.url,
+        &window.start_param,
+        &format_time(&window.format, w.start),
+    );
+    let url = with_param(&url, &window.end_param, &format_time(&window.format, w.end));
+    Request {
+        url,
+        ..base.clone()
+    }
+}
+
+/// A time as a request carries it.
+pub fn format_time(format: &TimeFormat, t: DateTime<Utc>) -> String {
+    match format {
+        TimeFormat::Rfc3339 => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        TimeFormat::EpochMs => t.timestamp_millis().to_string(),
+        TimeFormat::EpochS => t.timestamp().to_string(),
+        TimeFormat::Pattern(pattern) => t.format(pattern).to_string(),
+    }
+}
+
+/// A window cursor (the end of the last window done) as saved.
+pub fn window_cursor(t: DateTime<Utc>) -> Value {
+    Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// A saved window cursor read back; `None` if it is not an RFC 3339 time.
+pub fn parse_window_cursor(value: &Value) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.as_str()?)
+        .ok()
+        .map(|t| t.to_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec_with;
+    use serde_json::json;
+
+    fn time(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn window_spec(extra: &str) -> crate::spec::Spec {
+        spec_with(
+            &format!(
+                "records = \".features[]\"\n[source.window]\nstart_param = \"starttime\"\nend_param = \"endtime\"\nsize = \"1h\"\nstart = \"2026-11-01T00:00:00Z\"\n{extra}"
+            ),
+            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+        )
+    }
+
+    fn cursor_spec(cursor: &str) -> crate::spec::Spec {
+        spec_with(
+            &format!("records = \".items[]\"\n[source.cursor]\n{cursor}"),
+            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+        )
+    }
+
+    fn the_window(spec: &crate::spec::Spec) -> &Window {
+        match &spec.source.incremental {
+            Some(Incremental::Window(w)) => w,
+            other => panic!("not a window source: {other:?}"),
+        }
+    }
+
+    fn the_cursor(spec: &crate::spec::Spec) -> &Cursor {
+        match &spec.source.incremental {
+            Some(Incremental::Cursor(c)) => c,
+            other => panic!("not a cursor source: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn windows_step_by_size_cut_at_the_end_and_bounded() {
+        let spec = window_spec("");
+        let w = the_window(&spec);
+        let from = time("2026-11-01T00:00:00Z");
+        let all = windows(w, from, time("2026-11-01T02:30:00Z"), None);
+        assert_eq!(
+            all,
+            vec![
+                TimeWindow {
+                    start: from,
+                    end: time("2026-11-01T01:00:00Z")
+                },
+                TimeWindow {
+                    start: time("2026-11-01T01:00:00Z"),
+                    end: time("2026-11-01T02:00:00Z")
+                },
+                TimeWindow {
+                    start: time("2026-11-01T02:00:00Z"),
+                    end: time("2026-11-01T02:30:00Z")
+                },
+            ]
+        );
+        assert_eq!(
+            windows(w, from, time("2026-11-02T00:00:00Z"), Some(5)).len(),
+            5
+        );
+        assert!(windows(w, from, from, None).is_empty(), "nothing after now");
+    }
+
+    #[test]
+    fn a_window_goes_in_its_two_parameters_in_the_spec_format() {
+        for (format, start, end) in [
+            ("", "2026-11-01T00:00:00Z", "2026-11-01T01:00:00Z"),
+            ("format = \"epoch_ms\"", "1793491200000", "1793494800000"),
+            ("format = \"epoch_s\"", "1793491200", "1793494800"),
+            (
+                "format = \"%Y-%m-%dT%H:%M:%S\"",
+                "2026-11-01T00:00:00",
+                "2026-11-01T01:00:00",
+            ),
+        ] {
+            let spec = window_spec(format);
+            let w = the_window(&spec);
+            let from = time("2026-11-01T00:00:00Z");
+            let first = windows(w, from, time("2026-11-02T00:00:00Z"), Some(1))[0];
+            let request = window_request(w, &Request::of(&spec.source), first);
+            let pairs: Vec<(String, String)> = request
+                .url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert!(
+                pairs.contains(&("starttime".into(), start.into())),
+                "{pairs:?}"
+            );
+            assert!(pairs.contains(&("endtime".into(), end.into())), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn a_window_cursor_reads_back() {
+        let t = time("2026-11-01T05:00:00Z");
+        assert_eq!(parse_window_cursor(&window_cursor(t)), Some(t));
+        assert_eq!(parse_window_cursor(&json!(5)), None);
+        assert_eq!(parse_window_cursor(&json!("yesterday")), None);
+    }
+
+    #[test]
+    fn a_cursor_moves_by_its_expression_and_keeps_its_value_on_null() {
+        let spec = cursor_spec("value = '[$cursor, .items[].updated] | max'\nquery = \"since\"");
+        let c = the_cursor(&spec);
+        let page = json!({"items": [{"updated": 5}, {"updated": 9}]}).to_string();
+        assert_eq!(advance(c, &json!(3), page.as_bytes()).unwrap(), json!(9));
+        assert_eq!(advance(c, &json!(12), page.as_bytes()).unwrap(), json!(12));
+        let spec = cursor_spec("value = '.next'\nquery = \"cursor\"");
+        let c = the_cursor(&spec);
+        let last = json!({"items": [], "next": null}).to_string();
+        assert_eq!(
+            advance(c, &json!("abc"), last.as_bytes()).unwrap(),
+            json!("abc")
+        );
+    }
+
+    #[test]
+    fn a_cursor_goes_in_a_query_parameter_a_header_or_the_body_formatted() {
+        let spec = cursor_spec("value = '.next'\nquery = \"since\"\nformat = '. / 1000 | todate'");
+        let request = with_cursor(
+            the_cursor(&spec),
+            &Request::of(&spec.source),
+            &json!(1793491200000_i64),
+        )
+        .unwrap();
+        assert!(
+            request
+                .url
+                .as_str()
+                .ends_with("&since=2026-11-01T00%3A00%3A00Z"),
+            "{}",
+            request.url
+        );
+        let spec = cursor_spec("value = '.next'\nheader = \"X-Since\"");
+        let request =
+            with_cursor(the_cursor(&spec), &Request::of(&spec.source), &json!("tok")).unwrap();
+        assert_eq!(request.headers["x-since"], "tok");
+        let spec = spec_with(
+            "records = \".items[]\"\nmethod = \"POST\"\nbody = { filter = { kind = \"a\" } }\n[source.cursor]\nvalue = '.next'\nbody = \"/filter/since\"",
+            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+        );
+        let request =
+            with_cursor(the_cursor(&spec), &Request::of(&spec.source), &json!(42)).unwrap();
+        assert_eq!(
+            request.body,
+            Some(json!({"filter": {"kind": "a", "since": 42}}))
+        );
+        // No cursor yet: the request as written.
+        let request =
+            with_cursor(the_cursor(&spec), &Request::of(&spec.source), &Value::Null).unwrap();
+        assert_eq!(request.body, Some(json!({"filter": {"kind": "a"}})));
+    }
+}

@@ -81,6 +81,9 @@ pub struct Metrics {
     pub writes_in_flight: Gauge,
     /// `aqueduct_last_poll_success_timestamp_seconds`: when the last poll succeeded.
     last_poll: Gauge<f64, AtomicU64>,
+    /// `aqueduct_source_behind_seconds`: for `[source.window]`, how far the saved cursor is
+    /// behind now less the lag (0 when caught up).
+    pub source_behind: Gauge<f64, AtomicU64>,
     /// Messages the loader has finished: written, dead-lettered or passed over (the progress
     /// counts them; not exported, `records_total` says what became of them).
     pub loaded: AtomicU64,
@@ -230,6 +233,13 @@ impl Metrics {
             Unit::Seconds,
             last_poll.clone(),
         );
+        let source_behind = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "source_behind",
+            "Time windows' catch-up: how far the saved cursor is behind now less the lag",
+            Unit::Seconds,
+            source_behind.clone(),
+        );
         Metrics {
             started: Instant::now(),
             polled: stage("polled"),
@@ -252,6 +262,7 @@ impl Metrics {
             lag_total: AtomicU64::new(0),
             writes_in_flight,
             last_poll,
+            source_behind,
             registry,
             loaded: AtomicU64::new(0),
             drain_left: AtomicI64::new(-1),

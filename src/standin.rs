@@ -44,8 +44,19 @@ const BIG_FIELD: usize = 2_000_000;
 pub struct Stats {
     /// Requests answered, faults included.
     pub requests: AtomicU64,
-    /// The query strings of the USGS query route's requests, in order.
+    /// The query strings of the requests, in order.
     pub queries: std::sync::Mutex<Vec<String>>,
+}
+
+impl Stats {
+    /// Counts a request and keeps its query string.
+    fn saw(&self, uri: &axum::http::Uri) -> u64 {
+        self.queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(uri.query().unwrap_or_default().to_owned());
+        self.requests.fetch_add(1, Ordering::SeqCst)
+    }
 }
 
 /// The router; `stats` counts requests.
@@ -75,9 +86,10 @@ pub async fn spawn(
 
 async fn users(
     State(stats): State<Arc<Stats>>,
+    uri: axum::http::Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let n = stats.requests.fetch_add(1, Ordering::SeqCst);
+    let n = stats.saw(&uri);
     let num = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
     if let Some(ms) = num("delay_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -217,12 +229,7 @@ async fn query(
     uri: axum::http::Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    stats.requests.fetch_add(1, Ordering::SeqCst);
-    stats
-        .queries
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(uri.query().unwrap_or_default().to_owned());
+    stats.saw(&uri);
     let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
     if q.get("format").map(String::as_str) != Some("geojson") {
         return bad("Error 400: Bad Request\n\nonly format=geojson is served".into());

@@ -4,9 +4,10 @@
 //!
 //! The lease is a consumer group (`<group_id>-ingest`) on the cursor topic, which has one
 //! partition: Kafka gives that partition to one member, and that member polls. The others
-//! stand by and take over when it leaves or stops answering (`session.timeout.ms`). A member
-//! that lost the lease mid-poll finishes the poll (its records are produced, rows are upserts)
-//! but does not write its cursor.
+//! stand by and take over when it leaves or stops answering (`session.timeout.ms`). A
+//! revocation waits for the poll in progress to save its cursor ([`Lease`]); a member that
+//! lost the lease anyway (it stopped answering) finishes its poll (its records are produced,
+//! rows are upserts) but does not write its cursor.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use rdkafka::Message as _;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -177,54 +178,117 @@ pub async fn write(
 }
 
 /// Membership of the pipeline's ingest group; holds the lease while Kafka assigns it the
-/// cursor topic's partition.
+/// cursor topic's partition. The member polls on a thread of its own, so a rebalance is served
+/// whatever the runtime does; when Kafka takes the partition away (another process joined or
+/// left), the revocation waits for the poll in progress to finish and save its cursor before
+/// the partition goes, the way a Kafka consumer commits on revocation, so the next holder
+/// starts where this one stopped and no window is fetched by both.
 pub struct Lease {
-    held: watch::Receiver<bool>,
-    task: tokio::task::JoinHandle<()>,
+    state: Arc<LeaseState>,
+    acquired: watch::Receiver<bool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a revocation waits for the poll in progress (under the group's
+/// `max.poll.interval.ms`, 300 s, past which Kafka moves on anyway).
+const REVOKE_WAIT: Duration = Duration::from_secs(240);
+
+#[derive(Default)]
+struct LeaseState {
+    inner: std::sync::Mutex<Holding>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Holding {
+    held: bool,
+    polling: bool,
+    /// Kafka asked for the partition: no new poll starts, the one in progress ends after its
+    /// current window.
+    asked: bool,
+}
+
+impl LeaseState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Holding> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 struct LeaseContext {
-    held: watch::Sender<bool>,
+    state: Arc<LeaseState>,
+    acquired: watch::Sender<bool>,
 }
 
 impl ClientContext for LeaseContext {}
 
 impl ConsumerContext for LeaseContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let held = match rebalance {
-            Rebalance::Assign(tpl) => tpl.count() > 0,
-            Rebalance::Revoke(_) => false,
-            Rebalance::Error(e) => {
-                warn!(error = %e, "the ingest group's rebalance failed");
-                false
-            }
-        };
-        if *self.held.borrow() != held {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if !matches!(rebalance, Rebalance::Revoke(_)) {
+            return;
+        }
+        let mut holding = self.state.lock();
+        holding.asked = true;
+        if holding.polling {
+            info!("the ingest lease is asked for; finishing the poll in progress first");
+            let (h, _) = self
+                .state
+                .changed
+                .wait_timeout_while(holding, REVOKE_WAIT, |h| h.polling)
+                .unwrap_or_else(|e| e.into_inner());
+            holding = h;
+        }
+        let was_held = std::mem::replace(&mut holding.held, false);
+        holding.asked = false;
+        self.acquired.send_replace(false);
+        if was_held {
             info!(
-                held,
-                "{}",
-                if held {
-                    "this process polls the source now (it holds the pipeline's ingest lease)"
-                } else {
-                    "this process no longer holds the pipeline's ingest lease"
-                }
+                still_polling = holding.polling,
+                "this process no longer holds the pipeline's ingest lease"
             );
         }
-        self.held.send_replace(held);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) if tpl.count() > 0 => {
+                self.state.lock().held = true;
+                self.acquired.send_replace(true);
+                info!("this process polls the source now (it holds the pipeline's ingest lease)");
+            }
+            Rebalance::Error(e) => warn!(error = %e, "the ingest group's rebalance failed"),
+            _ => {}
+        }
+    }
+}
+
+/// A poll under the lease: while it lives, a revocation waits.
+pub struct Polling<'a> {
+    lease: &'a Lease,
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.lease.state.lock().polling = false;
+        self.lease.state.changed.notify_all();
     }
 }
 
 impl Lease {
     /// Joins the group `<group_id>-ingest` on the cursor topic.
     pub fn join(k: &spec::Kafka) -> Result<Lease, Error> {
-        let (tx, held) = watch::channel(false);
-        let consumer: StreamConsumer<LeaseContext> = base_config(k)
+        let state = Arc::new(LeaseState::default());
+        let (tx, acquired) = watch::channel(false);
+        let consumer: BaseConsumer<LeaseContext> = base_config(k)
             .set("group.id", format!("{}-ingest", k.group_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "latest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .create_with_context(LeaseContext { held: tx })
+            .create_with_context(LeaseContext {
+                state: state.clone(),
+                acquired: tx,
+            })
             .map_err(|source| Error::client("ingest group member", &k.bootstrap_servers, source))?;
         consumer
             .subscribe(&[&k.cursor_topic])
@@ -232,34 +296,65 @@ impl Lease {
                 topic: k.cursor_topic.clone(),
                 source,
             })?;
-        let consumer = Arc::new(consumer);
-        // Polling keeps the membership alive; the messages themselves are read by `read`.
-        let task = tokio::spawn(async move {
-            loop {
-                if let Err(e) = consumer.recv().await {
-                    warn!(error = %e, "the ingest group member");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        // Polling keeps the membership alive and serves rebalances; the messages themselves
+        // are read by `read`.
+        let thread = std::thread::Builder::new()
+            .name("ingest-lease".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                        warn!(error = %e, "the ingest group member");
+                    }
                 }
-            }
-        });
-        Ok(Lease { held, task })
+                // Leaves the group, so a standby takes over at once.
+                consumer.unsubscribe();
+                drop(consumer);
+            })
+            .map_err(|e| Error::CursorTopic {
+                message: format!("starting the ingest group member: {e}"),
+            })?;
+        Ok(Lease {
+            state,
+            acquired,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts a poll if this process holds the lease.
+    pub fn begin(&self) -> Option<Polling<'_>> {
+        let mut holding = self.state.lock();
+        if !holding.held || holding.asked {
+            return None;
+        }
+        holding.polling = true;
+        Some(Polling { lease: self })
     }
 
     /// Whether this process holds the lease now.
     pub fn held(&self) -> bool {
-        *self.held.borrow()
+        self.state.lock().held
+    }
+
+    /// Whether Kafka asked for the lease: a poll stops after the window in hand.
+    pub fn asked(&self) -> bool {
+        self.state.lock().asked
     }
 
     /// Waits until this process holds the lease.
     pub async fn acquired(&mut self) {
-        // The sender lives in the consumer, which lives as long as the lease.
-        let _ = self.held.wait_for(|held| *held).await;
+        // The sender lives in the member, which lives as long as the lease.
+        let _ = self.acquired.wait_for(|held| *held).await;
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Dropping the consumer leaves the group, so a standby takes over at once.
-        self.task.abort();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -89,6 +89,11 @@ pub async fn run(
                 _ = stop.cancelled() => return Ok(()),
             }
         }
+        // While the poll runs, the lease stays here: a revocation waits for it.
+        let polling = lease.as_ref().map(Lease::begin);
+        if matches!(polling, Some(None)) {
+            continue;
+        }
         let started = Instant::now();
         let polled = match (&spec.source.incremental, &lease) {
             (Some(Incremental::Cursor(cursor)), Some(lease)) => {
@@ -114,6 +119,7 @@ pub async fn run(
             }
             Err(PollError::Fatal(e)) => return Err(e),
         }
+        drop(polling);
         if mode == Mode::Once {
             return Ok(());
         }
@@ -207,6 +213,7 @@ impl Ingest<'_> {
         let due = incremental::windows(window, from, until, Some(window.max_windows));
         if due.is_empty() {
             debug!(cursor = %from, "no window is due");
+            self.metrics.source_behind.set(0.0);
         }
         for w in due {
             let records = self
@@ -222,6 +229,7 @@ impl Ingest<'_> {
                 None => return Ok(()),
             }
             let behind = (until - w.end).to_std().unwrap_or_default();
+            self.metrics.source_behind.set(behind.as_secs_f64());
             info!(
                 start = %w.start,
                 end = %w.end,
@@ -229,6 +237,10 @@ impl Ingest<'_> {
                 behind = %humantime::format_duration(Duration::from_secs(behind.as_secs())),
                 "window done"
             );
+            if lease.asked() {
+                info!("handing the ingest lease over after this window");
+                return Ok(());
+            }
         }
         Ok(())
     }

@@ -285,25 +285,20 @@ impl Ingest<'_> {
         let due = incremental::windows(window, from, to, None);
         let count = due.len();
         for (i, w) in due.into_iter().enumerate() {
+            let again = || {
+                format!(
+                    "the window from {} to {}; run the backfill again from {}",
+                    w.start,
+                    w.end,
+                    w.start.to_rfc3339()
+                )
+            };
             let records = match self
                 .poll(incremental::window_request(window, &base, w), |_| Ok(()))
                 .await
             {
                 Ok(records) => records,
-                Err(PollError::Fetch(FetchError::Cancelled)) => bail!(
-                    "stopped during the window from {} to {}; run the backfill again from {}",
-                    w.start,
-                    w.end,
-                    w.start.to_rfc3339()
-                ),
-                Err(PollError::Fetch(e)) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "the window from {} to {}; run the backfill again from {}",
-                        w.start,
-                        w.end,
-                        w.start.to_rfc3339()
-                    )));
-                }
+                Err(PollError::Fetch(e)) => return Err(anyhow::Error::new(e).context(again())),
                 Err(PollError::Fatal(e)) => return Err(e),
             };
             info!(start = %w.start, end = %w.end, records, window = i + 1, of = count, "backfill window done");

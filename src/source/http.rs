@@ -412,6 +412,15 @@ mod tests {
     use crate::spec::tests::spec_with;
     use serde_json::json;
 
+    fn pages_of(spec: &crate::spec::Spec) -> Pages<'_> {
+        Pages::new(&spec.source, Request::of(&spec.source))
+    }
+
+    /// The next page's URL (there must be one).
+    fn next_url<'a>(pages: &'a Pages) -> &'a str {
+        pages.next_request().expect("a next page").url.as_str()
+    }
+
     fn source(pagination: &str) -> crate::spec::Spec {
         spec_with(
             &format!("records = \".results[]\"\n{pagination}"),
@@ -422,9 +431,9 @@ mod tests {
     #[test]
     fn no_pagination_is_one_page() {
         let spec = source("");
-        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
+        let mut pages = pages_of(&spec);
         assert_eq!(
-            pages.next_request().unwrap().url.as_str(),
+            next_url(&pages),
             "http://example.test/api/?results=10&page=9"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
@@ -434,24 +443,24 @@ mod tests {
     #[test]
     fn page_mode_counts_up_to_the_limit_and_stops_on_an_empty_page() {
         let spec = source("[source.pagination]\nmode = \"page\"\nparam = \"page\"\nmax_pages = 3");
-        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
+        let mut pages = pages_of(&spec);
         assert_eq!(
-            pages.next_request().unwrap().url.as_str(),
+            next_url(&pages),
             "http://example.test/api/?results=10&page=1"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert_eq!(
-            pages.next_request().unwrap().url.as_str(),
+            next_url(&pages),
             "http://example.test/api/?results=10&page=2"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert_eq!(
-            pages.next_request().unwrap().url.as_str(),
+            next_url(&pages),
             "http://example.test/api/?results=10&page=3"
         );
         pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
         assert!(pages.next_request().is_none());
-        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
+        let mut pages = pages_of(&spec);
         pages.advance(json!({}).to_string().as_bytes(), 0).unwrap();
         assert!(
             pages.next_request().is_none(),
@@ -463,55 +472,31 @@ mod tests {
     fn offset_mode_advances_by_records_received() {
         let spec =
             source("[source.pagination]\nmode = \"offset\"\nparam = \"offset\"\nmax_pages = 5");
-        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
-        assert!(
-            pages
-                .next_request()
-                .unwrap()
-                .url
-                .as_str()
-                .ends_with("offset=0")
-        );
+        let mut pages = pages_of(&spec);
+        assert!(next_url(&pages).ends_with("offset=0"));
         pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
-        assert!(
-            pages
-                .next_request()
-                .unwrap()
-                .url
-                .as_str()
-                .ends_with("offset=7")
-        );
+        assert!(next_url(&pages).ends_with("offset=7"));
         pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
-        assert!(
-            pages
-                .next_request()
-                .unwrap()
-                .url
-                .as_str()
-                .ends_with("offset=14")
-        );
+        assert!(next_url(&pages).ends_with("offset=14"));
     }
 
     #[test]
     fn next_link_mode_follows_relative_links_until_null() {
         let spec =
             source("[source.pagination]\nmode = \"next_link\"\nnext = \".next\"\nmax_pages = 5");
-        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
+        let mut pages = pages_of(&spec);
         pages
             .advance(
                 json!({"next": "/api/?cursor=abc"}).to_string().as_bytes(),
                 3,
             )
             .unwrap();
-        assert_eq!(
-            pages.next_request().unwrap().url.as_str(),
-            "http://example.test/api/?cursor=abc"
-        );
+        assert_eq!(next_url(&pages), "http://example.test/api/?cursor=abc");
         pages
             .advance(json!({"next": null}).to_string().as_bytes(), 3)
             .unwrap();
         assert!(pages.next_request().is_none());
-        let mut pages = Pages::new(&spec.source, Request::of(&spec.source));
+        let mut pages = pages_of(&spec);
         let err = pages
             .advance(json!({"next": 5}).to_string().as_bytes(), 3)
             .unwrap_err();

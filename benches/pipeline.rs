@@ -169,7 +169,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     spec.kafka.topic = env.run.clone();
     spec.kafka.dead_letter_topic = format!("{}_dlq", env.run);
     spec.cassandra.contact_points = vec![env.cassandra.clone()];
-    spec.cassandra.keyspace = env.run.clone();
+    for t in &mut spec.cassandra.tables {
+        t.keyspace = env.run.clone();
+    }
     let machine = format!(
         "{} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -201,12 +203,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // A first pass over every row (not reported): Cassandra's JIT-compiled write path keeps
     // getting faster for a while (ceilings drifted 31k -> 35k rows/s over a run that had only a
     // 100,000-row warm-up), and the first measured run must not pay for that.
-    spec.cassandra.table = "warm_up".into();
+    // The ceilings write the first table's rows; aqueduct writes every table of the spec.
+    let others = spec.cassandra.tables.split_off(1);
+    spec.cassandra.tables[0].table = "warm_up".into();
     ceiling(&session, &spec.cassandra, &rows, 1024, &env).await?;
     let mut figures = Vec::new();
     let mut best: Option<Figure> = None;
     for &c in &args.ceiling {
-        spec.cassandra.table = format!("ceiling_c{c}");
+        spec.cassandra.tables[0].table = format!("ceiling_c{c}");
         let f = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
         println!("  ceiling c={c}: {:.0} rows/s", f.per_second);
         if best.as_ref().is_none_or(|b| f.per_second > b.per_second) {
@@ -221,22 +225,22 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         builds.push(("baseline", baseline.clone()));
     }
     let mut load = None;
+    spec.cassandra.tables.extend(others);
+    let tables = spec.cassandra.tables.len();
     for (label, bin) in &builds {
-        spec.cassandra.table = format!("{label}_load");
+        let mut vars = table_names(&mut spec.cassandra, &format!("{label}_load"));
         fresh_table(&session, &spec.cassandra).await?;
+        vars.push((
+            "AQUEDUCT_KAFKA__GROUP_ID".into(),
+            format!("{}_{label}_load", env.run),
+        ));
         let f = run_aqueduct(
             &env,
             bin,
-            &format!("{label} load half"),
+            &format!("{label} load half, {tables} table(s)"),
             Until::Done(args.records),
             &["--only", "load", "--once"],
-            &[
-                ("AQUEDUCT_CASSANDRA__TABLE", spec.cassandra.table.clone()),
-                (
-                    "AQUEDUCT_KAFKA__GROUP_ID",
-                    format!("{}_{label}_load", env.run),
-                ),
-            ],
+            &vars,
         )?;
         drop_table(&session, &spec.cassandra).await?;
         println!("  {}: {:.0} rows/s", f.what, f.per_second);
@@ -251,9 +255,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .split_whitespace()
         .find_map(|w| w.parse::<usize>().ok())
         .unwrap_or(256);
-    spec.cassandra.table = format!("ceiling_c{c}_again");
+    let others = spec.cassandra.tables.split_off(1);
+    spec.cassandra.tables[0].table = format!("ceiling_c{c}_again");
     let mut again = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
     again.what.push_str(", again");
+    spec.cassandra.tables.extend(others);
     println!("  ceiling c={c} again: {:.0} rows/s", again.per_second);
     if again.per_second > best.per_second {
         best = again.clone();
@@ -309,8 +315,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 ("AQUEDUCT_KAFKA__TOPIC", topic.clone()),
                 ("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}_dlq")),
                 ("AQUEDUCT_KAFKA__GROUP_ID", topic.clone()),
-                ("AQUEDUCT_CASSANDRA__TABLE", format!("{label}_steady")),
-            ],
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(table_names(&mut spec.cassandra, &format!("{label}_steady")))
+            .collect::<Vec<_>>(),
         )?;
         println!(
             "  {}: latency p50 {:?} ms, p99 {:?} ms, first row after {:?} s",
@@ -354,7 +363,10 @@ fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> 
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        rows.push(map::row(&spec.cassandra, &aqueduct::jq::Json::from(&user))?);
+        rows.push(map::row(
+            &spec.cassandra.tables[0],
+            &aqueduct::jq::Json::from(&user),
+        )?);
         let mut record = BaseRecord::<str, [u8]>::to(&spec.kafka.topic)
             .key(&key)
             .payload(&payload);
@@ -373,7 +385,9 @@ fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> 
         }
     }
     producer.flush(Duration::from_secs(120))?;
-    let held: i64 = kafka::consume::high_watermarks(&spec.kafka)?.values().sum();
+    let held: i64 = kafka::consume::high_watermarks(&spec.kafka, &spec.kafka.topic)?
+        .values()
+        .sum();
     if held != n as i64 {
         bail!("the topic holds {held} messages after the preload, not {n}");
     }
@@ -390,8 +404,9 @@ async fn ceiling(
     env: &Env,
 ) -> anyhow::Result<Figure> {
     fresh_table(session, c).await?;
-    let mut insert = session.prepare(cassandra::ddl::insert(c)).await?;
-    insert.set_consistency(c.consistency);
+    let t = &c.tables[0];
+    let mut insert = session.prepare(cassandra::ddl::insert(t)).await?;
+    insert.set_consistency(t.consistency);
     insert.set_is_idempotent(true);
     let cpu = self_cpu();
     let cass = env.cassandra_pid.map(process_cpu);
@@ -463,9 +478,32 @@ async fn fresh_table(session: &Session, c: &spec::Cassandra) -> anyhow::Result<(
 /// Drops a measured table, memtable and all (the stack runs with `auto_snapshot: false`), so
 /// the next run does not pay for flushing this one's rows.
 async fn drop_table(session: &Session, c: &spec::Cassandra) -> anyhow::Result<()> {
-    let cql = format!("DROP TABLE IF EXISTS {}", cassandra::ddl::table_name(c));
-    session.query_unpaged(cql, &[]).await?;
+    for t in &c.tables {
+        let cql = format!("DROP TABLE IF EXISTS {}", cassandra::ddl::table_name(t));
+        session.query_unpaged(cql, &[]).await?;
+    }
     Ok(())
+}
+
+/// Names every table of the spec `<prefix>_<its name in the spec>`; the variables that tell
+/// an aqueduct process the same.
+fn table_names(c: &mut spec::Cassandra, prefix: &str) -> Vec<(String, String)> {
+    let one = c.tables.len() == 1;
+    c.tables
+        .iter_mut()
+        .map(|t| {
+            t.table = format!("{prefix}_{}", t.name);
+            let var = if one {
+                "AQUEDUCT_CASSANDRA__TABLE".to_owned()
+            } else {
+                format!(
+                    "AQUEDUCT_CASSANDRA__TABLES__{}__TABLE",
+                    t.name.to_uppercase()
+                )
+            };
+            (var, t.table.clone())
+        })
+        .collect()
 }
 
 /// How a measured run ends.
@@ -477,13 +515,13 @@ enum Until {
 }
 
 /// Runs the release `aqueduct` on users.toml with this run's overrides and measures it.
-fn run_aqueduct(
+fn run_aqueduct<K: AsRef<std::ffi::OsStr>>(
     env: &Env,
     bin: &Path,
     what: &str,
     until: Until,
     args: &[&str],
-    overrides: &[(&str, String)],
+    overrides: &[(K, String)],
 ) -> anyhow::Result<Figure> {
     let mut cmd = Command::new(bin);
     cmd.arg("run")

@@ -12,7 +12,7 @@ use tracing::{error, info};
 use crate::cassandra::ddl;
 use crate::metrics::{Metrics, get};
 use crate::pipeline::replay::Replay;
-use crate::pipeline::{self, Half, Options};
+use crate::pipeline::{self, Half, Mode, Options};
 use crate::{preview, progress, spec, spec_test};
 
 /// Exit code of a bad spec or bad usage (clap's own usage errors use it too).
@@ -211,11 +211,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { specs } => check(&specs),
         Command::Ddl { spec } => match spec::load(&spec) {
             Ok(spec) => {
-                say(&format!(
-                    "{};\n\n{};\n",
-                    ddl::create_keyspace(&spec.cassandra),
-                    ddl::create_table(&spec.cassandra)
-                ));
+                say(&ddl::script(&spec.cassandra));
                 ExitCode::SUCCESS
             }
             Err(errors) => invalid(&errors),
@@ -236,23 +232,15 @@ pub async fn run(cli: Cli) -> ExitCode {
             since,
             dry_run,
         } => match spec::load(&spec) {
-            Ok(mut spec) => {
+            Ok(spec) => {
                 let progress = match progress_display(format) {
                     Ok(display) => display,
                     Err(code) => return code,
                 };
-                let k = &mut spec.kafka;
-                k.topic = k.dead_letter_topic.clone();
-                k.group_id = format!("{}-replay", k.group_id);
-                // The live pipeline serves the metrics address; a replay beside it must not
-                // take it.
-                spec.metrics_address = None;
                 let options = Options {
+                    mode: Mode::Replay(Replay { since, dry_run }),
                     only: Some(Half::Load),
-                    once: true,
-                    replay: Some(Replay { since, dry_run }),
                     progress: Some(progress),
-                    backfill: None,
                 };
                 run_pipeline(spec, options).await
             }
@@ -265,11 +253,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                     Err(code) => return code,
                 };
                 let options = Options {
+                    mode: if once { Mode::Once } else { Mode::Live },
                     only,
-                    once,
-                    replay: None,
                     progress,
-                    backfill: None,
                 };
                 run_pipeline(spec, options).await
             }
@@ -301,11 +287,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                     Err(code) => return code,
                 };
                 let options = Options {
+                    mode: Mode::Backfill { from, to },
                     only,
-                    once: true,
-                    replay: None,
                     progress: Some(progress),
-                    backfill: Some((from, to)),
                 };
                 run_pipeline(spec, options).await
             }
@@ -556,7 +540,13 @@ fn test(paths: &[PathBuf]) -> ExitCode {
 }
 
 async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
-    let metrics = Arc::new(Metrics::new(&spec.name));
+    let tables: Vec<&str> = spec
+        .cassandra
+        .tables
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    let metrics = Arc::new(Metrics::new(&spec.name, &tables));
     let shutdown = CancellationToken::new();
     let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
     let s = metrics.summary();
@@ -575,7 +565,7 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
         seconds = s.seconds,
         "summary"
     );
-    if let Some(replay) = options.replay {
+    if let Mode::Replay(replay) = options.mode {
         let r = &metrics.replay;
         if replay.dry_run {
             info!(

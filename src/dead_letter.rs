@@ -66,6 +66,10 @@ pub struct DeadLetter {
     /// Schema violations (stage `validate`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<Violation>,
+    /// The table whose row failed (stages `map` and `write`), by its name in the spec; the
+    /// record's rows for the other tables were written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
     /// The column that failed (stage `map`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
@@ -102,6 +106,7 @@ impl DeadLetter {
             stage,
             reason,
             violations: Vec::new(),
+            table: None,
             column: None,
             record,
             origin,

@@ -8,9 +8,9 @@
 //! - [`source`]: poll the HTTP API on schedule, with retries and pagination.
 //! - [`validate`]: JSON Schema verdicts with JSON pointers.
 //! - [`kafka`]: client config, topic creation, idempotent producer, at-least-once consumer.
-//! - [`map`]: a record to a row, by the columns' jq expressions and CQL types.
+//! - [`map`]: a record to a table's row, by the columns' jq expressions and CQL types.
 //! - [`cql`]: the CQL value model: column types, the JSON each takes, the row.
-//! - [`cassandra`]: connecting, DDL, prepared upserts.
+//! - [`cassandra`]: connecting, DDL, a prepared upsert per table.
 //! - [`dead_letter`]: the envelope of a record that could not go on.
 //! - [`record`]: one record through both halves' checks and mapping, without a server.
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.

@@ -1,8 +1,11 @@
-//! Mapping a record to a row: each column's jq expression, then its CQL type conversion.
+//! Mapping a record to a table's row: each column's jq expression, then its CQL type
+//! conversion.
 
-use crate::cql::Row;
+use scylla::value::CqlValue;
+
+use crate::cql::{CqlType, Row};
 use crate::jq::{Input, Json};
-use crate::spec::Cassandra;
+use crate::spec::Table;
 
 /// Why a record could not become a row; it names the column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,11 +15,44 @@ pub struct MapError {
     pub message: String,
 }
 
-/// Computes every column of `c` from `record`, in spec order.
-pub fn row(c: &Cassandra, record: &Json) -> Result<Row, MapError> {
-    // Shared by every column's filter: converted for jaq at most once.
-    let input = Input::new(record);
-    c.columns
+/// Computes every column of table `t` from `record`, in spec order.
+pub fn row(t: &Table, record: &Json) -> Result<Row, MapError> {
+    row_of(t, &Input::new(record))
+}
+
+/// [`row`] of a record already made an [`Input`]: shared by every column's filter and every
+/// table's, so it is converted for jaq at most once.
+pub fn row_of(t: &Table, input: &Input) -> Result<Row, MapError> {
+    let mut row = columns(t, input)?;
+    if let Some(jq) = &t.writetime {
+        row.push(Some(writetime(jq, input)?));
+    }
+    Ok(row)
+}
+
+/// The write time of `USING TIMESTAMP`: microseconds since the epoch, from a timestamp.
+fn writetime(jq: &crate::jq::Jq, input: &Input) -> Result<CqlValue, MapError> {
+    let fail = |message: String| MapError {
+        column: WRITETIME.to_owned(),
+        message,
+    };
+    let value = jq
+        .run_one_on(input)
+        .map_err(|e| fail(format!("jq `{}` failed: {e}", jq.code())))?;
+    match CqlType::Timestamp.to_cql(value).map_err(fail)? {
+        Some(CqlValue::Timestamp(ms)) => Ok(CqlValue::BigInt(ms.0.saturating_mul(1000))),
+        _ => Err(fail(format!(
+            "`{}` yielded null; a row's write time must be given",
+            jq.code()
+        ))),
+    }
+}
+
+/// How a failing write time is named in its dead letter's `column`.
+pub const WRITETIME: &str = "writetime";
+
+fn columns(t: &Table, input: &Input) -> Result<Row, MapError> {
+    t.columns
         .iter()
         .map(|col| {
             let fail = |message: String| MapError {
@@ -25,10 +61,10 @@ pub fn row(c: &Cassandra, record: &Json) -> Result<Row, MapError> {
             };
             let value = col
                 .jq
-                .run_one_on(&input)
+                .run_one_on(input)
                 .map_err(|e| fail(format!("jq `{}` failed: {e}", col.jq.code())))?;
             let cql = col.cql_type.to_cql(value).map_err(fail)?;
-            if cql.is_none() && is_key(c, &col.name) {
+            if cql.is_none() && t.is_key(&col.name) {
                 return Err(fail(format!(
                     "is part of the primary key but `{}` yielded null",
                     col.jq.code()
@@ -39,10 +75,6 @@ pub fn row(c: &Cassandra, record: &Json) -> Result<Row, MapError> {
         .collect()
 }
 
-fn is_key(c: &Cassandra, name: &str) -> bool {
-    c.partition_key.iter().any(|k| k == name) || c.clustering_key.iter().any(|(k, _)| k == name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,8 +82,8 @@ mod tests {
     use scylla::value::{CqlTimestamp, CqlValue};
     use serde_json::{Value, json};
 
-    fn row(c: &Cassandra, record: &Value) -> Result<Row, MapError> {
-        super::row(c, &Json::from(record))
+    fn row(spec: &crate::spec::Cassandra, record: &Value) -> Result<Row, MapError> {
+        super::row(&spec.tables[0], &Json::from(record))
     }
 
     fn spec() -> crate::spec::Spec {
@@ -103,6 +135,46 @@ mod tests {
         u["dob"].as_object_mut().unwrap().remove("age");
         let row = row(&spec.cassandra, &u).unwrap();
         assert_eq!(row[4], None);
+    }
+
+    #[test]
+    fn a_write_time_is_bound_last_in_microseconds() {
+        let spec = spec_with(
+            "",
+            r#"
+            table = "users"
+            writetime = ".updated"
+            partition_key = ["id"]
+            columns.id = { type = "text", jq = ".id" }
+            "#,
+        );
+        let t = &spec.cassandra.tables[0];
+        assert_eq!(
+            crate::cassandra::ddl::insert(t),
+            "INSERT INTO \"ks\".\"users\" (\"id\") VALUES (?) USING TIMESTAMP ?"
+        );
+        let got = row(
+            &spec.cassandra,
+            &json!({"id": "a", "updated": "2026-12-01T10:00:00.5Z"}),
+        );
+        assert_eq!(
+            got.unwrap(),
+            vec![
+                Some(CqlValue::Text("a".into())),
+                Some(CqlValue::BigInt(1_796_119_200_500_000))
+            ]
+        );
+        let got = row(
+            &spec.cassandra,
+            &json!({"id": "a", "updated": 1_796_119_200_500i64}),
+        );
+        assert_eq!(
+            got.unwrap()[1],
+            Some(CqlValue::BigInt(1_796_119_200_500_000))
+        );
+        let err = row(&spec.cassandra, &json!({"id": "a"})).unwrap_err();
+        assert_eq!(err.column, WRITETIME);
+        assert!(err.message.contains("yielded null"), "{err}");
     }
 
     #[test]

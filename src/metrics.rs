@@ -26,6 +26,11 @@ struct KindLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabel {
     partition: i32,
 }
@@ -48,7 +53,7 @@ pub struct Metrics {
     /// `aqueduct_records_total{stage}`: records taken from API responses (`polled`), that
     /// passed the schema and key (`valid`), failed the schema (`invalid`), were dropped
     /// (`dropped`, on_invalid = "drop"), acknowledged on the topic (`produced`), taken off it
-    /// by the loader (`consumed`), acknowledged by Cassandra (`written`).
+    /// by the loader (`consumed`), acknowledged by Cassandra in every table (`written`).
     pub polled: Counter,
     pub valid: Counter,
     pub invalid: Counter,
@@ -56,6 +61,9 @@ pub struct Metrics {
     pub produced: Counter,
     pub consumed: Counter,
     pub written: Counter,
+    /// `aqueduct_rows_written_total{table}`: rows acknowledged by Cassandra, per table of the
+    /// spec, in its order.
+    table_rows: Vec<Counter>,
     /// `aqueduct_dead_letters_total{stage}`, in [`STAGES`] order.
     dead_letters: [Counter; 6],
     /// `aqueduct_retries_total{kind}`: HTTP requests, Kafka consumer errors carried on past,
@@ -159,8 +167,9 @@ fn quantile(counts: &[u64], q: f64) -> Option<u64> {
 }
 
 impl Metrics {
-    /// Declares every metric, labelled `pipeline="<name>"`.
-    pub fn new(pipeline: &str) -> Metrics {
+    /// Declares every metric, labelled `pipeline="<name>"`; `tables` are the spec's names of
+    /// its tables, in its order.
+    pub fn new(pipeline: &str, tables: &[&str]) -> Metrics {
         let label = ("pipeline".into(), pipeline.to_owned().into());
         let mut registry = Registry::with_prefix_and_labels("aqueduct", [label].into_iter());
 
@@ -171,6 +180,20 @@ impl Metrics {
             records.clone(),
         );
         let stage = |stage| records.get_or_create_owned(&StageLabel { stage });
+        let rows = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "rows_written",
+            "Rows acknowledged by Cassandra, by the spec's name of their table",
+            rows.clone(),
+        );
+        let table_rows = tables
+            .iter()
+            .map(|t| {
+                rows.get_or_create_owned(&TableLabel {
+                    table: t.to_string(),
+                })
+            })
+            .collect();
         let dead = Family::<StageLabel, Counter>::default();
         registry.register(
             "dead_letters",
@@ -249,6 +272,7 @@ impl Metrics {
             produced: stage("produced"),
             consumed: stage("consumed"),
             written: stage("written"),
+            table_rows,
             dead_letters: STAGES.map(|s| dead.get_or_create_owned(&StageLabel { stage: s.name() })),
             http_retries: retry("http"),
             kafka_retries: retry("kafka"),
@@ -319,11 +343,16 @@ pub struct Summary {
 }
 
 impl Metrics {
-    /// Notes a row acknowledged by Cassandra: its write took `took`; its API response arrived
-    /// at `received_at_ms` (epoch ms, from the message's header).
-    pub fn row_written(&self, took: Duration, received_at_ms: Option<i64>) {
-        self.written.inc();
+    /// Notes a row acknowledged by the spec's `table`-th table: its write took `took`.
+    pub fn row_written(&self, table: usize, took: Duration) {
+        self.table_rows[table].inc();
         self.write_latency.observe(took.as_secs_f64());
+    }
+
+    /// Notes a record whose rows every table has acknowledged; its API response arrived at
+    /// `received_at_ms` (epoch ms, from the message's header).
+    pub fn record_written(&self, received_at_ms: Option<i64>) {
+        self.written.inc();
         if let Some(at) = received_at_ms {
             let now = chrono::Utc::now().timestamp_millis();
             let latency = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
@@ -424,15 +453,12 @@ mod tests {
 
     #[test]
     fn the_first_row_is_timed_once() {
-        let m = Metrics::new("p");
+        let m = Metrics::new("p", &["t"]);
         assert_eq!(m.summary().first_row_seconds, None);
-        m.row_written(Duration::from_millis(2), None);
+        m.record_written(None);
         let first = m.summary().first_row_seconds.unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        m.row_written(
-            Duration::from_millis(2),
-            Some(chrono::Utc::now().timestamp_millis() - 30),
-        );
+        m.record_written(Some(chrono::Utc::now().timestamp_millis() - 30));
         assert_eq!(m.summary().first_row_seconds, Some(first));
         assert_eq!(m.summary().written, 2);
         assert!(m.summary().latency_p50_ms.is_some_and(|ms| ms >= 30));
@@ -442,13 +468,14 @@ mod tests {
     /// the summary.
     #[test]
     fn renders_openmetrics_text() {
-        let m = Metrics::new("users");
+        let m = Metrics::new("users", &["by_id", "by_email"]);
         let text = m.render();
         for line in [
             "# TYPE aqueduct_records counter",
             "aqueduct_records_total{pipeline=\"users\",stage=\"polled\"} 0",
             "aqueduct_dead_letters_total{pipeline=\"users\",stage=\"map\"} 0",
             "aqueduct_retries_total{pipeline=\"users\",kind=\"cql\"} 0",
+            "aqueduct_rows_written_total{pipeline=\"users\",table=\"by_email\"} 0",
             "# TYPE aqueduct_write_latency_seconds histogram",
             "# UNIT aqueduct_write_latency_seconds seconds",
             "# EOF",
@@ -463,15 +490,15 @@ mod tests {
         m.dead_lettered(Stage::Validate);
         m.http_retries.inc();
         m.cql_retries.inc();
-        m.row_written(
-            Duration::from_millis(3),
-            Some(chrono::Utc::now().timestamp_millis()),
-        );
+        m.row_written(1, Duration::from_millis(3));
+        m.record_written(Some(chrono::Utc::now().timestamp_millis()));
         m.set_lag(&[(0, 5), (2, 0)]);
         let text = m.render();
         for line in [
             "aqueduct_records_total{pipeline=\"users\",stage=\"written\"} 4",
             "aqueduct_dead_letters_total{pipeline=\"users\",stage=\"map\"} 1",
+            "aqueduct_rows_written_total{pipeline=\"users\",table=\"by_id\"} 0",
+            "aqueduct_rows_written_total{pipeline=\"users\",table=\"by_email\"} 1",
             "aqueduct_write_latency_seconds_count{pipeline=\"users\"} 1",
             "aqueduct_end_to_end_latency_seconds_count{pipeline=\"users\"} 1",
             "aqueduct_consumer_lag{pipeline=\"users\",partition=\"0\"} 5",

@@ -139,15 +139,30 @@ pub fn print(
     match format {
         Format::Json => {
             for outcome in outcomes {
-                let line = match outcome {
-                    Ok((key, row)) => serde_json::to_string(&RowLine {
-                        key,
-                        row: Columns(&spec.cassandra.columns, row),
-                    }),
-                    Err(dead_letter) => serde_json::to_string(&DeadLetterLine { dead_letter }),
+                let lines: Vec<serde_json::Result<String>> = match outcome {
+                    Ok((key, rows)) => spec
+                        .cassandra
+                        .tables
+                        .iter()
+                        .zip(rows)
+                        .map(|(table, row)| match row {
+                            Ok(row) => serde_json::to_string(&RowLine {
+                                key,
+                                table: &table.name,
+                                row: Columns(&table.columns, row),
+                            }),
+                            Err(dead_letter) => {
+                                serde_json::to_string(&DeadLetterLine { dead_letter })
+                            }
+                        })
+                        .collect(),
+                    Err(dead_letter) => {
+                        vec![serde_json::to_string(&DeadLetterLine { dead_letter })]
+                    }
+                };
+                for line in lines {
+                    writeln!(out, "{}", line.map_err(io::Error::other)?)?;
                 }
-                .map_err(io::Error::other)?;
-                writeln!(out, "{line}")?;
             }
         }
         Format::Table => print_tables(spec, outcomes, out)?,
@@ -155,18 +170,45 @@ pub fn print(
     Ok(())
 }
 
-/// A one-line count of what `outcomes` came to, e.g. `50 records: 47 rows, 3 dead letters
+/// Every row of `outcomes`: the record's number (from 1), the table's index in the spec, the
+/// row.
+fn rows(outcomes: &[Outcome]) -> impl Iterator<Item = (usize, usize, &Row)> {
+    outcomes.iter().enumerate().flat_map(|(i, o)| {
+        let rows = o.as_ref().map(|(_, rows)| rows.as_slice()).unwrap_or(&[]);
+        rows.iter()
+            .enumerate()
+            .filter_map(move |(t, row)| row.as_ref().ok().map(|row| (i + 1, t, row)))
+    })
+}
+
+/// Every dead letter of `outcomes`, a whole record's or one table's row's, with the record's
+/// number (from 1).
+fn dead_letters(outcomes: &[Outcome]) -> impl Iterator<Item = (usize, &DeadLetter)> {
+    outcomes.iter().enumerate().flat_map(|(i, o)| {
+        let (whole, rows) = match o {
+            Ok((_, rows)) => (None, rows.as_slice()),
+            Err(dl) => (Some(&**dl), &[][..]),
+        };
+        let of_rows = rows
+            .iter()
+            .filter_map(|row| row.as_ref().err().map(|dl| &**dl));
+        whole.into_iter().chain(of_rows).map(move |dl| (i + 1, dl))
+    })
+}
+
+/// A one-line count of what `outcomes` came to, e.g. `50 records, 47 rows, 3 dead letters
 /// (validate 3)`.
 pub fn summary(outcomes: &[Outcome]) -> String {
-    let rows = outcomes.iter().filter(|o| o.is_ok()).count();
+    let rows = rows(outcomes).count();
     let mut stages: Vec<(&str, usize)> = Vec::new();
-    for dl in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+    let mut dead = 0;
+    for (_, dl) in dead_letters(outcomes) {
+        dead += 1;
         match stages.iter_mut().find(|(s, _)| *s == dl.stage.name()) {
             Some((_, n)) => *n += 1,
             None => stages.push((dl.stage.name(), 1)),
         }
     }
-    let dead = outcomes.len() - rows;
     let mut line = format!(
         "{}, {}, {}",
         count(outcomes.len(), "record"),
@@ -185,41 +227,18 @@ fn count(n: usize, what: &str) -> String {
 }
 
 fn print_tables(spec: &Spec, outcomes: &[Outcome], out: &mut impl Write) -> io::Result<()> {
-    let columns = &spec.cassandra.columns;
-    let rows: Vec<(usize, &Row)> = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.as_ref().ok().map(|(_, row)| (i + 1, row)))
-        .collect();
-    if !rows.is_empty() {
-        let mut table = new_table();
-        let mut header = vec!["#".to_owned()];
-        header.extend(columns.iter().map(|c| c.name.clone()));
-        table.set_header(header);
-        for (number, row) in &rows {
-            let mut cells = vec![number.to_string()];
-            cells.extend(row.iter().map(cell));
-            table.add_row(cells);
+    let several = spec.cassandra.tables.len() > 1;
+    for (t, spec_table) in spec.cassandra.tables.iter().enumerate() {
+        let rows: Vec<(usize, &Row)> = rows(outcomes)
+            .filter(|(_, of, _)| *of == t)
+            .map(|(number, _, row)| (number, row))
+            .collect();
+        if several && !rows.is_empty() {
+            writeln!(out, "table {}:", spec_table.name)?;
         }
-        if fits(&mut table) {
-            writeln!(out, "{table}")?;
-        } else {
-            // Too wide for the terminal: a record at a time, a line per column (psql's \x).
-            for (number, row) in &rows {
-                let mut table = new_table();
-                table.set_header(["#", &number.to_string()]);
-                for (column, value) in columns.iter().zip(row.iter()) {
-                    table.add_row([column.name.clone(), cell(value)]);
-                }
-                writeln!(out, "{table}")?;
-            }
-        }
+        print_rows(&spec_table.columns, &rows, out)?;
     }
-    let dead: Vec<(usize, &DeadLetter)> = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.as_ref().err().map(|dl| (i + 1, &**dl)))
-        .collect();
+    let dead: Vec<(usize, &DeadLetter)> = dead_letters(outcomes).collect();
     if !dead.is_empty() {
         writeln!(out, "dead letters:")?;
         let mut table = new_table();
@@ -237,10 +256,44 @@ fn print_tables(spec: &Spec, outcomes: &[Outcome], out: &mut impl Write) -> io::
     Ok(())
 }
 
-/// Where a dead letter's record failed: the column, or the schema violations' pointers.
+/// One table's rows, each with its record's number.
+fn print_rows(columns: &[Column], rows: &[(usize, &Row)], out: &mut impl Write) -> io::Result<()> {
+    if !rows.is_empty() {
+        let mut table = new_table();
+        let mut header = vec!["#".to_owned()];
+        header.extend(columns.iter().map(|c| c.name.clone()));
+        table.set_header(header);
+        for (number, row) in rows {
+            let mut cells = vec![number.to_string()];
+            cells.extend(row.iter().map(cell));
+            table.add_row(cells);
+        }
+        if fits(&mut table) {
+            writeln!(out, "{table}")?;
+        } else {
+            // Too wide for the terminal: a record at a time, a line per column (psql's \x).
+            for (number, row) in rows {
+                let mut table = new_table();
+                table.set_header(["#", &number.to_string()]);
+                for (column, value) in columns.iter().zip(row.iter()) {
+                    table.add_row([column.name.clone(), cell(value)]);
+                }
+                writeln!(out, "{table}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a dead letter's record failed: the table and column, or the schema violations'
+/// pointers.
 fn place(dl: &DeadLetter) -> String {
-    if let Some(column) = &dl.column {
-        return format!("column {column}");
+    let column = dl.column.as_ref().map(|c| format!("column {c}"));
+    match (&dl.table, column) {
+        (Some(table), Some(column)) => return format!("table {table}, {column}"),
+        (Some(table), None) => return format!("table {table}"),
+        (None, Some(column)) => return column,
+        (None, None) => {}
     }
     let pointers: Vec<String> = dl
         .violations
@@ -287,6 +340,8 @@ fn cell(v: &Option<scylla::value::CqlValue>) -> String {
 #[derive(Serialize)]
 struct RowLine<'a> {
     key: &'a Option<String>,
+    /// The spec's name of the table.
+    table: &'a str,
     row: Columns<'a>,
 }
 
@@ -295,9 +350,9 @@ struct DeadLetterLine<'a> {
     dead_letter: &'a DeadLetter,
 }
 
-/// A row as the text of a JSON object, its columns in spec order.
-pub fn row_json(spec: &Spec, row: &Row) -> String {
-    serde_json::to_string(&Columns(&spec.cassandra.columns, row)).unwrap_or_default()
+/// A row of `table` as the text of a JSON object, its columns in spec order.
+pub fn row_json(table: &crate::spec::Table, row: &Row) -> String {
+    serde_json::to_string(&Columns(&table.columns, row)).unwrap_or_default()
 }
 
 /// A row as a JSON object, its columns in spec order.

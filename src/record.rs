@@ -1,13 +1,13 @@
 //! What the pipeline does with one record, without a server: the ingest's checks (decode, JSON
-//! Schema, message key) and the loader's mapping to a row. `run` uses them on the hot path;
+//! Schema, message key) and the loader's mapping to each table's row. `run` uses them on the hot path;
 //! `preview` and `test` run both in a row on records they read themselves.
 
 use serde_json::Value;
 
 use crate::cql::Row;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
-use crate::jq::Json;
-use crate::spec::Spec;
+use crate::jq::{Input, Json};
+use crate::spec::{Spec, Table};
 use crate::{map, validate};
 
 /// A record the ingest does not produce to the topic.
@@ -63,47 +63,77 @@ pub fn admit(spec: &Spec, text: &str, origin: &Origin) -> Result<Option<String>,
     key.map_err(|reason| reject(Stage::Key, reason, record, None))
 }
 
-/// The loader's verdict on a message payload: the row it writes, or the dead letter that says
-/// why not (stage `decode` or `map`). `origin` is called only for a dead letter.
-pub fn to_row(
+/// The loader's decoding of a message payload: the record, borrowing from the payload, or the
+/// dead letter that says why not (stage `decode`). `origin` is called only for a dead letter.
+pub fn decode<'p>(
     spec: &Spec,
-    payload: &[u8],
+    payload: &'p [u8],
+    origin: impl Fn() -> Origin,
+) -> Result<Json<'p>, Box<DeadLetter>> {
+    serde_json::from_slice(payload).map_err(|e| {
+        let text = Value::String(String::from_utf8_lossy(payload).into_owned());
+        let reason = format!("the message is not JSON: {e}");
+        Box::new(DeadLetter::new(
+            &spec.name,
+            Stage::Decode,
+            reason,
+            text,
+            origin(),
+        ))
+    })
+}
+
+/// The loader's verdict on a record for table `t`: the row it writes there, or the dead letter
+/// that says why not (stage `map`, naming the table and column). `input` is `record` made
+/// ready for jq, shared by every table.
+pub fn table_row(
+    spec: &Spec,
+    t: &Table,
+    record: &Json,
+    input: &Input,
     origin: impl Fn() -> Origin,
 ) -> Result<Row, Box<DeadLetter>> {
-    // Decoded once, borrowing from the payload; the mapping reads it as it is.
-    let record: Json = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        Err(e) => {
-            let text = Value::String(String::from_utf8_lossy(payload).into_owned());
-            let reason = format!("the message is not JSON: {e}");
-            return Err(Box::new(DeadLetter::new(
-                &spec.name,
-                Stage::Decode,
-                reason,
-                text,
-                origin(),
-            )));
-        }
-    };
-    map::row(&spec.cassandra, &record).map_err(|e| {
+    map::row_of(t, input).map_err(|e| {
         let mut dl = DeadLetter::new(
             &spec.name,
             Stage::Map,
             e.to_string(),
-            (&record).into(),
+            record.into(),
             origin(),
         );
+        dl.table = Some(t.name.clone());
         dl.column = Some(e.column);
         Box::new(dl)
     })
 }
 
-/// What became of one record in both halves: its message key and row, or its dead letter.
-pub type Outcome = Result<(Option<String>, Row), Box<DeadLetter>>;
+/// Every table's row of a message payload, in spec order, each a row or its dead letter; `Err`
+/// when the payload is not a record at all.
+pub fn to_rows(
+    spec: &Spec,
+    payload: &[u8],
+    origin: impl Fn() -> Origin,
+) -> Result<Vec<TableRow>, Box<DeadLetter>> {
+    let record = decode(spec, payload, &origin)?;
+    let input = Input::new(&record);
+    Ok(spec
+        .cassandra
+        .tables
+        .iter()
+        .map(|t| table_row(spec, t, &record, &input, &origin))
+        .collect())
+}
 
-/// Both halves on one record, as `run` would take it from the API to a row.
+/// One table's row of a record, or the dead letter that says why not.
+pub type TableRow = Result<Row, Box<DeadLetter>>;
+
+/// What became of one record in both halves: its message key and each table's row, or the
+/// dead letter of the whole record.
+pub type Outcome = Result<(Option<String>, Vec<TableRow>), Box<DeadLetter>>;
+
+/// Both halves on one record, as `run` would take it from the API to rows.
 pub fn through(spec: &Spec, text: &str, origin: &Origin) -> Outcome {
     let key = admit(spec, text, origin).map_err(|r| r.dead_letter)?;
-    let row = to_row(spec, text.as_bytes(), || origin.clone())?;
-    Ok((key, row))
+    let rows = to_rows(spec, text.as_bytes(), || origin.clone())?;
+    Ok((key, rows))
 }

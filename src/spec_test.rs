@@ -10,6 +10,7 @@
 //! record_file = "users/user.json"        # or record = { ... } or record_json = '''{...}'''
 //! set = { "/location/postcode" = 10001 }  # edits by JSON pointer: set, null, remove
 //! row = { post_code = "10001" }           # expected columns; row_nulls = ["col"] for nulls
+//!                                         # rows.<table> = { ... }: one table's columns
 //!
 //! [[case]]
 //! name = "a user without a login is dead-lettered"
@@ -25,10 +26,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cql;
+use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::record;
-use crate::spec::Spec;
+use crate::spec::{Spec, Table};
 
 /// The test file of a spec: `tests/<its file name>` beside it.
 pub fn file_for(spec: &Path) -> PathBuf {
@@ -68,6 +69,10 @@ struct Case {
     /// Columns expected to be CQL null.
     #[serde(default)]
     row_nulls: Vec<String>,
+    /// Expected columns of one table's row, by the table's name in the spec:
+    /// `[case.rows.users_by_email]`. (`row` checks a column in every table that has it.)
+    #[serde(default)]
+    rows: BTreeMap<String, toml::Table>,
     /// The expected Kafka message key.
     key: Option<String>,
     dead_letter: Option<ExpectedDeadLetter>,
@@ -77,6 +82,8 @@ struct Case {
 #[serde(deny_unknown_fields)]
 struct ExpectedDeadLetter {
     stage: Stage,
+    /// The table whose row failed (stages `map` and `write`), by its name in the spec.
+    table: Option<String>,
     /// The column that failed (stage `map`).
     column: Option<String>,
     /// A JSON pointer among the schema violations (stage `validate`); "" is the record.
@@ -214,32 +221,52 @@ fn toml_to_json(v: &toml::Value) -> Value {
 }
 
 /// What differs between the case's expectation and the outcome; an error when the
-/// expectation itself is broken (an unknown column, a value its type does not take).
+/// expectation itself is broken (an unknown table or column, a value its type does not take).
 fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<String>, String> {
-    let wants_row = case.row.is_some() || !case.row_nulls.is_empty() || case.key.is_some();
+    let wants_row = case.row.is_some()
+        || !case.row_nulls.is_empty()
+        || !case.rows.is_empty()
+        || case.key.is_some();
+    let tables = &spec.cassandra.tables;
+    let several = tables.len() > 1;
     let mut out = Vec::new();
     match (&case.dead_letter, wants_row) {
         (Some(_), true) => return Err("expect a row or a dead letter, not both".into()),
-        (None, false) => return Err("expect something: row, row_nulls, key or dead_letter".into()),
+        (None, false) => {
+            return Err("expect something: row, rows, row_nulls, key or dead_letter".into());
+        }
         (Some(expected), false) => match outcome {
-            Ok((_, row)) => out.push(format!(
-                "expected a dead letter at stage {}, got a row: {}",
-                expected.stage.name(),
-                crate::preview::row_json(spec, row)
-            )),
             Err(dl) => compare_dead_letter(expected, dl, &mut out),
+            Ok((_, rows)) => {
+                let found = rows.iter().filter_map(|r| r.as_ref().err()).find(|dl| {
+                    expected.table.is_none() || dl.table.as_ref() == expected.table.as_ref()
+                });
+                match found {
+                    Some(dl) => compare_dead_letter(expected, dl, &mut out),
+                    None => {
+                        let got: Vec<String> = tables
+                            .iter()
+                            .zip(rows)
+                            .filter_map(|(t, r)| {
+                                r.as_ref().ok().map(|r| crate::preview::row_json(t, r))
+                            })
+                            .collect();
+                        out.push(format!(
+                            "expected a dead letter at stage {}, got rows: {}",
+                            expected.stage.name(),
+                            got.join(", ")
+                        ));
+                    }
+                }
+            }
         },
         (None, true) => match outcome {
             Err(dl) => out.push(format!(
-                "expected a row, got a dead letter at stage {}{}: {}",
+                "expected a row, got a dead letter at stage {}: {}",
                 dl.stage.name(),
-                dl.column
-                    .as_ref()
-                    .map(|c| format!(" (column {c})"))
-                    .unwrap_or_default(),
                 dl.reason
             )),
-            Ok((key, row)) => {
+            Ok((key, rows)) => {
                 if let Some(expected) = &case.key
                     && key.as_deref() != Some(expected.as_str())
                 {
@@ -248,34 +275,63 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
                         .map_or_else(|| "no key".to_owned(), |k| format!("{k:?}"));
                     out.push(format!("key: expected {expected:?}, got {got}"));
                 }
+                for (t, row) in tables.iter().zip(rows) {
+                    if let Err(dl) = row {
+                        out.push(format!(
+                            "expected a row in table {}, got a dead letter at stage {}{}: {}",
+                            t.name,
+                            dl.stage.name(),
+                            dl.column
+                                .as_ref()
+                                .map(|c| format!(" (column {c})"))
+                                .unwrap_or_default(),
+                            dl.reason
+                        ));
+                    }
+                }
+                // `row` and `row_nulls`: each column in every table that has it.
                 let expected_values = case
                     .row
                     .iter()
                     .flat_map(|t| t.iter().map(|(c, v)| (c, Some(toml_to_json(v)))));
                 let expected_nulls = case.row_nulls.iter().map(|c| (c, None));
                 for (column, expected) in expected_values.chain(expected_nulls) {
-                    let Some(i) = spec
-                        .cassandra
-                        .columns
-                        .iter()
-                        .position(|c| &c.name == column)
-                    else {
+                    let mut found = false;
+                    for (t, row) in tables.iter().zip(rows) {
+                        if let Ok(row) = row {
+                            found |= compare_column(
+                                t,
+                                row,
+                                column,
+                                expected.clone(),
+                                several,
+                                &mut out,
+                            )?;
+                        } else {
+                            found |= t.columns.iter().any(|c| &c.name == column);
+                        }
+                    }
+                    if !found {
                         return Err(format!("the spec has no column {column:?}"));
+                    }
+                }
+                // `rows.<table>`: columns of that table.
+                for (name, columns) in &case.rows {
+                    let Some(i) = tables.iter().position(|t| &t.name == name) else {
+                        return Err(format!("the spec has no table {name:?}"));
                     };
-                    let col = &spec.cassandra.columns[i];
-                    let expected = match expected {
-                        None => None,
-                        Some(json) => col
-                            .cql_type
-                            .to_cql(json)
-                            .map_err(|e| format!("the expected value of column {column}: {e}"))?,
-                    };
-                    if row[i] != expected {
-                        out.push(format!(
-                            "column {column}: expected {}, got {}",
-                            shown(&expected),
-                            shown(&row[i])
-                        ));
+                    let Ok(row) = &rows[i] else { continue };
+                    for (column, value) in columns {
+                        if !compare_column(
+                            &tables[i],
+                            row,
+                            column,
+                            Some(toml_to_json(value)),
+                            several,
+                            &mut out,
+                        )? {
+                            return Err(format!("table {name} has no column {column:?}"));
+                        }
                     }
                 }
             }
@@ -284,7 +340,50 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
     Ok(out)
 }
 
+/// Compares one column of table `t`'s row with what is expected (`None`: null), noting a
+/// difference in `out`. `Ok(false)`: the table has no such column.
+fn compare_column(
+    t: &Table,
+    row: &Row,
+    column: &str,
+    expected: Option<Value>,
+    several: bool,
+    out: &mut Vec<String>,
+) -> Result<bool, String> {
+    let Some(i) = t.columns.iter().position(|c| c.name == column) else {
+        return Ok(false);
+    };
+    let expected = match expected {
+        None => None,
+        Some(json) => t.columns[i]
+            .cql_type
+            .to_cql(json)
+            .map_err(|e| format!("the expected value of column {column}: {e}"))?,
+    };
+    if row[i] != expected {
+        let at = if several {
+            format!(" of table {}", t.name)
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "column {column}{at}: expected {}, got {}",
+            shown(&expected),
+            shown(&row[i])
+        ));
+    }
+    Ok(true)
+}
+
 fn compare_dead_letter(expected: &ExpectedDeadLetter, dl: &DeadLetter, out: &mut Vec<String>) {
+    if let Some(table) = &expected.table
+        && dl.table.as_ref() != Some(table)
+    {
+        out.push(format!(
+            "table: expected {table}, got {}",
+            dl.table.as_deref().unwrap_or("none")
+        ));
+    }
     if expected.stage != dl.stage {
         out.push(format!(
             "stage: expected {}, got {} ({})",

@@ -129,8 +129,12 @@ fn through(spec: &Spec, record: &Value) {
         file: "fuzz".into(),
         record: 1,
     };
-    if let Ok((_, row)) = record::through(spec, &record.to_string(), &origin) {
-        for (column, value) in spec.cassandra.columns.iter().zip(&row) {
+    let Ok((_, rows)) = record::through(spec, &record.to_string(), &origin) else {
+        return;
+    };
+    for (table, row) in spec.cassandra.tables.iter().zip(&rows) {
+        let Ok(row) = row else { continue };
+        for (column, value) in table.columns.iter().zip(row) {
             if let Some(value) = value {
                 let back = column.cql_type.to_cql(cql::to_json(value));
                 assert_eq!(

@@ -1,24 +1,50 @@
-//! The CQL a spec implies: `CREATE KEYSPACE`, `CREATE TABLE`, the upsert, and a check that an
-//! existing table has the spec's columns. The one place CQL text is built: names are checked
+//! The CQL a spec implies: `CREATE KEYSPACE`, `CREATE TABLE` and the upsert of each table, and
+//! a check that an existing table has the spec's columns. The one place CQL text is built: names are checked
 //! identifiers and always double-quoted; values are only ever bind markers.
 
 use scylla::client::session::Session;
 
 use super::Error;
 use crate::cql::CqlType;
-use crate::spec::Cassandra;
+use crate::spec::{Cassandra, Table};
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `"keyspace"."table"`.
-pub fn table_name(c: &Cassandra) -> String {
-    format!("{}.{}", quote(&c.keyspace), quote(&c.table))
+pub fn table_name(t: &Table) -> String {
+    format!("{}.{}", quote(&t.keyspace), quote(&t.table))
+}
+
+/// The keyspaces of the tables, each once, in the tables' order; `created`: only those of
+/// tables the spec creates.
+fn keyspaces(c: &Cassandra, created: bool) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for t in c.tables.iter().filter(|t| t.create || !created) {
+        if !out.contains(&t.keyspace.as_str()) {
+            out.push(&t.keyspace);
+        }
+    }
+    out
+}
+
+/// Every statement that creates the spec's keyspaces and tables, as `aqueduct ddl` prints it.
+pub fn script(c: &Cassandra) -> String {
+    let mut statements: Vec<String> = keyspaces(c, false)
+        .into_iter()
+        .map(|keyspace| create_keyspace(c, keyspace))
+        .collect();
+    statements.extend(c.tables.iter().map(create_table));
+    statements
+        .iter()
+        .map(|s| format!("{s};\n"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `CREATE KEYSPACE IF NOT EXISTS` with the spec's replication.
-pub fn create_keyspace(c: &Cassandra) -> String {
+pub fn create_keyspace(c: &Cassandra, keyspace: &str) -> String {
     let replication: Vec<String> = c
         .replication
         .iter()
@@ -26,13 +52,13 @@ pub fn create_keyspace(c: &Cassandra) -> String {
         .collect();
     format!(
         "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {{{}}}",
-        quote(&c.keyspace),
+        quote(keyspace),
         replication.join(", ")
     )
 }
 
-/// `CREATE TABLE IF NOT EXISTS` with the spec's columns and primary key.
-pub fn create_table(c: &Cassandra) -> String {
+/// `CREATE TABLE IF NOT EXISTS` with the table's columns and primary key.
+pub fn create_table(c: &Table) -> String {
     let mut lines: Vec<String> = c
         .columns
         .iter()
@@ -60,8 +86,9 @@ pub fn create_table(c: &Cassandra) -> String {
     cql
 }
 
-/// The prepared upsert: every column bound, in spec order.
-pub fn insert(c: &Cassandra) -> String {
+/// The prepared upsert: every column bound, in spec order, then the write time if the table
+/// takes it from the record.
+pub fn insert(c: &Table) -> String {
     let names: Vec<String> = c.columns.iter().map(|col| quote(&col.name)).collect();
     let markers = vec!["?"; names.len()].join(", ");
     let mut cql = format!(
@@ -69,17 +96,29 @@ pub fn insert(c: &Cassandra) -> String {
         table_name(c),
         names.join(", ")
     );
-    if let Some(ttl) = c.ttl {
-        cql.push_str(&format!(" USING TTL {}", ttl.as_secs()));
+    // The write time, when the record gives it, is bound last (see `map::row_of`).
+    let using: Vec<String> = c
+        .ttl
+        .map(|ttl| format!("TTL {}", ttl.as_secs()))
+        .into_iter()
+        .chain(c.writetime.as_ref().map(|_| "TIMESTAMP ?".to_owned()))
+        .collect();
+    if !using.is_empty() {
+        cql.push_str(&format!(" USING {}", using.join(" AND ")));
     }
     cql
 }
 
-/// Creates the keyspace and table when the spec says so, then checks that the table has every
-/// column of the spec with the same type.
+/// Creates the keyspaces and tables the spec says to create, then checks that every table has
+/// each of its columns in the spec with the same type.
 pub async fn ensure(session: &Session, c: &Cassandra) -> Result<(), Error> {
-    if c.create {
-        for cql in [create_keyspace(c), create_table(c)] {
+    let mut statements: Vec<String> = keyspaces(c, true)
+        .into_iter()
+        .map(|keyspace| create_keyspace(c, keyspace))
+        .collect();
+    statements.extend(c.tables.iter().filter(|t| t.create).map(create_table));
+    if !statements.is_empty() {
+        for cql in statements {
             session
                 .query_unpaged(cql.as_str(), &[])
                 .await
@@ -97,10 +136,13 @@ pub async fn ensure(session: &Session, c: &Cassandra) -> Result<(), Error> {
                 source: e.into(),
             })?;
     }
-    check_columns(session, c).await
+    for t in &c.tables {
+        check_columns(session, t).await?;
+    }
+    Ok(())
 }
 
-async fn check_columns(session: &Session, c: &Cassandra) -> Result<(), Error> {
+async fn check_columns(session: &Session, c: &Table) -> Result<(), Error> {
     let what = "reading system_schema.columns".to_string();
     let rows = session
         .query_unpaged(
@@ -134,9 +176,11 @@ async fn check_columns(session: &Session, c: &Cassandra) -> Result<(), Error> {
 }
 
 /// Differences between the spec's columns and the table's `(name, type)` pairs.
-fn column_problems(c: &Cassandra, existing: &[(String, String)]) -> Vec<String> {
+fn column_problems(c: &Table, existing: &[(String, String)]) -> Vec<String> {
     if existing.is_empty() {
-        return vec!["the table does not exist (set cassandra.create = true, or create it with `aqueduct ddl`)".into()];
+        return vec![
+            "the table does not exist (set create = true, or create it with `aqueduct ddl`)".into(),
+        ];
     }
     let mut problems = Vec::new();
     for col in &c.columns {
@@ -183,9 +227,9 @@ mod tests {
     #[test]
     fn ddl_quotes_names_and_orders_clustering() {
         let spec = spec();
-        let c = &spec.cassandra;
+        let c = &spec.cassandra.tables[0];
         assert_eq!(
-            create_keyspace(c),
+            create_keyspace(&spec.cassandra, "ks"),
             "CREATE KEYSPACE IF NOT EXISTS \"ks\" WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': '3'}"
         );
         assert_eq!(
@@ -201,7 +245,7 @@ mod tests {
     #[test]
     fn existing_table_is_compared_by_type() {
         let spec = spec();
-        let c = &spec.cassandra;
+        let c = &spec.cassandra.tables[0];
         let table = |cols: &[(&str, &str)]| -> Vec<(String, String)> {
             cols.iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))

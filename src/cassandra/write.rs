@@ -1,4 +1,5 @@
-//! Prepared upserts. Prepared once at build; the hot path only binds and executes.
+//! Prepared upserts, one per table. Prepared once at build; the hot path only binds and
+//! executes.
 
 use std::sync::Arc;
 
@@ -9,49 +10,53 @@ use super::{Error, ddl};
 use crate::cql::Row;
 use crate::spec::Cassandra;
 
-/// Writes rows of one table with a prepared, idempotent `INSERT` (an upsert by primary key).
+/// Writes rows with a prepared, idempotent `INSERT` (an upsert by primary key) per table, in
+/// the spec's order of tables.
 #[derive(Clone)]
 pub struct Writer {
     session: Arc<Session>,
-    insert: PreparedStatement,
-    table: String,
+    /// Per table: the upsert and the table's quoted name, for errors.
+    inserts: Vec<(PreparedStatement, String)>,
 }
 
 impl Writer {
-    /// Prepares the upsert with the spec's consistency and timeout.
+    /// Prepares every table's upsert with its consistency and the spec's timeout.
     pub async fn prepare(session: Arc<Session>, c: &Cassandra) -> Result<Writer, Error> {
-        let cql = ddl::insert(c);
-        let mut insert = session
-            .prepare(cql.as_str())
-            .await
-            .map_err(|source| Error::Prepare {
-                cql: cql.clone(),
-                source,
-            })?;
-        insert.set_consistency(c.consistency);
-        insert.set_request_timeout(Some(c.request_timeout));
-        // An upsert by primary key may be retried by the driver without changing the result.
-        insert.set_is_idempotent(true);
-        Ok(Writer {
-            session,
-            insert,
-            table: ddl::table_name(c),
-        })
+        let mut inserts = Vec::with_capacity(c.tables.len());
+        for t in &c.tables {
+            let cql = ddl::insert(t);
+            let mut insert =
+                session
+                    .prepare(cql.as_str())
+                    .await
+                    .map_err(|source| Error::Prepare {
+                        cql: cql.clone(),
+                        source,
+                    })?;
+            insert.set_consistency(t.consistency);
+            insert.set_request_timeout(Some(c.request_timeout));
+            // An upsert by primary key may be retried by the driver without changing the
+            // result.
+            insert.set_is_idempotent(true);
+            inserts.push((insert, ddl::table_name(t)));
+        }
+        Ok(Writer { session, inserts })
     }
 
-    /// Writes one row; the error says which table.
     /// The session the rows go through.
     pub fn session(&self) -> &Arc<Session> {
         &self.session
     }
 
-    pub async fn write(&self, row: &Row) -> Result<(), Error> {
+    /// Writes one row to the spec's `table`-th table; the error says which table.
+    pub async fn write(&self, table: usize, row: &Row) -> Result<(), Error> {
+        let (insert, name) = &self.inserts[table];
         self.session
-            .execute_unpaged(&self.insert, row)
+            .execute_unpaged(insert, row)
             .await
             .map(|_| ())
             .map_err(|source| Error::Statement {
-                what: format!("writing to {}", self.table),
+                what: format!("writing to {name}"),
                 source,
             })
     }

@@ -518,7 +518,7 @@ mod tests {
         for i in 0..200 {
             let user = crate::standin::user("native", 1, i, false);
             let json = Json::from(&user);
-            for col in &spec.cassandra.columns {
+            for col in spec.cassandra.tables.iter().flat_map(|t| &t.columns) {
                 let native = col
                     .jq
                     .native

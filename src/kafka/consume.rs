@@ -114,24 +114,27 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Creates the consumer and subscribes to the topic.
-    pub fn new(k: &spec::Kafka, metrics: Arc<Metrics>) -> Result<Consumer, Error> {
+    /// Creates a member of `group` and subscribes it to `topic`.
+    pub fn new(
+        k: &spec::Kafka,
+        topic: &str,
+        group: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Consumer, Error> {
         let context = LoadContext {
-            topic: k.topic.clone(),
+            topic: topic.to_owned(),
             metrics,
         };
-        let inner: StreamConsumer<LoadContext> = consumer_config(k)
+        let inner: StreamConsumer<LoadContext> = consumer_config(k, group)
             .create_with_context(context)
             .map_err(|source| Error::client("consumer", &k.bootstrap_servers, source))?;
-        inner
-            .subscribe(&[&k.topic])
-            .map_err(|source| Error::Consume {
-                topic: k.topic.clone(),
-                source,
-            })?;
+        inner.subscribe(&[topic]).map_err(|source| Error::Consume {
+            topic: topic.to_owned(),
+            source,
+        })?;
         Ok(Consumer {
             inner,
-            topic: k.topic.clone(),
+            topic: topic.to_owned(),
         })
     }
 
@@ -168,7 +171,8 @@ impl Consumer {
         }
     }
 
-    /// Commits these positions now and waits for the broker's answer.
+    /// Commits these positions now and waits for the broker's answer (blocking: call it from
+    /// `spawn_blocking`).
     pub fn commit(&self, positions: &[(i32, i64)]) -> Result<(), Error> {
         if positions.is_empty() {
             return Ok(());
@@ -182,7 +186,8 @@ impl Consumer {
     }
 
     /// Moves this member's position in `partition` to `offset` (the next message read is the
-    /// one there). Fails for a partition not assigned to it.
+    /// one there). Fails for a partition not assigned to it. Blocking (up to 5 s): call it from
+    /// `spawn_blocking`.
     pub fn seek(&self, partition: i32, offset: i64) -> Result<(), Error> {
         self.inner
             .seek(
@@ -224,7 +229,8 @@ impl Consumer {
 
     /// Whether every assigned partition has been read up to `targets` (partition -> offset).
     /// False until the group has assigned partitions to this member. A partition this member
-    /// has consumed nothing from counts by its committed offset.
+    /// has consumed nothing from counts by its committed offset, which takes a broker round
+    /// trip: call it from `spawn_blocking`.
     pub fn reached(&self, targets: &HashMap<i32, i64>) -> bool {
         let Ok(assignment) = self.inner.assignment() else {
             return false;
@@ -241,12 +247,9 @@ impl Consumer {
             let at = match e.offset() {
                 Offset::Offset(at) => Some(at),
                 _ => {
-                    // Blocking broker round trip; rare (only for idle partitions) and short.
-                    let list = committed.get_or_insert_with(|| {
-                        tokio::task::block_in_place(|| {
-                            self.inner.committed(Duration::from_secs(5)).ok()
-                        })
-                    });
+                    // Rare: only for partitions read nothing from yet.
+                    let list = committed
+                        .get_or_insert_with(|| self.inner.committed(Duration::from_secs(5)).ok());
                     list.as_ref()
                         .and_then(|l| l.find_partition(&self.topic, e.partition()))
                         .and_then(|p| match p.offset() {
@@ -260,24 +263,24 @@ impl Consumer {
     }
 }
 
-/// The high watermark (offset after the last message) of every partition of the topic, read
+/// The high watermark (offset after the last message) of every partition of `topic`, read
 /// with a short-lived client outside the group. Blocking: call it from `spawn_blocking`.
-pub fn high_watermarks(k: &spec::Kafka) -> Result<HashMap<i32, i64>, Error> {
+pub fn high_watermarks(k: &spec::Kafka, topic: &str) -> Result<HashMap<i32, i64>, Error> {
     let client_error = |source| Error::client("metadata client", &k.bootstrap_servers, source);
     let consume_error = |source| Error::Consume {
-        topic: k.topic.clone(),
+        topic: topic.to_owned(),
         source,
     };
     let client: BaseConsumer = super::base_config(k).create().map_err(client_error)?;
     let timeout = Duration::from_secs(10);
     let metadata = client
-        .fetch_metadata(Some(&k.topic), timeout)
+        .fetch_metadata(Some(topic), timeout)
         .map_err(consume_error)?;
     let mut out = HashMap::new();
-    for topic in metadata.topics() {
-        for p in topic.partitions() {
+    for t in metadata.topics() {
+        for p in t.partitions() {
             let (_, high) = client
-                .fetch_watermarks(&k.topic, p.id(), timeout)
+                .fetch_watermarks(topic, p.id(), timeout)
                 .map_err(consume_error)?;
             out.insert(p.id(), high);
         }

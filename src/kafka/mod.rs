@@ -141,15 +141,15 @@ pub fn producer_config(k: &spec::Kafka) -> ClientConfig {
     config
 }
 
-/// Consumer settings: offsets are stored by aqueduct only once rows are written, and the
-/// stored offsets are committed periodically and at shutdown.
-pub fn consumer_config(k: &spec::Kafka) -> ClientConfig {
+/// Consumer settings for a member of `group`: offsets are stored by aqueduct only once rows
+/// are written, and the stored offsets are committed periodically and at shutdown.
+pub fn consumer_config(k: &spec::Kafka, group: &str) -> ClientConfig {
     let mut config = base_config(k);
     for (key, value) in &k.consumer_properties {
         config.set(key, value);
     }
     config
-        .set("group.id", &k.group_id)
+        .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set(
             "auto.commit.interval.ms",

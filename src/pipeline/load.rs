@@ -32,9 +32,43 @@ use crate::kafka::offsets::{History, Offsets};
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
 use crate::record;
-use crate::spec::Spec;
+use crate::spec::{Kafka, Spec};
 
+use super::Mode;
 use super::replay::{self, Original, Replay};
+
+/// What the loader reads, and so how it treats each message.
+#[derive(Debug, Clone, Copy)]
+pub enum Input {
+    /// The pipeline's topic, in the pipeline's group: records as the ingest produced them.
+    Topic,
+    /// The dead-letter topic, in the group `<group_id>-replay`: each envelope's original
+    /// record is checked again and written.
+    DeadLetters(Replay),
+}
+
+impl Input {
+    pub fn of(mode: Mode) -> Input {
+        match mode {
+            Mode::Replay(replay) => Input::DeadLetters(replay),
+            _ => Input::Topic,
+        }
+    }
+
+    pub fn topic(self, k: &Kafka) -> &str {
+        match self {
+            Input::Topic => &k.topic,
+            Input::DeadLetters(_) => &k.dead_letter_topic,
+        }
+    }
+
+    pub fn group(self, k: &Kafka) -> String {
+        match self {
+            Input::Topic => k.group_id.clone(),
+            Input::DeadLetters(_) => format!("{}-replay", k.group_id),
+        }
+    }
+}
 
 /// What every write shares.
 pub struct Context {
@@ -42,161 +76,307 @@ pub struct Context {
     pub writer: Writer,
     pub producer: Producer,
     pub metrics: Arc<Metrics>,
-    /// Set when the topic read is the dead-letter topic (`aqueduct replay`).
-    pub replay: Option<Replay>,
+    pub input: Input,
     /// How far back a node's restart may have lost acknowledged writes (zero: not watched).
     pub unsynced: Duration,
 }
 
 impl Context {
     fn dry_run(&self) -> bool {
-        self.replay.is_some_and(|r| r.dry_run)
+        matches!(self.input, Input::DeadLetters(r) if r.dry_run)
+    }
+
+    /// The topic the messages come from, for dead letters' origins.
+    fn topic(&self) -> &str {
+        self.input.topic(&self.spec.kafka)
     }
 }
 
 /// How often finished positions are stored for the periodic commit.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
+/// How often a run that ends checks whether it has drained its topic.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
+
 /// Messages queued behind busy lanes, over all lanes, before the consumer waits: enough to keep
 /// every lane busy, few enough to keep memory small.
 const QUEUED: usize = 1024;
 
+/// The drain target: per partition, the offset a run that ends must read up to (`None` until
+/// known).
+type Drain = watch::Receiver<Option<HashMap<i32, i64>>>;
+
+/// A message's write, done: its lane, the message, and whether its dead letter (if it needed
+/// one) could be produced.
+type Done = (usize, Message, anyhow::Result<()>);
+
 /// Consumes until `stop` (then finishes in-flight writes within the spec's shutdown timeout and
-/// commits), or with `once` until the drain target is reached.
+/// commits), or, when `ends`, until the drain target is reached. Each event goes to one method
+/// of [`Loader`]; this loop only waits for the next one.
 pub async fn run(
     ctx: Context,
     consumer: Consumer,
     stop: CancellationToken,
-    mut drain: watch::Receiver<Option<HashMap<i32, i64>>>,
+    mut drain: Drain,
     mut restarts: mpsc::UnboundedReceiver<Instant>,
-    once: bool,
+    ends: bool,
 ) -> anyhow::Result<()> {
-    let mut lanes = Lanes::new(ctx.spec.cassandra.concurrency);
-    // Where the partitions stood, kept long enough to go back past a node's unsynced window.
-    let mut history = History::new(ctx.unsynced + Duration::from_secs(30));
-    // After a node restart: write again what it may have lost since this moment, once every
-    // message in hand is done (meanwhile nothing new is taken).
-    let mut rewind_to: Option<Instant> = None;
+    let mut loader = Loader::new(&ctx, consumer);
     let mut writes = FuturesUnordered::new();
-    let mut offsets = Offsets::default();
-    let mut check = tokio::time::interval(Duration::from_millis(200));
+    let mut drain_check = tokio::time::interval(DRAIN_CHECK_EVERY);
     // Positions are handed to librdkafka (which commits them every `kafka.commit_interval`) a
     // few times a second, not per message: storing costs a lock and an allocation.
     let mut store = tokio::time::interval(STORE_EVERY.min(ctx.spec.kafka.commit_interval));
-
-    // Consume and write until told to stop or, with `once`, until drained.
     loop {
         tokio::select! {
             biased;
-            Some(done) = writes.next() => match finished(done, &mut lanes, &mut offsets) {
+            Some(done) = writes.next() => match loader.write_done(done) {
                 Ok(Some((lane, next))) => writes.push(handle(&ctx, lane, next)),
                 Ok(None) => {}
                 Err(e) => {
-                    commit(&ctx, &consumer, &offsets);
+                    loader.commit().await;
                     return Err(e);
                 }
             },
             _ = stop.cancelled() => break,
-            Some(lost_after) = restarts.recv() => {
-                rewind_to = Some(rewind_to.map_or(lost_after, |r| r.min(lost_after)));
-            }
+            Some(lost_after) = restarts.recv() => loader.restart_seen(lost_after),
             // With every lane's queue full, the consumer waits (backpressure) while writes
             // finish and a stop is still seen.
-            message = consumer.recv(), if lanes.has_room() && rewind_to.is_none() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        ctx.metrics.kafka_retries.inc();
-                        warn!(error = %e, "consumer error; continuing");
-                        continue;
-                    }
-                };
-                // A replay reads up to the end as of its start and no further: past it are
-                // the records it dead-letters again. Left unread and uncommitted.
-                if ctx.replay.is_some() && beyond(&drain, &message) {
-                    continue;
-                }
-                ctx.metrics.consumed.inc();
-                offsets.start(message.partition, message.offset);
-                let lane = lane_of(&message, lanes.len());
-                if let Some(m) = lanes.arrived(lane, message) {
+            message = loader.consumer.recv(), if loader.takes_messages() => {
+                if let Some((lane, m)) = loader.message(message, &drain) {
                     writes.push(handle(&ctx, lane, m));
                 }
             }
-            _ = store.tick() => {
-                let positions = offsets.committable();
-                if !ctx.dry_run() {
-                    consumer.store(&positions);
-                }
-                history.record(Instant::now(), &positions);
-                if let Some(moment) = rewind_to.filter(|_| offsets.in_flight() == 0) {
-                    rewind(&ctx, &consumer, &mut offsets, &mut history, moment);
-                    rewind_to = None;
-                }
-                ctx.metrics.writes_in_flight.set(offsets.in_flight() as i64);
-                if let Some(targets) = drain.borrow().as_ref() {
-                    let left = i64::try_from(consumer.left(targets)).unwrap_or(i64::MAX);
-                    ctx.metrics.drain_left.store(left, Ordering::Relaxed);
-                }
-                if !ctx.metrics.ready.load(Ordering::Relaxed) && consumer.has_assignment() {
-                    ctx.metrics.ready.store(true, Ordering::Relaxed);
-                }
-            }
-
-            _ = check.tick(), if once => {
-                let reached = drain.borrow_and_update().as_ref().is_some_and(|t| consumer.reached(t));
-                if reached && offsets.in_flight() == 0 && rewind_to.is_none() {
+            _ = store.tick() => loader.store_tick(&drain).await,
+            _ = drain_check.tick(), if ends => {
+                if loader.drained(&mut drain).await {
                     break;
                 }
             }
         }
     }
+    loader.stop(writes, |lane, m| handle(&ctx, lane, m)).await
+}
 
-    // Finish every message handed out, within the shutdown timeout; whatever is not written
-    // by then is dropped unwritten and uncommitted, to be consumed again.
-    if offsets.in_flight() > 0 {
-        info!(
-            in_flight = offsets.in_flight(),
-            "stopping: finishing in-flight writes"
-        );
-    }
-    let finish = async {
-        while let Some(done) = writes.next().await {
-            if let Some((lane, next)) = finished(done, &mut lanes, &mut offsets)? {
-                writes.push(handle(&ctx, lane, next));
-            }
+/// The loader's state between events.
+struct Loader<'a> {
+    ctx: &'a Context,
+    /// Shared with the blocking threads that commit, seek and ask the broker.
+    consumer: Arc<Consumer>,
+    lanes: Lanes,
+    offsets: Offsets,
+    /// Where the partitions stood, kept long enough to go back past a node's unsynced window.
+    history: History,
+    /// After a node restart: write again what it may have lost since this moment, once every
+    /// message in hand is done (meanwhile nothing new is taken).
+    rewind_to: Option<Instant>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(ctx: &'a Context, consumer: Consumer) -> Loader<'a> {
+        Loader {
+            ctx,
+            consumer: Arc::new(consumer),
+            lanes: Lanes::new(ctx.spec.cassandra.concurrency),
+            offsets: Offsets::default(),
+            history: History::new(ctx.unsynced + Duration::from_secs(30)),
+            rewind_to: None,
         }
-        Ok(())
-    };
-    let in_time = tokio::time::timeout(ctx.spec.shutdown_timeout, finish).await;
-    commit(&ctx, &consumer, &offsets);
-    in_time.unwrap_or_else(|_| {
-        bail!(
-            "shutdown timeout ({:?}) ran out with {} message(s) not written; they were not committed and will be consumed again",
-            ctx.spec.shutdown_timeout,
-            offsets.in_flight()
-        )
-    })
+    }
+
+    /// Whether the next message may be taken: a lane has room and no rewind waits.
+    fn takes_messages(&self) -> bool {
+        self.lanes.has_room() && self.rewind_to.is_none()
+    }
+
+    /// A message (or a consumer error, carried on past): returned with its lane when it is to
+    /// be written now, else queued behind its lane's write.
+    fn message(
+        &mut self,
+        message: Result<Message, crate::kafka::Error>,
+        drain: &Drain,
+    ) -> Option<(usize, Message)> {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                self.ctx.metrics.kafka_retries.inc();
+                warn!(error = %e, "consumer error; continuing");
+                return None;
+            }
+        };
+        // A replay reads up to the end as of its start and no further: past it are the records
+        // it dead-letters again. Left unread and uncommitted.
+        if matches!(self.ctx.input, Input::DeadLetters(_)) && beyond(drain, &message) {
+            return None;
+        }
+        self.ctx.metrics.consumed.inc();
+        self.offsets.start(message.partition, message.offset);
+        let lane = lane_of(&message, self.lanes.len());
+        self.lanes.arrived(lane, message).map(|m| (lane, m))
+    }
+
+    /// A write is done: its offset is finished and its lane's next message, if any, is returned
+    /// to be written. A write only ends in error when its dead letter could not be produced.
+    fn write_done(&mut self, (lane, m, outcome): Done) -> anyhow::Result<Option<(usize, Message)>> {
+        outcome?;
+        self.offsets.finish(m.partition, m.offset);
+        Ok(self.lanes.finished(lane).map(|next| (lane, next)))
+    }
+
+    /// A Cassandra node restarted and may have lost what it acknowledged after `lost_after`.
+    fn restart_seen(&mut self, lost_after: Instant) {
+        self.rewind_to = Some(self.rewind_to.map_or(lost_after, |r| r.min(lost_after)));
+    }
+
+    /// Stores the finished positions, goes back after a restart once nothing is in hand, and
+    /// updates the gauges.
+    async fn store_tick(&mut self, drain: &Drain) {
+        let positions = self.offsets.committable();
+        if !self.ctx.dry_run() {
+            self.consumer.store(&positions);
+        }
+        self.history.record(Instant::now(), &positions);
+        if let Some(moment) = self.rewind_to.filter(|_| self.offsets.in_flight() == 0) {
+            self.rewind(moment).await;
+            self.rewind_to = None;
+        }
+        let metrics = &self.ctx.metrics;
+        metrics
+            .writes_in_flight
+            .set(self.offsets.in_flight() as i64);
+        if let Some(targets) = drain.borrow().as_ref() {
+            let left = i64::try_from(self.consumer.left(targets)).unwrap_or(i64::MAX);
+            metrics.drain_left.store(left, Ordering::Relaxed);
+        }
+        if !metrics.ready.load(Ordering::Relaxed) && self.consumer.has_assignment() {
+            metrics.ready.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a run that ends is done: the drain target read, nothing in hand, no rewind due.
+    async fn drained(&mut self, drain: &mut Drain) -> bool {
+        let Some(targets) = drain.borrow_and_update().clone() else {
+            return false;
+        };
+        if self.offsets.in_flight() > 0 || self.rewind_to.is_some() {
+            return false;
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.reached(&targets))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Goes back to where each partition stood at `moment`, so what was written since is
+    /// written again; commits those positions first, so a crash before they are written again
+    /// still re-reads them.
+    async fn rewind(&mut self, moment: Instant) {
+        let now: HashMap<i32, i64> = self.offsets.committable().into_iter().collect();
+        let back: Vec<(i32, i64)> = self
+            .history
+            .at(moment)
+            .into_iter()
+            .filter(|(partition, position)| now.get(partition).is_some_and(|at| position < at))
+            .collect();
+        if back.is_empty() {
+            info!("nothing was written in the restarted node's unsynced window");
+            return;
+        }
+        let messages: i64 = back.iter().map(|(p, position)| now[p] - position).sum();
+        warn!(messages, positions = ?back, "writing again what the restarted node acknowledged in its unsynced window");
+        let consumer = self.consumer.clone();
+        let dry_run = self.ctx.dry_run();
+        let moved = tokio::task::spawn_blocking(move || {
+            if !dry_run {
+                // Stored too: else librdkafka's next periodic commit would commit the old
+                // positions stored before, and a crash then would skip what is to be written
+                // again.
+                consumer.store(&back);
+                if let Err(e) = consumer.commit(&back) {
+                    warn!(error = %e, "committing the positions gone back to failed");
+                }
+            }
+            back.into_iter()
+                .filter(|&(partition, position)| match consumer.seek(partition, position) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(partition, error = %e, "cannot go back in this partition (no longer assigned?)");
+                        false
+                    }
+                })
+                .map(|(partition, _)| partition)
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for partition in moved {
+            self.offsets.forget(partition);
+            self.history.rewind(partition, moment);
+        }
+    }
+
+    /// Commits the finished positions now, off the runtime's workers (a broker round trip).
+    async fn commit(&self) {
+        if self.ctx.dry_run() {
+            return;
+        }
+        let positions = self.offsets.committable();
+        let consumer = self.consumer.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&positions).map(|()| positions))
+                .await;
+        match committed {
+            Ok(Ok(positions)) => info!(positions = ?positions, "offsets committed"),
+            Ok(Err(e)) => {
+                error!(error = %e, "final offset commit failed; messages since the last commit will be consumed again")
+            }
+            Err(e) => error!(error = %e, "the final offset commit panicked"),
+        }
+    }
+
+    /// Finishes every message handed out, within the shutdown timeout, and commits; whatever is
+    /// not written by then is dropped unwritten and uncommitted, to be consumed again.
+    async fn stop<F>(
+        mut self,
+        mut writes: FuturesUnordered<F>,
+        write: impl Fn(usize, Message) -> F,
+    ) -> anyhow::Result<()>
+    where
+        F: std::future::Future<Output = Done>,
+    {
+        if self.offsets.in_flight() > 0 {
+            info!(
+                in_flight = self.offsets.in_flight(),
+                "stopping: finishing in-flight writes"
+            );
+        }
+        let ctx = self.ctx;
+        let finish = async {
+            while let Some(done) = writes.next().await {
+                if let Some((lane, next)) = self.write_done(done)? {
+                    writes.push(write(lane, next));
+                }
+            }
+            Ok(())
+        };
+        let in_time = tokio::time::timeout(ctx.spec.shutdown_timeout, finish).await;
+        self.commit().await;
+        in_time.unwrap_or_else(|_| {
+            bail!(
+                "shutdown timeout ({:?}) ran out with {} message(s) not written; they were not committed and will be consumed again",
+                ctx.spec.shutdown_timeout,
+                self.offsets.in_flight()
+            )
+        })
+    }
 }
 
 /// Whether `m` lies at or past the drain target of its partition.
-fn beyond(drain: &watch::Receiver<Option<HashMap<i32, i64>>>, m: &Message) -> bool {
+fn beyond(drain: &Drain, m: &Message) -> bool {
     drain
         .borrow()
         .as_ref()
         .is_some_and(|t| m.offset >= t.get(&m.partition).copied().unwrap_or(0))
-}
-
-/// A write is done: its offset is finished and its lane's next message, if any, is returned
-/// to be written. A write only ends in error when its dead letter could not be produced.
-fn finished(
-    (lane, m, outcome): (usize, Message, anyhow::Result<()>),
-    lanes: &mut Lanes,
-    offsets: &mut Offsets,
-) -> anyhow::Result<Option<(usize, Message)>> {
-    outcome?;
-    offsets.finish(m.partition, m.offset);
-    Ok(lanes.finished(lane).map(|next| (lane, next)))
 }
 
 /// Per lane, whether a write is in flight and what waits behind it.
@@ -246,60 +426,6 @@ impl Lanes {
     }
 }
 
-/// Goes back to where each partition stood at `moment`, so what was written since is written
-/// again; commits those positions first, so a crash before they are written again still
-/// re-reads them.
-fn rewind(
-    ctx: &Context,
-    consumer: &Consumer,
-    offsets: &mut Offsets,
-    history: &mut History,
-    moment: Instant,
-) {
-    let now: HashMap<i32, i64> = offsets.committable().into_iter().collect();
-    let back: Vec<(i32, i64)> = history
-        .at(moment)
-        .into_iter()
-        .filter(|(partition, position)| now.get(partition).is_some_and(|at| position < at))
-        .collect();
-    if back.is_empty() {
-        info!("nothing was written in the restarted node's unsynced window");
-        return;
-    }
-    let messages: i64 = back.iter().map(|(p, position)| now[p] - position).sum();
-    warn!(messages, positions = ?back, "writing again what the restarted node acknowledged in its unsynced window");
-    if !ctx.dry_run() {
-        // Stored too: else librdkafka's next periodic commit would commit the old positions
-        // stored before, and a crash then would skip what is to be written again.
-        consumer.store(&back);
-        if let Err(e) = tokio::task::block_in_place(|| consumer.commit(&back)) {
-            warn!(error = %e, "committing the positions gone back to failed");
-        }
-    }
-    for (partition, position) in back {
-        if let Err(e) = consumer.seek(partition, position) {
-            warn!(partition, error = %e, "cannot go back in this partition (no longer assigned?)");
-            continue;
-        }
-        offsets.forget(partition);
-        history.rewind(partition, moment);
-    }
-}
-
-/// Commits the positions now (a broker round trip, so off the runtime's worker).
-fn commit(ctx: &Context, consumer: &Consumer, offsets: &Offsets) {
-    if ctx.dry_run() {
-        return;
-    }
-    let positions = offsets.committable();
-    match tokio::task::block_in_place(|| consumer.commit(&positions)) {
-        Ok(()) => info!(positions = ?positions, "offsets committed"),
-        Err(e) => {
-            error!(error = %e, "final offset commit failed; messages since the last commit will be consumed again")
-        }
-    }
-}
-
 /// Messages with the same key go to the same lane; unkeyed ones spread by offset.
 fn lane_of(m: &Message, lanes: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -320,37 +446,70 @@ async fn handle(ctx: &Context, lane: usize, m: Message) -> (usize, Message, anyh
 /// Decodes, maps and writes one message (retrying until it is written), or dead-letters it.
 async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     let spec = &ctx.spec;
-    let origin = || Origin::Kafka {
-        topic: spec.kafka.topic.clone(),
-        partition: m.partition,
-        offset: m.offset,
-    };
+    let origin = || origin_of(ctx, m);
     let replayed;
-    let payload: &[u8] = match &ctx.replay {
-        None => &m.payload,
-        Some(replay) => match original(ctx, replay, m, &origin()).await {
-            Ok(text) => {
+    let payload: &[u8] = match ctx.input {
+        Input::Topic => &m.payload,
+        Input::DeadLetters(replay) => match original(ctx, replay, m, &origin()).await? {
+            Some(text) => {
                 replayed = text;
                 replayed.as_bytes()
             }
-            Err(done) => return done,
+            None => return Ok(()),
         },
     };
-    let row = match record::to_row(spec, payload, origin) {
-        Ok(row) => row,
+    // Every table's row, mapped before any is written: the record made ready for jq is not
+    // `Send`, so it must not live across a write.
+    let rows = match record::to_rows(spec, payload, origin) {
+        Ok(rows) => rows,
         Err(dl) => return dead_letter(ctx, m, *dl).await,
     };
-    if ctx.dry_run() {
+    let mut written = true;
+    if rows.len() == 1 {
+        for row in rows {
+            written = write_table(ctx, m, payload, 0, row).await?;
+        }
+    } else {
+        let writes = rows
+            .into_iter()
+            .enumerate()
+            .map(|(table, row)| write_table(ctx, m, payload, table, row));
+        for outcome in futures::future::join_all(writes).await {
+            written &= outcome?;
+        }
+    }
+    if written && ctx.dry_run() {
         add(&ctx.metrics.replay.would_write, 1);
-        return Ok(());
+    } else if written {
+        ctx.metrics.record_written(m.received_at_ms);
+    }
+    Ok(())
+}
+
+/// Writes the record's row of the spec's `table`-th table, retrying until it is written, or
+/// dead-letters it naming the table. `Ok(true)`: written (in a dry run: would be).
+async fn write_table(
+    ctx: &Context,
+    m: &Message,
+    payload: &[u8],
+    table: usize,
+    row: record::TableRow,
+) -> anyhow::Result<bool> {
+    let spec = &ctx.spec;
+    let row = match row {
+        Ok(row) => row,
+        Err(dl) => return dead_letter(ctx, m, *dl).await.map(|()| false),
+    };
+    if ctx.dry_run() {
+        return Ok(true);
     }
     let mut attempt = 0u32;
     loop {
         let started = Instant::now();
-        let error = match ctx.writer.write(&row).await {
+        let error = match ctx.writer.write(table, &row).await {
             Ok(()) => {
-                ctx.metrics.row_written(started.elapsed(), m.received_at_ms);
-                return Ok(());
+                ctx.metrics.row_written(table, started.elapsed());
+                return Ok(true);
             }
             Err(e) => e,
         };
@@ -358,41 +517,56 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
             let reason = error.to_string();
             // Decoded again: a rare path, and the hot one keeps no copy.
             let record = serde_json::from_slice(payload).unwrap_or(Value::Null);
-            let dl = DeadLetter::new(&spec.name, Stage::Write, reason, record, origin());
-            return dead_letter(ctx, m, dl).await;
+            let mut dl =
+                DeadLetter::new(&spec.name, Stage::Write, reason, record, origin_of(ctx, m));
+            dl.table = Some(spec.cassandra.tables[table].name.clone());
+            return dead_letter(ctx, m, dl).await.map(|()| false);
         }
         attempt += 1;
         ctx.metrics.cql_retries.inc();
         let delay = write_backoff(attempt);
-        warn!(partition = m.partition, offset = m.offset, attempt, error = %error, retry_in = ?delay, "write failed; retrying (offset not committed)");
+        let table = &spec.cassandra.tables[table].name;
+        warn!(partition = m.partition, offset = m.offset, table, attempt, error = %error, retry_in = ?delay, "write failed; retrying (offset not committed)");
         tokio::time::sleep(delay).await;
     }
 }
 
+/// Where message `m` came from, for its dead letter.
+fn origin_of(ctx: &Context, m: &Message) -> Origin {
+    Origin::Kafka {
+        topic: ctx.topic().to_owned(),
+        partition: m.partition,
+        offset: m.offset,
+    }
+}
+
 /// For a replay: the original record of the dead letter `m`, once it has passed the ingest's
-/// checks again (the schema or the key may be what was fixed). `Err` holds the outcome when
-/// it goes no further: dead-lettered again, passed over (`--since`), or left alone.
+/// checks again (the schema or the key may be what was fixed). `None` when it goes no further:
+/// dead-lettered again, passed over (`--since`), or left alone; an error only when its new dead
+/// letter could not be produced.
 async fn original(
     ctx: &Context,
-    replay: &Replay,
+    replay: Replay,
     m: &Message,
     origin: &Origin,
-) -> Result<String, anyhow::Result<()>> {
+) -> anyhow::Result<Option<String>> {
     let counts = &ctx.metrics.replay;
     add(&counts.read, 1);
     match replay::original(&m.payload, replay.since) {
         Original::Record(text) => match record::admit(&ctx.spec, &text, origin) {
-            Ok(_) => Ok(text),
-            Err(rejected) => Err(dead_letter(ctx, m, *rejected.dead_letter).await),
+            Ok(_) => Ok(Some(text)),
+            Err(rejected) => dead_letter(ctx, m, *rejected.dead_letter)
+                .await
+                .map(|()| None),
         },
         Original::Skip => {
             add(&counts.skipped, 1);
-            Err(Ok(()))
+            Ok(None)
         }
         Original::Unreadable(reason) => {
             add(&counts.unreadable, 1);
             warn!(partition = m.partition, offset = m.offset, %reason, "message of the dead-letter topic left alone");
-            Err(Ok(()))
+            Ok(None)
         }
     }
 }

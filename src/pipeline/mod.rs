@@ -1,6 +1,6 @@
 //! Wires the stages: the only module that knows them all. [`run`] builds every client first
 //! (so a bad address fails before anything moves), then runs ingest and/or load until the
-//! shutdown token is cancelled, or, with `once`, for one poll and until the loader has drained
+//! shutdown token is cancelled, or, in a [`Mode`] that ends, until the loader has drained
 //! what the topic held.
 
 mod ingest;
@@ -33,30 +33,61 @@ pub enum Half {
     Load,
 }
 
+/// What a run does and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Poll on schedule and load until stopped.
+    Live,
+    /// One poll, then load what the topic holds, and exit.
+    Once,
+    /// `aqueduct backfill`: fetch the time windows of this range once (without the live
+    /// cursor), then load like [`Mode::Once`].
+    Backfill {
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    },
+    /// `aqueduct replay`: the loader alone, over the dead-letter topic up to its end as of the
+    /// start, in the group `<group_id>-replay`; serves no metrics (the live pipeline does).
+    Replay(replay::Replay),
+}
+
+impl Mode {
+    /// What the ingest half does in this mode (`None`: it does not run).
+    fn ingest(self) -> Option<ingest::Mode> {
+        match self {
+            Mode::Live => Some(ingest::Mode::Live),
+            Mode::Once => Some(ingest::Mode::Once),
+            Mode::Backfill { from, to } => Some(ingest::Mode::Backfill { from, to }),
+            Mode::Replay(_) => None,
+        }
+    }
+
+    /// Whether the run ends by itself once the loader has read up to a drain target.
+    fn drains(self) -> bool {
+        self != Mode::Live
+    }
+}
+
 /// How to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// `None`: both halves.
+    pub mode: Mode,
+    /// `None`: both halves (a replay runs the loader only, whatever this says).
     pub only: Option<Half>,
-    /// One poll, drain, exit.
-    pub once: bool,
-    /// The loader reads the dead-letter topic and replays it (`aqueduct replay`); the spec's
-    /// `kafka.topic` and `group_id` are then the dead-letter topic and the replay group.
-    pub replay: Option<replay::Replay>,
-    /// How a `once` run shows its progress (`None`: not at all).
+    /// How a run that ends by itself shows its progress (`None`: not at all).
     pub progress: Option<progress::Display>,
-    /// `aqueduct backfill`: the ingest half fetches the time windows from the first to the
-    /// second time instead of polling (with `once`).
-    pub backfill: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl Options {
     fn runs(&self, half: Half) -> bool {
-        self.only.is_none_or(|only| only == half)
+        match self.mode {
+            Mode::Replay(_) => half == Half::Load,
+            _ => self.only.is_none_or(|only| only == half),
+        }
     }
 }
 
-/// Runs the pipeline until `shutdown` is cancelled (or, with `once`, until done).
+/// Runs the pipeline until `shutdown` is cancelled (or, in a mode that ends, until done).
 pub async fn run(
     spec: Arc<Spec>,
     options: Options,
@@ -81,26 +112,43 @@ pub async fn run(
         cassandra::ddl::ensure(&session, c).await?;
         let unsynced = cassandra::restarts::depth(&session, c).await;
         let writer = Writer::prepare(session, c).await?;
-        Some((Consumer::new(k, metrics.clone())?, writer, unsynced))
+        let input = load::Input::of(options.mode);
+        let consumer = Consumer::new(k, input.topic(k), &input.group(k), metrics.clone())?;
+        Some((consumer, input, writer, unsynced))
     } else {
         None
     };
-    if let Some(addr) = spec.metrics_address {
+    // A replay runs beside the live pipeline, which serves the metrics address.
+    let metrics_address = spec
+        .metrics_address
+        .filter(|_| !matches!(options.mode, Mode::Replay(_)));
+    if let Some(addr) = metrics_address {
         let server = serve_metrics(addr, metrics.clone(), work_done.clone()).await?;
         tasks.spawn(server);
     }
-    info!(pipeline = %spec.name, topic = %k.topic, table = %cassandra::ddl::table_name(&spec.cassandra), "pipeline started");
+    let tables: Vec<String> = spec
+        .cassandra
+        .tables
+        .iter()
+        .map(cassandra::ddl::table_name)
+        .collect();
+    info!(pipeline = %spec.name, topic = %k.topic, tables = %tables.join(", "), "pipeline started");
     if !options.runs(Half::Load) {
         // Ingest only: connected once its clients are built; the loader says so itself when
         // the group assigns it partitions.
         metrics.ready.store(true, Ordering::Relaxed);
     }
 
-    // With `once`, the loader stops when it has read up to these offsets.
+    // In a mode that ends, the loader stops when it has read up to these offsets.
     let (drain_tx, drain_rx) = watch::channel::<Option<HashMap<i32, i64>>>(None);
     // A failing half stops the other.
     let stop = shutdown.child_token();
-    if options.runs(Half::Ingest) {
+    let drain_topic = match &loader {
+        Some((_, input, _, _)) => input.topic(k).to_owned(),
+        None => k.topic.clone(),
+    };
+    let drains = options.mode.drains();
+    if let Some(mode) = options.mode.ingest().filter(|_| options.runs(Half::Ingest)) {
         let (spec, producer, metrics, stop) = (
             spec.clone(),
             producer.clone(),
@@ -108,26 +156,21 @@ pub async fn run(
             stop.clone(),
         );
         let ingest = tasks.spawn(async move {
-            let mode = match (options.backfill, options.once) {
-                (Some((from, to)), _) => ingest::Mode::Backfill { from, to },
-                (None, true) => ingest::Mode::Once,
-                (None, false) => ingest::Mode::Live,
-            };
             ingest::run(&spec, &producer, &metrics, &stop, mode).await?;
-            if options.once {
-                set_drain_target(&spec, &drain_tx).await?;
+            if drains {
+                set_drain_target(&spec, drain_topic, &drain_tx).await?;
             }
             Ok::<_, anyhow::Error>(())
         });
         work.insert(ingest.id());
-    } else if options.once {
-        set_drain_target(&spec, &drain_tx).await?;
+    } else if drains {
+        set_drain_target(&spec, drain_topic, &drain_tx).await?;
     }
-    if let (Some(display), true, true) = (options.progress, options.once, loader.is_some()) {
+    if let (Some(display), true, true) = (options.progress, drains, loader.is_some()) {
         let report = progress::report(metrics.clone(), display, work_done.clone());
         tasks.spawn(report.map(Ok));
     }
-    if let Some((consumer, writer, unsynced)) = loader {
+    if let Some((consumer, input, writer, unsynced)) = loader {
         // Node restarts, for the loader to write again what they may have lost.
         let (restarts_tx, restarts) = tokio::sync::mpsc::unbounded_channel();
         if !unsynced.is_zero() {
@@ -141,13 +184,12 @@ pub async fn run(
             writer,
             producer: producer.clone(),
             metrics: metrics.clone(),
-            replay: options.replay,
+            input,
             unsynced,
         };
         let stop = stop.clone();
-        let load = tasks.spawn(async move {
-            load::run(ctx, consumer, stop, drain_rx, restarts, options.once).await
-        });
+        let load = tasks
+            .spawn(async move { load::run(ctx, consumer, stop, drain_rx, restarts, drains).await });
         work.insert(load.id());
     }
     let mut result = Ok(());
@@ -259,15 +301,18 @@ async fn serve_metrics(
     })
 }
 
-/// Reads the topic's high watermarks: what a `once` run must load before it exits.
+/// Reads the high watermarks of the topic the loader reads: what a run that ends must load
+/// before it exits.
 async fn set_drain_target(
     spec: &Arc<Spec>,
+    topic: String,
     tx: &watch::Sender<Option<HashMap<i32, i64>>>,
 ) -> anyhow::Result<()> {
     let spec = spec.clone();
-    let targets = tokio::task::spawn_blocking(move || kafka::consume::high_watermarks(&spec.kafka))
-        .await
-        .context("reading the topic's end offsets")??;
+    let targets =
+        tokio::task::spawn_blocking(move || kafka::consume::high_watermarks(&spec.kafka, &topic))
+            .await
+            .context("reading the topic's end offsets")??;
     // The loader may be gone already (it failed); its error is the one reported.
     let _ = tx.send(Some(targets));
     Ok(())

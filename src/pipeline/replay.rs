@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use crate::dead_letter::Stage;
 
 /// How a replay runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replay {
     /// Dead letters from before this time are read and passed over.
     pub since: Option<DateTime<Utc>>,

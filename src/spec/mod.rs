@@ -233,23 +233,43 @@ pub struct Sasl {
 #[derive(Debug)]
 pub struct Cassandra {
     pub contact_points: Vec<String>,
-    pub keyspace: String,
-    pub table: String,
     /// Replication map of `CREATE KEYSPACE`, `class` first.
     pub replication: Vec<(String, String)>,
-    pub consistency: scylla::statement::Consistency,
-    pub ttl: Option<Duration>,
-    pub create: bool,
     pub concurrency: usize,
     pub request_timeout: Duration,
     pub credentials: Option<(String, Secret)>,
     pub tls: Option<Tls>,
     /// `None`: read from the node (`auto`).
     pub unsynced_window: Option<Duration>,
+    /// Every table a record is written to, at least one, in the file's order.
+    pub tables: Vec<Table>,
+}
+
+/// One table that receives a row of every record.
+#[derive(Debug)]
+pub struct Table {
+    /// The spec's name for it (`[cassandra.tables.<name>]`, or the table's name in the
+    /// one-table form): the `table` label of its metrics and dead letters.
+    pub name: String,
+    pub keyspace: String,
+    pub table: String,
+    pub consistency: scylla::statement::Consistency,
+    pub ttl: Option<Duration>,
+    /// Computes each row's write time (`USING TIMESTAMP`) from the record.
+    pub writetime: Option<Jq>,
+    pub create: bool,
     pub partition_key: Vec<String>,
     /// Clustering columns with `true` for descending order.
     pub clustering_key: Vec<(String, bool)>,
     pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// Whether `name` is a primary key column.
+    pub fn is_key(&self, name: &str) -> bool {
+        self.partition_key.iter().any(|k| k == name)
+            || self.clustering_key.iter().any(|(k, _)| k == name)
+    }
 }
 
 /// One table column and the jq expression that computes it.

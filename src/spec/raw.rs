@@ -365,28 +365,37 @@ fn default_true() -> bool {
     true
 }
 
-/// `[cassandra]`: the table that receives the rows.
+/// `[cassandra]`: the nodes, and the table that receives the rows (`table`, `partition_key`,
+/// `columns` here), or several tables that each receive a row of every record
+/// (`[cassandra.tables.<name>]`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCassandra {
     /// `host:port` of one or more nodes.
     pub contact_points: Vec<String>,
-    /// Keyspace name (letters, digits, underscore; starts with a letter).
+    /// Keyspace name (letters, digits, underscore; starts with a letter); the keyspace of every
+    /// table that names none.
     pub keyspace: String,
-    /// Table name (same rules).
-    pub table: String,
+    /// Table name (same rules), when the pipeline writes one table.
+    pub table: Option<String>,
     /// Keyspace replication, used when aqueduct creates the keyspace. Default
     /// `{ class = "SimpleStrategy", replication_factor = 1 }`.
     #[serde(default)]
     pub replication: Option<BTreeMap<String, Scalar>>,
     /// Write consistency: any, one, two, three, quorum, all, local_quorum (default),
-    /// each_quorum, local_one.
+    /// each_quorum, local_one. Every table's unless it sets its own.
     #[serde(default = "default_consistency")]
     pub consistency: String,
-    /// Time to live of written rows, e.g. "30d". Default: none.
+    /// Time to live of written rows, e.g. "30d". Default: none. Every table's unless it sets
+    /// its own.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
-    /// Create the keyspace and table if missing. Default true.
+    /// A jq expression giving each row's write time (`USING TIMESTAMP`), an RFC 3339 string
+    /// or epoch milliseconds, e.g. `.updated`. Default: none (Cassandra's time of the write).
+    /// Every table's unless it sets its own.
+    pub writetime: Option<String>,
+    /// Create the keyspaces and tables if missing. Default true. Every table's unless it sets
+    /// its own.
     #[serde(default = "default_true")]
     pub create: bool,
     /// Writes in flight at once (lanes; rows of one message key are written in order). Default
@@ -413,12 +422,50 @@ pub struct RawCassandra {
     /// QUORUM, where a single crash loses nothing).
     #[serde(default = "default_unsynced_window")]
     pub unsynced_window: String,
+    /// Partition key columns, in order (one table).
+    #[serde(default)]
+    pub partition_key: Vec<String>,
+    /// Clustering columns, in order; `"col desc"` for descending order (one table).
+    #[serde(default)]
+    pub clustering_key: Vec<String>,
+    /// The columns: `name = { type = "<CQL type>", jq = "<expression on the record>" }` (one
+    /// table).
+    #[serde(default)]
+    pub columns: BTreeMap<String, RawColumn>,
+    /// Several tables, each receiving a row of every record, by a name of yours (it labels
+    /// their metrics and dead letters): `[cassandra.tables.users_by_email]`. Instead of
+    /// `table`, `partition_key`, `clustering_key` and `columns` above.
+    #[serde(default)]
+    pub tables: BTreeMap<String, RawTable>,
+}
+
+/// One table of `[cassandra.tables.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    /// Keyspace name. Default: `cassandra.keyspace`.
+    pub keyspace: Option<String>,
+    /// Table name. Default: the table's name in the spec.
+    pub table: Option<String>,
+    /// Write consistency of this table. Default: `cassandra.consistency`.
+    pub consistency: Option<String>,
+    /// Time to live of this table's rows, e.g. "30d". Default: `cassandra.ttl`.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// A jq expression giving each row's write time (`USING TIMESTAMP`), an RFC 3339 string or
+    /// epoch milliseconds, e.g. `.updated`: an older version written later (a replay, a
+    /// backfill) never overwrites a newer one. Default: `cassandra.writetime`.
+    pub writetime: Option<String>,
+    /// Create this table (and its keyspace) if missing. Default: `cassandra.create`.
+    pub create: Option<bool>,
     /// Partition key columns, in order.
+    #[serde(default)]
     pub partition_key: Vec<String>,
     /// Clustering columns, in order; `"col desc"` for descending order.
     #[serde(default)]
     pub clustering_key: Vec<String>,
     /// The columns: `name = { type = "<CQL type>", jq = "<expression on the record>" }`.
+    #[serde(default)]
     pub columns: BTreeMap<String, RawColumn>,
 }
 

@@ -370,7 +370,7 @@ fn kafka_tls_and_sasl_become_librdkafka_settings() {
         "tls = { ca_file = \"ca.pem\" }",
     )
     .unwrap();
-    let config = crate::kafka::consumer_config(&spec.kafka);
+    let config = crate::kafka::consumer_config(&spec.kafka, &spec.kafka.group_id);
     assert_eq!(config.get("security.protocol"), Some("ssl"));
     assert_eq!(config.get("ssl.ca.location"), None, "the system's CAs");
     assert_eq!(
@@ -569,4 +569,115 @@ fn incremental_keys_are_checked() {
         errs.iter().any(|e| e.key == "kafka.cursor_topic"),
         "{errs:?}"
     );
+}
+
+#[test]
+fn several_tables_inherit_from_cassandra_and_keep_the_file_order() {
+    let spec = spec_with(
+        "",
+        r#"
+        ttl = "1d"
+        consistency = "quorum"
+        [cassandra.tables.zeta]
+        partition_key = ["id"]
+        columns.id = { type = "uuid", jq = ".id" }
+        [cassandra.tables.alpha]
+        keyspace = "other"
+        table = "alpha_by_email"
+        consistency = "one"
+        ttl = "1h"
+        create = false
+        partition_key = ["email"]
+        clustering_key = ["id desc"]
+        columns.email = { type = "text", jq = ".email" }
+        columns.id = { type = "uuid", jq = ".id" }
+        "#,
+    );
+    let tables = &spec.cassandra.tables;
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha"], "the file's order, not the names'");
+    let (zeta, alpha) = (&tables[0], &tables[1]);
+    assert_eq!(
+        (zeta.keyspace.as_str(), zeta.table.as_str()),
+        ("ks", "zeta")
+    );
+    assert_eq!(zeta.consistency, scylla::statement::Consistency::Quorum);
+    assert_eq!(zeta.ttl, Some(Duration::from_secs(86_400)));
+    assert!(zeta.create);
+    assert_eq!(
+        (alpha.keyspace.as_str(), alpha.table.as_str()),
+        ("other", "alpha_by_email")
+    );
+    assert_eq!(alpha.consistency, scylla::statement::Consistency::One);
+    assert_eq!(alpha.ttl, Some(Duration::from_secs(3600)));
+    assert!(!alpha.create);
+    assert_eq!(alpha.clustering_key, [("id".to_owned(), true)]);
+    let script = crate::cassandra::ddl::script(&spec.cassandra);
+    for statement in [
+        "CREATE KEYSPACE IF NOT EXISTS \"ks\"",
+        "CREATE KEYSPACE IF NOT EXISTS \"other\"",
+        "CREATE TABLE IF NOT EXISTS \"ks\".\"zeta\"",
+        "CREATE TABLE IF NOT EXISTS \"other\".\"alpha_by_email\"",
+    ] {
+        assert!(script.contains(statement), "{statement} in\n{script}");
+    }
+}
+
+#[test]
+fn table_mistakes_are_named_by_the_tables_key_path() {
+    let base = MINIMAL.replace(
+        "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }\n",
+        "",
+    );
+    let cases = [
+        (
+            // Both forms at once.
+            format!(
+                "{MINIMAL}[cassandra.tables.b]\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"text\", jq = \".id\" }}\n"
+            ),
+            "cassandra.tables: set either [cassandra.tables.<name>] or table",
+        ),
+        (base.clone(), "cassandra.table: name the table"),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\npartition_key = [\"uid\"]\nconsistency = \"most\"\ncolumns.id = {{ type = \"int\", jq = \".id | tostring\" }}\n"
+            ),
+            "cassandra.tables.b.partition_key: column `uid` is not in cassandra.tables.b.columns",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\npartition_key = [\"id\"]\nconsistency = \"most\"\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
+            ),
+            "cassandra.tables.b.consistency: `most` is not one of",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id | tostring\" }}\n"
+            ),
+            "cassandra.tables.b.columns.id.jq: type mismatch",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.a]\ntable = \"b\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n[cassandra.tables.b]\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
+            ),
+            "cassandra.tables.b: writes ks.b as [cassandra.tables.a] does",
+        ),
+        (
+            format!("{base}[cassandra.tables.b]\npartition_key = [\"id\"]\n"),
+            "cassandra.tables.b.columns: no columns",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\nwritetime = \".id == 1\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
+            ),
+            "cassandra.tables.b.writetime: a write time is a timestamp",
+        ),
+    ];
+    for (text, expected) in cases {
+        let messages: Vec<String> = errors(&text).iter().map(|e| e.to_string()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains(expected)),
+            "{expected:?} not in {messages:?}"
+        );
+    }
 }

@@ -784,7 +784,10 @@ async fn metrics_are_served_for_prometheus() {
         // Every row written is timed end to end, from the header the ingest set, and its write.
         format!("aqueduct_end_to_end_latency_seconds_count{{{p}}} 7"),
         format!("aqueduct_end_to_end_latency_seconds_bucket{{{p},le=\"+Inf\"}} 7"),
-        format!("aqueduct_write_latency_seconds_count{{{p}}} 7"),
+        // A record is a row in each of users.toml's two tables.
+        format!("aqueduct_write_latency_seconds_count{{{p}}} 14"),
+        format!("aqueduct_rows_written_total{{{p},table=\"created_users\"}} 7"),
+        format!("aqueduct_rows_written_total{{{p},table=\"users_by_country\"}} 7"),
         format!("aqueduct_produce_latency_seconds_count{{{p}}} 7"),
         "# TYPE aqueduct_poll_duration_seconds histogram".to_owned(),
     ] {

@@ -13,4 +13,5 @@ mod incremental;
 mod secure;
 mod stack;
 mod support;
+mod tables;
 mod try_out;

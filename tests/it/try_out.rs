@@ -30,7 +30,8 @@ async fn preview_polls_the_api_and_prints_rows_and_dead_letters() {
     let out = run(&mut cmd).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let lines = json_lines(&out.stdout);
-    assert_eq!(lines.len(), 5, "{out:?}");
+    // Two dead letters, and each of the three users a row in each of users.toml's two tables.
+    assert_eq!(lines.len(), 2 + 3 * 2, "{out:?}");
     let dead: Vec<&Value> = lines.iter().filter_map(|l| l.get("dead_letter")).collect();
     assert_eq!(dead.len(), 2, "{out:?}");
     assert_eq!(dead[0]["stage"], "validate");
@@ -40,6 +41,12 @@ async fn preview_polls_the_api_and_prints_rows_and_dead_letters() {
             .unwrap()
             .contains("\"login\" is a required property")
     );
+    let tables: Vec<&Value> = lines.iter().filter_map(|l| l.get("table")).collect();
+    assert_eq!(
+        tables,
+        ["created_users", "users_by_country"].repeat(3),
+        "{out:?}"
+    );
     let row = lines.iter().find_map(|l| l.get("row")).unwrap();
     // Every column of the spec, in its order (the text keeps it), typed: a timestamp as
     // RFC 3339.
@@ -48,7 +55,7 @@ async fn preview_polls_the_api_and_prints_rows_and_dead_letters() {
     assert!(row["dob"].as_str().unwrap().ends_with('Z'), "{row}");
     assert!(
         out.stderr
-            .contains("users: 5 records, 3 rows, 2 dead letters (validate 2)"),
+            .contains("users: 5 records, 6 rows, 2 dead letters (validate 2)"),
         "{out:?}"
     );
     assert_eq!(api.requests(), 1, "one page, no retries");
@@ -83,7 +90,7 @@ async fn preview_reads_saved_responses_or_records_and_prints_a_table() {
         "a table with the columns as header: {out:?}"
     );
     assert!(
-        out.stderr.contains("6 records, 6 rows, 0 dead letters"),
+        out.stderr.contains("6 records, 12 rows, 0 dead letters"),
         "{out:?}"
     );
 
@@ -116,7 +123,11 @@ async fn preview_reads_saved_responses_or_records_and_prints_a_table() {
     let done = child.wait_with_output().await.unwrap();
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert_eq!(done.status.code(), Some(0), "{stdout}");
-    assert_eq!(json_lines(&stdout).len(), 2, "--limit 2: {stdout}");
+    assert_eq!(
+        json_lines(&stdout).len(),
+        2 * 2,
+        "--limit 2, a row in each table: {stdout}"
+    );
 
     // A response the records expression cannot select from says so, and hints --records.
     let mut cmd = offline();
@@ -154,7 +165,7 @@ async fn the_shipped_specs_pass_their_tests() {
     let out = run(&mut cmd).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("19 cases: 19 passed, 0 failed"),
+        out.stdout.contains("21 cases: 21 passed, 0 failed"),
         "{out:?}"
     );
 }
@@ -203,9 +214,9 @@ row = {{ post_code = "87282" }}
     assert!(out.stdout.contains("ok   right"), "{out:?}");
     assert!(
         out.stdout.contains("FAIL wrong column")
-            && out
-                .stdout
-                .contains(r#"column post_code: expected "1234", got "01234""#),
+            && out.stdout.contains(
+                r#"column post_code of table created_users: expected "1234", got "01234""#
+            ),
         "{out:?}"
     );
     assert!(

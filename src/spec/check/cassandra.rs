@@ -1,5 +1,6 @@
-//! `[cassandra]`: names, replication, consistency, columns (CQL type, jq, static kind check)
-//! and the primary key.
+//! `[cassandra]`: names, replication, consistency, and per table (one in `[cassandra]`, or
+//! several in `[cassandra.tables.<name>]`) its columns (CQL type, jq, static kind check) and
+//! primary key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,7 @@ use scylla::statement::Consistency;
 use super::{Checker, security};
 use crate::cql::{CqlType, JsonKind};
 use crate::spec::raw::{RawCassandra, RawColumn, Scalar};
-use crate::spec::{Cassandra, Column, infer};
+use crate::spec::{Cassandra, Column, Table, infer};
 
 /// Cassandra's largest TTL: 20 years.
 const MAX_TTL_SECS: u64 = 630_720_000;
@@ -56,27 +57,12 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
             }
         })
         .collect();
-    for (key, value) in [
-        ("cassandra.keyspace", &raw.keyspace),
-        ("cassandra.table", &raw.table),
-    ] {
-        if !valid_identifier(value) {
-            c.err(key, format!("`{value}` is not a valid name (a letter, then letters, digits or '_'; at most 48)"));
-        }
+    if !valid_identifier(&raw.keyspace) {
+        c.err("cassandra.keyspace", not_a_name(&raw.keyspace));
     }
     let replication = replication(c, raw.replication);
-    let consistency = consistency(&raw.consistency);
-    if consistency.is_none() {
-        c.err("cassandra.consistency", format!("`{}` is not one of any, one, two, three, quorum, all, local_quorum, each_quorum, local_one", raw.consistency));
-    }
-    if let Some(ttl) = raw.ttl {
-        if ttl.as_secs() == 0 || ttl.as_secs() > MAX_TTL_SECS {
-            c.err(
-                "cassandra.ttl",
-                "must be between 1s and 20 years (Cassandra's limit)",
-            );
-        }
-    }
+    let consistency = consistency_of(c, "cassandra.consistency", &raw.consistency);
+    ttl(c, "cassandra.ttl", raw.ttl);
     if raw.concurrency == 0 {
         c.err("cassandra.concurrency", "must be at least 1");
     }
@@ -116,6 +102,176 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
             None
         }
     };
+    let defaults = Defaults {
+        keyspace: &raw.keyspace,
+        writetime: raw.writetime.as_deref(),
+        consistency: consistency.unwrap_or(Consistency::LocalQuorum),
+        ttl: raw.ttl,
+        create: raw.create,
+    };
+    let one_table = raw.table.is_some()
+        || !raw.partition_key.is_empty()
+        || !raw.clustering_key.is_empty()
+        || !raw.columns.is_empty();
+    let mut tables = Vec::new();
+    if one_table && !raw.tables.is_empty() {
+        c.err(
+            "cassandra.tables",
+            "set either [cassandra.tables.<name>] or table, partition_key and columns in [cassandra], not both",
+        );
+    } else if one_table || raw.tables.is_empty() {
+        let name = raw.table.unwrap_or_else(|| {
+            c.err(
+                "cassandra.table",
+                "name the table that receives the rows (or several in [cassandra.tables.<name>])",
+            );
+            String::new()
+        });
+        let parts = Parts {
+            keyspace: None,
+            table: Some(name.clone()),
+            consistency: None,
+            ttl: None,
+            writetime: None,
+            create: None,
+            partition_key: raw.partition_key,
+            clustering_key: raw.clustering_key,
+            columns: raw.columns,
+        };
+        tables.push(table(c, "cassandra", name, parts, &defaults));
+    } else {
+        for (name, raw) in raw.tables {
+            let at = format!("cassandra.tables.{name}");
+            if !valid_identifier(&name) {
+                c.err(&at, format!("`{name}` is not a valid table name in the spec (a letter, then letters, digits or '_')"));
+            }
+            let parts = Parts {
+                keyspace: raw.keyspace,
+                table: raw.table,
+                consistency: raw.consistency,
+                ttl: raw.ttl,
+                writetime: raw.writetime,
+                create: raw.create,
+                partition_key: raw.partition_key,
+                clustering_key: raw.clustering_key,
+                columns: raw.columns,
+            };
+            tables.push(table(c, &at, name, parts, &defaults));
+        }
+        // In the file's order: DDL, preview and metrics read as written.
+        tables.sort_by_key(|t| {
+            c.locator
+                .key_position(&format!("cassandra.tables.{}", t.name))
+                .unwrap_or((usize::MAX, 0))
+        });
+        for (i, t) in tables.iter().enumerate() {
+            if let Some(other) = tables[..i]
+                .iter()
+                .find(|o| o.keyspace == t.keyspace && o.table == t.table)
+            {
+                c.err(
+                    &format!("cassandra.tables.{}", t.name),
+                    format!(
+                        "writes {}.{} as [cassandra.tables.{}] does",
+                        t.keyspace, t.table, other.name
+                    ),
+                );
+            }
+        }
+    }
+    Some(Cassandra {
+        contact_points,
+        replication: replication?,
+        concurrency: raw.concurrency,
+        request_timeout: raw.request_timeout,
+        credentials,
+        tls,
+        unsynced_window,
+        tables,
+    })
+}
+
+fn not_a_name(value: &str) -> String {
+    format!("`{value}` is not a valid name (a letter, then letters, digits or '_'; at most 48)")
+}
+
+fn consistency_of(c: &mut Checker, key: &str, name: &str) -> Option<Consistency> {
+    let found = consistency(name);
+    if found.is_none() {
+        c.err(key, format!("`{name}` is not one of any, one, two, three, quorum, all, local_quorum, each_quorum, local_one"));
+    }
+    found
+}
+
+fn ttl(c: &mut Checker, key: &str, ttl: Option<std::time::Duration>) {
+    if let Some(ttl) = ttl
+        && (ttl.as_secs() == 0 || ttl.as_secs() > MAX_TTL_SECS)
+    {
+        c.err(key, "must be between 1s and 20 years (Cassandra's limit)");
+    }
+}
+
+/// A write time expression: compiled, and held against the JSON a timestamp takes.
+fn writetime(c: &mut Checker, key: &str, code: &str) -> Option<crate::jq::Jq> {
+    let jq = c.jq(key, code)?;
+    if let Some(kinds) = infer::kinds(code) {
+        let yields: Vec<JsonKind> = kinds.into_iter().filter(|k| *k != JsonKind::Null).collect();
+        if !yields.is_empty() && !yields.iter().any(|k| CqlType::Timestamp.accepts(*k)) {
+            let what: Vec<String> = yields.iter().map(|k| k.to_string()).collect();
+            c.err(
+                key,
+                format!(
+                    "a write time is a timestamp (RFC 3339 or epoch milliseconds), but `{code}` can only yield {}",
+                    what.join(" or ")
+                ),
+            );
+        }
+    }
+    Some(jq)
+}
+
+/// What a table takes from `[cassandra]` when it does not say.
+struct Defaults<'a> {
+    keyspace: &'a str,
+    writetime: Option<&'a str>,
+    consistency: Consistency,
+    ttl: Option<std::time::Duration>,
+    create: bool,
+}
+
+/// A table's keys as the file gives them, in either form.
+struct Parts {
+    keyspace: Option<String>,
+    table: Option<String>,
+    consistency: Option<String>,
+    ttl: Option<std::time::Duration>,
+    writetime: Option<String>,
+    create: Option<bool>,
+    partition_key: Vec<String>,
+    clustering_key: Vec<String>,
+    columns: BTreeMap<String, RawColumn>,
+}
+
+/// Checks one table; `at` is its key path (`cassandra` or `cassandra.tables.<name>`).
+fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Defaults) -> Table {
+    let keyspace = raw.keyspace.unwrap_or_else(|| defaults.keyspace.to_owned());
+    if keyspace != defaults.keyspace && !valid_identifier(&keyspace) {
+        c.err(&format!("{at}.keyspace"), not_a_name(&keyspace));
+    }
+    let table = raw.table.unwrap_or_else(|| name.clone());
+    if !table.is_empty() && !valid_identifier(&table) {
+        c.err(&format!("{at}.table"), not_a_name(&table));
+    }
+    let consistency = match &raw.consistency {
+        Some(text) => consistency_of(c, &format!("{at}.consistency"), text),
+        None => None,
+    };
+    ttl(c, &format!("{at}.ttl"), raw.ttl);
+    let writetime = match (&raw.writetime, defaults.writetime) {
+        (Some(code), _) => writetime(c, &format!("{at}.writetime"), code),
+        (None, Some(code)) => writetime(c, "cassandra.writetime", code),
+        (None, None) => None,
+    };
     // The key is checked against every column named, even one whose expression is broken.
     let declared: Vec<(String, Option<CqlType>)> = raw
         .columns
@@ -123,25 +279,20 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
         .map(|(name, col)| (name.clone(), col.cql_type.parse().ok()))
         .collect();
     let (partition_key, clustering_key) =
-        primary_key(c, &raw.partition_key, &raw.clustering_key, &declared);
-    let columns = columns(c, raw.columns);
-    Some(Cassandra {
-        contact_points,
-        keyspace: raw.keyspace,
-        table: raw.table,
-        replication: replication?,
-        consistency: consistency?,
-        ttl: raw.ttl,
-        create: raw.create,
-        concurrency: raw.concurrency,
-        request_timeout: raw.request_timeout,
-        credentials,
-        tls,
-        unsynced_window,
+        primary_key(c, at, &raw.partition_key, &raw.clustering_key, &declared);
+    let columns = columns(c, at, raw.columns);
+    Table {
+        name,
+        keyspace,
+        table,
+        consistency: consistency.unwrap_or(defaults.consistency),
+        ttl: raw.ttl.or(defaults.ttl),
+        writetime,
+        create: raw.create.unwrap_or(defaults.create),
         partition_key,
         clustering_key,
         columns,
-    })
+    }
 }
 
 fn replication(
@@ -190,16 +341,16 @@ fn replication(
     Some(out)
 }
 
-fn columns(c: &mut Checker, raw: BTreeMap<String, RawColumn>) -> Vec<Column> {
+fn columns(c: &mut Checker, at: &str, raw: BTreeMap<String, RawColumn>) -> Vec<Column> {
     if raw.is_empty() {
         c.err(
-            "cassandra.columns",
+            &format!("{at}.columns"),
             "no columns: add `name = { type = \"text\", jq = \".field\" }`",
         );
     }
     let mut out = Vec::new();
     for (name, col) in raw {
-        let key = format!("cassandra.columns.{name}");
+        let key = format!("{at}.columns.{name}");
         if !valid_identifier(&name) {
             c.err(&key, format!("`{name}` is not a valid column name"));
         }
@@ -233,7 +384,7 @@ fn columns(c: &mut Checker, raw: BTreeMap<String, RawColumn>) -> Vec<Column> {
     // environment variables come last.
     out.sort_by_key(|col| {
         c.locator
-            .key_position(&format!("cassandra.columns.{}", col.name))
+            .key_position(&format!("{at}.columns.{}", col.name))
             .unwrap_or((usize::MAX, 0))
     });
     out
@@ -241,13 +392,16 @@ fn columns(c: &mut Checker, raw: BTreeMap<String, RawColumn>) -> Vec<Column> {
 
 fn primary_key(
     c: &mut Checker,
+    at: &str,
     partition: &[String],
     clustering: &[String],
     columns: &[(String, Option<CqlType>)],
 ) -> (Vec<String>, Vec<(String, bool)>) {
+    let partition_key = format!("{at}.partition_key");
+    let clustering_key_at = format!("{at}.clustering_key");
     if partition.is_empty() {
         c.err(
-            "cassandra.partition_key",
+            &partition_key,
             "name at least one column, e.g. partition_key = [\"id\"]",
         );
     }
@@ -260,7 +414,7 @@ fn primary_key(
         }
         seen.push(name.to_owned());
         match columns.iter().find(|(col, _)| col == name) {
-            None => c.err(key, format!("column `{name}` is not in cassandra.columns")),
+            None => c.err(key, format!("column `{name}` is not in {at}.columns")),
             Some((_, Some(ty))) if ty.is_collection() => c.err(
                 key,
                 format!("column `{name}` is a {ty}; a primary key column cannot be a collection"),
@@ -270,7 +424,7 @@ fn primary_key(
     };
     let mut names = Vec::new();
     for name in partition {
-        check_column(c, "cassandra.partition_key", name, &mut names);
+        check_column(c, &partition_key, name, &mut names);
     }
     let mut clustering_key = Vec::new();
     for entry in clustering {
@@ -282,13 +436,13 @@ fn primary_key(
             Some(w) if w == "desc" => true,
             Some(w) => {
                 c.err(
-                    "cassandra.clustering_key",
+                    &clustering_key_at,
                     format!("`{w}` in `{entry}` is not asc or desc"),
                 );
                 false
             }
         };
-        check_column(c, "cassandra.clustering_key", name, &mut names);
+        check_column(c, &clustering_key_at, name, &mut names);
         clustering_key.push((name.to_owned(), desc));
     }
     (partition.to_vec(), clustering_key)

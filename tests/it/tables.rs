@@ -1,0 +1,296 @@
+//! Several tables from one read of the topic (`[cassandra.tables.<name>]`), on the real Kafka
+//! and Cassandra: every table gets its row, a row one table refuses is dead-lettered naming
+//! that table while the others still get theirs, and the message is committed once.
+
+use scylla::value::CqlTimestamp;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::{
+    Api, Pipeline, aqueduct, cassandra_addr, count_rows, kafka_addr, run, services_up, session,
+    spec_file, topic_messages, unique,
+};
+
+fn millis(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis()
+}
+
+type CountryRow = (String, CqlTimestamp, Uuid, String, String, String);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_toml_writes_both_query_tables_from_one_read() {
+    if !services_up("users_toml_writes_both_query_tables") {
+        return;
+    }
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=tables"), 30);
+    let out = run(&mut p.command(&["run", "--once"])).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("written=30"), "{out:?}");
+    let s = session().await;
+    assert_eq!(p.row_count().await, 30);
+    let rows = s
+        .query_unpaged(
+            format!(
+                "SELECT country, registered_date, id, first_name, last_name, email FROM {}.users_by_country",
+                p.keyspace
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let mut got: Vec<CountryRow> = rows
+        .rows::<CountryRow>()
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let str_of = |v: &Value| v.as_str().unwrap().to_owned();
+    let mut want: Vec<CountryRow> = (0..30)
+        .map(|i| {
+            let u = aqueduct::standin::user("tables", 1, i, false);
+            (
+                str_of(&u["location"]["country"]),
+                CqlTimestamp(millis(u["registered"]["date"].as_str().unwrap())),
+                Uuid::parse_str(u["login"]["uuid"].as_str().unwrap()).unwrap(),
+                str_of(&u["name"]["first"]),
+                str_of(&u["name"]["last"]),
+                str_of(&u["email"]),
+            )
+        })
+        .collect();
+    let key = |r: &CountryRow| (r.0.clone(), r.2);
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(got, want);
+    // Newest sign-ups first within a country, as the clustering order says.
+    let country = &want[0].0;
+    let rows = s
+        .query_unpaged(
+            format!(
+                "SELECT registered_date FROM {}.users_by_country WHERE country = ?",
+                p.keyspace
+            ),
+            (country,),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let times: Vec<i64> = rows
+        .rows::<(CqlTimestamp,)>()
+        .unwrap()
+        .map(|r| r.unwrap().0.0)
+        .collect();
+    assert!(
+        !times.is_empty() && times.windows(2).all(|w| w[0] >= w[1]),
+        "{times:?}"
+    );
+    assert!(topic_messages(&p.dead_letter_topic).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_one_table_refuses_is_dead_lettered_naming_it_and_the_others_are_written() {
+    if !services_up("a_row_one_table_refuses") {
+        return;
+    }
+    let api = Api::start().await;
+    let topic = unique("tables");
+    let keyspace = unique("ks");
+    // Table `by_code` takes the postcode as an int: numeric postcodes map, string ones (GB,
+    // NO, CA) cannot; table `by_id` takes every user.
+    let (_dir, spec) = spec_file(&format!(
+        r#"
+        name = "twotables"
+        [source]
+        url = "{}"
+        schedule = {{ every = "1h" }}
+        records = ".results[]"
+        [kafka]
+        bootstrap_servers = "{}"
+        topic = "{topic}"
+        key = ".login.uuid"
+        group_id = "{topic}"
+        [cassandra]
+        contact_points = ["{}"]
+        keyspace = "{keyspace}"
+        [cassandra.tables.by_id]
+        partition_key = ["id"]
+        columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+        columns.email = {{ type = "text", jq = ".email" }}
+        [cassandra.tables.by_code]
+        table = "users_by_post_code"
+        partition_key = ["post_code"]
+        clustering_key = ["id"]
+        columns.post_code = {{ type = "int", jq = ".location.postcode" }}
+        columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+        "#,
+        api.url("seed=twotables&results=40"),
+        kafka_addr(),
+        cassandra_addr()
+    ));
+    let mut cmd = aqueduct();
+    cmd.args(["run", "--once"]).arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let users: Vec<Value> = (0..40)
+        .map(|i| aqueduct::standin::user("twotables", 1, i, false))
+        .collect();
+    let numeric = users
+        .iter()
+        .filter(|u| u["location"]["postcode"].is_number())
+        .count();
+    assert!(
+        numeric > 0 && numeric < 40,
+        "the sample must hold both kinds"
+    );
+    let s = session().await;
+    assert_eq!(count_rows(&s, &format!("{keyspace}.by_id")).await, 40);
+    assert_eq!(
+        count_rows(&s, &format!("{keyspace}.users_by_post_code")).await,
+        numeric as i64
+    );
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert_eq!(dead.len(), 40 - numeric);
+    for (key, letter) in &dead {
+        assert_eq!(letter["stage"], "map", "{letter}");
+        assert_eq!(letter["table"], "by_code", "{letter}");
+        assert_eq!(letter["column"], "post_code", "{letter}");
+        assert_eq!(key.as_deref(), letter["record"]["login"]["uuid"].as_str());
+        assert!(!letter["record"]["location"]["postcode"].is_number());
+    }
+    // Every message was committed: a second loader in the group has nothing left to do.
+    let mut cmd = aqueduct();
+    cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
+    let out = run(&mut cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("written=0"), "{out:?}");
+    assert_eq!(topic_messages(&format!("{topic}_dlq")).len(), 40 - numeric);
+}
+
+/// Produces `records` to `topic`, keyed by their `id`.
+async fn produce(topic: &str, records: &[Value]) {
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    for r in records {
+        let key = r["id"].as_str().unwrap_or_default().to_owned();
+        let payload = r.to_string();
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&payload),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_time_from_the_record_keeps_an_older_version_from_overwriting_a_newer_one() {
+    if !services_up("a_write_time_from_the_record") {
+        return;
+    }
+    let topic = unique("writetime");
+    let keyspace = unique("ks");
+    // `versions` writes with the record's `updated` as its write time; `arrivals` (no
+    // writetime) keeps whatever was written last.
+    let (_dir, spec) = spec_file(&format!(
+        r#"
+        name = "writetime"
+        [source]
+        url = "http://127.0.0.1:1/"
+        schedule = {{ every = "1h" }}
+        [kafka]
+        bootstrap_servers = "{}"
+        topic = "{topic}"
+        group_id = "{topic}"
+        [cassandra]
+        contact_points = ["{}"]
+        keyspace = "{keyspace}"
+        [cassandra.tables.versions]
+        writetime = ".updated"
+        partition_key = ["id"]
+        columns.id = {{ type = "text", jq = ".id" }}
+        columns.name = {{ type = "text", jq = ".name" }}
+        [cassandra.tables.arrivals]
+        partition_key = ["id"]
+        columns.id = {{ type = "text", jq = ".id" }}
+        columns.name = {{ type = "text", jq = ".name" }}
+        "#,
+        kafka_addr(),
+        cassandra_addr()
+    ));
+    let load = || {
+        let mut cmd = aqueduct();
+        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
+        cmd
+    };
+    // A first run creates the topics (the broker does not auto-create them).
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let newer = "2026-12-01T10:00:00.123Z";
+    produce(
+        &topic,
+        &[serde_json::json!({"id": "u1", "name": "new", "updated": newer})],
+    )
+    .await;
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // The older version arrives later (a replay, a backfill): it must not win in `versions`.
+    produce(
+        &topic,
+        &[
+            serde_json::json!({"id": "u1", "name": "old", "updated": "2026-11-01T00:00:00Z"}),
+            serde_json::json!({"id": "u2", "name": "no time"}),
+        ],
+    )
+    .await;
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let s = session().await;
+    let read =
+        |table: &str| format!("SELECT name, WRITETIME(name) FROM {keyspace}.{table} WHERE id = ?");
+    let row = |rows: scylla::response::query_result::QueryRowsResult| {
+        rows.single_row::<(String, i64)>().unwrap()
+    };
+    let versions = s
+        .query_unpaged(read("versions"), ("u1",))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let (name, writetime) = row(versions);
+    assert_eq!(name, "new");
+    assert_eq!(
+        writetime,
+        millis(newer) * 1000,
+        "WRITETIME() is the record's"
+    );
+    let arrivals = s
+        .query_unpaged(read("arrivals"), ("u1",))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(
+        row(arrivals).0,
+        "old",
+        "without a write time the last write wins"
+    );
+    // A record without its time is dead-lettered for `versions` only.
+    assert_eq!(count_rows(&s, &format!("{keyspace}.versions")).await, 1);
+    assert_eq!(count_rows(&s, &format!("{keyspace}.arrivals")).await, 2);
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = &dead[0].1;
+    assert_eq!(letter["table"], "versions", "{letter}");
+    assert_eq!(letter["column"], "writetime", "{letter}");
+    assert_eq!(letter["record"]["id"], "u2", "{letter}");
+}

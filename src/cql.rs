@@ -46,7 +46,15 @@ pub enum CqlType {
     List(Box<CqlType>),
     Set(Box<CqlType>),
     Map(Box<CqlType>, Box<CqlType>),
+    /// `tuple<T1, T2, ...>`: a JSON array of exactly that many values, nulls allowed.
+    Tuple(Vec<CqlType>),
+    /// `vector<T, n>` (Cassandra 5.0): a JSON array of exactly `n` values, no nulls; what SAI
+    /// indexes search (`vector<float, n>`).
+    Vector(Box<CqlType>, usize),
 }
+
+/// The most dimensions a vector column may have (Cassandra's limit).
+const MAX_DIMENSIONS: usize = 8192;
 
 /// The kinds of JSON value; used to check statically that an expression can feed a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +100,34 @@ impl FromStr for CqlType {
                 .ok_or_else(|| format!("`{s}`: a map needs two types, map<key, value>"))?;
             return Ok(CqlType::Map(Box::new(k.parse()?), Box::new(v.parse()?)));
         }
+        if let Some(inner) = generic(&lower, "tuple") {
+            if inner.is_empty() {
+                return Err(format!(
+                    "`{s}`: a tuple needs at least one type, tuple<T1, T2>"
+                ));
+            }
+            let members = split_all(inner)
+                .into_iter()
+                .map(str::parse)
+                .collect::<Result<Vec<CqlType>, String>>()?;
+            return Ok(CqlType::Tuple(members));
+        }
+        if let Some(inner) = generic(&lower, "vector") {
+            let usage =
+                || format!("`{s}`: a vector is vector<type, dimensions>, e.g. vector<float, 384>");
+            let (t, n) = split_pair(inner).ok_or_else(usage)?;
+            let n: usize = n.trim().parse().map_err(|_| usage())?;
+            if n == 0 || n > MAX_DIMENSIONS {
+                return Err(format!(
+                    "`{s}`: a vector has 1 to {MAX_DIMENSIONS} dimensions"
+                ));
+            }
+            let t: CqlType = t.parse()?;
+            if t.is_collection() || matches!(t, CqlType::Vector(..)) {
+                return Err(format!("`{s}`: a vector holds simple values"));
+            }
+            return Ok(CqlType::Vector(Box::new(t), n));
+        }
         Ok(match lower.as_str() {
             "ascii" => CqlType::Ascii,
             "bigint" => CqlType::Bigint,
@@ -113,7 +149,7 @@ impl FromStr for CqlType {
             "varint" => CqlType::Varint,
             _ => {
                 return Err(format!(
-                    "unknown CQL type `{s}` (supported: ascii, bigint, blob, boolean, date, decimal, double, float, inet, int, smallint, text, varchar, time, timestamp, timeuuid, tinyint, uuid, varint, list<T>, set<T>, map<K, V>)"
+                    "unknown CQL type `{s}` (supported: ascii, bigint, blob, boolean, date, decimal, double, float, inet, int, smallint, text, varchar, time, timestamp, timeuuid, tinyint, uuid, varint, list<T>, set<T>, map<K, V>, tuple<T1, T2, ...>, vector<T, n>)"
                 ));
             }
         })
@@ -124,6 +160,18 @@ impl FromStr for CqlType {
 fn generic<'a>(s: &'a str, name: &str) -> Option<&'a str> {
     let rest = s.strip_prefix(name)?.trim_start();
     rest.strip_prefix('<')?.strip_suffix('>').map(str::trim)
+}
+
+/// Splits `a, b, c` at its top-level commas.
+fn split_all(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((first, tail)) = split_pair(rest) {
+        out.push(first.trim());
+        rest = tail;
+    }
+    out.push(rest.trim());
+    out
 }
 
 /// Splits `k, v` at the top-level comma (types may nest: `map<text, frozen<list<int>>>`).
@@ -154,6 +202,11 @@ impl fmt::Display for CqlType {
             CqlType::List(t) => write!(f, "list<{}>", inner(t)),
             CqlType::Set(t) => write!(f, "set<{}>", inner(t)),
             CqlType::Map(k, v) => write!(f, "map<{}, {}>", inner(k), inner(v)),
+            CqlType::Tuple(members) => {
+                let members: Vec<String> = members.iter().map(inner).collect();
+                write!(f, "tuple<{}>", members.join(", "))
+            }
+            CqlType::Vector(t, n) => write!(f, "vector<{t}, {n}>"),
             simple => f.write_str(match simple {
                 CqlType::Ascii => "ascii",
                 CqlType::Bigint => "bigint",
@@ -173,9 +226,11 @@ impl fmt::Display for CqlType {
                 CqlType::Tinyint => "tinyint",
                 CqlType::Uuid => "uuid",
                 CqlType::Varint => "varint",
-                CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..) => {
-                    unreachable!("handled above")
-                }
+                CqlType::List(_)
+                | CqlType::Set(_)
+                | CqlType::Map(..)
+                | CqlType::Tuple(_)
+                | CqlType::Vector(..) => unreachable!("handled above"),
             }),
         }
     }
@@ -220,7 +275,7 @@ impl CqlType {
                     | Timeuuid
                     | Uuid
             ),
-            JsonKind::Array => matches!(self, List(_) | Set(_)),
+            JsonKind::Array => matches!(self, List(_) | Set(_) | Tuple(_) | Vector(..)),
             JsonKind::Object => matches!(self, Map(..)),
         }
     }
@@ -308,6 +363,31 @@ impl CqlType {
             ),
             (CqlType::List(t), Value::Array(items)) => CqlValue::List(elements(t, items)?),
             (CqlType::Set(t), Value::Array(items)) => CqlValue::Set(elements(t, items)?),
+            (CqlType::Tuple(members), Value::Array(items)) if items.len() == members.len() => {
+                CqlValue::Tuple(
+                    members
+                        .iter()
+                        .zip(items)
+                        .map(|(t, v)| {
+                            if v.is_null() {
+                                Ok(None)
+                            } else {
+                                t.convert(v).map(Some)
+                            }
+                        })
+                        .collect::<Result<_, String>>()?,
+                )
+            }
+            (CqlType::Vector(t, n), Value::Array(items)) if items.len() == *n => {
+                CqlValue::Vector(elements(t, items)?)
+            }
+            (CqlType::Tuple(_) | CqlType::Vector(..), Value::Array(items)) => {
+                return Err(format!(
+                    "expected {} for {self}, got {} value(s)",
+                    self.expected(),
+                    items.len()
+                ));
+            }
             (CqlType::Map(k, t), Value::Object(entries)) => CqlValue::Map(
                 entries
                     .iter()
@@ -318,8 +398,13 @@ impl CqlType {
         })
     }
 
-    fn expected(&self) -> &'static str {
+    fn expected(&self) -> String {
         use CqlType::*;
+        match self {
+            Tuple(members) => return format!("an array of {} value(s)", members.len()),
+            Vector(_, n) => return format!("an array of {n} values"),
+            _ => {}
+        }
         match self {
             Ascii | Text => "a string",
             Boolean => "a boolean",
@@ -332,9 +417,10 @@ impl CqlType {
             Time => "an HH:MM:SS string or nanoseconds since midnight",
             Inet => "an IP address string",
             Blob => "a base64 string",
-            List(_) | Set(_) => "an array",
+            List(_) | Set(_) | Tuple(_) | Vector(..) => "an array",
             Map(..) => "an object",
         }
+        .to_owned()
     }
 }
 
@@ -425,9 +511,15 @@ pub fn to_json(v: &CqlValue) -> Value {
         }
         CqlValue::Inet(ip) => json!(ip.to_string()),
         CqlValue::Blob(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
-        CqlValue::List(items) | CqlValue::Set(items) => {
+        CqlValue::List(items) | CqlValue::Set(items) | CqlValue::Vector(items) => {
             Value::Array(items.iter().map(to_json).collect())
         }
+        CqlValue::Tuple(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| v.as_ref().map_or(Value::Null, to_json))
+                .collect(),
+        ),
         CqlValue::Map(entries) => Value::Object(
             entries
                 .iter()
@@ -669,6 +761,55 @@ mod tests {
         assert!(err("list<int>", json!([1, null])).contains("cannot hold null"));
         assert!(err("list<int>", json!([1, "x"])).contains("got \"x\""));
         assert!(err("list<int>", json!({"a": 1})).contains("expected an array"));
+    }
+
+    #[test]
+    fn tuples_and_vectors_hold_exactly_their_members() {
+        let tuple = t("frozen<tuple<int, text, list<double>>>");
+        assert_eq!(tuple.to_string(), "tuple<int, text, frozen<list<double>>>");
+        assert_eq!(
+            tuple.to_cql(json!([1, null, [0.5]])),
+            Ok(Some(CqlValue::Tuple(vec![
+                Some(CqlValue::Int(1)),
+                None,
+                Some(CqlValue::List(vec![CqlValue::Double(0.5)]))
+            ])))
+        );
+        assert_eq!(
+            tuple.to_cql(json!([1, "a"])).unwrap_err(),
+            "expected an array of 3 value(s) for tuple<int, text, frozen<list<double>>>, got 2 value(s)"
+        );
+        let vector = t("vector<float, 3>");
+        assert_eq!(vector.to_string(), "vector<float, 3>");
+        assert_eq!(
+            vector.to_cql(json!([0.25, -1, 2.5])),
+            Ok(Some(CqlValue::Vector(vec![
+                CqlValue::Float(0.25),
+                CqlValue::Float(-1.0),
+                CqlValue::Float(2.5)
+            ])))
+        );
+        assert_eq!(
+            vector.to_cql(json!([0.25, 1])).unwrap_err(),
+            "expected an array of 3 values for vector<float, 3>, got 2 value(s)"
+        );
+        assert!(vector.to_cql(json!([0.25, null, 1])).is_err());
+        for bad in [
+            "vector<float>",
+            "vector<float, 0>",
+            "vector<float, x>",
+            "vector<list<int>, 2>",
+            "tuple<>",
+        ] {
+            assert!(bad.parse::<CqlType>().is_err(), "{bad}");
+        }
+        for (ty, v) in [
+            (&tuple, json!([1, null, [0.5]])),
+            (&vector, json!([0.25, -1.0, 2.5])),
+        ] {
+            let cql = ty.to_cql(v.clone()).unwrap().unwrap();
+            assert_eq!(to_json(&cql), v);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use scylla::value::CqlValue;
 
 use crate::cql::{CqlType, Row};
 use crate::jq::{Input, Json};
-use crate::spec::Table;
+use crate::spec::{Table, Ttl};
 
 /// Why a record could not become a row; it names the column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +24,9 @@ pub fn row(t: &Table, record: &Json) -> Result<Row, MapError> {
 /// table's, so it is converted for jaq at most once.
 pub fn row_of(t: &Table, input: &Input) -> Result<Row, MapError> {
     let mut row = columns(t, input)?;
+    if let Some(Ttl::Jq(jq)) = &t.ttl {
+        row.push(Some(ttl(jq, input)?));
+    }
     if let Some(jq) = &t.writetime {
         row.push(Some(writetime(jq, input)?));
     }
@@ -50,6 +53,33 @@ fn writetime(jq: &crate::jq::Jq, input: &Input) -> Result<CqlValue, MapError> {
 
 /// How a failing write time is named in its dead letter's `column`.
 pub const WRITETIME: &str = "writetime";
+
+/// How a failing time to live is named in its dead letter's `column`.
+pub const TTL: &str = "ttl";
+
+/// Cassandra's largest time to live: 20 years, in seconds.
+const MAX_TTL_SECS: i64 = 630_720_000;
+
+/// The time to live of `USING TTL ?`: whole seconds; null is none (0).
+fn ttl(jq: &crate::jq::Jq, input: &Input) -> Result<CqlValue, MapError> {
+    let fail = |message: String| MapError {
+        column: TTL.to_owned(),
+        message,
+    };
+    let value = jq
+        .run_one_on(input)
+        .map_err(|e| fail(format!("jq `{}` failed: {e}", jq.code())))?;
+    match CqlType::Int.to_cql(value).map_err(fail)? {
+        None => Ok(CqlValue::Int(0)),
+        Some(CqlValue::Int(s)) if (0..=MAX_TTL_SECS).contains(&i64::from(s)) => {
+            Ok(CqlValue::Int(s))
+        }
+        Some(other) => Err(fail(format!(
+            "{} is not a time to live in seconds (0 to 20 years)",
+            crate::cql::to_json(&other)
+        ))),
+    }
+}
 
 fn columns(t: &Table, input: &Input) -> Result<Row, MapError> {
     t.columns

@@ -6,7 +6,7 @@ use scylla::client::session::Session;
 
 use super::Error;
 use crate::cql::CqlType;
-use crate::spec::{Cassandra, Table};
+use crate::spec::{Cassandra, Table, Ttl};
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -36,6 +36,7 @@ pub fn script(c: &Cassandra) -> String {
         .map(|keyspace| create_keyspace(c, keyspace))
         .collect();
     statements.extend(c.tables.iter().map(create_table));
+    statements.extend(c.tables.iter().flat_map(create_indexes));
     statements
         .iter()
         .map(|s| format!("{s};\n"))
@@ -86,8 +87,32 @@ pub fn create_table(c: &Table) -> String {
     cql
 }
 
-/// The prepared upsert: every column bound, in spec order, then the write time if the table
-/// takes it from the record.
+/// `CREATE INDEX IF NOT EXISTS ... USING 'sai'` for each of the table's indexes.
+pub fn create_indexes(t: &Table) -> Vec<String> {
+    t.indexes
+        .iter()
+        .map(|index| {
+            let mut cql = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({}) USING 'sai'",
+                quote(&index.name),
+                table_name(t),
+                quote(&index.column)
+            );
+            if !index.options.is_empty() {
+                let options: Vec<String> = index
+                    .options
+                    .iter()
+                    .map(|(k, v)| format!("'{k}': '{v}'"))
+                    .collect();
+                cql.push_str(&format!(" WITH OPTIONS = {{{}}}", options.join(", ")));
+            }
+            cql
+        })
+        .collect()
+}
+
+/// The prepared upsert: every column bound, in spec order, then the time to live and the
+/// write time if the table takes them from the record.
 pub fn insert(c: &Table) -> String {
     let names: Vec<String> = c.columns.iter().map(|col| quote(&col.name)).collect();
     let markers = vec!["?"; names.len()].join(", ");
@@ -96,10 +121,15 @@ pub fn insert(c: &Table) -> String {
         table_name(c),
         names.join(", ")
     );
-    // The write time, when the record gives it, is bound last (see `map::row_of`).
+    // A time to live and a write time the record gives are bound after the columns, in this
+    // order (see `map::row_of`).
     let using: Vec<String> = c
         .ttl
-        .map(|ttl| format!("TTL {}", ttl.as_secs()))
+        .as_ref()
+        .map(|ttl| match ttl {
+            Ttl::Fixed(d) => format!("TTL {}", d.as_secs()),
+            Ttl::Jq(_) => "TTL ?".to_owned(),
+        })
         .into_iter()
         .chain(c.writetime.as_ref().map(|_| "TIMESTAMP ?".to_owned()))
         .collect();
@@ -117,6 +147,12 @@ pub async fn ensure(session: &Session, c: &Cassandra) -> Result<(), Error> {
         .map(|keyspace| create_keyspace(c, keyspace))
         .collect();
     statements.extend(c.tables.iter().filter(|t| t.create).map(create_table));
+    statements.extend(
+        c.tables
+            .iter()
+            .filter(|t| t.create)
+            .flat_map(create_indexes),
+    );
     if !statements.is_empty() {
         for cql in statements {
             session

@@ -8,15 +8,17 @@ use scylla::statement::prepared::PreparedStatement;
 
 use super::{Error, ddl};
 use crate::cql::Row;
-use crate::spec::Cassandra;
+use crate::spec::{Cassandra, Nulls};
+use scylla::value::{CqlValue, MaybeUnset};
 
 /// Writes rows with a prepared, idempotent `INSERT` (an upsert by primary key) per table, in
 /// the spec's order of tables.
 #[derive(Clone)]
 pub struct Writer {
     session: Arc<Session>,
-    /// Per table: the upsert and the table's quoted name, for errors.
-    inserts: Vec<(PreparedStatement, String)>,
+    /// Per table: the upsert, the table's quoted name (for errors), and whether nulls are
+    /// left unset.
+    inserts: Vec<(PreparedStatement, String, bool)>,
 }
 
 impl Writer {
@@ -38,7 +40,7 @@ impl Writer {
             // An upsert by primary key may be retried by the driver without changing the
             // result.
             insert.set_is_idempotent(true);
-            inserts.push((insert, ddl::table_name(t)));
+            inserts.push((insert, ddl::table_name(t), t.nulls == Nulls::Unset));
         }
         Ok(Writer { session, inserts })
     }
@@ -50,14 +52,20 @@ impl Writer {
 
     /// Writes one row to the spec's `table`-th table; the error says which table.
     pub async fn write(&self, table: usize, row: &Row) -> Result<(), Error> {
-        let (insert, name) = &self.inserts[table];
-        self.session
-            .execute_unpaged(insert, row)
-            .await
-            .map(|_| ())
-            .map_err(|source| Error::Statement {
-                what: format!("writing to {name}"),
-                source,
-            })
+        let (insert, name, unset_nulls) = &self.inserts[table];
+        let written = if *unset_nulls {
+            // A null left unset: the column keeps its value and no tombstone is written.
+            let values: Vec<MaybeUnset<&CqlValue>> = row
+                .iter()
+                .map(|v| v.as_ref().map_or(MaybeUnset::Unset, MaybeUnset::Set))
+                .collect();
+            self.session.execute_unpaged(insert, values).await
+        } else {
+            self.session.execute_unpaged(insert, row).await
+        };
+        written.map(|_| ()).map_err(|source| Error::Statement {
+            what: format!("writing to {name}"),
+            source,
+        })
     }
 }

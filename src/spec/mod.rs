@@ -254,14 +254,44 @@ pub struct Table {
     pub keyspace: String,
     pub table: String,
     pub consistency: scylla::statement::Consistency,
-    pub ttl: Option<Duration>,
+    pub ttl: Option<Ttl>,
     /// Computes each row's write time (`USING TIMESTAMP`) from the record.
     pub writetime: Option<Jq>,
+    /// What a null does to its column.
+    pub nulls: Nulls,
     pub create: bool,
     pub partition_key: Vec<String>,
     /// Clustering columns with `true` for descending order.
     pub clustering_key: Vec<(String, bool)>,
     pub columns: Vec<Column>,
+    /// Storage-attached indexes, created with the table.
+    pub indexes: Vec<Index>,
+}
+
+/// A storage-attached index (SAI) of one column.
+#[derive(Debug)]
+pub struct Index {
+    pub name: String,
+    pub column: String,
+    /// `WITH OPTIONS`, in name order.
+    pub options: Vec<(String, String)>,
+}
+
+/// A table's time to live.
+#[derive(Debug)]
+pub enum Ttl {
+    Fixed(Duration),
+    /// Seconds, computed from each record (null: none).
+    Jq(Jq),
+}
+
+/// What a null does to its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nulls {
+    /// A CQL null: the cell is deleted (a tombstone).
+    Null,
+    /// Left unset: the column keeps what it holds, no tombstone.
+    Unset,
 }
 
 impl Table {

@@ -386,14 +386,19 @@ pub struct RawCassandra {
     /// each_quorum, local_one. Every table's unless it sets its own.
     #[serde(default = "default_consistency")]
     pub consistency: String,
-    /// Time to live of written rows, e.g. "30d". Default: none. Every table's unless it sets
-    /// its own.
-    #[serde(default, with = "humantime_serde")]
-    pub ttl: Option<Duration>,
+    /// Time to live of written rows, e.g. "30d", or `{ jq = "<expression>" }` giving each
+    /// row's in seconds (null: none). Default: none. Every table's unless it sets its own.
+    #[serde(default)]
+    pub ttl: Option<RawTtl>,
     /// A jq expression giving each row's write time (`USING TIMESTAMP`), an RFC 3339 string
     /// or epoch milliseconds, e.g. `.updated`. Default: none (Cassandra's time of the write).
     /// Every table's unless it sets its own.
     pub writetime: Option<String>,
+    /// What a null does to its column: "null" (default) writes a CQL null, which deletes the
+    /// cell and leaves a tombstone; "unset" leaves the column as it is (no tombstone), for
+    /// records that carry only some fields. Every table's unless it sets its own.
+    #[serde(default)]
+    pub nulls: Option<String>,
     /// Create the keyspaces and tables if missing. Default true. Every table's unless it sets
     /// its own.
     #[serde(default = "default_true")]
@@ -432,11 +437,24 @@ pub struct RawCassandra {
     /// table).
     #[serde(default)]
     pub columns: BTreeMap<String, RawColumn>,
+    /// Storage-attached indexes (SAI) of the table, by index name (one table).
+    #[serde(default)]
+    pub indexes: BTreeMap<String, RawIndex>,
     /// Several tables, each receiving a row of every record, by a name of yours (it labels
     /// their metrics and dead letters): `[cassandra.tables.users_by_email]`. Instead of
     /// `table`, `partition_key`, `clustering_key` and `columns` above.
     #[serde(default)]
     pub tables: BTreeMap<String, RawTable>,
+}
+
+/// A time to live: fixed, or computed per row.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawTtl {
+    /// A duration, e.g. "30d".
+    Fixed(#[serde(with = "humantime_serde")] Duration),
+    /// `{ jq = "<expression>" }`: seconds from the record; null for none.
+    Jq { jq: String },
 }
 
 /// One table of `[cassandra.tables.<name>]`.
@@ -449,13 +467,16 @@ pub struct RawTable {
     pub table: Option<String>,
     /// Write consistency of this table. Default: `cassandra.consistency`.
     pub consistency: Option<String>,
-    /// Time to live of this table's rows, e.g. "30d". Default: `cassandra.ttl`.
-    #[serde(default, with = "humantime_serde")]
-    pub ttl: Option<Duration>,
+    /// Time to live of this table's rows, e.g. "30d", or `{ jq = "<expression>" }` in
+    /// seconds. Default: `cassandra.ttl`.
+    #[serde(default)]
+    pub ttl: Option<RawTtl>,
     /// A jq expression giving each row's write time (`USING TIMESTAMP`), an RFC 3339 string or
     /// epoch milliseconds, e.g. `.updated`: an older version written later (a replay, a
     /// backfill) never overwrites a newer one. Default: `cassandra.writetime`.
     pub writetime: Option<String>,
+    /// "null" or "unset": what a null does to its column. Default: `cassandra.nulls`.
+    pub nulls: Option<String>,
     /// Create this table (and its keyspace) if missing. Default: `cassandra.create`.
     pub create: Option<bool>,
     /// Partition key columns, in order.
@@ -467,6 +488,23 @@ pub struct RawTable {
     /// The columns: `name = { type = "<CQL type>", jq = "<expression on the record>" }`.
     #[serde(default)]
     pub columns: BTreeMap<String, RawColumn>,
+    /// Storage-attached indexes (SAI) of the table, by index name.
+    #[serde(default)]
+    pub indexes: BTreeMap<String, RawIndex>,
+}
+
+/// A storage-attached index: `indexes.<name> = { column = "embedding", options = {
+/// similarity_function = "cosine" } }`, created with the table (`CREATE INDEX ... USING
+/// 'sai'`); a `vector<float, n>` column so indexed answers `ORDER BY col ANN OF [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIndex {
+    /// The column indexed.
+    pub column: String,
+    /// SAI options, e.g. `similarity_function` (cosine, dot_product, euclidean) for vectors,
+    /// `case_sensitive` or `normalize` for text.
+    #[serde(default)]
+    pub options: BTreeMap<String, Scalar>,
 }
 
 fn default_unsynced_window() -> String {

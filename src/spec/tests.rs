@@ -602,14 +602,14 @@ fn several_tables_inherit_from_cassandra_and_keep_the_file_order() {
         ("ks", "zeta")
     );
     assert_eq!(zeta.consistency, scylla::statement::Consistency::Quorum);
-    assert_eq!(zeta.ttl, Some(Duration::from_secs(86_400)));
+    assert!(matches!(zeta.ttl, Some(Ttl::Fixed(d)) if d == Duration::from_secs(86_400)));
     assert!(zeta.create);
     assert_eq!(
         (alpha.keyspace.as_str(), alpha.table.as_str()),
         ("other", "alpha_by_email")
     );
     assert_eq!(alpha.consistency, scylla::statement::Consistency::One);
-    assert_eq!(alpha.ttl, Some(Duration::from_secs(3600)));
+    assert!(matches!(alpha.ttl, Some(Ttl::Fixed(d)) if d == Duration::from_secs(3600)));
     assert!(!alpha.create);
     assert_eq!(alpha.clustering_key, [("id".to_owned(), true)]);
     let script = crate::cassandra::ddl::script(&spec.cassandra);
@@ -671,6 +671,24 @@ fn table_mistakes_are_named_by_the_tables_key_path() {
                 "{base}[cassandra.tables.b]\nwritetime = \".id == 1\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
             ),
             "cassandra.tables.b.writetime: a write time is a timestamp",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\nttl = {{ jq = \".ttl | tostring\" }}\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
+            ),
+            "cassandra.tables.b.ttl.jq: a time to live is a number of seconds",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\nnulls = \"skip\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\nindexes.i = {{ column = \"nope\" }}\n"
+            ),
+            "cassandra.tables.b.indexes.i.column: column `nope` is not in cassandra.tables.b.columns",
+        ),
+        (
+            format!(
+                "{base}[cassandra.tables.b]\nnulls = \"skip\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
+            ),
+            "cassandra.tables.b.nulls: `skip` is neither \"null\" nor \"unset\"",
         ),
     ];
     for (text, expected) in cases {

@@ -193,7 +193,7 @@ async fn produce(topic: &str, records: &[Value]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_write_time_from_the_record_keeps_an_older_version_from_overwriting_a_newer_one() {
+async fn write_time_and_ttl_from_the_record_an_older_version_never_overwrites_a_newer_one() {
     if !services_up("a_write_time_from_the_record") {
         return;
     }
@@ -220,6 +220,7 @@ async fn a_write_time_from_the_record_keeps_an_older_version_from_overwriting_a_
         columns.id = {{ type = "text", jq = ".id" }}
         columns.name = {{ type = "text", jq = ".name" }}
         [cassandra.tables.arrivals]
+        ttl = {{ jq = ".keep_for" }}
         partition_key = ["id"]
         columns.id = {{ type = "text", jq = ".id" }}
         columns.name = {{ type = "text", jq = ".name" }}
@@ -247,7 +248,7 @@ async fn a_write_time_from_the_record_keeps_an_older_version_from_overwriting_a_
     produce(
         &topic,
         &[
-            serde_json::json!({"id": "u1", "name": "old", "updated": "2026-11-01T00:00:00Z"}),
+            serde_json::json!({"id": "u1", "name": "old", "updated": "2026-11-01T00:00:00Z", "keep_for": 3600}),
             serde_json::json!({"id": "u2", "name": "no time"}),
         ],
     )
@@ -284,6 +285,27 @@ async fn a_write_time_from_the_record_keeps_an_older_version_from_overwriting_a_
         "old",
         "without a write time the last write wins"
     );
+    // `arrivals` takes each row's time to live from the record (none without one).
+    let ttl = |id: &'static str| {
+        let s = &s;
+        let keyspace = &keyspace;
+        async move {
+            s.query_unpaged(
+                format!("SELECT TTL(name) FROM {keyspace}.arrivals WHERE id = ?"),
+                (id,),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .single_row::<(Option<i32>,)>()
+            .unwrap()
+            .0
+        }
+    };
+    let u1 = ttl("u1").await;
+    assert!(u1.is_some_and(|t| t > 3000 && t <= 3600), "{u1:?}");
+    assert_eq!(ttl("u2").await, None);
     // A record without its time is dead-lettered for `versions` only.
     assert_eq!(count_rows(&s, &format!("{keyspace}.versions")).await, 1);
     assert_eq!(count_rows(&s, &format!("{keyspace}.arrivals")).await, 2);
@@ -293,4 +315,157 @@ async fn a_write_time_from_the_record_keeps_an_older_version_from_overwriting_a_
     assert_eq!(letter["table"], "versions", "{letter}");
     assert_eq!(letter["column"], "writetime", "{letter}");
     assert_eq!(letter["record"]["id"], "u2", "{letter}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unset_nulls_tuples_vectors_and_a_vector_index_on_cassandra_5() {
+    if !services_up("unset_nulls_tuples_vectors") {
+        return;
+    }
+    let topic = unique("vectors");
+    let keyspace = unique("ks");
+    // `docs` leaves nulls unset and indexes its embeddings (SAI); `docs_nulls` writes nulls.
+    let (_dir, spec) = spec_file(&format!(
+        r#"
+        name = "vectors"
+        [source]
+        url = "http://127.0.0.1:1/"
+        schedule = {{ every = "1h" }}
+        [kafka]
+        bootstrap_servers = "{}"
+        topic = "{topic}"
+        group_id = "{topic}"
+        [cassandra]
+        contact_points = ["{}"]
+        keyspace = "{keyspace}"
+        [cassandra.tables.docs]
+        nulls = "unset"
+        partition_key = ["id"]
+        columns.id = {{ type = "text", jq = ".id" }}
+        columns.note = {{ type = "text", jq = ".note" }}
+        columns.point = {{ type = "tuple<int, text>", jq = ".point" }}
+        columns.embedding = {{ type = "vector<float, 3>", jq = ".embedding" }}
+        indexes.docs_by_embedding = {{ column = "embedding", options = {{ similarity_function = "cosine" }} }}
+        [cassandra.tables.docs_nulls]
+        partition_key = ["id"]
+        columns.id = {{ type = "text", jq = ".id" }}
+        columns.note = {{ type = "text", jq = ".note" }}
+        "#,
+        kafka_addr(),
+        cassandra_addr()
+    ));
+    let load = || {
+        let mut cmd = aqueduct();
+        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
+        cmd
+    };
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    produce(
+        &topic,
+        &[
+            serde_json::json!({"id": "a", "note": "keep", "point": [1, "x"], "embedding": [1.0, 0.0, 0.0]}),
+            serde_json::json!({"id": "b", "note": "b", "point": [2, null], "embedding": [0.0, 1.0, 0.0]}),
+        ],
+    )
+    .await;
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // A later version of `a` without its note, and a vector one value short.
+    produce(
+        &topic,
+        &[
+            serde_json::json!({"id": "a", "note": null, "point": [3, "y"], "embedding": [0.9, 0.1, 0.0]}),
+            serde_json::json!({"id": "c", "note": "c", "point": [4, "z"], "embedding": [0.5, 0.5]}),
+        ],
+    )
+    .await;
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let s = session().await;
+    let rows = s
+        .query_unpaged(
+            format!("SELECT note, point, embedding FROM {keyspace}.docs WHERE id = 'a'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let (note, point, embedding) = rows
+        .single_row::<(Option<String>, (i32, Option<String>), Vec<f32>)>()
+        .unwrap();
+    assert_eq!(
+        note.as_deref(),
+        Some("keep"),
+        "an unset null keeps the column"
+    );
+    assert_eq!(point, (3, Some("y".to_owned())), "tuple members");
+    assert_eq!(embedding, [0.9, 0.1, 0.0], "vector values");
+    let rows = s
+        .query_unpaged(
+            format!("SELECT point FROM {keyspace}.docs WHERE id = 'b'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(
+        rows.single_row::<((i32, Option<String>),)>().unwrap().0,
+        (2, None),
+        "a tuple holds a null member"
+    );
+    let rows = s
+        .query_unpaged(
+            format!("SELECT note FROM {keyspace}.docs_nulls WHERE id = 'a'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(
+        rows.single_row::<(Option<String>,)>().unwrap().0,
+        None,
+        "nulls = \"null\" writes the null"
+    );
+    // The vector one value short: dead-lettered for `docs`, written to `docs_nulls`.
+    assert_eq!(count_rows(&s, &format!("{keyspace}.docs")).await, 2);
+    assert_eq!(count_rows(&s, &format!("{keyspace}.docs_nulls")).await, 3);
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = &dead[0].1;
+    assert_eq!(
+        (&letter["stage"], &letter["table"], &letter["column"]),
+        (&"map".into(), &"docs".into(), &"embedding".into()),
+        "{letter}"
+    );
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected an array of 3 values for vector<float, 3>, got 2"),
+        "{letter}"
+    );
+    // The index answers nearest-neighbour queries: [0.1, 0.9, 0] is nearest to `b`.
+    let nearest = |v: [f32; 3]| {
+        let s = &s;
+        let keyspace = &keyspace;
+        async move {
+            let rows = s
+                .query_unpaged(
+                    format!("SELECT id FROM {keyspace}.docs ORDER BY embedding ANN OF ? LIMIT 1"),
+                    (v.to_vec(),),
+                )
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            rows.single_row::<(String,)>().unwrap().0
+        }
+    };
+    assert_eq!(nearest([0.1, 0.9, 0.0]).await, "b");
+    assert_eq!(nearest([1.0, 0.05, 0.0]).await, "a");
 }

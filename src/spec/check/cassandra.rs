@@ -9,8 +9,8 @@ use scylla::statement::Consistency;
 
 use super::{Checker, security};
 use crate::cql::{CqlType, JsonKind};
-use crate::spec::raw::{RawCassandra, RawColumn, Scalar};
-use crate::spec::{Cassandra, Column, Table, infer};
+use crate::spec::raw::{RawCassandra, RawColumn, RawIndex, RawTtl, Scalar};
+use crate::spec::{Cassandra, Column, Index, Nulls, Table, Ttl, infer};
 
 /// Cassandra's largest TTL: 20 years.
 const MAX_TTL_SECS: u64 = 630_720_000;
@@ -62,7 +62,7 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
     }
     let replication = replication(c, raw.replication);
     let consistency = consistency_of(c, "cassandra.consistency", &raw.consistency);
-    ttl(c, "cassandra.ttl", raw.ttl);
+    let ttl_default = raw.ttl.and_then(|t| ttl(c, "cassandra.ttl", t));
     if raw.concurrency == 0 {
         c.err("cassandra.concurrency", "must be at least 1");
     }
@@ -102,17 +102,20 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
             None
         }
     };
+    let nulls = nulls_of(c, "cassandra.nulls", raw.nulls.as_deref()).unwrap_or(Nulls::Null);
     let defaults = Defaults {
         keyspace: &raw.keyspace,
+        nulls,
         writetime: raw.writetime.as_deref(),
         consistency: consistency.unwrap_or(Consistency::LocalQuorum),
-        ttl: raw.ttl,
+        ttl: ttl_default.as_ref(),
         create: raw.create,
     };
     let one_table = raw.table.is_some()
         || !raw.partition_key.is_empty()
         || !raw.clustering_key.is_empty()
-        || !raw.columns.is_empty();
+        || !raw.columns.is_empty()
+        || !raw.indexes.is_empty();
     let mut tables = Vec::new();
     if one_table && !raw.tables.is_empty() {
         c.err(
@@ -133,10 +136,12 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
             consistency: None,
             ttl: None,
             writetime: None,
+            nulls: None,
             create: None,
             partition_key: raw.partition_key,
             clustering_key: raw.clustering_key,
             columns: raw.columns,
+            indexes: raw.indexes,
         };
         tables.push(table(c, "cassandra", name, parts, &defaults));
     } else {
@@ -151,10 +156,12 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
                 consistency: raw.consistency,
                 ttl: raw.ttl,
                 writetime: raw.writetime,
+                nulls: raw.nulls,
                 create: raw.create,
                 partition_key: raw.partition_key,
                 clustering_key: raw.clustering_key,
                 columns: raw.columns,
+                indexes: raw.indexes,
             };
             tables.push(table(c, &at, name, parts, &defaults));
         }
@@ -164,6 +171,21 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
                 .key_position(&format!("cassandra.tables.{}", t.name))
                 .unwrap_or((usize::MAX, 0))
         });
+        let mut index_names: Vec<(&str, &str, &str)> = Vec::new();
+        for t in &tables {
+            for index in &t.indexes {
+                if let Some((_, _, other)) = index_names
+                    .iter()
+                    .find(|(ks, name, _)| *ks == t.keyspace && *name == index.name)
+                {
+                    c.err(
+                        &format!("cassandra.tables.{}.indexes.{}", t.name, index.name),
+                        format!("[cassandra.tables.{other}] has an index of that name in keyspace {} (index names are per keyspace)", t.keyspace),
+                    );
+                }
+                index_names.push((&t.keyspace, &index.name, &t.name));
+            }
+        }
         for (i, t) in tables.iter().enumerate() {
             if let Some(other) = tables[..i]
                 .iter()
@@ -203,11 +225,59 @@ fn consistency_of(c: &mut Checker, key: &str, name: &str) -> Option<Consistency>
     found
 }
 
-fn ttl(c: &mut Checker, key: &str, ttl: Option<std::time::Duration>) {
-    if let Some(ttl) = ttl
-        && (ttl.as_secs() == 0 || ttl.as_secs() > MAX_TTL_SECS)
-    {
-        c.err(key, "must be between 1s and 20 years (Cassandra's limit)");
+/// A time to live as the spec gives it: a duration in Cassandra's range, or a compiled jq
+/// expression that must be able to yield a number.
+fn ttl(c: &mut Checker, key: &str, ttl: RawTtl) -> Option<RawTtlChecked> {
+    match ttl {
+        RawTtl::Fixed(d) => {
+            if d.as_secs() == 0 || d.as_secs() > MAX_TTL_SECS {
+                c.err(key, "must be between 1s and 20 years (Cassandra's limit)");
+            }
+            Some(RawTtlChecked::Fixed(d))
+        }
+        RawTtl::Jq { jq: code } => {
+            let key = format!("{key}.jq");
+            c.jq(&key, &code)?;
+            if let Some(kinds) = infer::kinds(&code)
+                && !kinds
+                    .iter()
+                    .any(|k| matches!(k, JsonKind::Number | JsonKind::Null))
+            {
+                c.err(
+                    &key,
+                    format!("a time to live is a number of seconds, but `{code}` cannot yield one"),
+                );
+            }
+            Some(RawTtlChecked::Jq(code))
+        }
+    }
+}
+
+/// A checked time to live, compiled for each table that takes it (`Jq` is compiled per use).
+#[derive(Debug, Clone)]
+enum RawTtlChecked {
+    Fixed(std::time::Duration),
+    Jq(String),
+}
+
+impl RawTtlChecked {
+    fn build(&self) -> Option<Ttl> {
+        Some(match self {
+            RawTtlChecked::Fixed(d) => Ttl::Fixed(*d),
+            RawTtlChecked::Jq(code) => Ttl::Jq(crate::jq::Jq::compile(code).ok()?),
+        })
+    }
+}
+
+/// `nulls = "null" | "unset"` (`None`: not set, or not one of them, which is reported).
+fn nulls_of(c: &mut Checker, key: &str, text: Option<&str>) -> Option<Nulls> {
+    match text? {
+        "null" => Some(Nulls::Null),
+        "unset" => Some(Nulls::Unset),
+        other => {
+            c.err(key, format!("`{other}` is neither \"null\" nor \"unset\""));
+            None
+        }
     }
 }
 
@@ -233,9 +303,10 @@ fn writetime(c: &mut Checker, key: &str, code: &str) -> Option<crate::jq::Jq> {
 /// What a table takes from `[cassandra]` when it does not say.
 struct Defaults<'a> {
     keyspace: &'a str,
+    nulls: Nulls,
     writetime: Option<&'a str>,
     consistency: Consistency,
-    ttl: Option<std::time::Duration>,
+    ttl: Option<&'a RawTtlChecked>,
     create: bool,
 }
 
@@ -244,12 +315,14 @@ struct Parts {
     keyspace: Option<String>,
     table: Option<String>,
     consistency: Option<String>,
-    ttl: Option<std::time::Duration>,
+    ttl: Option<RawTtl>,
     writetime: Option<String>,
+    nulls: Option<String>,
     create: Option<bool>,
     partition_key: Vec<String>,
     clustering_key: Vec<String>,
     columns: BTreeMap<String, RawColumn>,
+    indexes: BTreeMap<String, RawIndex>,
 }
 
 /// Checks one table; `at` is its key path (`cassandra` or `cassandra.tables.<name>`).
@@ -266,7 +339,7 @@ fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Default
         Some(text) => consistency_of(c, &format!("{at}.consistency"), text),
         None => None,
     };
-    ttl(c, &format!("{at}.ttl"), raw.ttl);
+    let own_ttl = raw.ttl.and_then(|t| ttl(c, &format!("{at}.ttl"), t));
     let writetime = match (&raw.writetime, defaults.writetime) {
         (Some(code), _) => writetime(c, &format!("{at}.writetime"), code),
         (None, Some(code)) => writetime(c, "cassandra.writetime", code),
@@ -281,17 +354,63 @@ fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Default
     let (partition_key, clustering_key) =
         primary_key(c, at, &raw.partition_key, &raw.clustering_key, &declared);
     let columns = columns(c, at, raw.columns);
+    let indexes = raw
+        .indexes
+        .into_iter()
+        .map(|(name, index)| {
+            let key = format!("{at}.indexes.{name}");
+            if !valid_identifier(&name) {
+                c.err(&key, format!("`{name}` is not a valid index name"));
+            }
+            if !declared.iter().any(|(col, _)| *col == index.column) {
+                c.err(
+                    &format!("{key}.column"),
+                    format!("column `{}` is not in {at}.columns", index.column),
+                );
+            }
+            let options = index
+                .options
+                .into_iter()
+                .filter_map(|(option, value)| {
+                    // Written into the statement as quoted text: plain words only.
+                    let value = value.to_string();
+                    let plain = |t: &str| {
+                        t.chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+                    };
+                    if !plain(&option) || !plain(&value) {
+                        c.err(
+                            &format!("{key}.options.{option}"),
+                            "option names and values are letters, digits, '_', '.' or '-'",
+                        );
+                        return None;
+                    }
+                    Some((option, value))
+                })
+                .collect();
+            Index {
+                name,
+                column: index.column,
+                options,
+            }
+        })
+        .collect();
     Table {
         name,
         keyspace,
         table,
         consistency: consistency.unwrap_or(defaults.consistency),
-        ttl: raw.ttl.or(defaults.ttl),
+        ttl: own_ttl
+            .as_ref()
+            .or(defaults.ttl)
+            .and_then(RawTtlChecked::build),
         writetime,
+        nulls: nulls_of(c, &format!("{at}.nulls"), raw.nulls.as_deref()).unwrap_or(defaults.nulls),
         create: raw.create.unwrap_or(defaults.create),
         partition_key,
         clustering_key,
         columns,
+        indexes,
     }
 }
 

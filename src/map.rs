@@ -15,6 +15,99 @@ pub struct MapError {
     pub message: String,
 }
 
+/// What a record makes of one table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The row to write: every column in spec order, then the time to live and the write
+    /// time, when the table takes them from the record (the upsert's bind markers).
+    Upsert(Row),
+    /// The row to delete: the write time (when the table takes it from the record), then the
+    /// primary key columns, partition key first (the delete's bind markers).
+    Delete(Row),
+}
+
+/// How a failing delete condition is named in its dead letter's `column`.
+pub const DELETE: &str = "delete";
+
+/// The change a record makes to table `t`: a delete when the table's `delete` condition holds,
+/// else the row to write.
+pub fn change_of(t: &Table, input: &Input) -> Result<Change, MapError> {
+    let Some(condition) = &t.delete else {
+        return row_of(t, input).map(Change::Upsert);
+    };
+    let fail = |message: String| MapError {
+        column: DELETE.to_owned(),
+        message,
+    };
+    let deletes = match condition.run_one_on(input) {
+        Ok(serde_json::Value::Bool(b)) => b,
+        Ok(serde_json::Value::Null) => false,
+        Ok(other) => {
+            return Err(fail(format!(
+                "`{}` yielded {other}, not true or false",
+                condition.code()
+            )));
+        }
+        Err(e) => return Err(fail(format!("jq `{}` failed: {e}", condition.code()))),
+    };
+    if !deletes {
+        return row_of(t, input).map(Change::Upsert);
+    }
+    let mut key = Vec::new();
+    if let Some(jq) = &t.writetime {
+        key.push(Some(writetime(jq, input)?));
+    }
+    for i in t.key_columns() {
+        key.push(column(t, &t.columns[i], input)?);
+    }
+    Ok(Change::Delete(key))
+}
+
+/// The delete a Kafka tombstone with message key `key` makes of table `t`: by the key, when
+/// the table's primary key is one column, with `timestamp_ms` (else now) as the write time
+/// where the table takes one from its records.
+pub fn tombstone_change(
+    t: &Table,
+    key: &serde_json::Value,
+    timestamp_ms: Option<i64>,
+) -> Result<Change, MapError> {
+    let columns: Vec<usize> = t.key_columns().collect();
+    let &[i] = columns.as_slice() else {
+        let names: Vec<&str> = columns
+            .iter()
+            .map(|&i| t.columns[i].name.as_str())
+            .collect();
+        return Err(MapError {
+            column: names.join(", "),
+            message: format!(
+                "a tombstone deletes by its message key, which gives a one-column primary key; this table's has {} ({})",
+                names.len(),
+                names.join(", ")
+            ),
+        });
+    };
+    let col = &t.columns[i];
+    let fail = |message: String| MapError {
+        column: col.name.clone(),
+        message: format!("the tombstone's message key: {message}"),
+    };
+    let value = match (&col.cql_type, key) {
+        // A numeric or boolean key text for a text column stays text.
+        (CqlType::Text | CqlType::Ascii, v) if !v.is_string() => {
+            serde_json::Value::String(v.to_string())
+        }
+        (_, v) => v.clone(),
+    };
+    let value = col.cql_type.to_cql(value).map_err(fail)?;
+    let mut row = Vec::with_capacity(2);
+    if t.writetime.is_some() {
+        let ms = timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        row.push(Some(CqlValue::BigInt(ms.saturating_mul(1000))));
+    }
+    row.push(value);
+    Ok(Change::Delete(row))
+}
+
 /// Computes every column of table `t` from `record`, in spec order.
 pub fn row(t: &Table, record: &Json) -> Result<Row, MapError> {
     row_of(t, &Input::new(record))
@@ -82,27 +175,31 @@ fn ttl(jq: &crate::jq::Jq, input: &Input) -> Result<CqlValue, MapError> {
 }
 
 fn columns(t: &Table, input: &Input) -> Result<Row, MapError> {
-    t.columns
-        .iter()
-        .map(|col| {
-            let fail = |message: String| MapError {
-                column: col.name.clone(),
-                message,
-            };
-            let value = col
-                .jq
-                .run_one_on(input)
-                .map_err(|e| fail(format!("jq `{}` failed: {e}", col.jq.code())))?;
-            let cql = col.cql_type.to_cql(value).map_err(fail)?;
-            if cql.is_none() && t.is_key(&col.name) {
-                return Err(fail(format!(
-                    "is part of the primary key but `{}` yielded null",
-                    col.jq.code()
-                )));
-            }
-            Ok(cql)
-        })
-        .collect()
+    t.columns.iter().map(|col| column(t, col, input)).collect()
+}
+
+/// One column of table `t`'s row.
+fn column(
+    t: &Table,
+    col: &crate::spec::Column,
+    input: &Input,
+) -> Result<Option<CqlValue>, MapError> {
+    let fail = |message: String| MapError {
+        column: col.name.clone(),
+        message,
+    };
+    let value = col
+        .jq
+        .run_one_on(input)
+        .map_err(|e| fail(format!("jq `{}` failed: {e}", col.jq.code())))?;
+    let cql = col.cql_type.to_cql(value).map_err(fail)?;
+    if cql.is_none() && t.is_key(&col.name) {
+        return Err(fail(format!(
+            "is part of the primary key but `{}` yielded null",
+            col.jq.code()
+        )));
+    }
+    Ok(cql)
 }
 
 #[cfg(test)]
@@ -205,6 +302,50 @@ mod tests {
         let err = row(&spec.cassandra, &json!({"id": "a"})).unwrap_err();
         assert_eq!(err.column, WRITETIME);
         assert!(err.message.contains("yielded null"), "{err}");
+    }
+
+    #[test]
+    fn a_delete_condition_makes_a_delete_by_primary_key() {
+        let spec = spec_with(
+            "",
+            r#"
+            table = "users"
+            delete = ".gone"
+            writetime = ".at"
+            partition_key = ["id"]
+            clustering_key = ["n"]
+            columns.name = { type = "text", jq = ".name" }
+            columns.n = { type = "int", jq = ".n" }
+            columns.id = { type = "text", jq = ".id" }
+            "#,
+        );
+        let t = &spec.cassandra.tables[0];
+        assert_eq!(
+            crate::cassandra::ddl::delete(t),
+            "DELETE FROM \"ks\".\"users\" USING TIMESTAMP ? WHERE \"id\" = ? AND \"n\" = ?"
+        );
+        let change = |record: Value| change_of(t, &Input::new(&Json::from(&record)));
+        assert_eq!(
+            change(json!({"id": "a", "n": 1, "gone": true, "at": 1})),
+            Ok(Change::Delete(vec![
+                Some(CqlValue::BigInt(1000)),
+                Some(CqlValue::Text("a".into())),
+                Some(CqlValue::Int(1))
+            ]))
+        );
+        assert!(matches!(
+            change(json!({"id": "a", "n": 1, "gone": false, "at": 1})),
+            Ok(Change::Upsert(_))
+        ));
+        assert!(matches!(
+            change(json!({"id": "a", "n": 1, "at": 1})),
+            Ok(Change::Upsert(_))
+        ));
+        let err = change(json!({"id": "a", "n": 1, "gone": "yes", "at": 1})).unwrap_err();
+        assert_eq!(err.column, DELETE);
+        // A tombstone finds a row by a one-column primary key only.
+        let err = tombstone_change(t, &json!("a"), Some(5)).unwrap_err();
+        assert!(err.message.contains("has 2 (id, n)"), "{err}");
     }
 
     #[test]

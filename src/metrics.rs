@@ -183,7 +183,7 @@ impl Metrics {
         let rows = Family::<TableLabel, Counter>::default();
         registry.register(
             "rows_written",
-            "Rows acknowledged by Cassandra, by the spec's name of their table",
+            "Rows written or deleted, acknowledged by Cassandra, by the spec's name of their table",
             rows.clone(),
         );
         let table_rows = tables

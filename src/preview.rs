@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin};
+use crate::map::Change;
 use crate::record::{self, Outcome};
 use crate::source::http::{self, Pages};
 use crate::source::incremental;
@@ -146,10 +147,15 @@ pub fn print(
                         .iter()
                         .zip(rows)
                         .map(|(table, row)| match row {
-                            Ok(row) => serde_json::to_string(&RowLine {
+                            Ok(Change::Upsert(row)) => serde_json::to_string(&RowLine {
                                 key,
                                 table: &table.name,
                                 row: Columns(&table.columns, row),
+                            }),
+                            Ok(Change::Delete(row)) => serde_json::to_string(&DeleteLine {
+                                key,
+                                table: &table.name,
+                                delete: PrimaryKey(table, row),
                             }),
                             Err(dead_letter) => {
                                 serde_json::to_string(&DeadLetterLine { dead_letter })
@@ -170,14 +176,22 @@ pub fn print(
     Ok(())
 }
 
-/// Every row of `outcomes`: the record's number (from 1), the table's index in the spec, the
-/// row.
-fn rows(outcomes: &[Outcome]) -> impl Iterator<Item = (usize, usize, &Row)> {
+/// Every change of `outcomes`: the record's number (from 1), the table's index in the spec,
+/// the change.
+fn changes(outcomes: &[Outcome]) -> impl Iterator<Item = (usize, usize, &Change)> {
     outcomes.iter().enumerate().flat_map(|(i, o)| {
         let rows = o.as_ref().map(|(_, rows)| rows.as_slice()).unwrap_or(&[]);
         rows.iter()
             .enumerate()
             .filter_map(move |(t, row)| row.as_ref().ok().map(|row| (i + 1, t, row)))
+    })
+}
+
+/// Every row to write of `outcomes`, as [`changes`] gives them.
+fn rows(outcomes: &[Outcome]) -> impl Iterator<Item = (usize, usize, &Row)> {
+    changes(outcomes).filter_map(|(i, t, change)| match change {
+        Change::Upsert(row) => Some((i, t, row)),
+        Change::Delete(_) => None,
     })
 }
 
@@ -200,6 +214,7 @@ fn dead_letters(outcomes: &[Outcome]) -> impl Iterator<Item = (usize, &DeadLette
 /// (validate 3)`.
 pub fn summary(outcomes: &[Outcome]) -> String {
     let rows = rows(outcomes).count();
+    let deletes = changes(outcomes).count() - rows;
     let mut stages: Vec<(&str, usize)> = Vec::new();
     let mut dead = 0;
     for (_, dl) in dead_letters(outcomes) {
@@ -215,6 +230,9 @@ pub fn summary(outcomes: &[Outcome]) -> String {
         count(rows, "row"),
         count(dead, "dead letter")
     );
+    if deletes > 0 {
+        line.push_str(&format!(", {}", count(deletes, "delete")));
+    }
     if !stages.is_empty() {
         let by_stage: Vec<String> = stages.iter().map(|(s, n)| format!("{s} {n}")).collect();
         line.push_str(&format!(" ({})", by_stage.join(", ")));
@@ -237,6 +255,25 @@ fn print_tables(spec: &Spec, outcomes: &[Outcome], out: &mut impl Write) -> io::
             writeln!(out, "table {}:", spec_table.name)?;
         }
         print_rows(&spec_table.columns, &rows, out)?;
+    }
+    let deletes: Vec<[String; 3]> = changes(outcomes)
+        .filter_map(|(number, t, change)| match change {
+            Change::Delete(row) => {
+                let table = &spec.cassandra.tables[t];
+                let key = serde_json::to_string(&PrimaryKey(table, row)).unwrap_or_default();
+                Some([number.to_string(), table.name.clone(), key])
+            }
+            Change::Upsert(_) => None,
+        })
+        .collect();
+    if !deletes.is_empty() {
+        writeln!(out, "deletes:")?;
+        let mut table = new_table();
+        table.set_header(["#", "table", "primary key"]);
+        for delete in deletes {
+            table.add_row(delete);
+        }
+        writeln!(out, "{table}")?;
     }
     let dead: Vec<(usize, &DeadLetter)> = dead_letters(outcomes).collect();
     if !dead.is_empty() {
@@ -346,13 +383,44 @@ struct RowLine<'a> {
 }
 
 #[derive(Serialize)]
+struct DeleteLine<'a> {
+    key: &'a Option<String>,
+    /// The spec's name of the table.
+    table: &'a str,
+    delete: PrimaryKey<'a>,
+}
+
+#[derive(Serialize)]
 struct DeadLetterLine<'a> {
     dead_letter: &'a DeadLetter,
 }
 
-/// A row of `table` as the text of a JSON object, its columns in spec order.
-pub fn row_json(table: &crate::spec::Table, row: &Row) -> String {
-    serde_json::to_string(&Columns(&table.columns, row)).unwrap_or_default()
+/// A change to `table` as the text of a JSON object: a row's columns in spec order, or
+/// `{"delete": <primary key>}`.
+pub fn change_json(table: &crate::spec::Table, change: &Change) -> String {
+    match change {
+        Change::Upsert(row) => serde_json::to_string(&Columns(&table.columns, row)),
+        Change::Delete(row) => {
+            serde_json::to_string(&serde_json::json!({ "delete": PrimaryKey(table, row) }))
+        }
+    }
+    .unwrap_or_default()
+}
+
+/// The primary key of a [`Change::Delete`] as a JSON object, partition key first.
+struct PrimaryKey<'a>(&'a crate::spec::Table, &'a Row);
+
+impl Serialize for PrimaryKey<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let PrimaryKey(table, row) = self;
+        // The write time, when the table takes one from the record, comes first.
+        let values = &row[usize::from(table.writetime.is_some())..];
+        let mut map = serializer.serialize_map(Some(values.len()))?;
+        for (i, value) in table.key_columns().zip(values) {
+            map.serialize_entry(&table.columns[i].name, &value.as_ref().map(cql::to_json))?;
+        }
+        map.end()
+    }
 }
 
 /// A row as a JSON object, its columns in spec order.

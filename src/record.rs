@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use crate::cql::Row;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::jq::{Input, Json};
+use crate::map::{self, Change};
 use crate::spec::{Spec, Table};
-use crate::{map, validate};
+use crate::validate;
 
 /// A record the ingest does not produce to the topic.
 #[derive(Debug)]
@@ -92,8 +92,8 @@ pub fn table_row(
     record: &Json,
     input: &Input,
     origin: impl Fn() -> Origin,
-) -> Result<Row, Box<DeadLetter>> {
-    map::row_of(t, input).map_err(|e| {
+) -> TableRow {
+    map::change_of(t, input).map_err(|e| {
         let mut dl = DeadLetter::new(
             &spec.name,
             Stage::Map,
@@ -124,8 +124,42 @@ pub fn to_rows(
         .collect())
 }
 
-/// One table's row of a record, or the dead letter that says why not.
-pub type TableRow = Result<Row, Box<DeadLetter>>;
+/// What a Kafka tombstone (a message key without a value) makes of each table: the delete of
+/// the row whose one-column primary key is the message key (JSON when it parses as JSON, else
+/// its text), with the message's timestamp as the write time where the table takes one; a
+/// table whose primary key has more columns cannot be found by the key, and its dead letter
+/// says so.
+pub fn tombstone(
+    spec: &Spec,
+    key: Option<&[u8]>,
+    timestamp_ms: Option<i64>,
+    origin: impl Fn() -> Origin,
+) -> Vec<TableRow> {
+    let key_text = key.map(|k| String::from_utf8_lossy(k).into_owned());
+    let key_json = key_text
+        .as_deref()
+        .map(|k| serde_json::from_str(k).unwrap_or_else(|_| Value::String(k.to_owned())));
+    spec.cassandra
+        .tables
+        .iter()
+        .map(|t| {
+            let fail = |reason: String| {
+                let record = key_text.clone().map_or(Value::Null, Value::String);
+                let mut dl = DeadLetter::new(&spec.name, Stage::Map, reason, record, origin());
+                dl.table = Some(t.name.clone());
+                Box::new(dl)
+            };
+            let Some(key) = &key_json else {
+                return Err(fail("a tombstone without a key deletes nothing".into()));
+            };
+            map::tombstone_change(t, key, timestamp_ms).map_err(|e| fail(e.to_string()))
+        })
+        .collect()
+}
+
+/// What a record makes of one table (a row to write or to delete), or the dead letter that
+/// says why it cannot.
+pub type TableRow = Result<Change, Box<DeadLetter>>;
 
 /// What became of one record in both halves: its message key and each table's row, or the
 /// dead letter of the whole record.

@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin, Stage};
+use crate::map::Change;
 use crate::record;
 use crate::spec::{Spec, Table};
 
@@ -73,6 +74,10 @@ struct Case {
     /// `[case.rows.users_by_email]`. (`row` checks a column in every table that has it.)
     #[serde(default)]
     rows: BTreeMap<String, toml::Table>,
+    /// Every table deletes the record's row (its `delete` condition holds) rather than
+    /// writing it.
+    #[serde(default)]
+    deleted: bool,
     /// The expected Kafka message key.
     key: Option<String>,
     dead_letter: Option<ExpectedDeadLetter>,
@@ -223,7 +228,8 @@ fn toml_to_json(v: &toml::Value) -> Value {
 /// What differs between the case's expectation and the outcome; an error when the
 /// expectation itself is broken (an unknown table or column, a value its type does not take).
 fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<String>, String> {
-    let wants_row = case.row.is_some()
+    let wants_row = case.deleted
+        || case.row.is_some()
         || !case.row_nulls.is_empty()
         || !case.rows.is_empty()
         || case.key.is_some();
@@ -233,7 +239,9 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
     match (&case.dead_letter, wants_row) {
         (Some(_), true) => return Err("expect a row or a dead letter, not both".into()),
         (None, false) => {
-            return Err("expect something: row, rows, row_nulls, key or dead_letter".into());
+            return Err(
+                "expect something: row, rows, row_nulls, deleted, key or dead_letter".into(),
+            );
         }
         (Some(expected), false) => match outcome {
             Err(dl) => compare_dead_letter(expected, dl, &mut out),
@@ -248,7 +256,7 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
                             .iter()
                             .zip(rows)
                             .filter_map(|(t, r)| {
-                                r.as_ref().ok().map(|r| crate::preview::row_json(t, r))
+                                r.as_ref().ok().map(|r| crate::preview::change_json(t, r))
                             })
                             .collect();
                         out.push(format!(
@@ -276,8 +284,8 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
                     out.push(format!("key: expected {expected:?}, got {got}"));
                 }
                 for (t, row) in tables.iter().zip(rows) {
-                    if let Err(dl) = row {
-                        out.push(format!(
+                    match row {
+                        Err(dl) => out.push(format!(
                             "expected a row in table {}, got a dead letter at stage {}{}: {}",
                             t.name,
                             dl.stage.name(),
@@ -286,7 +294,16 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
                                 .map(|c| format!(" (column {c})"))
                                 .unwrap_or_default(),
                             dl.reason
-                        ));
+                        )),
+                        Ok(Change::Delete(_)) if !case.deleted => {
+                            out.push(format!("expected a row in table {}, got a delete", t.name))
+                        }
+                        Ok(upsert @ Change::Upsert(_)) if case.deleted => out.push(format!(
+                            "expected a delete in table {}, got a row: {}",
+                            t.name,
+                            crate::preview::change_json(t, upsert)
+                        )),
+                        Ok(_) => {}
                     }
                 }
                 // `row` and `row_nulls`: each column in every table that has it.
@@ -298,7 +315,7 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
                 for (column, expected) in expected_values.chain(expected_nulls) {
                     let mut found = false;
                     for (t, row) in tables.iter().zip(rows) {
-                        if let Ok(row) = row {
+                        if let Ok(Change::Upsert(row)) = row {
                             found |= compare_column(
                                 t,
                                 row,
@@ -320,7 +337,9 @@ fn compare(spec: &Spec, case: &Case, outcome: &record::Outcome) -> Result<Vec<St
                     let Some(i) = tables.iter().position(|t| &t.name == name) else {
                         return Err(format!("the spec has no table {name:?}"));
                     };
-                    let Ok(row) = &rows[i] else { continue };
+                    let Ok(Change::Upsert(row)) = &rows[i] else {
+                        continue;
+                    };
                     for (column, value) in columns {
                         if !compare_column(
                             &tables[i],

@@ -133,7 +133,9 @@ fn through(spec: &Spec, record: &Value) {
         return;
     };
     for (table, row) in spec.cassandra.tables.iter().zip(&rows) {
-        let Ok(row) = row else { continue };
+        let Ok(aqueduct::map::Change::Upsert(row)) = row else {
+            continue;
+        };
         for (column, value) in table.columns.iter().zip(row) {
             if let Some(value) = value {
                 let back = column.cql_type.to_cql(cql::to_json(value));

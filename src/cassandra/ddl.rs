@@ -139,6 +139,21 @@ pub fn insert(c: &Table) -> String {
     cql
 }
 
+/// The prepared delete by primary key: the write time first when the table takes it from the
+/// record, then the key columns, partition key first (see `map::Change::Delete`).
+pub fn delete(t: &Table) -> String {
+    let mut cql = format!("DELETE FROM {}", table_name(t));
+    if t.writetime.is_some() {
+        cql.push_str(" USING TIMESTAMP ?");
+    }
+    let conditions: Vec<String> = t
+        .key_columns()
+        .map(|i| format!("{} = ?", quote(&t.columns[i].name)))
+        .collect();
+    cql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    cql
+}
+
 /// Creates the keyspaces and tables the spec says to create, then checks that every table has
 /// each of its columns in the spec with the same type.
 pub async fn ensure(session: &Session, c: &Cassandra) -> Result<(), Error> {

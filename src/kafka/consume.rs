@@ -85,7 +85,10 @@ pub struct Message {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// `None`: a tombstone (a key without a value), which deletes the key's rows.
+    pub payload: Option<Vec<u8>>,
+    /// The message's Kafka timestamp (epoch ms), when it has one.
+    pub timestamp_ms: Option<i64>,
     /// When the record's API response arrived (epoch ms), from the ingest's header.
     pub received_at_ms: Option<i64>,
 }
@@ -96,7 +99,8 @@ impl From<&BorrowedMessage<'_>> for Message {
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
             received_at_ms: m.headers().and_then(|headers| {
                 let header = headers
                     .iter()

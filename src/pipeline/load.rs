@@ -448,9 +448,13 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     let spec = &ctx.spec;
     let origin = || origin_of(ctx, m);
     let replayed;
-    let payload: &[u8] = match ctx.input {
-        Input::Topic => &m.payload,
-        Input::DeadLetters(replay) => match original(ctx, replay, m, &origin()).await? {
+    let payload: &[u8] = match (ctx.input, &m.payload) {
+        (Input::Topic, Some(payload)) => payload,
+        (Input::Topic, None) => {
+            let rows = record::tombstone(spec, m.key.as_deref(), m.timestamp_ms, origin);
+            return write_rows(ctx, m, &[], rows).await;
+        }
+        (Input::DeadLetters(replay), _) => match original(ctx, replay, m, &origin()).await? {
             Some(text) => {
                 replayed = text;
                 replayed.as_bytes()
@@ -464,6 +468,16 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         Ok(rows) => rows,
         Err(dl) => return dead_letter(ctx, m, *dl).await,
     };
+    write_rows(ctx, m, payload, rows).await
+}
+
+/// Makes each table's change of message `m` (or dead-letters it), tables in parallel.
+async fn write_rows(
+    ctx: &Context,
+    m: &Message,
+    payload: &[u8],
+    rows: Vec<record::TableRow>,
+) -> anyhow::Result<()> {
     let mut written = true;
     if rows.len() == 1 {
         for row in rows {
@@ -552,7 +566,7 @@ async fn original(
 ) -> anyhow::Result<Option<String>> {
     let counts = &ctx.metrics.replay;
     add(&counts.read, 1);
-    match replay::original(&m.payload, replay.since) {
+    match replay::original(m.payload.as_deref().unwrap_or_default(), replay.since) {
         Original::Record(text) => match record::admit(&ctx.spec, &text, origin) {
             Ok(_) => Ok(Some(text)),
             Err(rejected) => dead_letter(ctx, m, *rejected.dead_letter)
@@ -610,7 +624,8 @@ mod tests {
             partition: 0,
             offset,
             key: None,
-            payload: Vec::new(),
+            payload: None,
+            timestamp_ms: None,
             received_at_ms: None,
         }
     }

@@ -259,6 +259,8 @@ pub struct Table {
     pub writetime: Option<Jq>,
     /// What a null does to its column.
     pub nulls: Nulls,
+    /// When it yields true for a record, the row is deleted by primary key instead.
+    pub delete: Option<Jq>,
     pub create: bool,
     pub partition_key: Vec<String>,
     /// Clustering columns with `true` for descending order.
@@ -295,6 +297,14 @@ pub enum Nulls {
 }
 
 impl Table {
+    /// The primary key columns' indexes in `columns`: partition key, then clustering key.
+    pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.partition_key
+            .iter()
+            .chain(self.clustering_key.iter().map(|(name, _)| name))
+            .filter_map(|name| self.columns.iter().position(|c| &c.name == name))
+    }
+
     /// Whether `name` is a primary key column.
     pub fn is_key(&self, name: &str) -> bool {
         self.partition_key.iter().any(|k| k == name)

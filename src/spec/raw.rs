@@ -399,6 +399,9 @@ pub struct RawCassandra {
     /// records that carry only some fields. Every table's unless it sets its own.
     #[serde(default)]
     pub nulls: Option<String>,
+    /// A jq condition on the record, e.g. `.deleted == true`: when it yields true the row is
+    /// deleted by its primary key instead of written. Every table's unless it sets its own.
+    pub delete: Option<String>,
     /// Create the keyspaces and tables if missing. Default true. Every table's unless it sets
     /// its own.
     #[serde(default = "default_true")]
@@ -477,6 +480,9 @@ pub struct RawTable {
     pub writetime: Option<String>,
     /// "null" or "unset": what a null does to its column. Default: `cassandra.nulls`.
     pub nulls: Option<String>,
+    /// A jq condition on the record, e.g. `.deleted == true`: when it yields true the row is
+    /// deleted by its primary key instead of written. Default: `cassandra.delete`.
+    pub delete: Option<String>,
     /// Create this table (and its keyspace) if missing. Default: `cassandra.create`.
     pub create: Option<bool>,
     /// Partition key columns, in order.

@@ -469,3 +469,112 @@ async fn unset_nulls_tuples_vectors_and_a_vector_index_on_cassandra_5() {
     assert_eq!(nearest([0.1, 0.9, 0.0]).await, "b");
     assert_eq!(nearest([1.0, 0.05, 0.0]).await, "a");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_condition_and_a_kafka_tombstone_delete_rows_by_primary_key() {
+    if !services_up("a_delete_condition_and_a_kafka_tombstone") {
+        return;
+    }
+    let topic = unique("deletes");
+    let keyspace = unique("ks");
+    let (_dir, spec) = spec_file(&format!(
+        r#"
+        name = "deletes"
+        [source]
+        url = "http://127.0.0.1:1/"
+        schedule = {{ every = "1h" }}
+        [kafka]
+        bootstrap_servers = "{}"
+        topic = "{topic}"
+        group_id = "{topic}"
+        [cassandra]
+        contact_points = ["{}"]
+        keyspace = "{keyspace}"
+        delete = ".deleted == true"
+        [cassandra.tables.by_id]
+        partition_key = ["id"]
+        columns.id = {{ type = "text", jq = ".id" }}
+        columns.code = {{ type = "int", jq = ".code" }}
+        [cassandra.tables.by_code]
+        partition_key = ["code"]
+        clustering_key = ["id"]
+        columns.code = {{ type = "int", jq = ".code" }}
+        columns.id = {{ type = "text", jq = ".id" }}
+        "#,
+        kafka_addr(),
+        cassandra_addr()
+    ));
+    let load = || {
+        let mut cmd = aqueduct();
+        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
+        cmd
+    };
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    produce(
+        &topic,
+        &[
+            serde_json::json!({"id": "a", "code": 1}),
+            serde_json::json!({"id": "b", "code": 2}),
+            serde_json::json!({"id": "c", "code": 3}),
+        ],
+    )
+    .await;
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let s = session().await;
+    assert_eq!(count_rows(&s, &format!("{keyspace}.by_id")).await, 3);
+    // `a` is deleted by its record, in both tables; `b` by a tombstone of its key: in `by_id`
+    // (one-column key), while `by_code` cannot be found by the key and says so.
+    produce(
+        &topic,
+        &[serde_json::json!({"id": "a", "code": 1, "deleted": true})],
+    )
+    .await;
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key("b"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let ids = |table: &'static str| {
+        let s = &s;
+        let keyspace = &keyspace;
+        async move {
+            let rows = s
+                .query_unpaged(format!("SELECT id FROM {keyspace}.{table}"), &[])
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            let mut ids: Vec<String> = rows
+                .rows::<(String,)>()
+                .unwrap()
+                .map(|r| r.unwrap().0)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(ids("by_id").await, ["c"]);
+    assert_eq!(ids("by_code").await, ["b", "c"]);
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = &dead[0].1;
+    assert_eq!(letter["table"], "by_code", "{letter}");
+    assert_eq!(letter["record"], "b", "{letter}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("one-column primary key; this table's has 2 (code, id)"),
+        "{letter}"
+    );
+}

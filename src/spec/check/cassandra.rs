@@ -104,6 +104,7 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
     };
     let nulls = nulls_of(c, "cassandra.nulls", raw.nulls.as_deref()).unwrap_or(Nulls::Null);
     let defaults = Defaults {
+        delete: raw.delete.as_deref(),
         keyspace: &raw.keyspace,
         nulls,
         writetime: raw.writetime.as_deref(),
@@ -137,6 +138,7 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
             ttl: None,
             writetime: None,
             nulls: None,
+            delete: None,
             create: None,
             partition_key: raw.partition_key,
             clustering_key: raw.clustering_key,
@@ -157,6 +159,7 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
                 ttl: raw.ttl,
                 writetime: raw.writetime,
                 nulls: raw.nulls,
+                delete: raw.delete,
                 create: raw.create,
                 partition_key: raw.partition_key,
                 clustering_key: raw.clustering_key,
@@ -281,6 +284,22 @@ fn nulls_of(c: &mut Checker, key: &str, text: Option<&str>) -> Option<Nulls> {
     }
 }
 
+/// A condition: compiled, and able to yield a boolean.
+fn condition(c: &mut Checker, key: &str, code: &str) -> Option<crate::jq::Jq> {
+    let jq = c.jq(key, code)?;
+    if let Some(kinds) = infer::kinds(code)
+        && !kinds
+            .iter()
+            .any(|k| matches!(k, JsonKind::Bool | JsonKind::Null))
+    {
+        c.err(
+            key,
+            format!("a condition yields true or false, but `{code}` cannot"),
+        );
+    }
+    Some(jq)
+}
+
 /// A write time expression: compiled, and held against the JSON a timestamp takes.
 fn writetime(c: &mut Checker, key: &str, code: &str) -> Option<crate::jq::Jq> {
     let jq = c.jq(key, code)?;
@@ -302,6 +321,7 @@ fn writetime(c: &mut Checker, key: &str, code: &str) -> Option<crate::jq::Jq> {
 
 /// What a table takes from `[cassandra]` when it does not say.
 struct Defaults<'a> {
+    delete: Option<&'a str>,
     keyspace: &'a str,
     nulls: Nulls,
     writetime: Option<&'a str>,
@@ -318,6 +338,7 @@ struct Parts {
     ttl: Option<RawTtl>,
     writetime: Option<String>,
     nulls: Option<String>,
+    delete: Option<String>,
     create: Option<bool>,
     partition_key: Vec<String>,
     clustering_key: Vec<String>,
@@ -340,6 +361,11 @@ fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Default
         None => None,
     };
     let own_ttl = raw.ttl.and_then(|t| ttl(c, &format!("{at}.ttl"), t));
+    let delete = match (&raw.delete, defaults.delete) {
+        (Some(code), _) => condition(c, &format!("{at}.delete"), code),
+        (None, Some(code)) => condition(c, "cassandra.delete", code),
+        (None, None) => None,
+    };
     let writetime = match (&raw.writetime, defaults.writetime) {
         (Some(code), _) => writetime(c, &format!("{at}.writetime"), code),
         (None, Some(code)) => writetime(c, "cassandra.writetime", code),
@@ -405,6 +431,7 @@ fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Default
             .or(defaults.ttl)
             .and_then(RawTtlChecked::build),
         writetime,
+        delete,
         nulls: nulls_of(c, &format!("{at}.nulls"), raw.nulls.as_deref()).unwrap_or(defaults.nulls),
         create: raw.create.unwrap_or(defaults.create),
         partition_key,

@@ -163,8 +163,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         cassandra_pid: cassandra_pid(),
         bin: target_dir().join("release"),
     };
-    let mut spec =
-        spec::load(Path::new("pipelines/users.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut spec = spec::load(Path::new(USERS)).map_err(|e| anyhow::anyhow!("{e}"))?;
     spec.kafka.bootstrap_servers = env.kafka.clone();
     spec.kafka.topic = env.run.clone();
     spec.kafka.dead_letter_topic = format!("{}_dlq", env.run);
@@ -226,26 +225,36 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     let mut load = None;
     spec.cassandra.tables.extend(others);
-    let tables = spec.cassandra.tables.len();
+    // The load half writing created_users alone (users.toml cut after its first table), then
+    // both of users.toml's tables: what the second table costs.
+    let one_table = one_table_spec()?;
     for (label, bin) in &builds {
-        let mut vars = table_names(&mut spec.cassandra, &format!("{label}_load"));
-        fresh_table(&session, &spec.cassandra).await?;
-        vars.push((
-            "AQUEDUCT_KAFKA__GROUP_ID".into(),
-            format!("{}_{label}_load", env.run),
-        ));
-        let f = run_aqueduct(
-            &env,
-            bin,
-            &format!("{label} load half, {tables} table(s)"),
-            Until::Done(args.records),
-            &["--only", "load", "--once"],
-            &vars,
-        )?;
-        drop_table(&session, &spec.cassandra).await?;
-        println!("  {}: {:.0} rows/s", f.what, f.per_second);
-        load.get_or_insert_with(|| f.clone());
-        figures.push(f);
+        for (spec_file, tables) in [(one_table.as_path(), 1), (Path::new(USERS), 2)] {
+            let others = spec.cassandra.tables.split_off(tables);
+            let prefix = format!("{label}_load{tables}");
+            let mut vars = table_names(&mut spec.cassandra, &prefix);
+            fresh_table(&session, &spec.cassandra).await?;
+            vars.push((
+                "AQUEDUCT_KAFKA__GROUP_ID".into(),
+                format!("{}_{prefix}", env.run),
+            ));
+            let f = run_aqueduct(
+                &env,
+                bin,
+                spec_file,
+                &format!("{label} load half, {tables} table(s)"),
+                Until::Done(args.records),
+                &["--only", "load", "--once"],
+                &vars,
+            )?;
+            drop_table(&session, &spec.cassandra).await?;
+            spec.cassandra.tables.extend(others);
+            println!("  {}: {:.0} records/s", f.what, f.per_second);
+            if tables == 1 {
+                load.get_or_insert_with(|| f.clone());
+            }
+            figures.push(f);
+        }
     }
     let load = load.context("aqueduct's load half was measured")?;
     // Once more after the loaders: a drift of the machine over the run shows as a gap between
@@ -274,6 +283,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             let f = run_aqueduct(
                 &env,
                 bin,
+                Path::new(USERS),
                 &format!("{label} ingest half, pages of {page}"),
                 Until::Done(args.ingest_records / page * page),
                 &["--only", "ingest", "--once"],
@@ -302,6 +312,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let f = run_aqueduct(
             &env,
             bin,
+            Path::new(USERS),
             &format!("{label} both halves, 1,000 records/s"),
             Until::Stopped(Duration::from_secs(args.steady_seconds)),
             &[],
@@ -488,22 +499,47 @@ async fn drop_table(session: &Session, c: &spec::Cassandra) -> anyhow::Result<()
 /// Names every table of the spec `<prefix>_<its name in the spec>`; the variables that tell
 /// an aqueduct process the same.
 fn table_names(c: &mut spec::Cassandra, prefix: &str) -> Vec<(String, String)> {
-    let one = c.tables.len() == 1;
     c.tables
         .iter_mut()
         .map(|t| {
             t.table = format!("{prefix}_{}", t.name);
-            let var = if one {
-                "AQUEDUCT_CASSANDRA__TABLE".to_owned()
-            } else {
-                format!(
-                    "AQUEDUCT_CASSANDRA__TABLES__{}__TABLE",
-                    t.name.to_uppercase()
-                )
-            };
+            let var = format!(
+                "AQUEDUCT_CASSANDRA__TABLES__{}__TABLE",
+                t.name.to_uppercase()
+            );
             (var, t.table.clone())
         })
         .collect()
+}
+
+/// The spec every measured run reads.
+const USERS: &str = "pipelines/users.toml";
+
+/// users.toml with its first table only (cut where `[cassandra.tables.users_by_country]`
+/// starts), written beside the build output; its schema file is named by an absolute path.
+fn one_table_spec() -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(USERS)?;
+    let cut = text
+        .find("[cassandra.tables.users_by_country]")
+        .context("users.toml has a users_by_country table")?;
+    let schema = std::fs::canonicalize("pipelines/schemas/randomuser-user.json")?;
+    let text = text[..cut].replace(
+        "schema_file = \"schemas/randomuser-user.json\"",
+        &format!("schema_file = {:?}", schema.display().to_string()),
+    );
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("users-one-table.toml");
+    std::fs::write(&path, text)?;
+    let tables = spec::load(&path)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .cassandra
+        .tables
+        .len();
+    if tables != 1 {
+        bail!("{} has {tables} tables, not 1", path.display());
+    }
+    Ok(path)
 }
 
 /// How a measured run ends.
@@ -514,10 +550,11 @@ enum Until {
     Stopped(Duration),
 }
 
-/// Runs the release `aqueduct` on users.toml with this run's overrides and measures it.
+/// Runs the release `aqueduct` on `spec` with this run's overrides and measures it.
 fn run_aqueduct<K: AsRef<std::ffi::OsStr>>(
     env: &Env,
     bin: &Path,
+    spec: &Path,
     what: &str,
     until: Until,
     args: &[&str],
@@ -526,7 +563,7 @@ fn run_aqueduct<K: AsRef<std::ffi::OsStr>>(
     let mut cmd = Command::new(bin);
     cmd.arg("run")
         .args(args)
-        .arg("pipelines/users.toml")
+        .arg(spec)
         .env("AQUEDUCT_LOG", "warn,aqueduct::cli=info")
         .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", &env.kafka)
         .env("AQUEDUCT_KAFKA__TOPIC", &env.run)
@@ -667,6 +704,18 @@ fn report(figures: &[Figure], best: &Figure, load: &Figure) {
             ms(f.latency_p99_ms),
             f.first_row_seconds
                 .map_or_else(|| "-".into(), |s| format!("{s:.2}")),
+        );
+    }
+    let load_of = |tables: usize| {
+        figures
+            .iter()
+            .find(|f| f.what == format!("aqueduct load half, {tables} table(s)"))
+    };
+    if let (Some(one), Some(two)) = (load_of(1), load_of(2)) {
+        println!(
+            "two tables / one table: CPU per record x{:.2} (aim <= 2), records/s x{:.2}",
+            two.client_cpu_us / one.client_cpu_us,
+            two.per_second / one.per_second
         );
     }
     println!(

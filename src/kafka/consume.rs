@@ -4,8 +4,8 @@
 //! lag gauges.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
@@ -24,6 +24,18 @@ use crate::spec;
 pub struct LoadContext {
     topic: String,
     metrics: Arc<Metrics>,
+    /// Since when this member's partitions are revoked with no assignment (even an empty one)
+    /// after: the group has not completed a rebalance for it.
+    revoked_since: Mutex<Option<Instant>>,
+}
+
+impl LoadContext {
+    fn revoked_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A poisoned lock only means a callback panicked; the instant inside is still sound.
+        self.revoked_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl ClientContext for LoadContext {
@@ -46,8 +58,14 @@ impl ClientContext for LoadContext {
 impl ConsumerContext for LoadContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Revoke(tpl) => info!(partitions = %partitions(tpl), "partitions revoked"),
-            Rebalance::Assign(tpl) => info!(partitions = %partitions(tpl), "partitions assigned"),
+            Rebalance::Revoke(tpl) => {
+                self.revoked_since().get_or_insert_with(Instant::now);
+                info!(partitions = %partitions(tpl), "partitions revoked")
+            }
+            Rebalance::Assign(tpl) => {
+                *self.revoked_since() = None;
+                info!(partitions = %partitions(tpl), "partitions assigned")
+            }
             Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
         }
     }
@@ -128,6 +146,7 @@ impl Consumer {
         let context = LoadContext {
             topic: topic.to_owned(),
             metrics,
+            revoked_since: Mutex::new(None),
         };
         let inner: StreamConsumer<LoadContext> = consumer_config(k, group)
             .create_with_context(context)
@@ -200,6 +219,28 @@ impl Consumer {
                 Offset::Offset(offset),
                 Duration::from_secs(5),
             )
+            .map_err(|source| Error::Consume {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+
+    /// Whether this member's partitions were revoked longer than `after` ago and the group has
+    /// not assigned it any (not even none) since. Seen in CI once the only broker came back
+    /// after its member's session had timed out: librdkafka never completed the rejoin.
+    pub fn rejoin_stalled(&self, after: Duration) -> bool {
+        self.inner
+            .context()
+            .revoked_since()
+            .is_some_and(|at| at.elapsed() > after)
+    }
+
+    /// Leaves the group and joins it again, so a stalled rejoin starts over.
+    pub fn resubscribe(&self) -> Result<(), Error> {
+        *self.inner.context().revoked_since() = Some(Instant::now());
+        self.inner.unsubscribe();
+        self.inner
+            .subscribe(&[&self.topic])
             .map_err(|source| Error::Consume {
                 topic: self.topic.clone(),
                 source,

@@ -95,6 +95,11 @@ impl Context {
 /// How often finished positions are stored for the periodic commit.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
+/// How long after its partitions were revoked a loader waits for the group to assign it any
+/// (even none) before it joins the group again: far beyond a rebalance among members that
+/// poll all the time, short enough for a run that ends to finish.
+const REJOIN_STALLED: Duration = Duration::from_secs(90);
+
 /// How often a run that ends checks whether it has drained its topic.
 const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
 
@@ -250,6 +255,12 @@ impl<'a> Loader<'a> {
         }
         if !metrics.ready.load(Ordering::Relaxed) && self.consumer.has_assignment() {
             metrics.ready.store(true, Ordering::Relaxed);
+        }
+        if self.consumer.rejoin_stalled(REJOIN_STALLED) {
+            warn!(after = ?REJOIN_STALLED, "the consumer group has not assigned this loader partitions since it revoked them; joining it again");
+            if let Err(e) = self.consumer.resubscribe() {
+                warn!(error = %e, "joining the consumer group again failed");
+            }
         }
     }
 

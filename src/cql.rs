@@ -51,6 +51,36 @@ pub enum CqlType {
     /// `vector<T, n>` (Cassandra 5.0): a JSON array of exactly `n` values, no nulls; what SAI
     /// indexes search (`vector<float, n>`).
     Vector(Box<CqlType>, usize),
+    /// A user-defined type of `[cassandra.types]`, in the keyspace of the table it is used in:
+    /// a JSON object of its fields (each may be missing or null).
+    Udt(Box<Udt>),
+}
+
+/// A user-defined type, resolved for one keyspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Udt {
+    pub keyspace: String,
+    pub name: String,
+    /// In definition order.
+    pub fields: Vec<(String, CqlType)>,
+    /// `frozen<name>`: written whole (also in a primary key); else its fields are cells.
+    pub frozen: bool,
+}
+
+impl Udt {
+    /// The same type in `keyspace`, its fields' types too.
+    pub fn in_keyspace(&self, keyspace: &str) -> Udt {
+        Udt {
+            keyspace: keyspace.to_owned(),
+            name: self.name.clone(),
+            fields: self
+                .fields
+                .iter()
+                .map(|(f, t)| (f.clone(), t.in_keyspace(keyspace)))
+                .collect(),
+            frozen: self.frozen,
+        }
+    }
 }
 
 /// The most dimensions a vector column may have (Cassandra's limit).
@@ -83,22 +113,42 @@ impl fmt::Display for JsonKind {
 impl FromStr for CqlType {
     type Err = String;
 
+    /// A type without user-defined types.
     fn from_str(s: &str) -> Result<Self, String> {
+        CqlType::parse_with(s, &[])
+    }
+}
+
+impl CqlType {
+    /// A type as a spec or `system_schema` names it, where a name of `udts` is that
+    /// user-defined type.
+    pub fn parse_with(s: &str, udts: &[Udt]) -> Result<CqlType, String> {
+        let parse = |t: &str| CqlType::parse_with(t, udts);
         let s = s.trim();
         let lower = s.to_ascii_lowercase();
         if let Some(inner) = generic(&lower, "frozen") {
-            return inner.parse();
+            return match parse(inner)? {
+                CqlType::Udt(mut udt) => {
+                    udt.frozen = true;
+                    Ok(CqlType::Udt(udt))
+                }
+                other => Ok(other),
+            };
+        }
+        let unquoted = lower.trim_matches('"');
+        if let Some(udt) = udts.iter().find(|u| u.name == unquoted) {
+            return Ok(CqlType::Udt(Box::new(udt.clone())));
         }
         if let Some(inner) = generic(&lower, "list") {
-            return Ok(CqlType::List(Box::new(inner.parse()?)));
+            return Ok(CqlType::List(Box::new(parse(inner)?)));
         }
         if let Some(inner) = generic(&lower, "set") {
-            return Ok(CqlType::Set(Box::new(inner.parse()?)));
+            return Ok(CqlType::Set(Box::new(parse(inner)?)));
         }
         if let Some(inner) = generic(&lower, "map") {
             let (k, v) = split_pair(inner)
                 .ok_or_else(|| format!("`{s}`: a map needs two types, map<key, value>"))?;
-            return Ok(CqlType::Map(Box::new(k.parse()?), Box::new(v.parse()?)));
+            return Ok(CqlType::Map(Box::new(parse(k)?), Box::new(parse(v)?)));
         }
         if let Some(inner) = generic(&lower, "tuple") {
             if inner.is_empty() {
@@ -108,7 +158,7 @@ impl FromStr for CqlType {
             }
             let members = split_all(inner)
                 .into_iter()
-                .map(str::parse)
+                .map(parse)
                 .collect::<Result<Vec<CqlType>, String>>()?;
             return Ok(CqlType::Tuple(members));
         }
@@ -122,8 +172,8 @@ impl FromStr for CqlType {
                     "`{s}`: a vector has 1 to {MAX_DIMENSIONS} dimensions"
                 ));
             }
-            let t: CqlType = t.parse()?;
-            if t.is_collection() || matches!(t, CqlType::Vector(..)) {
+            let t = parse(t)?;
+            if t.is_collection() || matches!(t, CqlType::Vector(..) | CqlType::Udt(_)) {
                 return Err(format!("`{s}`: a vector holds simple values"));
             }
             return Ok(CqlType::Vector(Box::new(t), n));
@@ -149,7 +199,7 @@ impl FromStr for CqlType {
             "varint" => CqlType::Varint,
             _ => {
                 return Err(format!(
-                    "unknown CQL type `{s}` (supported: ascii, bigint, blob, boolean, date, decimal, double, float, inet, int, smallint, text, varchar, time, timestamp, timeuuid, tinyint, uuid, varint, list<T>, set<T>, map<K, V>, tuple<T1, T2, ...>, vector<T, n>)"
+                    "unknown CQL type `{s}` (supported: ascii, bigint, blob, boolean, date, decimal, double, float, inet, int, smallint, text, varchar, time, timestamp, timeuuid, tinyint, uuid, varint, list<T>, set<T>, map<K, V>, tuple<T1, T2, ...>, vector<T, n>, and the types of [cassandra.types])"
                 ));
             }
         })
@@ -191,13 +241,7 @@ fn split_pair(s: &str) -> Option<(&str, &str)> {
 impl fmt::Display for CqlType {
     /// The type as CQL DDL writes it; collections nested in collections are frozen.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn inner(t: &CqlType) -> String {
-            if t.is_collection() {
-                format!("frozen<{t}>")
-            } else {
-                t.to_string()
-            }
-        }
+        let inner = CqlType::nested;
         match self {
             CqlType::List(t) => write!(f, "list<{}>", inner(t)),
             CqlType::Set(t) => write!(f, "set<{}>", inner(t)),
@@ -207,6 +251,8 @@ impl fmt::Display for CqlType {
                 write!(f, "tuple<{}>", members.join(", "))
             }
             CqlType::Vector(t, n) => write!(f, "vector<{t}, {n}>"),
+            CqlType::Udt(udt) if udt.frozen => write!(f, "frozen<{}>", udt.name),
+            CqlType::Udt(udt) => f.write_str(&udt.name),
             simple => f.write_str(match simple {
                 CqlType::Ascii => "ascii",
                 CqlType::Bigint => "bigint",
@@ -230,13 +276,40 @@ impl fmt::Display for CqlType {
                 | CqlType::Set(_)
                 | CqlType::Map(..)
                 | CqlType::Tuple(_)
-                | CqlType::Vector(..) => unreachable!("handled above"),
+                | CqlType::Vector(..)
+                | CqlType::Udt(_) => unreachable!("handled above"),
             }),
         }
     }
 }
 
 impl CqlType {
+    /// The type where another type holds it (a collection, tuple or user-defined type's
+    /// field): collections and user-defined types frozen, as Cassandra requires.
+    pub fn nested(&self) -> String {
+        match self {
+            CqlType::Udt(udt) => format!("frozen<{}>", udt.name),
+            t if t.is_collection() => format!("frozen<{t}>"),
+            t => t.to_string(),
+        }
+    }
+
+    /// The same type with its user-defined types in `keyspace`.
+    pub fn in_keyspace(&self, keyspace: &str) -> CqlType {
+        let boxed = |t: &CqlType| Box::new(t.in_keyspace(keyspace));
+        match self {
+            CqlType::List(t) => CqlType::List(boxed(t)),
+            CqlType::Set(t) => CqlType::Set(boxed(t)),
+            CqlType::Map(k, v) => CqlType::Map(boxed(k), boxed(v)),
+            CqlType::Tuple(members) => {
+                CqlType::Tuple(members.iter().map(|m| m.in_keyspace(keyspace)).collect())
+            }
+            CqlType::Vector(t, n) => CqlType::Vector(boxed(t), *n),
+            CqlType::Udt(udt) => CqlType::Udt(Box::new(udt.in_keyspace(keyspace))),
+            simple => simple.clone(),
+        }
+    }
+
     /// Lists, sets and maps.
     pub fn is_collection(&self) -> bool {
         matches!(self, CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..))
@@ -276,7 +349,7 @@ impl CqlType {
                     | Uuid
             ),
             JsonKind::Array => matches!(self, List(_) | Set(_) | Tuple(_) | Vector(..)),
-            JsonKind::Object => matches!(self, Map(..)),
+            JsonKind::Object => matches!(self, Map(..) | Udt(_)),
         }
     }
 
@@ -388,6 +461,31 @@ impl CqlType {
                     items.len()
                 ));
             }
+            (CqlType::Udt(udt), Value::Object(entries)) => {
+                if let Some(unknown) = entries
+                    .keys()
+                    .find(|k| !udt.fields.iter().any(|(f, _)| f == *k))
+                {
+                    return Err(detail(format!("{} has no field `{unknown}`", udt.name)));
+                }
+                CqlValue::UserDefinedType {
+                    keyspace: udt.keyspace.clone(),
+                    name: udt.name.clone(),
+                    fields: udt
+                        .fields
+                        .iter()
+                        .map(|(field, t)| {
+                            let value = match entries.get(field) {
+                                None | Some(Value::Null) => None,
+                                Some(v) => {
+                                    Some(t.convert(v).map_err(|e| format!("field {field}: {e}"))?)
+                                }
+                            };
+                            Ok((field.clone(), value))
+                        })
+                        .collect::<Result<_, String>>()?,
+                }
+            }
             (CqlType::Map(k, t), Value::Object(entries)) => CqlValue::Map(
                 entries
                     .iter()
@@ -418,7 +516,7 @@ impl CqlType {
             Inet => "an IP address string",
             Blob => "a base64 string",
             List(_) | Set(_) | Tuple(_) | Vector(..) => "an array",
-            Map(..) => "an object",
+            Map(..) | Udt(_) => "an object",
         }
         .to_owned()
     }
@@ -514,6 +612,12 @@ pub fn to_json(v: &CqlValue) -> Value {
         CqlValue::List(items) | CqlValue::Set(items) | CqlValue::Vector(items) => {
             Value::Array(items.iter().map(to_json).collect())
         }
+        CqlValue::UserDefinedType { fields, .. } => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map_or(Value::Null, to_json)))
+                .collect(),
+        ),
         CqlValue::Tuple(items) => Value::Array(
             items
                 .iter()
@@ -810,6 +914,64 @@ mod tests {
             let cql = ty.to_cql(v.clone()).unwrap().unwrap();
             assert_eq!(to_json(&cql), v);
         }
+    }
+
+    #[test]
+    fn user_defined_types_resolve_by_name_and_take_objects_of_their_fields() {
+        let street = Udt {
+            keyspace: "ks".into(),
+            name: "street".into(),
+            fields: vec![("number".into(), t("int")), ("name".into(), t("text"))],
+            frozen: false,
+        };
+        let udts = [street.clone()];
+        let plain = CqlType::parse_with("street", &udts).unwrap();
+        assert_eq!(plain.to_string(), "street");
+        let frozen = CqlType::parse_with("frozen<\"street\">", &udts).unwrap();
+        assert_eq!(frozen.to_string(), "frozen<street>");
+        assert_eq!(
+            CqlType::parse_with("list<street>", &udts)
+                .unwrap()
+                .to_string(),
+            "list<frozen<street>>"
+        );
+        assert!(
+            "street".parse::<CqlType>().is_err(),
+            "unknown without its definition"
+        );
+        assert!(plain.accepts(JsonKind::Object));
+        let v = plain.to_cql(json!({"name": "Main"})).unwrap().unwrap();
+        assert_eq!(
+            v,
+            CqlValue::UserDefinedType {
+                keyspace: "ks".into(),
+                name: "street".into(),
+                fields: vec![
+                    ("number".into(), None),
+                    ("name".into(), Some(CqlValue::Text("Main".into())))
+                ]
+            }
+        );
+        assert_eq!(to_json(&v), json!({"number": null, "name": "Main"}));
+        assert!(
+            plain
+                .to_cql(json!({"nmae": "x"}))
+                .unwrap_err()
+                .contains("street has no field `nmae`")
+        );
+        assert!(
+            plain
+                .to_cql(json!({"number": "8"}))
+                .unwrap_err()
+                .contains("field number: expected an integer")
+        );
+        assert_eq!(
+            plain.in_keyspace("other"),
+            CqlType::Udt(Box::new(Udt {
+                keyspace: "other".into(),
+                ..street
+            }))
+        );
     }
 
     #[test]

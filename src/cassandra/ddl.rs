@@ -35,6 +35,7 @@ pub fn script(c: &Cassandra) -> String {
         .into_iter()
         .map(|keyspace| create_keyspace(c, keyspace))
         .collect();
+    statements.extend(create_types(c, false));
     statements.extend(c.tables.iter().map(create_table));
     statements.extend(c.tables.iter().flat_map(create_indexes));
     statements
@@ -85,6 +86,31 @@ pub fn create_table(c: &Table) -> String {
         cql.push_str(&format!(" WITH CLUSTERING ORDER BY ({})", order.join(", ")));
     }
     cql
+}
+
+/// `CREATE TYPE IF NOT EXISTS` for the user-defined types, once in the keyspace of each table
+/// (`created`: of each table the spec creates), in the file's order.
+fn create_types(c: &Cassandra, created: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for keyspace in keyspaces(c, created) {
+        let Some(t) = c.tables.iter().find(|t| t.keyspace == keyspace) else {
+            continue;
+        };
+        for udt in &t.types {
+            let fields: Vec<String> = udt
+                .fields
+                .iter()
+                .map(|(f, ty)| format!("{} {}", quote(f), ty.nested()))
+                .collect();
+            out.push(format!(
+                "CREATE TYPE IF NOT EXISTS {}.{} ({})",
+                quote(keyspace),
+                quote(&udt.name),
+                fields.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// `CREATE INDEX IF NOT EXISTS ... USING 'sai'` for each of the table's indexes.
@@ -161,6 +187,7 @@ pub async fn ensure(session: &Session, c: &Cassandra) -> Result<(), Error> {
         .into_iter()
         .map(|keyspace| create_keyspace(c, keyspace))
         .collect();
+    statements.extend(create_types(c, true));
     statements.extend(c.tables.iter().filter(|t| t.create).map(create_table));
     statements.extend(
         c.tables
@@ -242,12 +269,15 @@ fn column_problems(c: &Table, existing: &[(String, String)]) -> Vec<String> {
                 table_name(c),
                 col.cql_type
             )),
-            Some((_, ty)) if ty.parse::<CqlType>().ok().as_ref() != Some(&col.cql_type) => problems
-                .push(format!(
+            Some((_, ty))
+                if CqlType::parse_with(ty, &c.types).ok().as_ref() != Some(&col.cql_type) =>
+            {
+                problems.push(format!(
                     "column {} is {ty} in the table but {} in the spec",
                     quote(&col.name),
                     col.cql_type
-                )),
+                ))
+            }
             Some(_) => {}
         }
     }

@@ -268,6 +268,8 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Storage-attached indexes, created with the table.
     pub indexes: Vec<Index>,
+    /// The spec's user-defined types, in this table's keyspace, in the file's order.
+    pub types: Vec<crate::cql::Udt>,
 }
 
 /// A storage-attached index (SAI) of one column.

@@ -440,6 +440,12 @@ pub struct RawCassandra {
     /// table).
     #[serde(default)]
     pub columns: BTreeMap<String, RawColumn>,
+    /// User-defined types, by name: `[cassandra.types.address]` with `street = "text"`, ...
+    /// (field = CQL type); created in the keyspace of every table (`CREATE TYPE`), usable as
+    /// column types (`address`, `frozen<address>`, `list<frozen<address>>`) and in the fields
+    /// of types defined after them.
+    #[serde(default)]
+    pub types: BTreeMap<String, BTreeMap<String, String>>,
     /// Storage-attached indexes (SAI) of the table, by index name (one table).
     #[serde(default)]
     pub indexes: BTreeMap<String, RawIndex>,

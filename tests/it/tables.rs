@@ -578,3 +578,119 @@ async fn a_delete_condition_and_a_kafka_tombstone_delete_rows_by_primary_key() {
         "{letter}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_defined_types_frozen_and_not_nested_and_in_collections() {
+    if !services_up("user_defined_types") {
+        return;
+    }
+    use scylla::value::CqlValue;
+    let topic = unique("udts");
+    let keyspace = unique("ks");
+    let (_dir, spec) = spec_file(&format!(
+        r#"
+        name = "udts"
+        [source]
+        url = "http://127.0.0.1:1/"
+        schedule = {{ every = "1h" }}
+        [kafka]
+        bootstrap_servers = "{}"
+        topic = "{topic}"
+        group_id = "{topic}"
+        [cassandra]
+        contact_points = ["{}"]
+        keyspace = "{keyspace}"
+        [cassandra.types.street]
+        number = "int"
+        name = "text"
+        [cassandra.types.address]
+        street = "street"
+        city = "text"
+        [cassandra.tables.people]
+        partition_key = ["id"]
+        columns.id = {{ type = "text", jq = ".id" }}
+        columns.home = {{ type = "address", jq = ".home" }}
+        columns.past = {{ type = "list<frozen<address>>", jq = ".past" }}
+        "#,
+        kafka_addr(),
+        cassandra_addr()
+    ));
+    let load = || {
+        let mut cmd = aqueduct();
+        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
+        cmd
+    };
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    produce(
+        &topic,
+        &[
+            serde_json::json!({"id": "p1", "home": {"street": {"number": 8, "name": "Main"}, "city": "Jena"}, "past": [{"city": "Bonn"}]}),
+            serde_json::json!({"id": "p2", "home": {"city": 7}, "past": []}),
+            serde_json::json!({"id": "p3", "home": {"town": "Ulm"}, "past": []}),
+        ],
+    )
+    .await;
+    let out = run(&mut load()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let s = session().await;
+    let rows = s
+        .query_unpaged(
+            format!("SELECT home.city, home.street, past FROM {keyspace}.people WHERE id = 'p1'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let (city, street, past) = rows
+        .single_row::<(Option<String>, Option<CqlValue>, Option<CqlValue>)>()
+        .unwrap();
+    assert_eq!(city.as_deref(), Some("Jena"), "a field of a non-frozen UDT");
+    let udt = |name: &str, fields: Vec<(&str, Option<CqlValue>)>| CqlValue::UserDefinedType {
+        keyspace: keyspace.clone(),
+        name: name.to_owned(),
+        fields: fields.into_iter().map(|(f, v)| (f.to_owned(), v)).collect(),
+    };
+    assert_eq!(
+        street,
+        Some(udt(
+            "street",
+            vec![
+                ("number", Some(CqlValue::Int(8))),
+                ("name", Some(CqlValue::Text("Main".into())))
+            ]
+        )),
+        "a UDT nested in a UDT"
+    );
+    assert_eq!(
+        past,
+        Some(CqlValue::List(vec![udt(
+            "address",
+            vec![
+                ("street", None),
+                ("city", Some(CqlValue::Text("Bonn".into())))
+            ]
+        )])),
+        "frozen UDTs in a list, a missing field null"
+    );
+    assert_eq!(count_rows(&s, &format!("{keyspace}.people")).await, 1);
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|(_, l)| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("field city: expected a string")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("address has no field `town`")),
+        "{reasons:?}"
+    );
+}

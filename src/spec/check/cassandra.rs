@@ -8,7 +8,7 @@ use std::path::Path;
 use scylla::statement::Consistency;
 
 use super::{Checker, security};
-use crate::cql::{CqlType, JsonKind};
+use crate::cql::{CqlType, JsonKind, Udt};
 use crate::spec::raw::{RawCassandra, RawColumn, RawIndex, RawTtl, Scalar};
 use crate::spec::{Cassandra, Column, Index, Nulls, Table, Ttl, infer};
 
@@ -103,7 +103,9 @@ pub(super) fn cassandra(c: &mut Checker, raw: RawCassandra, base: &Path) -> Opti
         }
     };
     let nulls = nulls_of(c, "cassandra.nulls", raw.nulls.as_deref()).unwrap_or(Nulls::Null);
+    let udts = udts(c, raw.types);
     let defaults = Defaults {
+        udts: &udts,
         delete: raw.delete.as_deref(),
         keyspace: &raw.keyspace,
         nulls,
@@ -321,6 +323,8 @@ fn writetime(c: &mut Checker, key: &str, code: &str) -> Option<crate::jq::Jq> {
 
 /// What a table takes from `[cassandra]` when it does not say.
 struct Defaults<'a> {
+    /// The spec's user-defined types, in no keyspace yet.
+    udts: &'a [Udt],
     delete: Option<&'a str>,
     keyspace: &'a str,
     nulls: Nulls,
@@ -372,14 +376,22 @@ fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Default
         (None, None) => None,
     };
     // The key is checked against every column named, even one whose expression is broken.
+    let types: Vec<Udt> = defaults
+        .udts
+        .iter()
+        .map(|u| u.in_keyspace(&keyspace))
+        .collect();
     let declared: Vec<(String, Option<CqlType>)> = raw
         .columns
         .iter()
-        .map(|(name, col)| (name.clone(), col.cql_type.parse().ok()))
+        .map(|(name, col)| {
+            let t = CqlType::parse_with(&col.cql_type, &types).ok();
+            (name.clone(), t)
+        })
         .collect();
     let (partition_key, clustering_key) =
         primary_key(c, at, &raw.partition_key, &raw.clustering_key, &declared);
-    let columns = columns(c, at, raw.columns);
+    let columns = columns(c, at, raw.columns, &types);
     let indexes = raw
         .indexes
         .into_iter()
@@ -438,7 +450,53 @@ fn table(c: &mut Checker, at: &str, name: String, raw: Parts, defaults: &Default
         clustering_key,
         columns,
         indexes,
+        types,
     }
+}
+
+/// `[cassandra.types]`: each field's type resolved, against the types defined before it (in
+/// the file's order); the keyspace is set per table.
+fn udts(c: &mut Checker, raw: BTreeMap<String, BTreeMap<String, String>>) -> Vec<Udt> {
+    let position = |c: &Checker, key: &str| c.locator.key_position(key).unwrap_or((usize::MAX, 0));
+    let mut raw: Vec<(String, BTreeMap<String, String>)> = raw.into_iter().collect();
+    raw.sort_by_key(|(name, _)| position(c, &format!("cassandra.types.{name}")));
+    let mut out: Vec<Udt> = Vec::new();
+    for (name, fields) in raw {
+        let key = format!("cassandra.types.{name}");
+        if !valid_identifier(&name) || name != name.to_ascii_lowercase() {
+            c.err(&key, format!("`{name}` is not a valid type name (lower case: a letter, then letters, digits or '_')"));
+            continue;
+        }
+        if name.parse::<CqlType>().is_ok() {
+            c.err(&key, format!("`{name}` is a CQL type already"));
+            continue;
+        }
+        if fields.is_empty() {
+            c.err(&key, "no fields: add `field = \"<CQL type>\"`");
+        }
+        let mut fields: Vec<(String, String)> = fields.into_iter().collect();
+        fields.sort_by_key(|(field, _)| position(c, &format!("{key}.{field}")));
+        let mut resolved = Vec::new();
+        for (field, text) in fields {
+            if !valid_identifier(&field) {
+                c.err(
+                    &format!("{key}.{field}"),
+                    format!("`{field}` is not a valid field name"),
+                );
+            }
+            match CqlType::parse_with(&text, &out) {
+                Ok(t) => resolved.push((field, t)),
+                Err(e) => c.err(&format!("{key}.{field}"), e),
+            }
+        }
+        out.push(Udt {
+            keyspace: String::new(),
+            name,
+            fields: resolved,
+            frozen: false,
+        });
+    }
+    out
 }
 
 fn replication(
@@ -487,7 +545,12 @@ fn replication(
     Some(out)
 }
 
-fn columns(c: &mut Checker, at: &str, raw: BTreeMap<String, RawColumn>) -> Vec<Column> {
+fn columns(
+    c: &mut Checker,
+    at: &str,
+    raw: BTreeMap<String, RawColumn>,
+    udts: &[Udt],
+) -> Vec<Column> {
     if raw.is_empty() {
         c.err(
             &format!("{at}.columns"),
@@ -500,9 +563,7 @@ fn columns(c: &mut Checker, at: &str, raw: BTreeMap<String, RawColumn>) -> Vec<C
         if !valid_identifier(&name) {
             c.err(&key, format!("`{name}` is not a valid column name"));
         }
-        let cql_type = col
-            .cql_type
-            .parse::<CqlType>()
+        let cql_type = CqlType::parse_with(&col.cql_type, udts)
             .map_err(|e| c.err(&format!("{key}.type"), e))
             .ok();
         let jq = c.jq(&format!("{key}.jq"), &col.jq);

@@ -315,6 +315,38 @@ async fn write_time_and_ttl_from_the_record_an_older_version_never_overwrites_a_
     assert_eq!(letter["table"], "versions", "{letter}");
     assert_eq!(letter["column"], "writetime", "{letter}");
     assert_eq!(letter["record"]["id"], "u2", "{letter}");
+
+    // `aqueduct replay` of a still older version of u1, dead-lettered long ago: it lands in
+    // `arrivals` (written last), never over the newer row of `versions`.
+    let older =
+        serde_json::json!({"id": "u1", "name": "older still", "updated": "2026-10-01T00:00:00Z"});
+    produce(
+        &format!("{topic}_dlq"),
+        &[serde_json::json!({
+            "pipeline": "writetime", "stage": "map", "reason": "fixed since", "table": "versions",
+            "record": older, "origin": {"topic": topic, "partition": 0, "offset": 0},
+            "time": "2026-10-01T00:00:01.000Z"
+        })],
+    )
+    .await;
+    let mut replay = aqueduct();
+    replay.arg("replay").arg(&spec);
+    let out = run(&mut replay).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let versions = s
+        .query_unpaged(read("versions"), ("u1",))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(row(versions), ("new".to_owned(), millis(newer) * 1000));
+    let arrivals = s
+        .query_unpaged(read("arrivals"), ("u1",))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(row(arrivals).0, "older still", "the replay ran");
 }
 
 #[tokio::test(flavor = "multi_thread")]

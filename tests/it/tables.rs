@@ -171,6 +171,68 @@ async fn a_row_one_table_refuses_is_dead_lettered_naming_it_and_the_others_are_w
     assert_eq!(topic_messages(&format!("{topic}_dlq")).len(), 40 - numeric);
 }
 
+/// A pipeline of the given `[cassandra]` lines, run load-only (`run --only load --once`) over
+/// a topic the test produces to; its own topic, group and keyspace.
+struct LoadOnly {
+    topic: String,
+    keyspace: String,
+    spec: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoadOnly {
+    /// Writes the spec and runs it once, which creates the topics (the broker does not
+    /// auto-create them).
+    async fn new(name: &str, cassandra: &str) -> LoadOnly {
+        let topic = unique(name);
+        let keyspace = unique("ks");
+        let (dir, spec) = spec_file(&format!(
+            r#"
+            name = "{name}"
+            [source]
+            url = "http://127.0.0.1:1/"
+            schedule = {{ every = "1h" }}
+            [kafka]
+            bootstrap_servers = "{}"
+            topic = "{topic}"
+            group_id = "{topic}"
+            [cassandra]
+            contact_points = ["{}"]
+            keyspace = "{keyspace}"
+            {cassandra}
+            "#,
+            kafka_addr(),
+            cassandra_addr()
+        ));
+        let p = LoadOnly {
+            topic,
+            keyspace,
+            spec,
+            _dir: dir,
+        };
+        p.load().await;
+        p
+    }
+
+    /// Loads what the topic holds; the run must succeed.
+    async fn load(&self) {
+        let mut cmd = aqueduct();
+        cmd.args(["run", "--only", "load", "--once"])
+            .arg(&self.spec);
+        let out = run(&mut cmd).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+
+    async fn produce(&self, records: &[Value]) {
+        produce(&self.topic, records).await;
+    }
+
+    /// Every message of the dead-letter topic.
+    fn dead_letters(&self) -> Vec<(Option<String>, Value)> {
+        topic_messages(&format!("{}_dlq", self.topic))
+    }
+}
+
 /// Produces `records` to `topic`, keyed by their `id`.
 async fn produce(topic: &str, records: &[Value]) {
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
@@ -197,64 +259,38 @@ async fn write_time_and_ttl_from_the_record_an_older_version_never_overwrites_a_
     if !services_up("a_write_time_from_the_record") {
         return;
     }
-    let topic = unique("writetime");
-    let keyspace = unique("ks");
     // `versions` writes with the record's `updated` as its write time; `arrivals` (no
     // writetime) keeps whatever was written last.
-    let (_dir, spec) = spec_file(&format!(
+    let p = LoadOnly::new(
+        "writetime",
         r#"
-        name = "writetime"
-        [source]
-        url = "http://127.0.0.1:1/"
-        schedule = {{ every = "1h" }}
-        [kafka]
-        bootstrap_servers = "{}"
-        topic = "{topic}"
-        group_id = "{topic}"
-        [cassandra]
-        contact_points = ["{}"]
-        keyspace = "{keyspace}"
         [cassandra.tables.versions]
         writetime = ".updated"
         partition_key = ["id"]
-        columns.id = {{ type = "text", jq = ".id" }}
-        columns.name = {{ type = "text", jq = ".name" }}
+        columns.id = { type = "text", jq = ".id" }
+        columns.name = { type = "text", jq = ".name" }
         [cassandra.tables.arrivals]
-        ttl = {{ jq = ".keep_for" }}
+        ttl = { jq = ".keep_for" }
         partition_key = ["id"]
-        columns.id = {{ type = "text", jq = ".id" }}
-        columns.name = {{ type = "text", jq = ".name" }}
+        columns.id = { type = "text", jq = ".id" }
+        columns.name = { type = "text", jq = ".name" }
         "#,
-        kafka_addr(),
-        cassandra_addr()
-    ));
-    let load = || {
-        let mut cmd = aqueduct();
-        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
-        cmd
-    };
-    // A first run creates the topics (the broker does not auto-create them).
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let newer = "2026-12-01T10:00:00.123Z";
-    produce(
-        &topic,
-        &[serde_json::json!({"id": "u1", "name": "new", "updated": newer})],
     )
     .await;
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let (topic, keyspace) = (&p.topic, &p.keyspace);
+    let newer = "2026-12-01T10:00:00.123Z";
+    p.produce(&[serde_json::json!({"id": "u1", "name": "new", "updated": newer})])
+        .await;
+    p.load().await;
     // The older version arrives later (a replay, a backfill): it must not win in `versions`.
-    produce(
-        &topic,
+    p.produce(
         &[
             serde_json::json!({"id": "u1", "name": "old", "updated": "2026-11-01T00:00:00Z", "keep_for": 3600}),
             serde_json::json!({"id": "u2", "name": "no time"}),
         ],
     )
     .await;
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    p.load().await;
     let s = session().await;
     let read =
         |table: &str| format!("SELECT name, WRITETIME(name) FROM {keyspace}.{table} WHERE id = ?");
@@ -309,7 +345,7 @@ async fn write_time_and_ttl_from_the_record_an_older_version_never_overwrites_a_
     // A record without its time is dead-lettered for `versions` only.
     assert_eq!(count_rows(&s, &format!("{keyspace}.versions")).await, 1);
     assert_eq!(count_rows(&s, &format!("{keyspace}.arrivals")).await, 2);
-    let dead = topic_messages(&format!("{topic}_dlq"));
+    let dead = p.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     let letter = &dead[0].1;
     assert_eq!(letter["table"], "versions", "{letter}");
@@ -330,7 +366,7 @@ async fn write_time_and_ttl_from_the_record_an_older_version_never_overwrites_a_
     )
     .await;
     let mut replay = aqueduct();
-    replay.arg("replay").arg(&spec);
+    replay.arg("replay").arg(&p.spec);
     let out = run(&mut replay).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let versions = s
@@ -354,66 +390,43 @@ async fn unset_nulls_tuples_vectors_and_a_vector_index_on_cassandra_5() {
     if !services_up("unset_nulls_tuples_vectors") {
         return;
     }
-    let topic = unique("vectors");
-    let keyspace = unique("ks");
     // `docs` leaves nulls unset and indexes its embeddings (SAI); `docs_nulls` writes nulls.
-    let (_dir, spec) = spec_file(&format!(
+    let p = LoadOnly::new(
+        "vectors",
         r#"
-        name = "vectors"
-        [source]
-        url = "http://127.0.0.1:1/"
-        schedule = {{ every = "1h" }}
-        [kafka]
-        bootstrap_servers = "{}"
-        topic = "{topic}"
-        group_id = "{topic}"
-        [cassandra]
-        contact_points = ["{}"]
-        keyspace = "{keyspace}"
         [cassandra.tables.docs]
         nulls = "unset"
         partition_key = ["id"]
-        columns.id = {{ type = "text", jq = ".id" }}
-        columns.note = {{ type = "text", jq = ".note" }}
-        columns.point = {{ type = "tuple<int, text>", jq = ".point" }}
-        columns.embedding = {{ type = "vector<float, 3>", jq = ".embedding" }}
-        indexes.docs_by_embedding = {{ column = "embedding", options = {{ similarity_function = "cosine" }} }}
+        columns.id = { type = "text", jq = ".id" }
+        columns.note = { type = "text", jq = ".note" }
+        columns.point = { type = "tuple<int, text>", jq = ".point" }
+        columns.embedding = { type = "vector<float, 3>", jq = ".embedding" }
+        indexes.docs_by_embedding = { column = "embedding", options = { similarity_function = "cosine" } }
         [cassandra.tables.docs_nulls]
         partition_key = ["id"]
-        columns.id = {{ type = "text", jq = ".id" }}
-        columns.note = {{ type = "text", jq = ".note" }}
+        columns.id = { type = "text", jq = ".id" }
+        columns.note = { type = "text", jq = ".note" }
         "#,
-        kafka_addr(),
-        cassandra_addr()
-    ));
-    let load = || {
-        let mut cmd = aqueduct();
-        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
-        cmd
-    };
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    produce(
-        &topic,
+    )
+    .await;
+    let keyspace = &p.keyspace;
+    p.produce(
         &[
             serde_json::json!({"id": "a", "note": "keep", "point": [1, "x"], "embedding": [1.0, 0.0, 0.0]}),
             serde_json::json!({"id": "b", "note": "b", "point": [2, null], "embedding": [0.0, 1.0, 0.0]}),
         ],
     )
     .await;
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    p.load().await;
     // A later version of `a` without its note, and a vector one value short.
-    produce(
-        &topic,
+    p.produce(
         &[
             serde_json::json!({"id": "a", "note": null, "point": [3, "y"], "embedding": [0.9, 0.1, 0.0]}),
             serde_json::json!({"id": "c", "note": "c", "point": [4, "z"], "embedding": [0.5, 0.5]}),
         ],
     )
     .await;
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    p.load().await;
 
     let s = session().await;
     let rows = s
@@ -466,7 +479,7 @@ async fn unset_nulls_tuples_vectors_and_a_vector_index_on_cassandra_5() {
     // The vector one value short: dead-lettered for `docs`, written to `docs_nulls`.
     assert_eq!(count_rows(&s, &format!("{keyspace}.docs")).await, 2);
     assert_eq!(count_rows(&s, &format!("{keyspace}.docs_nulls")).await, 3);
-    let dead = topic_messages(&format!("{topic}_dlq"));
+    let dead = p.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     let letter = &dead[0].1;
     assert_eq!(
@@ -507,75 +520,48 @@ async fn a_delete_condition_and_a_kafka_tombstone_delete_rows_by_primary_key() {
     if !services_up("a_delete_condition_and_a_kafka_tombstone") {
         return;
     }
-    let topic = unique("deletes");
-    let keyspace = unique("ks");
-    let (_dir, spec) = spec_file(&format!(
+    let p = LoadOnly::new(
+        "deletes",
         r#"
-        name = "deletes"
-        [source]
-        url = "http://127.0.0.1:1/"
-        schedule = {{ every = "1h" }}
-        [kafka]
-        bootstrap_servers = "{}"
-        topic = "{topic}"
-        group_id = "{topic}"
-        [cassandra]
-        contact_points = ["{}"]
-        keyspace = "{keyspace}"
         delete = ".deleted == true"
         [cassandra.tables.by_id]
         partition_key = ["id"]
-        columns.id = {{ type = "text", jq = ".id" }}
-        columns.code = {{ type = "int", jq = ".code" }}
+        columns.id = { type = "text", jq = ".id" }
+        columns.code = { type = "int", jq = ".code" }
         [cassandra.tables.by_code]
         partition_key = ["code"]
         clustering_key = ["id"]
-        columns.code = {{ type = "int", jq = ".code" }}
-        columns.id = {{ type = "text", jq = ".id" }}
+        columns.code = { type = "int", jq = ".code" }
+        columns.id = { type = "text", jq = ".id" }
         "#,
-        kafka_addr(),
-        cassandra_addr()
-    ));
-    let load = || {
-        let mut cmd = aqueduct();
-        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
-        cmd
-    };
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    produce(
-        &topic,
-        &[
-            serde_json::json!({"id": "a", "code": 1}),
-            serde_json::json!({"id": "b", "code": 2}),
-            serde_json::json!({"id": "c", "code": 3}),
-        ],
     )
     .await;
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    let (topic, keyspace) = (&p.topic, &p.keyspace);
+    p.produce(&[
+        serde_json::json!({"id": "a", "code": 1}),
+        serde_json::json!({"id": "b", "code": 2}),
+        serde_json::json!({"id": "c", "code": 3}),
+    ])
+    .await;
+    p.load().await;
     let s = session().await;
     assert_eq!(count_rows(&s, &format!("{keyspace}.by_id")).await, 3);
     // `a` is deleted by its record, in both tables; `b` by a tombstone of its key: in `by_id`
     // (one-column key), while `by_code` cannot be found by the key and says so.
-    produce(
-        &topic,
-        &[serde_json::json!({"id": "a", "code": 1, "deleted": true})],
-    )
-    .await;
+    p.produce(&[serde_json::json!({"id": "a", "code": 1, "deleted": true})])
+        .await;
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka_addr())
         .create()
         .unwrap();
     producer
         .send(
-            rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key("b"),
+            rdkafka::producer::FutureRecord::<str, [u8]>::to(topic).key("b"),
             std::time::Duration::from_secs(10),
         )
         .await
         .unwrap();
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    p.load().await;
     let ids = |table: &'static str| {
         let s = &s;
         let keyspace = &keyspace;
@@ -597,7 +583,7 @@ async fn a_delete_condition_and_a_kafka_tombstone_delete_rows_by_primary_key() {
     };
     assert_eq!(ids("by_id").await, ["c"]);
     assert_eq!(ids("by_code").await, ["b", "c"]);
-    let dead = topic_messages(&format!("{topic}_dlq"));
+    let dead = p.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     let letter = &dead[0].1;
     assert_eq!(letter["table"], "by_code", "{letter}");
@@ -617,21 +603,9 @@ async fn user_defined_types_frozen_and_not_nested_and_in_collections() {
         return;
     }
     use scylla::value::CqlValue;
-    let topic = unique("udts");
-    let keyspace = unique("ks");
-    let (_dir, spec) = spec_file(&format!(
+    let p = LoadOnly::new(
+        "udts",
         r#"
-        name = "udts"
-        [source]
-        url = "http://127.0.0.1:1/"
-        schedule = {{ every = "1h" }}
-        [kafka]
-        bootstrap_servers = "{}"
-        topic = "{topic}"
-        group_id = "{topic}"
-        [cassandra]
-        contact_points = ["{}"]
-        keyspace = "{keyspace}"
         [cassandra.types.street]
         number = "int"
         name = "text"
@@ -640,22 +614,14 @@ async fn user_defined_types_frozen_and_not_nested_and_in_collections() {
         city = "text"
         [cassandra.tables.people]
         partition_key = ["id"]
-        columns.id = {{ type = "text", jq = ".id" }}
-        columns.home = {{ type = "address", jq = ".home" }}
-        columns.past = {{ type = "list<frozen<address>>", jq = ".past" }}
+        columns.id = { type = "text", jq = ".id" }
+        columns.home = { type = "address", jq = ".home" }
+        columns.past = { type = "list<frozen<address>>", jq = ".past" }
         "#,
-        kafka_addr(),
-        cassandra_addr()
-    ));
-    let load = || {
-        let mut cmd = aqueduct();
-        cmd.args(["run", "--only", "load", "--once"]).arg(&spec);
-        cmd
-    };
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    produce(
-        &topic,
+    )
+    .await;
+    let keyspace = &p.keyspace;
+    p.produce(
         &[
             serde_json::json!({"id": "p1", "home": {"street": {"number": 8, "name": "Main"}, "city": "Jena"}, "past": [{"city": "Bonn"}]}),
             serde_json::json!({"id": "p2", "home": {"city": 7}, "past": []}),
@@ -663,8 +629,7 @@ async fn user_defined_types_frozen_and_not_nested_and_in_collections() {
         ],
     )
     .await;
-    let out = run(&mut load()).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    p.load().await;
     let s = session().await;
     let rows = s
         .query_unpaged(
@@ -707,7 +672,7 @@ async fn user_defined_types_frozen_and_not_nested_and_in_collections() {
         "frozen UDTs in a list, a missing field null"
     );
     assert_eq!(count_rows(&s, &format!("{keyspace}.people")).await, 1);
-    let dead = topic_messages(&format!("{topic}_dlq"));
+    let dead = p.dead_letters();
     let reasons: Vec<&str> = dead
         .iter()
         .map(|(_, l)| l["reason"].as_str().unwrap())

@@ -60,13 +60,14 @@ rustPlatform.buildRustPackage {
       ]
   );
 
-  # Unit and `cli` tests run here. The Kafka/Cassandra integration tests skip without
-  # servers (the VM tests cover them): point them at closed ports, so a server on the
-  # builder (no sandbox) is never used, and make sure CI=true cannot turn skips into
-  # failures.
+  # Unit and `cli` tests run here. The Kafka/Cassandra integration tests are skipped (opted
+  # out: without it they fail for want of servers; the VM tests cover them): point them at
+  # closed ports, so a server on the builder (no sandbox) is never used, and make sure
+  # CI=true cannot turn skips into failures.
   env = {
     AQUEDUCT_TEST_KAFKA = "127.0.0.1:1";
     AQUEDUCT_TEST_CASSANDRA = "127.0.0.1:1";
+    AQUEDUCT_SKIP_SERVER_TESTS = "1";
   };
   preCheck = ''
     unset CI

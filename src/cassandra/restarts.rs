@@ -5,14 +5,16 @@
 //! and since when (`system.local`: `host_id`, and `gossip_generation`, which each start of a
 //! node changes); when a node comes back with a new generation it reports the moment after
 //! which that node's acknowledgements may be lost, and the loader writes those messages again
-//! (they are still in Kafka; rows are upserts).
+//! (they are still in Kafka; rows are upserts). It also says how far back such a moment could
+//! lie, so the loader keeps its history of positions exactly that long, however long a node
+//! stays down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scylla::client::session::Session;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -85,13 +87,62 @@ fn window_of(settings: &HashMap<String, String>) -> Result<Duration, String> {
     }
 }
 
-/// Asks the nodes every second until `stop`; sends, for each node that came back with a new
-/// generation, the moment after which its acknowledged writes may be lost: when it was last
-/// seen before the restart, less `depth`.
-pub async fn watch(
+/// A node not seen for this long no longer holds the horizon back (a node removed for good
+/// would keep the loader's history growing); if it does come back, what it lost before the
+/// oldest position kept is not written again, and the loader says so.
+const MAX_OUTAGE: Duration = Duration::from_secs(3600);
+
+/// What the loader hears from [`watch`].
+pub struct Restarts {
+    /// For each node that came back with a new generation, the moment after which its
+    /// acknowledged writes may be lost.
+    pub lost_after: mpsc::UnboundedReceiver<Instant>,
+    /// The earliest moment a restart reported from now on could name: every node's last
+    /// sighting less the depth, a node down holding it where it was. `None` while no node has
+    /// been seen (no restart can be reported, so no history is needed).
+    pub horizon: watch::Receiver<Option<Instant>>,
+}
+
+impl Restarts {
+    /// For a loader that watches no node: no restart is ever reported.
+    pub fn none() -> Restarts {
+        let (_, lost_after) = mpsc::unbounded_channel();
+        let (_, horizon) = watch::channel(None);
+        Restarts {
+            lost_after,
+            horizon,
+        }
+    }
+}
+
+/// Asks the nodes every second until `stop`, reporting through the returned [`Restarts`]: for
+/// each node that came back with a new generation, when it was last seen before the restart,
+/// less `depth`; and, after each sighting, the horizon.
+pub fn watch(
+    session: Arc<Session>,
+    depth: Duration,
+    stop: CancellationToken,
+) -> (
+    Restarts,
+    impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    let (lost_after_tx, lost_after) = mpsc::unbounded_channel();
+    let (horizon_tx, horizon) = watch::channel(None);
+    let restarts = Restarts {
+        lost_after,
+        horizon,
+    };
+    (
+        restarts,
+        watch_nodes(session, depth, lost_after_tx, horizon_tx, stop),
+    )
+}
+
+async fn watch_nodes(
     session: Arc<Session>,
     depth: Duration,
     restarts: mpsc::UnboundedSender<Instant>,
+    horizon: watch::Sender<Option<Instant>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     // host_id -> (gossip generation, when last seen with it)
@@ -116,7 +167,23 @@ pub async fn watch(
                 let _ = restarts.send(lost_after);
             }
         }
+        // Sent after the restart, so the loader has the moment before it may forget it.
+        horizon.send_replace(horizon_of(&seen, now, depth));
     }
+}
+
+/// The earliest moment a later restart could name: the oldest last sighting (of the nodes
+/// seen within [`MAX_OUTAGE`]) less `depth`.
+fn horizon_of(
+    seen: &HashMap<uuid::Uuid, (i32, Instant)>,
+    now: Instant,
+    depth: Duration,
+) -> Option<Instant> {
+    seen.values()
+        .map(|(_, last_seen)| *last_seen)
+        .filter(|last_seen| now.duration_since(*last_seen) <= MAX_OUTAGE)
+        .min()
+        .map(|oldest| oldest.checked_sub(depth).unwrap_or(oldest))
 }
 
 /// The coordinator's host id and gossip generation.
@@ -162,5 +229,23 @@ mod tests {
         let batch = settings(&[("commitlog_sync", "batch")]);
         assert_eq!(window_of(&batch), Ok(Duration::ZERO));
         assert!(window_of(&settings(&[])).is_err());
+    }
+
+    #[test]
+    fn a_node_down_holds_the_horizon_until_it_is_gone_too_long() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let depth = Duration::from_secs(25);
+        let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let mut seen = HashMap::new();
+        assert_eq!(horizon_of(&seen, at(100), depth), None, "nothing seen");
+        seen.insert(a, (1, at(100)));
+        seen.insert(b, (1, at(40)));
+        assert_eq!(horizon_of(&seen, at(100), depth), Some(at(15)), "b is down");
+        assert_eq!(
+            horizon_of(&seen, at(40 + 3601), depth),
+            Some(at(75)),
+            "b gone for more than an hour"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! and every offset before it is done, or a crash would skip the gap.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Per-partition tracking of messages in flight.
 #[derive(Debug, Default)]
@@ -82,37 +82,26 @@ impl Offsets {
     }
 }
 
-/// The committable positions of each partition over the last while, so the loader can go back
+/// The committable positions of each partition back to a horizon, so the loader can go back
 /// to where it stood at a given moment (a node that restarted may have lost what it
 /// acknowledged since).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct History {
-    /// How long positions are kept.
-    keep: Duration,
     partitions: HashMap<i32, VecDeque<(Instant, i64)>>,
 }
 
 impl History {
-    pub fn new(keep: Duration) -> History {
-        History {
-            keep,
-            partitions: HashMap::new(),
-        }
-    }
-
-    /// Notes the positions at `now`; drops those more than `keep` older than a partition's
-    /// newest, but for the last one before that (where it stood then). Measured from the
-    /// newest, not from now: while a node is down positions stand still, and however long
-    /// that lasts, where they stood before it must stay known.
-    pub fn record(&mut self, now: Instant, positions: &[(i32, i64)]) {
+    /// Notes the positions at `now`; forgets those older than `horizon` (the earliest moment the
+    /// loader may be asked about), but for the last one before it (where a partition stood
+    /// then). `None`: no moment will be asked about; only the newest is kept.
+    pub fn record(&mut self, now: Instant, positions: &[(i32, i64)], horizon: Option<Instant>) {
+        let horizon = horizon.unwrap_or(now);
         for (partition, position) in positions {
             let times = self.partitions.entry(*partition).or_default();
             if times.back().is_none_or(|(_, last)| last != position) {
                 times.push_back((now, *position));
             }
-            let newest = times.back().map_or(now, |(at, _)| *at);
-            let cutoff = newest.checked_sub(self.keep);
-            while times.len() > 1 && cutoff.is_some_and(|c| times[1].0 <= c) {
+            while times.len() > 1 && times[1].0 <= horizon {
                 times.pop_front();
             }
         }
@@ -145,16 +134,18 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn history_gives_the_position_at_a_moment() {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
-        let mut h = History::new(Duration::from_secs(1));
-        h.record(at(0), &[(0, 10)]);
-        h.record(at(100), &[(0, 10), (1, 3)]);
-        h.record(at(200), &[(0, 15), (1, 4)]);
-        h.record(at(300), &[(0, 20), (1, 4)]);
+        let mut h = History::default();
+        let keep = Some(start);
+        h.record(at(0), &[(0, 10)], keep);
+        h.record(at(100), &[(0, 10), (1, 3)], keep);
+        h.record(at(200), &[(0, 15), (1, 4)], keep);
+        h.record(at(300), &[(0, 20), (1, 4)], keep);
         let mut positions = h.at(at(250));
         positions.sort();
         assert_eq!(positions, vec![(0, 15), (1, 4)]);
@@ -166,13 +157,33 @@ mod tests {
             h.at(at(5_000)).iter().find(|(p, _)| *p == 0),
             Some(&(0, 15))
         );
-        // Standing still for long (a node down) forgets nothing.
-        h.record(at(60_000), &[(0, 15)]);
-        assert_eq!(h.at(at(250)).iter().find(|(p, _)| *p == 0), Some(&(0, 15)));
-        assert_eq!(h.at(at(50)).iter().find(|(p, _)| *p == 0), Some(&(0, 10)));
-        // More than `keep` older than the newest: only the last position before that stays.
-        h.record(at(62_000), &[(0, 30)]);
+        // Before the horizon only the last position stays.
+        h.record(at(62_000), &[(0, 30)], Some(at(1_000)));
         assert_eq!(h.at(at(0)).iter().find(|(p, _)| *p == 0), Some(&(0, 15)));
+        // No horizon: only the newest.
+        h.record(at(63_000), &[(0, 31)], None);
+        assert_eq!(h.at(at(0)).iter().find(|(p, _)| *p == 0), Some(&(0, 31)));
+    }
+
+    /// CI lost 7 of 20,000 rows: the history was kept for a fixed time from its newest
+    /// position, so a node that took long to come back had its unsynced window forgotten by
+    /// the time its restart was seen. The horizon stays where the node was last seen while it
+    /// is down, however long that is and however far positions move once it is back.
+    #[test]
+    fn a_long_outage_keeps_where_the_partition_stood_before_the_unsynced_window() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let mut h = History::default();
+        // The node last seen at 100 s, depth 25 s: the horizon stays at 75 s.
+        let horizon = Some(at(75));
+        for s in 0..=100 {
+            h.record(at(s), &[(0, s as i64 * 10)], horizon);
+        }
+        // Down until 160 s; once back, writes move on for a while before the restart is seen.
+        for s in 160..=170 {
+            h.record(at(s), &[(0, s as i64 * 10)], horizon);
+        }
+        assert_eq!(h.at(at(75)), vec![(0, 750)]);
     }
 
     #[test]

@@ -21,10 +21,11 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cassandra::restarts::Restarts;
 use crate::cassandra::write::Writer;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::consume::{Consumer, Message};
@@ -77,8 +78,6 @@ pub struct Context {
     pub producer: Producer,
     pub metrics: Arc<Metrics>,
     pub input: Input,
-    /// How far back a node's restart may have lost acknowledged writes (zero: not watched).
-    pub unsynced: Duration,
 }
 
 impl Context {
@@ -123,10 +122,10 @@ pub async fn run(
     consumer: Consumer,
     stop: CancellationToken,
     mut drain: Drain,
-    mut restarts: mpsc::UnboundedReceiver<Instant>,
+    restarts: Restarts,
     ends: bool,
 ) -> anyhow::Result<()> {
-    let mut loader = Loader::new(&ctx, consumer);
+    let mut loader = Loader::new(&ctx, consumer, restarts);
     let mut writes = FuturesUnordered::new();
     let mut drain_check = tokio::time::interval(DRAIN_CHECK_EVERY);
     // Positions are handed to librdkafka (which commits them every `kafka.commit_interval`) a
@@ -144,7 +143,7 @@ pub async fn run(
                 }
             },
             _ = stop.cancelled() => break,
-            Some(lost_after) = restarts.recv() => loader.restart_seen(lost_after),
+            Some(lost_after) = loader.restarts.lost_after.recv() => loader.restart_seen(lost_after),
             // With every lane's queue full, the consumer waits (backpressure) while writes
             // finish and a stop is still seen.
             message = loader.consumer.recv(), if loader.takes_messages() => {
@@ -170,21 +169,24 @@ struct Loader<'a> {
     consumer: Arc<Consumer>,
     lanes: Lanes,
     offsets: Offsets,
-    /// Where the partitions stood, kept long enough to go back past a node's unsynced window.
+    /// Where the partitions stood, kept back to the horizon: as far as a node's restart could
+    /// reach back.
     history: History,
+    restarts: Restarts,
     /// After a node restart: write again what it may have lost since this moment, once every
     /// message in hand is done (meanwhile nothing new is taken).
     rewind_to: Option<Instant>,
 }
 
 impl<'a> Loader<'a> {
-    fn new(ctx: &'a Context, consumer: Consumer) -> Loader<'a> {
+    fn new(ctx: &'a Context, consumer: Consumer, restarts: Restarts) -> Loader<'a> {
         Loader {
             ctx,
             consumer: Arc::new(consumer),
             lanes: Lanes::new(ctx.spec.cassandra.concurrency),
             offsets: Offsets::default(),
-            history: History::new(ctx.unsynced + Duration::from_secs(30)),
+            history: History::default(),
+            restarts,
             rewind_to: None,
         }
     }
@@ -240,7 +242,17 @@ impl<'a> Loader<'a> {
         if !self.ctx.dry_run() {
             self.consumer.store(&positions);
         }
-        self.history.record(Instant::now(), &positions);
+        // The horizon read before the restarts waiting: the watcher reports a restart before it
+        // moves the horizon past the moment the restart names.
+        let horizon = *self.restarts.horizon.borrow();
+        while let Ok(lost_after) = self.restarts.lost_after.try_recv() {
+            self.restart_seen(lost_after);
+        }
+        let keep_from = match (horizon, self.rewind_to) {
+            (Some(h), Some(r)) => Some(h.min(r)),
+            (h, r) => h.or(r),
+        };
+        self.history.record(Instant::now(), &positions, keep_from);
         if let Some(moment) = self.rewind_to.filter(|_| self.offsets.in_flight() == 0) {
             self.rewind(moment).await;
             self.rewind_to = None;

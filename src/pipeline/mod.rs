@@ -172,20 +172,21 @@ pub async fn run(
     }
     if let Some((consumer, input, writer, unsynced)) = loader {
         // Node restarts, for the loader to write again what they may have lost.
-        let (restarts_tx, restarts) = tokio::sync::mpsc::unbounded_channel();
-        if !unsynced.is_zero() {
+        let restarts = if unsynced.is_zero() {
+            cassandra::restarts::Restarts::none()
+        } else {
             let session = writer.session().clone();
-            let watch =
-                cassandra::restarts::watch(session, unsynced, restarts_tx, work_done.clone());
+            let (restarts, watch) =
+                cassandra::restarts::watch(session, unsynced, work_done.clone());
             tasks.spawn(watch);
-        }
+            restarts
+        };
         let ctx = load::Context {
             spec: spec.clone(),
             writer,
             producer: producer.clone(),
             metrics: metrics.clone(),
             input,
-            unsynced,
         };
         let stop = stop.clone();
         let load = tasks

@@ -3,8 +3,10 @@
 //! record became its row (none missing, none unexpected; rows are upserts, so a message
 //! written twice is still one row) and reports one line of the fault table:
 //! `FAULT|scenario|records|rows|missing|extra writes|dead letters|seconds to recover`.
-//! `scripts/faults` runs them at full size and prints the table; CI runs them reduced
-//! (AQUEDUCT_FAULTS_RECORDS, AQUEDUCT_FAULTS_KILLS, AQUEDUCT_FAULTS_OUTAGE_SECONDS).
+//! They are `#[ignore]`d, so a plain `cargo test` stays quick: `scripts/faults` runs them one
+//! at a time at full size and prints the table; `scripts/test` (and so CI) runs them reduced
+//! the same way (AQUEDUCT_FAULTS_RECORDS, AQUEDUCT_FAULTS_KILLS,
+//! AQUEDUCT_FAULTS_OUTAGE_SECONDS).
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -240,6 +242,7 @@ impl Drain {
 
 /// `run --once` (both halves) killed at random moments, restarted each time.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn sigkill_of_run_at_random_moments() {
     if !services_up("sigkill_of_run") {
         return;
@@ -257,6 +260,7 @@ async fn sigkill_of_run_at_random_moments() {
 /// `run --only ingest --once` killed at random moments, then one that completes; a loader
 /// then drains it all.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn sigkill_of_ingest_at_random_moments() {
     if !services_up("sigkill_of_ingest") {
         return;
@@ -275,6 +279,7 @@ async fn sigkill_of_ingest_at_random_moments() {
 
 /// Everything ingested, then `run --only load --once` killed at random moments.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn sigkill_of_load_at_random_moments() {
     if !services_up("sigkill_of_load") {
         return;
@@ -339,6 +344,7 @@ async fn cassandra_outage(kill: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn cassandra_sigterm_mid_drain() {
     if services_up("cassandra_sigterm_mid_drain") {
         cassandra_outage(false).await;
@@ -346,6 +352,7 @@ async fn cassandra_sigterm_mid_drain() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn cassandra_sigkill_mid_drain() {
     if services_up("cassandra_sigkill_mid_drain") {
         cassandra_outage(true).await;
@@ -386,6 +393,7 @@ async fn kafka_outage(side: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn kafka_stopped_on_the_ingest_side() {
     if services_up("kafka_stopped_on_the_ingest_side") {
         kafka_outage("ingest").await;
@@ -393,6 +401,7 @@ async fn kafka_stopped_on_the_ingest_side() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn kafka_stopped_on_the_load_side() {
     if services_up("kafka_stopped_on_the_load_side") {
         kafka_outage("load").await;
@@ -423,6 +432,7 @@ async fn loaders_in_a_group(n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn two_loaders_one_killed_one_added() {
     if services_up("two_loaders") {
         loaders_in_a_group(2).await;
@@ -430,6 +440,7 @@ async fn two_loaders_one_killed_one_added() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn three_loaders_one_killed_one_added() {
     if services_up("three_loaders") {
         loaders_in_a_group(3).await;
@@ -441,6 +452,7 @@ async fn three_loaders_one_killed_one_added() {
 /// user whose mapping fails (a jq error) and one whose id is no UUID (CQL conversion) (load).
 /// Each is dead-lettered; the pipeline goes on and every other record is written.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn poison_records_are_dead_lettered_and_the_rest_written() {
     if !services_up("poison_records") {
         return;
@@ -485,6 +497,7 @@ async fn poison_records_are_dead_lettered_and_the_rest_written() {
 /// The API failing at the start of a drain (HTTP 500, 429 with `Retry-After`, a truncated
 /// body, a body that is not JSON; twice each, then served): retried, and every record lands.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn api_faults_are_retried_and_every_record_lands() {
     if !services_up("api_faults") {
         return;

@@ -165,12 +165,10 @@ fn stack_runs_installed_distributions() {
         .join("aqueduct/stack");
     let (kafka_jars, cassandra_jars) = (cache.join("kafka/lib"), cache.join("cassandra/lib"));
     if !kafka_jars.is_dir() || !cassandra_jars.is_dir() {
-        let message = format!(
+        crate::support::skip_or_fail(&format!(
             "stack_runs_installed_distributions: no jars in {}; `scripts/stack up` fetches them",
             cache.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        eprintln!("SKIPPED {message}");
+        ));
         return;
     }
     let dir = tempfile::tempdir().unwrap();

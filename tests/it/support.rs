@@ -27,8 +27,8 @@ fn reachable(addr: &str) -> bool {
         .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
 }
 
-/// Whether Kafka and Cassandra are reachable. In CI (`CI=true`) a missing one fails the test;
-/// elsewhere the test is skipped with a message saying how to start them.
+/// Whether Kafka and Cassandra are reachable; a missing one fails the test (see
+/// [`skip_or_fail`]).
 pub fn services_up(test: &str) -> bool {
     let missing: Vec<String> = [("Kafka", kafka_addr()), ("Cassandra", cassandra_addr())]
         .into_iter()
@@ -38,15 +38,22 @@ pub fn services_up(test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let message = format!(
+    skip_or_fail(&format!(
         "{test}: {} not reachable; start the local stack with `scripts/stack up` (or run `scripts/test`)",
         missing.join(" and ")
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
+    ));
+    false
+}
+
+/// A server a test needs is missing: fails the test, unless the developer opted out with
+/// `AQUEDUCT_SKIP_SERVER_TESTS=1` outside CI (then it says SKIPPED, and the test returns).
+pub fn skip_or_fail(message: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let opted_out = std::env::var("AQUEDUCT_SKIP_SERVER_TESTS").is_ok_and(|v| v == "1");
+    if ci || !opted_out {
+        panic!("{message} (AQUEDUCT_SKIP_SERVER_TESTS=1 skips such tests outside CI)");
     }
     eprintln!("SKIPPED {message}");
-    false
 }
 
 /// A name no other test (or earlier run) uses: topics, keyspaces, groups.
@@ -411,10 +418,17 @@ impl Background {
     }
 }
 
-/// A port nobody listens on just now, on 127.0.0.1.
+/// A port nobody listens on just now, on 127.0.0.1, below the kernel's ephemeral range
+/// (32768 and up): a port from that range can be taken meanwhile as the local end of any
+/// outgoing connection, even a client's own retries to it (TCP connects to itself when nothing
+/// listens), so a server stopped and started again on it could find it taken.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One of the stack's servers.

@@ -15,12 +15,14 @@
 //! - [`record`]: one record through both halves' checks and mapping, without a server.
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
 //! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
+//! - [`backoff`]: the wait before a retry, for every retry loop.
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
 //! - [`progress`]: the progress bar or lines of a run that ends by itself.
 //! - [`standin`]: a randomuser.me-compatible API for tests and the offline demo.
 //! - [`cli`]: the command line.
 
+pub mod backoff;
 pub mod cassandra;
 pub mod cli;
 pub mod cql;

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backoff::backoff;
 use crate::cassandra::restarts::Restarts;
 use crate::cassandra::write::Writer;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
@@ -98,6 +99,9 @@ const STORE_EVERY: Duration = Duration::from_millis(100);
 /// (even none) before it joins the group again: far beyond a rebalance among members that
 /// poll all the time, short enough for a run that ends to finish.
 const REJOIN_STALLED: Duration = Duration::from_secs(90);
+
+/// The first and the longest wait before a failed write is tried again.
+const WRITE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 
 /// How often a run that ends checks whether it has drained its topic.
 const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
@@ -561,7 +565,7 @@ async fn write_table(
         }
         attempt += 1;
         ctx.metrics.cql_retries.inc();
-        let delay = write_backoff(attempt);
+        let delay = backoff(WRITE_BACKOFF.0, WRITE_BACKOFF.1, attempt + 1);
         let table = &spec.cassandra.tables[table].name;
         warn!(partition = m.partition, offset = m.offset, table, attempt, error = %error, retry_in = ?delay, "write failed; retrying (offset not committed)");
         tokio::time::sleep(delay).await;
@@ -606,14 +610,6 @@ async fn original(
             Ok(None)
         }
     }
-}
-
-/// 100 ms doubling to 10 s, with full jitter.
-fn write_backoff(attempt: u32) -> Duration {
-    let ceiling = Duration::from_millis(100)
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(Duration::from_secs(10));
-    ceiling.mul_f64(fastrand::f64())
 }
 
 async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Result<()> {

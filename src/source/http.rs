@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::backoff::backoff;
 use crate::jq::{Input, Json};
 use crate::spec::{Pagination, Retry, Source};
 
@@ -133,14 +134,6 @@ fn failed(url: &reqwest::Url, attempts: u32, message: String) -> FetchError {
         attempts,
         message,
     }
-}
-
-/// Full jitter: a random wait up to `initial * 2^(attempt-1)`, capped.
-fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let ceiling = initial
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-        .min(max);
-    ceiling.mul_f64(fastrand::f64())
 }
 
 async fn attempt_once(client: &reqwest::Client, source: &Source, request: &Request) -> Attempt {
@@ -521,16 +514,5 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let initial = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 1..20 {
-            let d = backoff(initial, max, attempt);
-            assert!(d <= max);
-            assert!(d <= initial * 2u32.pow(attempt.min(10) - 1));
-        }
     }
 }

@@ -642,12 +642,7 @@ pub fn to_json(v: &CqlValue) -> Value {
 
 /// A value for messages, cut short so a huge blob does not flood the log.
 fn show(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 80 {
-        format!("{}...", s.chars().take(77).collect::<String>())
-    } else {
-        s
-    }
+    crate::text::shorten(&v.to_string(), 77)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
 //! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
 //! - [`backoff`]: the wait before a retry, for every retry loop.
+//! - [`text`]: text cut short for messages.
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
 //! - [`progress`]: the progress bar or lines of a run that ends by itself.
@@ -40,4 +41,5 @@ pub mod source;
 pub mod spec;
 pub mod spec_test;
 pub mod standin;
+pub mod text;
 pub mod validate;

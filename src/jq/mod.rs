@@ -259,7 +259,7 @@ fn found(part: &str) -> String {
     if part.is_empty() {
         "end of expression".into()
     } else {
-        format!("{:?}", part.chars().take(20).collect::<String>())
+        format!("{:?}", crate::text::shorten(part, 20))
     }
 }
 

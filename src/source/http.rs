@@ -266,11 +266,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The start of a body, for messages.
 pub fn snippet(body: &str) -> String {
     let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 200 {
-        format!("{}...", one_line.chars().take(200).collect::<String>())
-    } else {
-        one_line
-    }
+    crate::text::shorten(&one_line, 200)
 }
 
 /// The records of one response body, each as its JSON text, by the spec's `records`

@@ -1,10 +1,10 @@
 //! The dead-letter envelope: a record that could not go on, with the reason, as JSON on the
-//! dead-letter topic. Consumers of that topic can fix and replay `record`.
+//! dead-letter topic. Consumers of that topic can fix and replay `record`. Built here, produced
+//! by [`crate::kafka::produce::Producer::dead_letter`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::kafka::{self, produce::Producer};
 use crate::validate::Violation;
 
 /// How much of a record too large for a Kafka message its dead letter keeps.
@@ -121,7 +121,7 @@ impl DeadLetter {
 
     /// This dead letter with `record` cut to the start of its text, for one whose envelope is
     /// larger than a Kafka message: the reason says so.
-    fn with_record_cut(mut self, envelope: usize) -> DeadLetter {
+    pub fn with_record_cut(mut self, envelope: usize) -> DeadLetter {
         let text = match &self.record {
             Value::String(text) => text.clone(),
             other => other.to_string(),
@@ -135,25 +135,5 @@ impl DeadLetter {
         );
         self.record = Value::String(kept.to_owned());
         self
-    }
-
-    /// Produces it to `topic`, its record cut when the whole would be larger than a Kafka
-    /// message (a poison record failing the schema can be as large as one Kafka refused).
-    pub async fn produce(
-        self,
-        producer: &Producer,
-        topic: &str,
-        key: Option<&str>,
-        received_at_ms: Option<i64>,
-    ) -> Result<(), kafka::Error> {
-        let json = self.to_json();
-        match producer.send(topic, key, &json, received_at_ms).await {
-            Err(e) if e.is_too_large() => {
-                let cut = self.with_record_cut(json.len()).to_json();
-                producer.send(topic, key, &cut, received_at_ms).await?;
-                Ok(())
-            }
-            sent => sent.map(|_| ()),
-        }
     }
 }

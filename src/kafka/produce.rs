@@ -8,6 +8,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
 use super::{Error, producer_config};
+use crate::dead_letter::DeadLetter;
 use crate::spec;
 
 /// The header carrying when a record's API response arrived, as epoch milliseconds in decimal.
@@ -57,6 +58,26 @@ impl Producer {
                 topic: topic.to_owned(),
                 source,
             })
+    }
+
+    /// Produces a dead letter to `topic`, its record cut when the whole would be larger than a
+    /// Kafka message (a poison record failing the schema can be as large as one Kafka refused).
+    pub async fn dead_letter(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        dead_letter: DeadLetter,
+        received_at_ms: Option<i64>,
+    ) -> Result<(), Error> {
+        let json = dead_letter.to_json();
+        match self.send(topic, key, &json, received_at_ms).await {
+            Err(e) if e.is_too_large() => {
+                let cut = dead_letter.with_record_cut(json.len()).to_json();
+                self.send(topic, key, &cut, received_at_ms).await?;
+                Ok(())
+            }
+            sent => sent.map(|_| ()),
+        }
     }
 
     /// Waits for every queued message to be delivered, up to `timeout`.

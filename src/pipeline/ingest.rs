@@ -464,11 +464,11 @@ async fn dispose(
         OnInvalid::DeadLetter => {
             warn!(topic = %k.dead_letter_topic, reason = %dead_letter.reason, "record dead-lettered");
             let stage = dead_letter.stage;
-            dead_letter
-                .produce(
-                    producer,
+            producer
+                .dead_letter(
                     &k.dead_letter_topic,
                     key.as_deref(),
+                    dead_letter,
                     Some(received.at_ms),
                 )
                 .await?;

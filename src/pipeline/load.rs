@@ -622,7 +622,8 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
     warn!(partition = m.partition, offset = m.offset, dead_letter_topic = %topic, reason = %dl.reason, "record dead-lettered");
     let key = m.key.as_deref().map(String::from_utf8_lossy);
     let stage = dl.stage;
-    dl.produce(&ctx.producer, topic, key.as_deref(), m.received_at_ms)
+    ctx.producer
+        .dead_letter(topic, key.as_deref(), dl, m.received_at_ms)
         .await
         .with_context(|| {
             format!(

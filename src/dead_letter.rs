@@ -81,6 +81,21 @@ pub struct DeadLetter {
 }
 
 impl Stage {
+    /// Every stage, in flow order: `ALL[s.index()] == s`.
+    pub const ALL: [Stage; 6] = [
+        Stage::Validate,
+        Stage::Key,
+        Stage::Produce,
+        Stage::Decode,
+        Stage::Map,
+        Stage::Write,
+    ];
+
+    /// Its place in [`Stage::ALL`], for per-stage arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stage::Validate => "validate",
@@ -135,5 +150,17 @@ impl DeadLetter {
         );
         self.record = Value::String(kept.to_owned());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_is_listed_once_at_its_index() {
+        for (i, stage) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(stage.index(), i, "{}", stage.name());
+        }
     }
 }

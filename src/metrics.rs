@@ -35,16 +35,6 @@ struct PartitionLabel {
     partition: i32,
 }
 
-/// The dead-letter stages, in the order of [`Metrics::dead_letters`].
-const STAGES: [Stage; 6] = [
-    Stage::Validate,
-    Stage::Key,
-    Stage::Produce,
-    Stage::Decode,
-    Stage::Map,
-    Stage::Write,
-];
-
 /// Everything aqueduct measures in a run.
 #[derive(Debug)]
 pub struct Metrics {
@@ -64,8 +54,8 @@ pub struct Metrics {
     /// `aqueduct_rows_written_total{table}`: rows acknowledged by Cassandra, per table of the
     /// spec, in its order.
     table_rows: Vec<Counter>,
-    /// `aqueduct_dead_letters_total{stage}`, in [`STAGES`] order.
-    dead_letters: [Counter; 6],
+    /// `aqueduct_dead_letters_total{stage}`, indexed by [`Stage::index`].
+    dead_letters: [Counter; Stage::ALL.len()],
     /// `aqueduct_retries_total{kind}`: HTTP requests, Kafka consumer errors carried on past,
     /// Cassandra writes.
     pub http_retries: Counter,
@@ -273,7 +263,8 @@ impl Metrics {
             consumed: stage("consumed"),
             written: stage("written"),
             table_rows,
-            dead_letters: STAGES.map(|s| dead.get_or_create_owned(&StageLabel { stage: s.name() })),
+            dead_letters: Stage::ALL
+                .map(|s| dead.get_or_create_owned(&StageLabel { stage: s.name() })),
             http_retries: retry("http"),
             kafka_retries: retry("kafka"),
             cql_retries: retry("cql"),
@@ -369,8 +360,7 @@ impl Metrics {
 
     /// Notes a record acknowledged on the dead-letter topic.
     pub fn dead_lettered(&self, stage: Stage) {
-        let i = STAGES.iter().position(|s| *s == stage).unwrap_or(0);
-        self.dead_letters[i].inc();
+        self.dead_letters[stage.index()].inc();
     }
 
     /// Notes a poll that succeeded, and how long it took.

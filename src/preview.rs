@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
 
 use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin};
@@ -42,7 +41,6 @@ pub struct Input {
 pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let source = &spec.source;
     let client = http::client(source).map_err(|e| format!("building the HTTP client: {e}"))?;
-    let never = CancellationToken::new();
     let mut pages = Pages::new(
         source,
         incremental::first_request(source, chrono::Utc::now())?,
@@ -53,7 +51,7 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
             break;
         }
         let url = &request.url;
-        let fetched = http::fetch(&client, source, &request, &never, || {}).await;
+        let fetched = http::fetch(&client, source, &request, || {}).await;
         let body = fetched.map_err(|e| e.to_string())?;
         let records = http::records(source, url, &body).map_err(|e| e.to_string())?;
         let count = records.len();

@@ -109,7 +109,7 @@ pub async fn run(
         };
         match polled {
             Ok(()) => metrics.poll_succeeded(started.elapsed()),
-            Err(PollError::Fetch(FetchError::Cancelled)) => return Ok(()),
+            Err(PollError::Stopped) => return Ok(()),
             Err(PollError::Fetch(e)) => {
                 metrics.failed_polls.inc();
                 if mode == Mode::Once {
@@ -127,6 +127,9 @@ pub async fn run(
 }
 
 enum PollError {
+    /// A stop came during a request or the wait before a retry: the poll ends, unfinished
+    /// and not failed (its cursor is not saved, so the next run asks for it again).
+    Stopped,
     /// The API failed; the pipeline can go on at the next tick.
     Fetch(FetchError),
     /// Kafka failed or a record hit `on_invalid = "fail"`: the pipeline stops.
@@ -299,6 +302,7 @@ impl Ingest<'_> {
             {
                 Ok(records) => records,
                 Err(PollError::Fetch(e)) => return Err(anyhow::Error::new(e).context(again())),
+                Err(PollError::Stopped) => return Err(anyhow::anyhow!("stopped").context(again())),
                 Err(PollError::Fatal(e)) => return Err(e),
             };
             info!(start = %w.start, end = %w.end, records, window = i + 1, of = count, "backfill window done");
@@ -326,11 +330,13 @@ impl Ingest<'_> {
         let mut records_in_poll = 0;
         while let Some(request) = pages.next_request().cloned() {
             let url = &request.url;
-            let body = http::fetch(client, source, &request, stop, || {
+            let fetch = http::fetch(client, source, &request, || {
                 metrics.http_retries.inc();
-            })
-            .await
-            .map_err(PollError::Fetch)?;
+            });
+            let body = tokio::select! {
+                fetched = fetch => fetched.map_err(PollError::Fetch)?,
+                _ = stop.cancelled() => return Err(PollError::Stopped),
+            };
             let received = Received {
                 origin: Origin::Api {
                     url: url.to_string(),

@@ -10,7 +10,6 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde::de::IgnoredAny;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::backoff::backoff;
@@ -43,8 +42,6 @@ pub enum FetchError {
     },
     #[error("the cursor from the response from {url}: {message}")]
     Cursor { url: String, message: String },
-    #[error("stopped")]
-    Cancelled,
 }
 
 /// Builds the HTTP client for a source.
@@ -87,11 +84,11 @@ impl Request {
 }
 
 /// One request, retried per the spec. `on_retry` is called before each retry (for metrics).
+/// To stop it (a shutdown), drop the future: the request or the wait in progress ends there.
 pub async fn fetch(
     client: &reqwest::Client,
     source: &Source,
     request: &Request,
-    cancel: &CancellationToken,
     mut on_retry: impl FnMut(),
 ) -> Result<Bytes, FetchError> {
     let url = &request.url;
@@ -103,11 +100,7 @@ pub async fn fetch(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let outcome = tokio::select! {
-            outcome = attempt_once(client, source, request) => outcome,
-            _ = cancel.cancelled() => return Err(FetchError::Cancelled),
-        };
-        let (message, after) = match outcome {
+        let (message, after) = match attempt_once(client, source, request).await {
             Attempt::Done(v) => return Ok(v),
             Attempt::Fatal(message) => return Err(failed(url, attempt, message)),
             Attempt::Retry { message, after } => (message, after),
@@ -121,10 +114,7 @@ pub async fn fetch(
         };
         warn!(url = %url, attempt, error = %message, retry_in = ?delay, "request failed; retrying");
         on_retry();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return Err(FetchError::Cancelled),
-        }
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -20,6 +20,29 @@ pub const EXIT_INVALID: u8 = 2;
 /// Exit code of a runtime failure.
 pub const EXIT_FAILED: u8 = 1;
 
+/// A bad spec or bad usage: the command fails with exit 2, printed as it is (a spec's errors
+/// are `file:line:col: key: message` lines). Any other error is a runtime failure (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Reports the error a command ended with, once, and gives its exit code: [`Invalid`] is
+/// printed as it is (exit 2); anything else is logged with all its causes on one line, so JSON
+/// logs carry it too (exit 1).
+pub fn fail(e: &anyhow::Error) -> ExitCode {
+    if let Some(invalid) = e.downcast_ref::<Invalid>() {
+        eprintln!("{invalid}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    error!("{e:#}");
+    ExitCode::from(EXIT_FAILED)
+}
+
+/// Loads a spec; its errors make the command [`Invalid`].
+fn load(path: &Path) -> anyhow::Result<spec::Spec> {
+    spec::load(path).map_err(|errors| Invalid(errors.to_string()).into())
+}
+
 /// Declarative data pipelines: HTTP JSON API -> JSON Schema -> Kafka -> jq -> Cassandra.
 #[derive(Debug, Parser)]
 #[command(
@@ -192,140 +215,105 @@ pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStri
 /// How a run that ends by itself shows progress: a bar when stderr is a terminal and logs
 /// are text, else log lines.
 /// A bad `AQUEDUCT_PROGRESS_EVERY` is a usage error (exit 2).
-fn progress_display(format: LogFormat) -> Result<progress::Display, ExitCode> {
+fn progress_display(format: LogFormat) -> anyhow::Result<progress::Display> {
     if format == LogFormat::Text && std::io::stderr().is_terminal() {
         return Ok(progress::Display::Bar);
     }
     progress::line_interval()
         .map(progress::Display::Lines)
-        .map_err(|e| {
-            eprintln!("aqueduct: {e}");
-            ExitCode::from(EXIT_INVALID)
-        })
+        .map_err(|e| Invalid(format!("aqueduct: {e}")).into())
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> ExitCode {
+/// Runs a parsed command line: `Ok` with the exit code of a command that ran to its end
+/// (`check` and `test` report what they found through it), or the error it failed with (see
+/// [`fail`]).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.log_format;
     match cli.command {
-        Command::Check { specs } => check(&specs),
-        Command::Ddl { spec } => match spec::load(&spec) {
-            Ok(spec) => {
-                say(&ddl::script(&spec.cassandra));
-                ExitCode::SUCCESS
-            }
-            Err(errors) => invalid(&errors),
-        },
+        Command::Check { specs } => Ok(check(&specs)),
+        Command::Ddl { spec } => {
+            say(&ddl::script(&load(&spec)?.cassandra));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Preview {
             spec,
             input,
             records,
             limit,
             format,
-        } => match spec::load(&spec) {
-            Ok(spec) => preview(&spec, input.as_deref(), records, limit, format).await,
-            Err(errors) => invalid(&errors),
-        },
-        Command::Test { specs } => test(&specs),
+        } => preview(&load(&spec)?, input.as_deref(), records, limit, format).await,
+        Command::Test { specs } => Ok(test(&specs)),
         Command::Replay {
             spec,
             since,
             dry_run,
-        } => match spec::load(&spec) {
-            Ok(spec) => {
-                let progress = match progress_display(format) {
-                    Ok(display) => display,
-                    Err(code) => return code,
-                };
-                let options = Options {
-                    mode: Mode::Replay(Replay { since, dry_run }),
-                    only: Some(Half::Load),
-                    progress: Some(progress),
-                };
-                run_pipeline(spec, options).await
-            }
-            Err(errors) => invalid(&errors),
-        },
-        Command::Run { spec, only, once } => match spec::load(&spec) {
-            Ok(spec) => {
-                let progress = match once.then(|| progress_display(format)).transpose() {
-                    Ok(display) => display,
-                    Err(code) => return code,
-                };
-                let options = Options {
-                    mode: if once { Mode::Once } else { Mode::Live },
-                    only,
-                    progress,
-                };
-                run_pipeline(spec, options).await
-            }
-            Err(errors) => invalid(&errors),
-        },
+        } => {
+            let spec = load(&spec)?;
+            let options = Options {
+                mode: Mode::Replay(Replay { since, dry_run }),
+                only: Some(Half::Load),
+                progress: Some(progress_display(format)?),
+            };
+            run_pipeline(spec, options).await
+        }
+        Command::Run { spec, only, once } => {
+            let spec = load(&spec)?;
+            let options = Options {
+                mode: if once { Mode::Once } else { Mode::Live },
+                only,
+                progress: once.then(|| progress_display(format)).transpose()?,
+            };
+            run_pipeline(spec, options).await
+        }
         Command::Backfill {
             spec,
             from,
             to,
             only,
-        } => match spec::load(&spec) {
-            Ok(spec) => {
-                let Some(spec::Incremental::Window(window)) = &spec.source.incremental else {
-                    eprintln!(
-                        "backfill: {} has no [source.window]; backfill fetches time windows",
-                        spec.path.display()
-                    );
-                    return ExitCode::from(EXIT_INVALID);
-                };
-                let to = to.unwrap_or_else(|| {
-                    crate::source::incremental::live_until(window, chrono::Utc::now())
-                });
-                if from >= to {
-                    eprintln!("backfill: --from ({from}) is not before --to ({to})");
-                    return ExitCode::from(EXIT_INVALID);
-                }
-                let progress = match progress_display(format) {
-                    Ok(display) => display,
-                    Err(code) => return code,
-                };
-                let options = Options {
-                    mode: Mode::Backfill { from, to },
-                    only,
-                    progress: Some(progress),
-                };
-                run_pipeline(spec, options).await
+        } => {
+            let spec = load(&spec)?;
+            let Some(spec::Incremental::Window(window)) = &spec.source.incremental else {
+                return Err(Invalid(format!(
+                    "backfill: {} has no [source.window]; backfill fetches time windows",
+                    spec.path.display()
+                ))
+                .into());
+            };
+            let to = to.unwrap_or_else(|| {
+                crate::source::incremental::live_until(window, chrono::Utc::now())
+            });
+            if from >= to {
+                return Err(Invalid(format!(
+                    "backfill: --from ({from}) is not before --to ({to})"
+                ))
+                .into());
             }
-            Err(errors) => invalid(&errors),
-        },
-        Command::Status { spec } => match spec::load(&spec) {
-            Ok(spec) => status(&spec).await,
-            Err(errors) => invalid(&errors),
-        },
-        Command::Cursor { spec, set } => match spec::load(&spec) {
-            Ok(spec) => set_cursor(&spec, &set).await,
-            Err(errors) => invalid(&errors),
-        },
+            let options = Options {
+                mode: Mode::Backfill { from, to },
+                only,
+                progress: Some(progress_display(format)?),
+            };
+            run_pipeline(spec, options).await
+        }
+        Command::Status { spec } => status(&load(&spec)?).await,
+        Command::Cursor { spec, set } => set_cursor(&load(&spec)?, &set).await,
     }
 }
 
 /// `aqueduct status`: the saved cursor.
-async fn status(spec: &spec::Spec) -> ExitCode {
+async fn status(spec: &spec::Spec) -> anyhow::Result<ExitCode> {
     use crate::kafka::cursors;
     use crate::source::incremental;
     let Some(kind) = &spec.source.incremental else {
-        eprintln!(
+        return Err(Invalid(format!(
             "status: {} polls the same request each time (no [source.cursor] or [source.window]): it has no cursor",
             spec.path.display()
-        );
-        return ExitCode::from(EXIT_INVALID);
+        ))
+        .into());
     };
     let k = &spec.kafka;
-    let read = async {
-        crate::kafka::check_connection(k).await?;
-        cursors::read(k, &spec.name).await
-    };
-    let found = match kafka_step(read.await) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
+    crate::kafka::check_connection(k).await?;
+    let found = cursors::read(k, &spec.name).await?;
     let mut text = format!(
         "pipeline: {}
 cursor topic: {}
@@ -368,56 +356,38 @@ saved at: {} by {} (offset {})
         }
     }
     say(&text);
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `aqueduct cursor --set`.
-async fn set_cursor(spec: &spec::Spec, text: &str) -> ExitCode {
+async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
     use crate::kafka::cursors;
     use crate::source::incremental;
     let value = match &spec.source.incremental {
         None => {
-            eprintln!(
+            return Err(Invalid(format!(
                 "cursor: {} has no [source.cursor] or [source.window]",
                 spec.path.display()
-            );
-            return ExitCode::from(EXIT_INVALID);
+            ))
+            .into());
         }
         Some(spec::Incremental::Window(_)) => match parse_since(text) {
             Ok(t) => incremental::window_cursor(t),
-            Err(e) => {
-                eprintln!("cursor: --set {e}");
-                return ExitCode::from(EXIT_INVALID);
-            }
+            Err(e) => return Err(Invalid(format!("cursor: --set {e}")).into()),
         },
         Some(spec::Incremental::Cursor(_)) => serde_json::from_str(text)
             .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
     };
     let k = &spec.kafka;
-    let saved = async {
-        crate::kafka::check_connection(k).await?;
-        cursors::ensure_topic(k).await?;
-        let producer = crate::kafka::produce::Producer::new(k)?;
-        cursors::write(&producer, k, &spec.name, value, "aqueduct cursor --set").await
-    };
-    match kafka_step(saved.await) {
-        Ok(found) => {
-            say(&format!(
-                "{}: cursor set to {} on topic {}; the next poll starts there\n",
-                spec.name, found.saved.cursor, k.cursor_topic
-            ));
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
-}
-
-/// A Kafka failure of a command: said on stderr, exit 1.
-fn kafka_step<T>(result: Result<T, crate::kafka::Error>) -> Result<T, ExitCode> {
-    result.map_err(|e| {
-        eprintln!("aqueduct: {e}");
-        ExitCode::from(EXIT_FAILED)
-    })
+    crate::kafka::check_connection(k).await?;
+    cursors::ensure_topic(k).await?;
+    let producer = crate::kafka::produce::Producer::new(k)?;
+    let found = cursors::write(&producer, k, &spec.name, value, "aqueduct cursor --set").await?;
+    say(&format!(
+        "{}: cursor set to {} on topic {}; the next poll starts there\n",
+        spec.name, found.saved.cursor, k.cursor_topic
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes to stdout; a reader that went away (`aqueduct test ... | head`) is not an error, and
@@ -425,11 +395,6 @@ fn kafka_step<T>(result: Result<T, crate::kafka::Error>) -> Result<T, ExitCode> 
 fn say(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
-}
-
-fn invalid(errors: &spec::SpecErrors) -> ExitCode {
-    eprintln!("{errors}");
-    ExitCode::from(EXIT_INVALID)
 }
 
 fn check(paths: &[PathBuf]) -> ExitCode {
@@ -456,7 +421,7 @@ async fn preview(
     records: bool,
     limit: usize,
     format: Option<preview::Format>,
-) -> ExitCode {
+) -> anyhow::Result<ExitCode> {
     let inputs = match input {
         None => preview::from_api(spec, limit).await,
         Some(path) => preview::read_input(path)
@@ -465,13 +430,7 @@ async fn preview(
                 preview::from_text(spec, &text, &path.display().to_string(), records, limit)
             }),
     };
-    let inputs = match inputs {
-        Ok(inputs) => inputs,
-        Err(e) => {
-            eprintln!("preview: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
+    let inputs = inputs.map_err(|e| anyhow::anyhow!("preview: {e}"))?;
     let outcomes = preview::outcomes(spec, &inputs);
     let stdout = std::io::stdout();
     let format = format.unwrap_or(if stdout.is_terminal() {
@@ -482,14 +441,11 @@ async fn preview(
     match preview::print(spec, &outcomes, format, &mut stdout.lock()) {
         Ok(()) => {}
         // `preview ... | head`: the reader has what it wanted.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("preview: writing the output: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(anyhow::Error::new(e).context("preview: writing the output")),
     }
     eprintln!("{}: {}", spec.name, preview::summary(&outcomes));
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs each spec's cases; exit 1 if a case fails, 2 if a spec or test file is broken.
@@ -539,7 +495,7 @@ fn test(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
+async fn run_pipeline(spec: spec::Spec, options: Options) -> anyhow::Result<ExitCode> {
     let tables: Vec<&str> = spec
         .cassandra
         .tables
@@ -587,13 +543,7 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> ExitCode {
             );
         }
     }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::from(EXIT_FAILED)
-        }
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

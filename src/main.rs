@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };
-    runtime.block_on(cli::run(cli))
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => cli::fail(&e),
+    }
 }
 
 fn init_tracing(format: LogFormat) {

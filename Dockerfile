@@ -13,12 +13,13 @@ RUN apt-get update \
 		cmake pkg-config libssl-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev \
 	&& rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# The context is only what .dockerignore lets through: Cargo.*, src/, benches/ (a [[bench]]
-# target must exist for cargo to load the manifest) and pipelines/.
+# The context is only what .dockerignore lets through: Cargo.*, src/, standin/ (the stand-in
+# API's crate), benches/ (a [[bench]] target must exist for cargo to load the manifest) and
+# pipelines/.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
 	--mount=type=cache,target=/src/target \
-	cargo build --release --locked --bins \
+	cargo build --release --locked --workspace --bins \
 	&& install -D -m 0755 -t /out target/release/aqueduct target/release/randomuser-standin
 
 FROM debian:bookworm-slim

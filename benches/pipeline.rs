@@ -30,7 +30,8 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use serde_json::json;
 
-use aqueduct::{cassandra, cql, kafka, map, spec, standin};
+use aqueduct::{cassandra, cql, kafka, map, spec};
+use randomuser_standin as standin;
 
 const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S]";
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aqueduct::jq::Json;
-use aqueduct::{map, spec, standin, validate};
+use aqueduct::{map, spec, validate};
+use randomuser_standin as standin;
 
 fn measure<T>(name: &str, records: &[T], mut f: impl FnMut(&T)) {
     // Warm up, then run for at least a second.

@@ -21,7 +21,8 @@ let
   rdkafkaSys = builtins.head (builtins.filter (p: p.name == "rdkafka-sys") lockedCrates);
   bundledLibrdkafka = builtins.elemAt (builtins.match "[^+]*[+](.*)" rdkafkaSys.version) 0;
   useSystemRdkafka = lib.versionAtLeast rdkafka.version bundledLibrdkafka;
-  cargoFeatures = lib.optional useSystemRdkafka "dynamic-rdkafka";
+  # Named by package: the build selects the whole workspace (`--workspace`).
+  cargoFeatures = lib.optional useSystemRdkafka "aqueduct/dynamic-rdkafka";
 in
 rustPlatform.buildRustPackage {
   pname = cargoToml.package.name;
@@ -33,6 +34,7 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../src
+      ../standin
       ../tests
       ../pipelines
       # Cargo.toml's [[bench]] targets must exist for cargo to load the manifest.
@@ -42,6 +44,10 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../Cargo.lock;
 
   buildFeatures = cargoFeatures;
+  # Both binaries: aqueduct and the stand-in API (the VM tests and the demo run it), a crate of
+  # the workspace of its own.
+  cargoBuildFlags = [ "--workspace" ];
+  cargoTestFlags = [ "--workspace" ];
   # As nixpkgs builds other rdkafka users (pkgs/by-name/ve/vector/package.nix): the
   # system librdkafka through pkg-config. The bundled fallback needs cmake and the
   # headers librdkafka's CMake build looks for.

@@ -188,7 +188,7 @@ def main() -> int:
             fail(f"{tool} is not installed (Debian: apt-get install strace systemd)")
     for binary in ("aqueduct", "randomuser-standin"):
         if not (args.bin / binary).exists():
-            fail(f"no {args.bin / binary}: build first (cargo build)")
+            fail(f"no {args.bin / binary}: build first (cargo build --workspace)")
 
     filters = unit_list("SystemCallFilter")
     families = set(unit_list("RestrictAddressFamilies"))

@@ -13,7 +13,7 @@ use crate::cassandra::ddl;
 use crate::metrics::{Metrics, get};
 use crate::pipeline::replay::Replay;
 use crate::pipeline::{self, Half, Mode, Options};
-use crate::{preview, progress, spec, spec_test};
+use crate::{incremental, preview, progress, spec, spec_test};
 
 /// Exit code of a bad spec or bad usage (clap's own usage errors use it too).
 pub const EXIT_INVALID: u8 = 2;
@@ -279,9 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ))
                 .into());
             };
-            let to = to.unwrap_or_else(|| {
-                crate::source::incremental::live_until(window, chrono::Utc::now())
-            });
+            let to = to.unwrap_or_else(|| incremental::live_until(window, chrono::Utc::now()));
             if from >= to {
                 return Err(Invalid(format!(
                     "backfill: --from ({from}) is not before --to ({to})"
@@ -302,8 +300,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `aqueduct status`: the saved cursor.
 async fn status(spec: &spec::Spec) -> anyhow::Result<ExitCode> {
-    use crate::kafka::cursors;
-    use crate::source::incremental;
     let Some(kind) = &spec.source.incremental else {
         return Err(Invalid(format!(
             "status: {} polls the same request each time (no [source.cursor] or [source.window]): it has no cursor",
@@ -311,58 +307,12 @@ async fn status(spec: &spec::Spec) -> anyhow::Result<ExitCode> {
         ))
         .into());
     };
-    let k = &spec.kafka;
-    crate::kafka::check_connection(k).await?;
-    let found = cursors::read(k, &spec.name).await?;
-    let mut text = format!(
-        "pipeline: {}
-cursor topic: {}
-",
-        spec.name, k.cursor_topic
-    );
-    match (&found, kind) {
-        (None, spec::Incremental::Window(w)) => text.push_str(&format!(
-            "cursor: none saved; the first poll starts at source.window.start, {}
-",
-            incremental::window_cursor(w.first_start(chrono::Utc::now()))
-        )),
-        (None, spec::Incremental::Cursor(c)) => text.push_str(&format!(
-            "cursor: none saved; the first poll uses source.cursor.initial, {}
-",
-            c.initial.as_ref().unwrap_or(&serde_json::Value::Null)
-        )),
-        (Some(found), _) => text.push_str(&format!(
-            "cursor: {}
-saved at: {} by {} (offset {})
-",
-            found.saved.cursor, found.saved.written_at, found.saved.writer, found.offset
-        )),
-    }
-    if let spec::Incremental::Window(w) = kind {
-        let at = match &found {
-            Some(found) => incremental::parse_window_cursor(&found.saved.cursor),
-            None => Some(w.first_start(chrono::Utc::now())),
-        };
-        if let Some(at) = at {
-            let until = incremental::live_until(w, chrono::Utc::now());
-            let behind = (until - at).to_std().unwrap_or_default();
-            let windows = incremental::windows(w, at, until, None).len();
-            text.push_str(&format!(
-                "behind: {} ({windows} window(s) of {} due)
-",
-                humantime::format_duration(std::time::Duration::from_secs(behind.as_secs())),
-                humantime::format_duration(w.size)
-            ));
-        }
-    }
-    say(&text);
+    say(&incremental::status(spec, kind).await?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `aqueduct cursor --set`.
 async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
-    use crate::kafka::cursors;
-    use crate::source::incremental;
     let value = match &spec.source.incremental {
         None => {
             return Err(Invalid(format!(
@@ -378,14 +328,10 @@ async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
         Some(spec::Incremental::Cursor(_)) => serde_json::from_str(text)
             .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
     };
-    let k = &spec.kafka;
-    crate::kafka::check_connection(k).await?;
-    cursors::ensure_topic(k).await?;
-    let producer = crate::kafka::produce::Producer::new(k)?;
-    let found = cursors::write(&producer, k, &spec.name, value, "aqueduct cursor --set").await?;
+    let found = incremental::set(spec, value).await?;
     say(&format!(
         "{}: cursor set to {} on topic {}; the next poll starts there\n",
-        spec.name, found.saved.cursor, k.cursor_topic
+        spec.name, found.saved.cursor, spec.kafka.cursor_topic
     ));
     Ok(ExitCode::SUCCESS)
 }

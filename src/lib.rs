@@ -6,6 +6,8 @@
 //!
 //! - [`spec`]: load a TOML spec, check it, compile its jq and JSON Schema (`aqueduct check`).
 //! - [`source`]: poll the HTTP API on schedule, with retries and pagination.
+//! - [`incremental`]: incremental polling, all of it: cursors and time windows in requests,
+//!   the cursor store on Kafka, the ingest lease, `status` and `cursor --set`.
 //! - [`validate`]: JSON Schema verdicts with JSON pointers.
 //! - [`kafka`]: client config, topic creation, idempotent producer, at-least-once consumer.
 //! - [`map`]: a record to a table's row, by the columns' jq expressions and CQL types.
@@ -20,7 +22,6 @@
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
 //! - [`progress`]: the progress bar or lines of a run that ends by itself.
-//! - [`standin`]: a randomuser.me-compatible API for tests and the offline demo.
 //! - [`cli`]: the command line.
 
 pub mod backoff;
@@ -28,6 +29,7 @@ pub mod cassandra;
 pub mod cli;
 pub mod cql;
 pub mod dead_letter;
+pub mod incremental;
 pub mod jq;
 pub mod kafka;
 pub mod map;
@@ -40,6 +42,5 @@ pub mod shutdown;
 pub mod source;
 pub mod spec;
 pub mod spec_test;
-pub mod standin;
 pub mod text;
 pub mod validate;

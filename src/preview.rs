@@ -15,10 +15,10 @@ use serde_json::value::RawValue;
 
 use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin};
+use crate::incremental;
 use crate::map::Change;
 use crate::record::{self, Outcome};
 use crate::source::http::{self, Pages};
-use crate::source::incremental;
 use crate::spec::{Column, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,7 +43,7 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let client = http::client(source).map_err(|e| format!("building the HTTP client: {e}"))?;
     let mut pages = Pages::new(
         source,
-        incremental::first_request(source, chrono::Utc::now())?,
+        incremental::first_request(source, chrono::Utc::now()).map_err(|e| e.to_string())?,
     );
     let mut out = Vec::new();
     while let Some(request) = pages.next_request().cloned() {

@@ -21,6 +21,23 @@ use native::Native;
 
 type Filter = jaq_core::Filter<JustLut<Val>>;
 
+/// What went wrong with a jq expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// It does not parse or compile; the message names the column of the first problem.
+    #[error("{0}")]
+    Compile(String),
+    /// It failed on its input: jq's own error, or a value with no JSON form.
+    #[error("{0}")]
+    Run(String),
+    /// It yielded several values where one is wanted.
+    #[error("yielded {0} values where one is expected (wrap it in [ ... ] to make a list)")]
+    NotOne(usize),
+    /// A response body to select records from is not JSON.
+    #[error("{0}")]
+    NotJson(String),
+}
+
 /// A compiled jq expression, with its source text kept for messages.
 pub struct Jq {
     code: String,
@@ -39,17 +56,17 @@ impl std::fmt::Debug for Jq {
 
 impl Jq {
     /// Parses and compiles `code`, naming the column of the first problem on failure.
-    pub fn compile(code: &str) -> Result<Jq, String> {
+    pub fn compile(code: &str) -> Result<Jq, Error> {
         Jq::compile_with(code, false)
     }
 
     /// Like [`Jq::compile`], for an expression that may read `$cursor` (given to
     /// [`Jq::run_with_cursor`]).
-    pub fn compile_with_cursor(code: &str) -> Result<Jq, String> {
+    pub fn compile_with_cursor(code: &str) -> Result<Jq, Error> {
         Jq::compile_with(code, true)
     }
 
-    fn compile_with(code: &str, with_cursor: bool) -> Result<Jq, String> {
+    fn compile_with(code: &str, with_cursor: bool) -> Result<Jq, Error> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -60,13 +77,13 @@ impl Jq {
         let loader = Loader::new(defs);
         let modules = loader
             .load(&arena, File { code, path: () })
-            .map_err(|errs| describe_load_errors(code, errs))?;
+            .map_err(|errs| Error::Compile(describe_load_errors(code, errs)))?;
         let vars: &[&str] = if with_cursor { &["$cursor"] } else { &[] };
         let filter = Compiler::default()
             .with_funs(funs)
             .with_global_vars(vars.iter().copied())
             .compile(modules)
-            .map_err(|errs| describe_compile_errors(code, errs))?;
+            .map_err(|errs| Error::Compile(describe_compile_errors(code, errs)))?;
         Ok(Jq {
             code: code.to_owned(),
             filter,
@@ -82,7 +99,7 @@ impl Jq {
 
     /// Runs an expression compiled by [`Jq::compile_with_cursor`] on `input` with `$cursor`
     /// bound to `cursor`: its one value (no output is `null`).
-    pub fn run_with_cursor(&self, input: &Value, cursor: &Value) -> Result<Value, String> {
+    pub fn run_with_cursor(&self, input: &Value, cursor: &Value) -> Result<Value, Error> {
         debug_assert!(self.with_cursor);
         let vars = Vars::new([to_val(&Json::from(cursor))]);
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, vars);
@@ -92,26 +109,24 @@ impl Jq {
             .run((ctx, to_val(&Json::from(input))))
             .map(unwrap_valr)
             .map(|out| match out {
-                Ok(v) => to_json(&v),
-                Err(e) => Err(e.to_string()),
+                Ok(v) => to_json(&v).map_err(Error::Run),
+                Err(e) => Err(Error::Run(e.to_string())),
             })
             .collect::<Result<Vec<_>, _>>()?;
         match out.len() {
             0 => Ok(Value::Null),
             1 => Ok(out.remove(0)),
-            n => Err(format!(
-                "yielded {n} values where one is expected (wrap it in [ ... ] to make a list)"
-            )),
+            n => Err(Error::NotOne(n)),
         }
     }
 
     /// Runs the filter and collects every output; the first runtime error is returned.
-    pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
+    pub fn run(&self, input: &Value) -> Result<Vec<Value>, Error> {
         self.run_on(&Input::new(&Json::from(input)))
     }
 
     /// Like [`Jq::run`], on a record shared by several filters.
-    pub fn run_on(&self, input: &Input) -> Result<Vec<Value>, String> {
+    pub fn run_on(&self, input: &Input) -> Result<Vec<Value>, Error> {
         if let Some(value) = self.native.as_ref().and_then(|n| n.eval(input.json)) {
             return Ok(vec![value]);
         }
@@ -121,15 +136,15 @@ impl Jq {
             .run((ctx, input.val().clone()))
             .map(unwrap_valr)
             .map(|out| match out {
-                Ok(v) => to_json(&v),
-                Err(e) => Err(e.to_string()),
+                Ok(v) => to_json(&v).map_err(Error::Run),
+                Err(e) => Err(Error::Run(e.to_string())),
             })
             .collect()
     }
 
     /// Runs the filter where exactly one value is wanted: no output is `null`, and a second
     /// output is an error (write `[ ... ]` to collect many).
-    pub fn run_one(&self, input: &Value) -> Result<Value, String> {
+    pub fn run_one(&self, input: &Value) -> Result<Value, Error> {
         if let Some(value) = self.native.as_ref().and_then(|n| n.path_value(input)) {
             return Ok(value);
         }
@@ -139,17 +154,17 @@ impl Jq {
     /// Runs a record selector on a response body and gives each record's JSON text. For the
     /// common `.a.b[]`, the records are cut out of the body as they are, without decoding the
     /// page; otherwise the page is decoded and jaq selects.
-    pub fn records<'a>(&self, body: &'a [u8]) -> Result<Vec<Cow<'a, str>>, String> {
+    pub fn records<'a>(&self, body: &'a [u8]) -> Result<Vec<Cow<'a, str>>, Error> {
         if let Some(raw) = self.native.as_ref().and_then(|n| n.raw_elements(body)) {
             return Ok(raw.into_iter().map(|r| Cow::Borrowed(r.get())).collect());
         }
-        let json: Json = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let json: Json = serde_json::from_slice(body).map_err(|e| Error::NotJson(e.to_string()))?;
         let records = self.run_on(&Input::new(&json))?;
         Ok(records.iter().map(|r| Cow::Owned(r.to_string())).collect())
     }
 
     /// Like [`Jq::run_one`], on a record shared by several filters.
-    pub fn run_one_on(&self, input: &Input) -> Result<Value, String> {
+    pub fn run_one_on(&self, input: &Input) -> Result<Value, Error> {
         if let Some(value) = self.native.as_ref().and_then(|n| n.eval(input.json)) {
             return Ok(value);
         }
@@ -157,9 +172,7 @@ impl Jq {
         match out.len() {
             0 => Ok(Value::Null),
             1 => Ok(out.remove(0)),
-            n => Err(format!(
-                "yielded {n} values where one is expected (wrap it in [ ... ] to make a list)"
-            )),
+            n => Err(Error::NotOne(n)),
         }
     }
 }
@@ -325,6 +338,8 @@ mod tests {
         let many = Jq::compile(".a[]").unwrap();
         assert_eq!(many.run_one(&json!({"a": []})).unwrap(), Value::Null);
         let err = many.run_one(&json!({"a": [1, 2]})).unwrap_err();
+        assert_eq!(err, Error::NotOne(2));
+        let err = err.to_string();
         assert!(err.contains("yielded 2 values"), "{err}");
     }
 
@@ -349,9 +364,9 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_column() {
-        let err = Jq::compile(".a | ]").unwrap_err();
+        let err = Jq::compile(".a | ]").unwrap_err().to_string();
         assert!(err.contains("column 6"), "{err}");
-        let err = Jq::compile(".a | nosuchfn").unwrap_err();
+        let err = Jq::compile(".a | nosuchfn").unwrap_err().to_string();
         assert!(err.contains("undefined filter nosuchfn"), "{err}");
         assert!(err.contains("column 6"), "{err}");
     }

@@ -341,7 +341,7 @@ mod tests {
     fn jaq(code: &str, record: &Value) -> Result<Vec<Value>, String> {
         let mut jq = Jq::compile(code).unwrap();
         jq.native = None;
-        jq.run(record)
+        jq.run(record).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -516,7 +516,7 @@ mod tests {
         // The stand-in's users are all answered natively by users.toml's columns.
         let spec = crate::spec::load(std::path::Path::new("pipelines/users.toml")).unwrap();
         for i in 0..200 {
-            let user = crate::standin::user("native", 1, i, false);
+            let user = randomuser_standin::user("native", 1, i, false);
             let json = Json::from(&user);
             for col in spec.cassandra.tables.iter().flat_map(|t| &t.columns) {
                 let native = col

@@ -1,8 +1,8 @@
-//! The Kafka side: client configuration (the one place librdkafka keys are written), topic
-//! creation, the idempotent producer, the at-least-once consumer and its offset tracker.
+//! The Kafka side: client configuration (the one place librdkafka keys are written, also for
+//! the clients of [`crate::incremental`]), topic creation, the idempotent producer, the
+//! at-least-once consumer and its offset tracker.
 
 pub mod consume;
-pub mod cursors;
 pub mod offsets;
 pub mod produce;
 
@@ -138,6 +138,30 @@ pub fn producer_config(k: &spec::Kafka) -> ClientConfig {
         config.set(key, value);
     }
     config.set("enable.idempotence", "true").set("acks", "all");
+    config
+}
+
+/// Settings of the cursor topic's reader ([`crate::incremental::store`]): outside any group
+/// (it assigns itself the partition), committing nothing.
+pub fn cursor_reader_config(k: &spec::Kafka) -> ClientConfig {
+    let mut config = base_config(k);
+    config
+        .set("group.id", format!("{}-cursor-reader", k.group_id))
+        .set("enable.auto.commit", "false");
+    config
+}
+
+/// Settings of the ingest lease's group member ([`crate::incremental::lease`]): the group
+/// `<group_id>-ingest`, nothing committed, and a short session so a standby takes over within
+/// seconds of a holder that stopped answering.
+pub fn lease_config(k: &spec::Kafka) -> ClientConfig {
+    let mut config = base_config(k);
+    config
+        .set("group.id", format!("{}-ingest", k.group_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
     config
 }
 

@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::dead_letter::{self, DeadLetter, Origin, Stage};
-use crate::kafka::cursors::{self, Found, Lease};
+use crate::incremental;
+use crate::incremental::lease::Lease;
+use crate::incremental::store::{self, Found, Store};
 use crate::kafka::produce::Producer;
 use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
 use crate::source::http::{self, FetchError, Pages, Request};
-use crate::source::incremental;
 use crate::source::schedule::Ticker;
 use crate::spec::{Cursor, Incremental, OnInvalid, Spec, Window};
 
@@ -65,15 +66,17 @@ pub async fn run(
     if let Mode::Backfill { from, to } = mode {
         return ingest.backfill(from, to).await;
     }
-    // An incremental source polls only while this process holds the pipeline's lease.
-    let mut lease = match spec.source.incremental {
+    // An incremental source polls only while this process holds the pipeline's lease, from
+    // the cursor in its store.
+    let (mut lease, mut store) = match spec.source.incremental {
         Some(_) => {
-            cursors::ensure_topic(&spec.kafka).await?;
-            Some(Lease::join(&spec.kafka)?)
+            store::ensure_topic(&spec.kafka).await?;
+            let lease = Lease::join(&spec.kafka)?;
+            (Some(lease), Some(Store::open(&spec.kafka, &spec.name)?))
         }
-        None => None,
+        None => (None, None),
     };
-    let writer = cursors::writer_name();
+    let writer = store::writer_name();
     let mut ticker = Ticker::new(&spec.source.schedule);
     loop {
         tokio::select! {
@@ -95,12 +98,12 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
-        let polled = match (&spec.source.incremental, &lease) {
-            (Some(Incremental::Cursor(cursor)), Some(lease)) => {
-                ingest.poll_cursor(cursor, lease, &writer).await
+        let polled = match (&spec.source.incremental, &lease, &mut store) {
+            (Some(Incremental::Cursor(cursor)), Some(lease), Some(store)) => {
+                ingest.poll_cursor(cursor, lease, store, &writer).await
             }
-            (Some(Incremental::Window(window)), Some(lease)) => {
-                ingest.poll_windows(window, lease, &writer).await
+            (Some(Incremental::Window(window)), Some(lease), Some(store)) => {
+                ingest.poll_windows(window, lease, store, &writer).await
             }
             _ => ingest
                 .poll(Request::of(&spec.source), |_| Ok(()))
@@ -158,10 +161,11 @@ impl Ingest<'_> {
         &self,
         cursor: &Cursor,
         lease: &Lease,
+        store: &mut Store,
         writer: &str,
     ) -> Result<(), PollError> {
-        let (spec, k) = (self.spec, &self.spec.kafka);
-        let found = cursors::read(k, &spec.name).await?;
+        let spec = self.spec;
+        let found = store.latest().await?;
         let start = match &found {
             Some(found) => found.saved.cursor.clone(),
             None => cursor.initial.clone().unwrap_or(Value::Null),
@@ -171,7 +175,7 @@ impl Ingest<'_> {
         let mut value = start.clone();
         let records = self
             .poll(request, |page| {
-                value = incremental::advance(cursor, &value, page)?;
+                value = incremental::advance(cursor, &value, page).map_err(|e| e.to_string())?;
                 Ok(())
             })
             .await?;
@@ -180,7 +184,7 @@ impl Ingest<'_> {
             return Ok(());
         }
         if self
-            .save(lease, found.as_ref(), value.clone(), writer)
+            .save(lease, store, found.as_ref(), value.clone(), writer)
             .await?
             .is_some()
         {
@@ -195,10 +199,11 @@ impl Ingest<'_> {
         &self,
         window: &Window,
         lease: &Lease,
+        store: &mut Store,
         writer: &str,
     ) -> Result<(), PollError> {
         let (spec, k) = (self.spec, &self.spec.kafka);
-        let mut found = cursors::read(k, &spec.name).await?;
+        let mut found = store.latest().await?;
         let now = Utc::now();
         let from = match &found {
             None => window.first_start(now),
@@ -226,7 +231,10 @@ impl Ingest<'_> {
                 )
                 .await?;
             let cursor = incremental::window_cursor(w.end);
-            match self.save(lease, found.as_ref(), cursor, writer).await? {
+            match self
+                .save(lease, store, found.as_ref(), cursor, writer)
+                .await?
+            {
                 // What was just saved is the base of the next save.
                 Some(saved) => found = Some(saved),
                 None => return Ok(()),
@@ -255,28 +263,27 @@ impl Ingest<'_> {
     async fn save(
         &self,
         lease: &Lease,
+        store: &mut Store,
         base: Option<&Found>,
         cursor: Value,
         writer: &str,
     ) -> Result<Option<Found>, PollError> {
-        let (spec, k) = (self.spec, &self.spec.kafka);
         if !lease.held() {
             warn!(
                 "the ingest lease passed to another process during the poll; it keeps the cursor it had"
             );
             return Ok(None);
         }
-        let latest = cursors::read(k, &spec.name).await?;
-        if latest.as_ref() != base {
+        let saved = store
+            .save_if_unchanged(self.producer, base, cursor, writer)
+            .await?;
+        if saved.is_none() {
             warn!(
-                cursor = %latest.map_or(serde_json::Value::Null, |found| found.saved.cursor),
+                cursor = %store.seen().map_or(serde_json::Value::Null, |found| found.saved.cursor.clone()),
                 "the cursor was set by another writer during the poll; keeping theirs"
             );
-            return Ok(None);
         }
-        Ok(Some(
-            cursors::write(self.producer, k, &spec.name, cursor, writer).await?,
-        ))
+        Ok(saved)
     }
 
     /// `aqueduct backfill`: every window from `from` to `to`, once, the live cursor untouched.

@@ -272,7 +272,7 @@ pub fn records<'a>(
         .map_err(|message| FetchError::Records {
             url: url.to_string(),
             expr: source.records.code().to_owned(),
-            message,
+            message: message.to_string(),
             snippet: snippet(&String::from_utf8_lossy(body)),
         })
 }
@@ -351,7 +351,10 @@ impl<'a> Pages<'a> {
                     message,
                 };
                 let page: Json = serde_json::from_slice(body).map_err(|e| err(e.to_string()))?;
-                match next.run_one_on(&Input::new(&page)).map_err(err)? {
+                match next
+                    .run_one_on(&Input::new(&page))
+                    .map_err(|e| err(e.to_string()))?
+                {
                     Value::Null => None,
                     Value::String(link) => Some(
                         current

@@ -1,5 +1,4 @@
 //! The HTTP JSON API source: when to poll ([`schedule`]) and how to fetch ([`http`]).
 
 pub mod http;
-pub mod incremental;
 pub mod schedule;

@@ -103,7 +103,7 @@ async fn users_land_in_cassandra_with_typed_values_and_repolls_add_no_rows() {
     let rows = user_rows(&p.table()).await;
     assert_eq!(rows.len(), 25);
     for i in 0..25 {
-        let want = expected_row(&aqueduct::standin::user("e2e", 1, i, false));
+        let want = expected_row(&randomuser_standin::user("e2e", 1, i, false));
         assert_eq!(rows.get(&want.0), Some(&want), "user {i}");
     }
     let messages = topic_messages(&p.topic);
@@ -168,7 +168,7 @@ async fn invalid_records_are_dead_lettered_with_their_reasons() {
         assert!(chrono::DateTime::parse_from_rfc3339(letter["time"].as_str().unwrap()).is_ok());
         assert!(
             dead.iter()
-                .any(|(_, l)| l["record"] == aqueduct::standin::user("dlq", 1, i, true)),
+                .any(|(_, l)| l["record"] == randomuser_standin::user("dlq", 1, i, true)),
             "original record kept"
         );
     }
@@ -295,7 +295,7 @@ async fn mapping_failures_are_dead_lettered_and_the_rest_written() {
     let out = run(&mut cmd).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let users: Vec<Value> = (0..40)
-        .map(|i| aqueduct::standin::user("map", 1, i, false))
+        .map(|i| randomuser_standin::user("map", 1, i, false))
         .collect();
     let numeric = users
         .iter()
@@ -651,7 +651,7 @@ async fn pagination_walks_the_pages_of_one_poll() {
     assert_eq!(rows.len(), 12);
     for page in 1..=3 {
         for i in 0..4 {
-            let want = expected_row(&aqueduct::standin::user("pages", page, i, false));
+            let want = expected_row(&randomuser_standin::user("pages", page, i, false));
             assert_eq!(rows.get(&want.0), Some(&want), "page {page} user {i}");
         }
     }
@@ -1256,7 +1256,7 @@ async fn a_stop_while_kafka_is_down_exits_within_the_shutdown_timeout() {
             .collect();
     let expected: std::collections::HashSet<Option<String>> = (0..20)
         .map(|i| {
-            let user = aqueduct::standin::user("kafka_down", 1, i, false);
+            let user = randomuser_standin::user("kafka_down", 1, i, false);
             Some(user["login"]["uuid"].as_str().unwrap().to_owned())
         })
         .collect();

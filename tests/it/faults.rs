@@ -134,7 +134,7 @@ impl Drain {
         (1..=u64::from(self.pages))
             .flat_map(|page| (self.poisoned..PAGE as usize).map(move |i| (page, i)))
             .map(|(page, i)| {
-                let user = aqueduct::standin::user(&self.seed, page, i, false);
+                let user = randomuser_standin::user(&self.seed, page, i, false);
                 Uuid::parse_str(user["login"]["uuid"].as_str().unwrap()).unwrap()
             })
             .collect()
@@ -464,9 +464,9 @@ async fn poison_records_are_dead_lettered_and_the_rest_written() {
         .set("bootstrap.servers", &d.kafka)
         .create()
         .unwrap();
-    let mut unmappable = aqueduct::standin::user("poison", 1, 0, false);
+    let mut unmappable = randomuser_standin::user("poison", 1, 0, false);
     unmappable["location"] = serde_json::json!("a string, not an object");
-    let mut not_a_uuid = aqueduct::standin::user("poison", 1, 1, false);
+    let mut not_a_uuid = randomuser_standin::user("poison", 1, 1, false);
     not_a_uuid["login"]["uuid"] = serde_json::json!("not-a-uuid");
     let (unmappable, not_a_uuid) = (unmappable.to_string(), not_a_uuid.to_string());
     for payload in [

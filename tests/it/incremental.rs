@@ -2,7 +2,7 @@
 //! catch-up after downtime, a crash between produce and cursor save, two ingest processes of
 //! one pipeline, and `aqueduct backfill` (issue 13). The stand-in's USGS query route serves
 //! the same events for the same seed and day whatever the window, so each test knows exactly
-//! which rows must land ([`aqueduct::standin::quakes_between`]).
+//! which rows must land ([`randomuser_standin::quakes_between`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -98,7 +98,7 @@ async fn ids(p: &Pipeline) -> BTreeSet<String> {
 }
 
 fn ids_between(seed: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> BTreeSet<String> {
-    aqueduct::standin::quakes_between(
+    randomuser_standin::quakes_between(
         seed,
         start.timestamp_millis(),
         end.timestamp_millis(),
@@ -352,7 +352,7 @@ async fn a_backfill_writes_exactly_the_events_of_its_days_and_leaves_the_cursor(
     let out = run(&mut p.command(&args)).await;
     assert_eq!(out.code, Some(0), "{out:?}");
 
-    let want = aqueduct::standin::quakes_between(
+    let want = randomuser_standin::quakes_between(
         &seed,
         from.timestamp_millis(),
         to.timestamp_millis(),

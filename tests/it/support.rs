@@ -74,13 +74,13 @@ pub fn repo() -> &'static Path {
 /// The stand-in API on an ephemeral port, for the life of the test.
 pub struct Api {
     pub addr: SocketAddr,
-    pub stats: Arc<aqueduct::standin::Stats>,
+    pub stats: Arc<randomuser_standin::Stats>,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl Api {
     pub async fn start() -> Api {
-        let (addr, stats, server) = aqueduct::standin::spawn("127.0.0.1:0".parse().unwrap())
+        let (addr, stats, server) = randomuser_standin::spawn("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         Api {

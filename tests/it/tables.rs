@@ -51,7 +51,7 @@ async fn users_toml_writes_both_query_tables_from_one_read() {
     let str_of = |v: &Value| v.as_str().unwrap().to_owned();
     let mut want: Vec<CountryRow> = (0..30)
         .map(|i| {
-            let u = aqueduct::standin::user("tables", 1, i, false);
+            let u = randomuser_standin::user("tables", 1, i, false);
             (
                 str_of(&u["location"]["country"]),
                 CqlTimestamp(millis(u["registered"]["date"].as_str().unwrap())),
@@ -137,7 +137,7 @@ async fn a_row_one_table_refuses_is_dead_lettered_naming_it_and_the_others_are_w
     let out = run(&mut cmd).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let users: Vec<Value> = (0..40)
-        .map(|i| aqueduct::standin::user("twotables", 1, i, false))
+        .map(|i| randomuser_standin::user("twotables", 1, i, false))
         .collect();
     let numeric = users
         .iter()

@@ -1,16 +1,42 @@
-//! Incremental polling: how a cursor goes into a request and moves on after a page
-//! (`[source.cursor]`), and which time windows a poll asks for (`[source.window]`). Where
-//! cursors are kept is [`crate::kafka::cursors`].
+//! Incremental polling, all of it: how a cursor goes into a request and moves on after a page
+//! (`[source.cursor]`) and which time windows a poll asks for (`[source.window]`), here;
+//! where cursors are kept, [`store`]; which process polls, [`lease`]; and what `aqueduct
+//! status` and `aqueduct cursor --set` say and do, [`status`] and [`set`].
+
+pub mod lease;
+pub mod store;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::http::{Request, with_param};
-use crate::spec::{Cursor, Incremental, Place, Source, TimeFormat, Window};
+use crate::jq;
+use crate::source::http::{Request, with_param};
+use crate::spec::{Cursor, Incremental, Place, Source, Spec, TimeFormat, Window};
+
+/// Why a cursor could not go into a request, or move on after a page.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("source.window.start ({0}) is in the future: no window is due yet")]
+    NoWindowDue(DateTime<Utc>),
+    #[error("source.cursor.format `{code}` on the cursor {cursor}: {source}")]
+    Format {
+        code: String,
+        cursor: Value,
+        source: jq::Error,
+    },
+    #[error("the cursor {text:?} cannot be sent in header {header}")]
+    Header { text: String, header: String },
+    #[error("putting the cursor at {pointer} in the body: {reason}")]
+    Body { pointer: String, reason: String },
+    #[error("the page is not JSON: {0}")]
+    PageNotJson(serde_json::Error),
+    #[error("source.cursor.value: {0}")]
+    Value(jq::Error),
+}
 
 /// The request of a new pipeline's first poll: with the initial cursor, or for the first
 /// window (cut at `now` less the lag).
-pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, String> {
+pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, Error> {
     let base = Request::of(source);
     match &source.incremental {
         None => Ok(base),
@@ -23,9 +49,7 @@ pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, Str
             let start = window.first_start(now);
             match windows(window, start, live_until(window, now), Some(1)).first() {
                 Some(w) => Ok(window_request(window, &base, *w)),
-                None => Err(format!(
-                    "source.window.start ({start}) is in the future: no window is due yet"
-                )),
+                None => Err(Error::NoWindowDue(start)),
             }
         }
     }
@@ -33,16 +57,15 @@ pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, Str
 
 /// `base` with the cursor put where the spec says. With no cursor yet (`null`: no `initial`,
 /// nothing saved), the request goes as the spec writes it.
-pub fn with_cursor(cursor: &Cursor, base: &Request, value: &Value) -> Result<Request, String> {
+pub fn with_cursor(cursor: &Cursor, base: &Request, value: &Value) -> Result<Request, Error> {
     if value.is_null() {
         return Ok(base.clone());
     }
     let sent = match &cursor.format {
-        Some(format) => format.run_one(value).map_err(|e| {
-            format!(
-                "source.cursor.format `{}` on the cursor {value}: {e}",
-                format.code()
-            )
+        Some(format) => format.run_one(value).map_err(|source| Error::Format {
+            code: format.code().to_owned(),
+            cursor: value.clone(),
+            source,
         })?,
         None => value.clone(),
     };
@@ -54,16 +77,21 @@ pub fn with_cursor(cursor: &Cursor, base: &Request, value: &Value) -> Result<Req
     match &cursor.place {
         Place::Query(param) => request.url = with_param(&base.url, param, &text),
         Place::Header(name) => {
-            let header = reqwest::header::HeaderValue::from_str(&text)
-                .map_err(|_| format!("the cursor {text:?} cannot be sent in header {name}"))?;
+            let header =
+                reqwest::header::HeaderValue::from_str(&text).map_err(|_| Error::Header {
+                    text: text.clone(),
+                    header: name.to_string(),
+                })?;
             request.headers.insert(name.clone(), header);
         }
         Place::Body(pointer) => {
             let body = request
                 .body
                 .get_or_insert_with(|| Value::Object(Default::default()));
-            put(body, pointer, sent)
-                .map_err(|e| format!("putting the cursor at {pointer} in the body: {e}"))?;
+            put(body, pointer, sent).map_err(|reason| Error::Body {
+                pointer: pointer.clone(),
+                reason,
+            })?;
         }
     }
     Ok(request)
@@ -96,10 +124,69 @@ fn put(body: &mut Value, pointer: &str, value: Value) -> Result<(), String> {
 
 /// The cursor after a page: `[source.cursor] value` on the page with `$cursor` the value so
 /// far; `null` keeps the value so far.
-pub fn advance(cursor: &Cursor, so_far: &Value, page: &[u8]) -> Result<Value, String> {
-    let page: Value = serde_json::from_slice(page).map_err(|e| e.to_string())?;
-    let next = cursor.value.run_with_cursor(&page, so_far)?;
+pub fn advance(cursor: &Cursor, so_far: &Value, page: &[u8]) -> Result<Value, Error> {
+    let page: Value = serde_json::from_slice(page).map_err(Error::PageNotJson)?;
+    let next = cursor
+        .value
+        .run_with_cursor(&page, so_far)
+        .map_err(Error::Value)?;
     Ok(if next.is_null() { so_far.clone() } else { next })
+}
+
+/// What `aqueduct status` prints: the saved cursor (or where the first poll starts) and, for
+/// windows, how far behind the pipeline is.
+pub async fn status(spec: &Spec, kind: &Incremental) -> Result<String, crate::kafka::Error> {
+    let k = &spec.kafka;
+    crate::kafka::check_connection(k).await?;
+    let found = store::Store::open(k, &spec.name)?.latest().await?;
+    let now = Utc::now();
+    let mut text = format!(
+        "pipeline: {}\ncursor topic: {}\n",
+        spec.name, k.cursor_topic
+    );
+    match (&found, kind) {
+        (None, Incremental::Window(w)) => text.push_str(&format!(
+            "cursor: none saved; the first poll starts at source.window.start, {}\n",
+            window_cursor(w.first_start(now))
+        )),
+        (None, Incremental::Cursor(c)) => text.push_str(&format!(
+            "cursor: none saved; the first poll uses source.cursor.initial, {}\n",
+            c.initial.as_ref().unwrap_or(&Value::Null)
+        )),
+        (Some(found), _) => text.push_str(&format!(
+            "cursor: {}\nsaved at: {} by {} (offset {})\n",
+            found.saved.cursor, found.saved.written_at, found.saved.writer, found.offset
+        )),
+    }
+    if let Incremental::Window(w) = kind {
+        let at = match &found {
+            Some(found) => parse_window_cursor(&found.saved.cursor),
+            None => Some(w.first_start(now)),
+        };
+        if let Some(at) = at {
+            let until = live_until(w, now);
+            let behind = (until - at).to_std().unwrap_or_default();
+            text.push_str(&format!(
+                "behind: {} ({} window(s) of {} due)\n",
+                humantime::format_duration(std::time::Duration::from_secs(behind.as_secs())),
+                windows(w, at, until, None).len(),
+                humantime::format_duration(w.size)
+            ));
+        }
+    }
+    Ok(text)
+}
+
+/// `aqueduct cursor --set`: saves `value` as the pipeline's cursor, whatever was saved before;
+/// the next poll starts there.
+pub async fn set(spec: &Spec, value: Value) -> Result<store::Found, crate::kafka::Error> {
+    let k = &spec.kafka;
+    crate::kafka::check_connection(k).await?;
+    store::ensure_topic(k).await?;
+    let producer = crate::kafka::produce::Producer::new(k)?;
+    store::Store::open(k, &spec.name)?
+        .save(&producer, value, "aqueduct cursor --set")
+        .await
 }
 
 /// One time window: from `start` (inclusive) to `end` (exclusive).

@@ -1,5 +1,5 @@
 //! `randomuser-standin [ADDR]`: serves the randomuser.me-compatible stand-in API (see
-//! `aqueduct::standin`) on ADDR, default 127.0.0.1:8080, until interrupted.
+//! the library of this crate) on ADDR, default 127.0.0.1:8080, until interrupted.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (bound, _, server) = match aqueduct::standin::spawn(addr).await {
+    let (bound, _, server) = match randomuser_standin::spawn(addr).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("randomuser-standin: cannot listen on {addr}: {e}");

@@ -1,5 +1,6 @@
-//! A randomuser.me-compatible stand-in API, for tests and the offline demo (the real API is out
-//! of reach of CI machines).
+//! A randomuser.me-compatible stand-in API, for aqueduct's tests, benchmarks and offline demo
+//! (the real API is out of reach of CI machines). A crate of its own in the workspace, so the
+//! product library does not carry it.
 //!
 //! `GET /api/?results=N&seed=S&page=P` returns `{"results": [...], "info": {...}}` with users in
 //! exactly the real v1.4 shape: postcode a number or a string by nationality, `id.value` null

@@ -18,6 +18,7 @@
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
 //! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
 //! - [`backoff`]: the wait before a retry, for every retry loop.
+//! - [`pointer`]: editing JSON at a JSON pointer.
 //! - [`text`]: text cut short for messages.
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
@@ -35,6 +36,7 @@ pub mod kafka;
 pub mod map;
 pub mod metrics;
 pub mod pipeline;
+pub mod pointer;
 pub mod preview;
 pub mod progress;
 pub mod record;

@@ -152,14 +152,7 @@ fn input(case: &Case, dir: &Path) -> Result<Value, String> {
         _ => return Err("give exactly one of record, record_json and record_file".into()),
     };
     for pointer in &case.remove {
-        let (parent, last) = parent_of(&mut record, pointer)?;
-        let removed = match parent {
-            Value::Object(map) => map.remove(&last).is_some(),
-            _ => false,
-        };
-        if !removed {
-            return Err(format!("remove: the record has nothing at {pointer:?}"));
-        }
+        crate::pointer::remove(&mut record, pointer).map_err(|e| format!("remove: {e}"))?;
     }
     let edits = case
         .set
@@ -167,45 +160,9 @@ fn input(case: &Case, dir: &Path) -> Result<Value, String> {
         .map(|(p, v)| (p, toml_to_json(v)))
         .chain(case.null.iter().map(|p| (p, Value::Null)));
     for (pointer, value) in edits {
-        let (parent, last) = parent_of(&mut record, pointer)?;
-        match parent {
-            Value::Object(map) => {
-                map.insert(last, value);
-            }
-            Value::Array(items) => {
-                match last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                    Some(item) => *item = value,
-                    None => {
-                        return Err(format!(
-                            "set: no element {last:?} in the array at {pointer:?}"
-                        ));
-                    }
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "set: {pointer:?} is inside a value that is neither object nor array"
-                ));
-            }
-        }
+        crate::pointer::set(&mut record, pointer, value, false).map_err(|e| format!("set: {e}"))?;
     }
     Ok(record)
-}
-
-/// The value holding what `pointer` names, and the last token (unescaped).
-fn parent_of<'a>(record: &'a mut Value, pointer: &str) -> Result<(&'a mut Value, String), String> {
-    let Some((parent, last)) = pointer.rsplit_once('/') else {
-        return Err(format!(
-            "{pointer:?} is not a JSON pointer (they start with /)"
-        ));
-    };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    match record.pointer_mut(parent) {
-        Some(value) => Ok((value, last)),
-        None => Err(format!(
-            "the record has nothing at {parent:?} (for {pointer:?})"
-        )),
-    }
 }
 
 fn toml_to_json(v: &toml::Value) -> Value {

@@ -88,38 +88,13 @@ pub fn with_cursor(cursor: &Cursor, base: &Request, value: &Value) -> Result<Req
             let body = request
                 .body
                 .get_or_insert_with(|| Value::Object(Default::default()));
-            put(body, pointer, sent).map_err(|reason| Error::Body {
+            crate::pointer::set(body, pointer, sent, true).map_err(|reason| Error::Body {
                 pointer: pointer.clone(),
                 reason,
             })?;
         }
     }
     Ok(request)
-}
-
-/// Sets the value at a JSON pointer, making the objects on the way.
-fn put(body: &mut Value, pointer: &str, value: Value) -> Result<(), String> {
-    let mut at = body;
-    let tokens: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    let Some((last, path)) = tokens.split_last() else {
-        return Err("the pointer names no field".into());
-    };
-    for token in path {
-        let object = at
-            .as_object_mut()
-            .ok_or_else(|| format!("`{token}`'s parent is not an object"))?;
-        at = object
-            .entry(token.clone())
-            .or_insert_with(|| Value::Object(Default::default()));
-    }
-    at.as_object_mut()
-        .ok_or_else(|| format!("`{last}`'s parent is not an object"))?
-        .insert(last.clone(), value);
-    Ok(())
 }
 
 /// The cursor after a page: `[source.cursor] value` on the page with `$cursor` the value so

@@ -110,11 +110,50 @@ impl fmt::Display for JsonKind {
     }
 }
 
+/// Why a type as a spec names it does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TypeError(String);
+
+/// Why a JSON value does not convert to a CQL type: the dead letter's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A value of another JSON kind than the type takes.
+    #[error("expected {expected} for {cql_type}, got {got}")]
+    Kind {
+        expected: String,
+        cql_type: String,
+        got: String,
+    },
+    /// A value of the right kind that is no valid value of the type.
+    #[error("{got} is not a valid {cql_type}: {reason}")]
+    Invalid {
+        got: String,
+        cql_type: String,
+        reason: String,
+    },
+    /// A tuple or vector of the wrong length.
+    #[error("expected {expected} for {cql_type}, got {count} value(s)")]
+    Count {
+        expected: String,
+        cql_type: String,
+        count: usize,
+    },
+    #[error("a collection of {0} cannot hold null")]
+    NullInCollection(String),
+    /// A field of a user-defined type failed.
+    #[error("field {field}: {error}")]
+    Field {
+        field: String,
+        error: Box<ValueError>,
+    },
+}
+
 impl FromStr for CqlType {
-    type Err = String;
+    type Err = TypeError;
 
     /// A type without user-defined types.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, TypeError> {
         CqlType::parse_with(s, &[])
     }
 }
@@ -122,7 +161,7 @@ impl FromStr for CqlType {
 impl CqlType {
     /// A type as a spec or `system_schema` names it, where a name of `udts` is that
     /// user-defined type.
-    pub fn parse_with(s: &str, udts: &[Udt]) -> Result<CqlType, String> {
+    pub fn parse_with(s: &str, udts: &[Udt]) -> Result<CqlType, TypeError> {
         let parse = |t: &str| CqlType::parse_with(t, udts);
         let s = s.trim();
         let lower = s.to_ascii_lowercase();
@@ -146,35 +185,39 @@ impl CqlType {
             return Ok(CqlType::Set(Box::new(parse(inner)?)));
         }
         if let Some(inner) = generic(&lower, "map") {
-            let (k, v) = split_pair(inner)
-                .ok_or_else(|| format!("`{s}`: a map needs two types, map<key, value>"))?;
+            let (k, v) = split_pair(inner).ok_or_else(|| {
+                TypeError(format!("`{s}`: a map needs two types, map<key, value>"))
+            })?;
             return Ok(CqlType::Map(Box::new(parse(k)?), Box::new(parse(v)?)));
         }
         if let Some(inner) = generic(&lower, "tuple") {
             if inner.is_empty() {
-                return Err(format!(
+                return Err(TypeError(format!(
                     "`{s}`: a tuple needs at least one type, tuple<T1, T2>"
-                ));
+                )));
             }
             let members = split_all(inner)
                 .into_iter()
                 .map(parse)
-                .collect::<Result<Vec<CqlType>, String>>()?;
+                .collect::<Result<Vec<CqlType>, TypeError>>()?;
             return Ok(CqlType::Tuple(members));
         }
         if let Some(inner) = generic(&lower, "vector") {
-            let usage =
-                || format!("`{s}`: a vector is vector<type, dimensions>, e.g. vector<float, 384>");
+            let usage = || {
+                TypeError(format!(
+                    "`{s}`: a vector is vector<type, dimensions>, e.g. vector<float, 384>"
+                ))
+            };
             let (t, n) = split_pair(inner).ok_or_else(usage)?;
             let n: usize = n.trim().parse().map_err(|_| usage())?;
             if n == 0 || n > MAX_DIMENSIONS {
-                return Err(format!(
+                return Err(TypeError(format!(
                     "`{s}`: a vector has 1 to {MAX_DIMENSIONS} dimensions"
-                ));
+                )));
             }
             let t = parse(t)?;
             if t.is_collection() || matches!(t, CqlType::Vector(..) | CqlType::Udt(_)) {
-                return Err(format!("`{s}`: a vector holds simple values"));
+                return Err(TypeError(format!("`{s}`: a vector holds simple values")));
             }
             return Ok(CqlType::Vector(Box::new(t), n));
         }
@@ -198,9 +241,9 @@ impl CqlType {
             "uuid" => CqlType::Uuid,
             "varint" => CqlType::Varint,
             _ => {
-                return Err(format!(
+                return Err(TypeError(format!(
                     "unknown CQL type `{s}` (supported: ascii, bigint, blob, boolean, date, decimal, double, float, inet, int, smallint, text, varchar, time, timestamp, timeuuid, tinyint, uuid, varint, list<T>, set<T>, map<K, V>, tuple<T1, T2, ...>, vector<T, n>, and the types of [cassandra.types])"
-                ));
+                )));
             }
         })
     }
@@ -354,7 +397,7 @@ impl CqlType {
     }
 
     /// Converts a JSON value; `null` becomes `None` (a CQL null).
-    pub fn to_cql(&self, v: Value) -> Result<Option<CqlValue>, String> {
+    pub fn to_cql(&self, v: Value) -> Result<Option<CqlValue>, ValueError> {
         match (self, v) {
             (_, Value::Null) => Ok(None),
             // Moved, not copied: the common case of the hot path.
@@ -363,9 +406,17 @@ impl CqlType {
         }
     }
 
-    fn convert(&self, v: &Value) -> Result<CqlValue, String> {
-        let wrong = || format!("expected {} for {self}, got {}", self.expected(), show(v));
-        let detail = |e: String| format!("{} is not a valid {self}: {e}", show(v));
+    fn convert(&self, v: &Value) -> Result<CqlValue, ValueError> {
+        let wrong = || ValueError::Kind {
+            expected: self.expected(),
+            cql_type: self.to_string(),
+            got: show(v),
+        };
+        let detail = |reason: String| ValueError::Invalid {
+            got: show(v),
+            cql_type: self.to_string(),
+            reason,
+        };
         Ok(match (self, v) {
             (CqlType::Text, Value::String(s)) => CqlValue::Text(s.clone()),
             (CqlType::Ascii, Value::String(s)) if s.is_ascii() => CqlValue::Ascii(s.clone()),
@@ -448,18 +499,18 @@ impl CqlType {
                                 t.convert(v).map(Some)
                             }
                         })
-                        .collect::<Result<_, String>>()?,
+                        .collect::<Result<_, ValueError>>()?,
                 )
             }
             (CqlType::Vector(t, n), Value::Array(items)) if items.len() == *n => {
                 CqlValue::Vector(elements(t, items)?)
             }
             (CqlType::Tuple(_) | CqlType::Vector(..), Value::Array(items)) => {
-                return Err(format!(
-                    "expected {} for {self}, got {} value(s)",
-                    self.expected(),
-                    items.len()
-                ));
+                return Err(ValueError::Count {
+                    expected: self.expected(),
+                    cql_type: self.to_string(),
+                    count: items.len(),
+                });
             }
             (CqlType::Udt(udt), Value::Object(entries)) => {
                 if let Some(unknown) = entries
@@ -477,20 +528,21 @@ impl CqlType {
                         .map(|(field, t)| {
                             let value = match entries.get(field) {
                                 None | Some(Value::Null) => None,
-                                Some(v) => {
-                                    Some(t.convert(v).map_err(|e| format!("field {field}: {e}"))?)
-                                }
+                                Some(v) => Some(t.convert(v).map_err(|e| ValueError::Field {
+                                    field: field.clone(),
+                                    error: Box::new(e),
+                                })?),
                             };
                             Ok((field.clone(), value))
                         })
-                        .collect::<Result<_, String>>()?,
+                        .collect::<Result<_, ValueError>>()?,
                 }
             }
             (CqlType::Map(k, t), Value::Object(entries)) => CqlValue::Map(
                 entries
                     .iter()
                     .map(|(key, value)| Ok((map_key(k, key)?, element(t, value)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ValueError>>()?,
             ),
             _ => return Err(wrong()),
         })
@@ -522,19 +574,19 @@ impl CqlType {
     }
 }
 
-fn elements(t: &CqlType, items: &[Value]) -> Result<Vec<CqlValue>, String> {
+fn elements(t: &CqlType, items: &[Value]) -> Result<Vec<CqlValue>, ValueError> {
     items.iter().map(|v| element(t, v)).collect()
 }
 
-fn element(t: &CqlType, v: &Value) -> Result<CqlValue, String> {
+fn element(t: &CqlType, v: &Value) -> Result<CqlValue, ValueError> {
     if v.is_null() {
-        return Err(format!("a collection of {t} cannot hold null"));
+        return Err(ValueError::NullInCollection(t.to_string()));
     }
     t.convert(v)
 }
 
 /// JSON object keys are strings; a map keyed by numbers reads them as JSON numbers.
-fn map_key(t: &CqlType, key: &str) -> Result<CqlValue, String> {
+fn map_key(t: &CqlType, key: &str) -> Result<CqlValue, ValueError> {
     let as_string = Value::String(key.to_owned());
     if t.accepts(JsonKind::String) {
         return t.convert(&as_string);
@@ -696,7 +748,7 @@ mod tests {
     }
 
     fn err(ty: &str, v: Value) -> String {
-        t(ty).to_cql(v).unwrap_err()
+        t(ty).to_cql(v).unwrap_err().to_string()
     }
 
     #[test]
@@ -711,6 +763,7 @@ mod tests {
             "counter"
                 .parse::<CqlType>()
                 .unwrap_err()
+                .to_string()
                 .contains("unknown CQL type `counter`")
         );
         assert!("map<int>".parse::<CqlType>().is_err());
@@ -875,7 +928,7 @@ mod tests {
             ])))
         );
         assert_eq!(
-            tuple.to_cql(json!([1, "a"])).unwrap_err(),
+            tuple.to_cql(json!([1, "a"])).unwrap_err().to_string(),
             "expected an array of 3 value(s) for tuple<int, text, frozen<list<double>>>, got 2 value(s)"
         );
         let vector = t("vector<float, 3>");
@@ -889,7 +942,7 @@ mod tests {
             ])))
         );
         assert_eq!(
-            vector.to_cql(json!([0.25, 1])).unwrap_err(),
+            vector.to_cql(json!([0.25, 1])).unwrap_err().to_string(),
             "expected an array of 3 values for vector<float, 3>, got 2 value(s)"
         );
         assert!(vector.to_cql(json!([0.25, null, 1])).is_err());
@@ -952,12 +1005,14 @@ mod tests {
             plain
                 .to_cql(json!({"nmae": "x"}))
                 .unwrap_err()
+                .to_string()
                 .contains("street has no field `nmae`")
         );
         assert!(
             plain
                 .to_cql(json!({"number": "8"}))
                 .unwrap_err()
+                .to_string()
                 .contains("field number: expected an integer")
         );
         assert_eq!(

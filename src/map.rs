@@ -98,7 +98,10 @@ pub fn tombstone_change(
         }
         (_, v) => v.clone(),
     };
-    let value = col.cql_type.to_cql(value).map_err(fail)?;
+    let value = col
+        .cql_type
+        .to_cql(value)
+        .map_err(|e| fail(e.to_string()))?;
     let mut row = Vec::with_capacity(2);
     if t.writetime.is_some() {
         let ms = timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
@@ -135,7 +138,10 @@ fn writetime(jq: &crate::jq::Jq, input: &Input) -> Result<CqlValue, MapError> {
     let value = jq
         .run_one_on(input)
         .map_err(|e| fail(format!("jq `{}` failed: {e}", jq.code())))?;
-    match CqlType::Timestamp.to_cql(value).map_err(fail)? {
+    match CqlType::Timestamp
+        .to_cql(value)
+        .map_err(|e| fail(e.to_string()))?
+    {
         Some(CqlValue::Timestamp(ms)) => Ok(CqlValue::BigInt(ms.0.saturating_mul(1000))),
         _ => Err(fail(format!(
             "`{}` yielded null; a row's write time must be given",
@@ -162,7 +168,10 @@ fn ttl(jq: &crate::jq::Jq, input: &Input) -> Result<CqlValue, MapError> {
     let value = jq
         .run_one_on(input)
         .map_err(|e| fail(format!("jq `{}` failed: {e}", jq.code())))?;
-    match CqlType::Int.to_cql(value).map_err(fail)? {
+    match CqlType::Int
+        .to_cql(value)
+        .map_err(|e| fail(e.to_string()))?
+    {
         None => Ok(CqlValue::Int(0)),
         Some(CqlValue::Int(s)) if (0..=MAX_TTL_SECS).contains(&i64::from(s)) => {
             Ok(CqlValue::Int(s))
@@ -192,7 +201,10 @@ fn column(
         .jq
         .run_one_on(input)
         .map_err(|e| fail(format!("jq `{}` failed: {e}", col.jq.code())))?;
-    let cql = col.cql_type.to_cql(value).map_err(fail)?;
+    let cql = col
+        .cql_type
+        .to_cql(value)
+        .map_err(|e| fail(e.to_string()))?;
     if cql.is_none() && t.is_key(&col.name) {
         return Err(fail(format!(
             "is part of the primary key but `{}` yielded null",

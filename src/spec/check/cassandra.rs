@@ -486,7 +486,7 @@ fn udts(c: &mut Checker, raw: BTreeMap<String, BTreeMap<String, String>>) -> Vec
             }
             match CqlType::parse_with(&text, &out) {
                 Ok(t) => resolved.push((field, t)),
-                Err(e) => c.err(&format!("{key}.{field}"), e),
+                Err(e) => c.err(&format!("{key}.{field}"), e.to_string()),
             }
         }
         out.push(Udt {
@@ -564,7 +564,7 @@ fn columns(
             c.err(&key, format!("`{name}` is not a valid column name"));
         }
         let cql_type = CqlType::parse_with(&col.cql_type, udts)
-            .map_err(|e| c.err(&format!("{key}.type"), e))
+            .map_err(|e| c.err(&format!("{key}.type"), e.to_string()))
             .ok();
         let jq = c.jq(&format!("{key}.jq"), &col.jq);
         let (Some(cql_type), Some(jq)) = (cql_type, jq) else {

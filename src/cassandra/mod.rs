@@ -3,6 +3,7 @@
 
 pub mod ddl;
 pub mod restarts;
+pub mod rewind;
 pub mod write;
 
 use openssl::pkey::PKey;

@@ -9,7 +9,7 @@
 //! `kafka.commit_interval`, and the loader commits once more when it stops (at-least-once; rows
 //! are upserts, so a re-delivered message rewrites the same row). When a Cassandra node
 //! restarts ([`crate::cassandra::restarts`]), the loader goes back to where it stood before the
-//! node's unsynced window and writes that stretch again.
+//! node's unsynced window ([`crate::cassandra::rewind`]) and writes that stretch again.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -27,10 +27,11 @@ use tracing::{error, info, warn};
 
 use crate::backoff::backoff;
 use crate::cassandra::restarts::Restarts;
+use crate::cassandra::rewind::{self, History};
 use crate::cassandra::write::Writer;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::consume::{Consumer, Message};
-use crate::kafka::offsets::{History, Offsets};
+use crate::kafka::offsets::Offsets;
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
 use crate::record;
@@ -298,13 +299,9 @@ impl<'a> Loader<'a> {
     /// written again; commits those positions first, so a crash before they are written again
     /// still re-reads them.
     async fn rewind(&mut self, moment: Instant) {
-        let now: HashMap<i32, i64> = self.offsets.committable().into_iter().collect();
-        let back: Vec<(i32, i64)> = self
-            .history
-            .at(moment)
-            .into_iter()
-            .filter(|(partition, position)| now.get(partition).is_some_and(|at| position < at))
-            .collect();
+        let committable = self.offsets.committable();
+        let back = rewind::targets(&self.history, moment, &committable);
+        let now: HashMap<i32, i64> = committable.into_iter().collect();
         if back.is_empty() {
             info!("nothing was written in the restarted node's unsynced window");
             return;

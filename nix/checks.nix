@@ -43,7 +43,7 @@ in
     pname = "aqueduct-clippy";
     nativeBuildInputs = old.nativeBuildInputs ++ [ pkgs.clippy ];
     buildPhase = ''
-      cargo clippy --offline --workspace --all-targets ${
+      cargo clippy --offline --workspace --all-targets --test faults ${
         lib.concatMapStringsSep " " (f: "--features ${f}") aqueduct.cargoFeatures
       } -- -D warnings
     '';

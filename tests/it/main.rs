@@ -4,13 +4,12 @@
 //! 127.0.0.1 (addresses from AQUEDUCT_TEST_KAFKA / AQUEDUCT_TEST_CASSANDRA). An unreachable
 //! server fails them, saying how to start it; outside CI a developer may opt out with
 //! `AQUEDUCT_SKIP_SERVER_TESTS=1` (they then print SKIPPED and pass). The same holds for the
-//! secure stack (`scripts/stack up --secure`) and the tests in `secure`. The fault scenarios
-//! (`faults`) are `#[ignore]`d: `scripts/faults` runs them, and `scripts/test` too.
+//! secure stack (`scripts/stack up --secure`) and the tests in `secure`. The fault scenarios are
+//! a binary of their own, tests/faults (`scripts/faults` runs them, and `scripts/test` too).
 
 mod cli;
 mod docs;
 mod e2e;
-mod faults;
 mod incremental;
 mod secure;
 mod stack;

@@ -1,5 +1,8 @@
 //! Shared helpers: service addresses, unique names, the stand-in API, running the binary,
-//! reading Kafka topics and Cassandra tables.
+//! reading Kafka topics and Cassandra tables, private servers to stop and kill.
+//!
+//! Two test binaries include this file (tests/it and tests/faults), each using part of it.
+#![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};

@@ -3,9 +3,10 @@
 //! record became its row (none missing, none unexpected; rows are upserts, so a message
 //! written twice is still one row) and reports one line of the fault table:
 //! `FAULT|scenario|records|rows|missing|extra writes|dead letters|seconds to recover`.
-//! They are `#[ignore]`d, so a plain `cargo test` stays quick: `scripts/faults` runs them one
-//! at a time at full size and prints the table; `scripts/test` (and so CI) runs them reduced
-//! the same way (AQUEDUCT_FAULTS_RECORDS, AQUEDUCT_FAULTS_KILLS,
+//! A test binary of their own (`test = false` in Cargo.toml), minutes per scenario, so a plain
+//! `cargo test` stays quick and they never share the cores with the other tests:
+//! `scripts/faults` runs them one at a time at full size and prints the table; `scripts/test`
+//! (and so CI) runs them the same way, reduced (AQUEDUCT_FAULTS_RECORDS, AQUEDUCT_FAULTS_KILLS,
 //! AQUEDUCT_FAULTS_OUTAGE_SECONDS).
 
 use std::collections::HashSet;
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use uuid::Uuid;
+
+#[path = "../it/support.rs"]
+mod support;
 
 use crate::support::{
     Api, Background, Pipeline, PrivateServer, Server, cassandra_addr, kafka_addr, run, services_up,
@@ -242,7 +246,6 @@ impl Drain {
 
 /// `run --once` (both halves) killed at random moments, restarted each time.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn sigkill_of_run_at_random_moments() {
     if !services_up("sigkill_of_run") {
         return;
@@ -260,7 +263,6 @@ async fn sigkill_of_run_at_random_moments() {
 /// `run --only ingest --once` killed at random moments, then one that completes; a loader
 /// then drains it all.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn sigkill_of_ingest_at_random_moments() {
     if !services_up("sigkill_of_ingest") {
         return;
@@ -279,7 +281,6 @@ async fn sigkill_of_ingest_at_random_moments() {
 
 /// Everything ingested, then `run --only load --once` killed at random moments.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn sigkill_of_load_at_random_moments() {
     if !services_up("sigkill_of_load") {
         return;
@@ -344,7 +345,6 @@ async fn cassandra_outage(kill: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn cassandra_sigterm_mid_drain() {
     if services_up("cassandra_sigterm_mid_drain") {
         cassandra_outage(false).await;
@@ -352,7 +352,6 @@ async fn cassandra_sigterm_mid_drain() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn cassandra_sigkill_mid_drain() {
     if services_up("cassandra_sigkill_mid_drain") {
         cassandra_outage(true).await;
@@ -393,7 +392,6 @@ async fn kafka_outage(side: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn kafka_stopped_on_the_ingest_side() {
     if services_up("kafka_stopped_on_the_ingest_side") {
         kafka_outage("ingest").await;
@@ -401,7 +399,6 @@ async fn kafka_stopped_on_the_ingest_side() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn kafka_stopped_on_the_load_side() {
     if services_up("kafka_stopped_on_the_load_side") {
         kafka_outage("load").await;
@@ -432,7 +429,6 @@ async fn loaders_in_a_group(n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn two_loaders_one_killed_one_added() {
     if services_up("two_loaders") {
         loaders_in_a_group(2).await;
@@ -440,7 +436,6 @@ async fn two_loaders_one_killed_one_added() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn three_loaders_one_killed_one_added() {
     if services_up("three_loaders") {
         loaders_in_a_group(3).await;
@@ -452,7 +447,6 @@ async fn three_loaders_one_killed_one_added() {
 /// user whose mapping fails (a jq error) and one whose id is no UUID (CQL conversion) (load).
 /// Each is dead-lettered; the pipeline goes on and every other record is written.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn poison_records_are_dead_lettered_and_the_rest_written() {
     if !services_up("poison_records") {
         return;
@@ -497,7 +491,6 @@ async fn poison_records_are_dead_lettered_and_the_rest_written() {
 /// The API failing at the start of a drain (HTTP 500, 429 with `Retry-After`, a truncated
 /// body, a body that is not JSON; twice each, then served): retried, and every record lands.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a fault scenario, minutes long: scripts/faults runs them (and scripts/test, reduced)"]
 async fn api_faults_are_retried_and_every_record_lands() {
     if !services_up("api_faults") {
         return;

@@ -148,7 +148,6 @@ pub async fn run(
                 }
             },
             _ = stop.cancelled() => break,
-            Some(lost_after) = loader.restarts.lost_after.recv() => loader.restart_seen(lost_after),
             // With every lane's queue full, the consumer waits (backpressure) while writes
             // finish and a stop is still seen.
             message = loader.consumer.recv(), if loader.takes_messages() => {
@@ -240,15 +239,16 @@ impl<'a> Loader<'a> {
         self.rewind_to = Some(self.rewind_to.map_or(lost_after, |r| r.min(lost_after)));
     }
 
-    /// Stores the finished positions, goes back after a restart once nothing is in hand, and
-    /// updates the gauges.
+    /// Stores the finished positions, takes the restarts the node watcher reported, goes back
+    /// after one once nothing is in hand, and updates the gauges.
     async fn store_tick(&mut self, drain: &Drain) {
         let positions = self.offsets.committable();
         if !self.ctx.dry_run() {
             self.consumer.store(&positions);
         }
-        // The horizon read before the restarts waiting: the watcher reports a restart before it
-        // moves the horizon past the moment the restart names.
+        // Restarts are taken here, in the one place that prunes the history, and after reading
+        // the horizon: the watcher reports a restart before it moves the horizon past the
+        // moment the restart names.
         let horizon = *self.restarts.horizon.borrow();
         while let Ok(lost_after) = self.restarts.lost_after.try_recv() {
             self.restart_seen(lost_after);

@@ -323,10 +323,13 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
     let topics: Vec<NewTopic> = names
         .into_iter()
         .map(|name| {
-            NewTopic::new(
-                name,
-                k.partitions,
-                TopicReplication::Fixed(k.replication_factor),
+            k.topic_properties.iter().fold(
+                NewTopic::new(
+                    name,
+                    k.partitions,
+                    TopicReplication::Fixed(k.replication_factor),
+                ),
+                |topic, (key, value)| topic.set(key, value),
             )
         })
         .collect();

@@ -199,6 +199,8 @@ pub struct Kafka {
     pub properties: Vec<(String, String)>,
     pub producer_properties: Vec<(String, String)>,
     pub consumer_properties: Vec<(String, String)>,
+    /// Topic configs of the topics aqueduct creates (`min.insync.replicas`, ...).
+    pub topic_properties: Vec<(String, String)>,
     pub tls: Option<Tls>,
     pub sasl: Option<Sasl>,
 }
@@ -421,13 +423,19 @@ fn env_overrides() -> Env {
         .split("__")
 }
 
-/// The maps of librdkafka properties under `[kafka]`. Their keys are dotted (`sasl.password`),
-/// which a figment key path cannot hold, so they are read from the environment apart.
-const PROPERTY_MAPS: &[&str] = &["properties", "producer_properties", "consumer_properties"];
+/// The maps of librdkafka properties and topic configs under `[kafka]`. Their keys are dotted
+/// (`sasl.password`), which a figment key path cannot hold, so they are read from the
+/// environment apart.
+const PROPERTY_MAPS: &[&str] = &[
+    "properties",
+    "producer_properties",
+    "consumer_properties",
+    "topic_properties",
+];
 
 /// For `KAFKA__PROPERTIES__SASL_PASSWORD` (the prefix stripped): the map (`properties`) and
 /// the librdkafka key (`sasl.password`: lower case, `_` for `.`, as no librdkafka property
-/// name holds an underscore).
+/// or topic config name holds an underscore).
 fn property_map(key: &str) -> Option<(&'static str, String)> {
     let mut parts = key.splitn(3, "__");
     let section = parts.next()?;
@@ -440,7 +448,7 @@ fn property_map(key: &str) -> Option<(&'static str, String)> {
 }
 
 /// `AQUEDUCT_KAFKA__PROPERTIES__SASL_PASSWORD=...` as `kafka.properties."sasl.password"`
-/// (and the same for `producer_properties` and `consumer_properties`): where operators keep
+/// (and the same for the other [`PROPERTY_MAPS`]): where operators keep
 /// passwords. None without any, so a spec missing `[kafka]` is still told so.
 fn env_properties() -> Option<Serialized<BTreeMap<&'static str, BTreeMap<String, String>>>> {
     let mut maps: BTreeMap<&'static str, BTreeMap<String, String>> = BTreeMap::new();

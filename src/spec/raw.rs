@@ -307,6 +307,10 @@ pub struct RawKafka {
     /// Extra librdkafka properties for the consumer only, e.g. `session.timeout.ms`.
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, Scalar>,
+    /// Topic configs of the topic and dead-letter topic when aqueduct creates them, e.g.
+    /// `min.insync.replicas` (the broker's defaults otherwise).
+    #[serde(default)]
+    pub topic_properties: BTreeMap<String, Scalar>,
     /// TLS to the brokers (librdkafka's `security.protocol` SSL, or SASL_SSL with `[kafka.sasl]`).
     pub tls: Option<RawTls>,
     /// SASL login to the brokers (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).

@@ -1174,7 +1174,8 @@ async fn a_once_run_shows_its_progress() {
 
 /// librdkafka properties set from the environment, where operators keep them, reach the
 /// clients under their dotted names for every map (`properties`, `producer_properties`,
-/// `consumer_properties`): the run works (before, `linger_ms` was refused as unknown).
+/// `consumer_properties`): the run works (before, `linger_ms` was refused as unknown). The
+/// topic configs of `topic_properties` are on both topics aqueduct created.
 #[tokio::test]
 async fn kafka_properties_from_the_environment_keep_their_dotted_names() {
     if !services_up("kafka_properties_from_the_environment_keep_their_dotted_names") {
@@ -1191,10 +1192,42 @@ async fn kafka_properties_from_the_environment_keep_their_dotted_names() {
     .env(
         "AQUEDUCT_KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS",
         "45000",
+    )
+    .env("AQUEDUCT_KAFKA__TOPIC_PROPERTIES__RETENTION_MS", "86400000")
+    .env(
+        "AQUEDUCT_KAFKA__TOPIC_PROPERTIES__MAX_MESSAGE_BYTES",
+        "2000000",
     );
     let out = run(&mut cmd).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(p.row_count().await, 5);
+    for topic in [&p.topic, &p.dead_letter_topic] {
+        let configs = topic_configs(topic).await;
+        assert_eq!(configs["retention.ms"], "86400000", "{topic}: {configs:?}");
+        assert_eq!(
+            configs["max.message.bytes"], "2000000",
+            "{topic}: {configs:?}"
+        );
+    }
+}
+
+/// The configs of `topic` on the shared stack's broker.
+async fn topic_configs(topic: &str) -> HashMap<String, String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    resource
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
 }
 
 /// Kafka stopped under a running ingest: a SIGTERM still exits within `shutdown_timeout`

@@ -215,8 +215,11 @@ fn stack_runs_installed_distributions() {
     let (down_code, down) = stack(&["down", "--wipe"]);
     assert_eq!(code, Some(0), "{up}");
     assert!(
-        up.contains(&format!("kafka     runs from {}", kafka_home.display()))
-            && up.contains(&format!("cassandra runs from {}", cassandra_home.display()))
+        up.contains(&format!("kafka      runs from {}", kafka_home.display()))
+            && up.contains(&format!(
+                "cassandra  runs from {}",
+                cassandra_home.display()
+            ))
             && !up.contains("fetching"),
         "{up}"
     );

@@ -129,6 +129,11 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> 
         raw.consumer_properties,
         &owned,
     );
+    let topic_properties = raw
+        .topic_properties
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
     Some(Kafka {
         bootstrap_servers: raw.bootstrap_servers,
         topic: raw.topic,
@@ -143,6 +148,7 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> 
         properties,
         producer_properties,
         consumer_properties,
+        topic_properties,
         tls,
         sasl: match sasl {
             Some(sasl) => Some(sasl?),

@@ -3,6 +3,8 @@
 //! record became its row (none missing, none unexpected; rows are upserts, so a message
 //! written twice is still one row) and reports one line of the fault table:
 //! `FAULT|scenario|records|rows|missing|extra writes|dead letters|seconds to recover`.
+//! The scenarios of [`cluster`] run on a cluster of their own: three Kafka brokers and three
+//! Cassandra nodes, replication 3.
 //! A test binary of their own (`test = false` in Cargo.toml), minutes per scenario, so a plain
 //! `cargo test` stays quick and they never share the cores with the other tests:
 //! `scripts/faults` runs them one at a time at full size and prints the table; `scripts/test`
@@ -15,14 +17,16 @@ use std::time::{Duration, Instant};
 
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::host_filter::AllowListHostFilter;
 use uuid::Uuid;
 
+mod cluster;
 #[path = "../it/support.rs"]
 mod support;
 
 use crate::support::{
-    Api, Background, Pipeline, PrivateServer, Server, cassandra_addr, kafka_addr, run, services_up,
-    topic_messages_at, unique, wait_until,
+    Api, Background, Pipeline, PrivateCluster, PrivateServer, Server, cassandra_addr, kafka_addr,
+    run, services_up, topic_messages_at, unique, wait_until,
 };
 
 /// Users per page of the stand-in.
@@ -55,7 +59,10 @@ struct Drain {
     seed: String,
     pages: u32,
     kafka: String,
-    cassandra: String,
+    /// Cassandra's contact points; the first one's count of writes is [`Drain::writes`].
+    cassandra: Vec<String>,
+    /// On a cluster: topics and keyspace replicated 3 times, a write acknowledged by 2.
+    replicated: bool,
     /// The first users of each page that are poison (the stand-in's `invalid=1&big=2`: one
     /// fails the schema, one is larger than a Kafka message).
     poisoned: usize,
@@ -82,9 +89,18 @@ impl Drain {
             seed,
             pages: records / PAGE,
             kafka: kafka_addr(),
-            cassandra: cassandra_addr(),
+            cassandra: vec![cassandra_addr()],
+            replicated: false,
             poisoned,
         }
+    }
+
+    /// This drain on `cluster`, replicated there.
+    fn on(mut self, cluster: &PrivateCluster) -> Drain {
+        self.kafka = cluster.kafka();
+        self.cassandra = (1..=3).map(|n| cluster.cassandra(n)).collect();
+        self.replicated = true;
+        self
     }
 
     fn records(&self) -> u32 {
@@ -105,13 +121,23 @@ impl Drain {
             .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", &self.kafka)
             .env(
                 "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
-                format!("[\"{}\"]", self.cassandra),
+                serde_json::to_string(&self.cassandra).unwrap(),
             )
             .env(
                 "AQUEDUCT_KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS",
                 "6000",
             )
             .env("AQUEDUCT_CASSANDRA__CONCURRENCY", "4");
+        if self.replicated {
+            // As `scripts/stack env --cluster` says.
+            cmd.env("AQUEDUCT_KAFKA__REPLICATION_FACTOR", "3")
+                .env("AQUEDUCT_KAFKA__TOPIC_PROPERTIES__MIN_INSYNC_REPLICAS", "2")
+                .env(
+                    "AQUEDUCT_CASSANDRA__REPLICATION",
+                    "{class=\"SimpleStrategy\", replication_factor=3}",
+                )
+                .env("AQUEDUCT_CASSANDRA__CONSISTENCY", "local_quorum");
+        }
         cmd
     }
 
@@ -144,18 +170,20 @@ impl Drain {
             .collect()
     }
 
-    async fn session(&self) -> Session {
+    /// A session that speaks to node `addr` alone: what it counted itself.
+    async fn node_session(&self, addr: &str) -> Option<Session> {
         SessionBuilder::new()
-            .known_node(&self.cassandra)
+            .known_node(addr)
+            .host_filter(std::sync::Arc::new(AllowListHostFilter::new([addr]).ok()?))
             .build()
             .await
-            .expect("connecting to Cassandra")
+            .ok()
     }
 
     /// The ids in the table; none while it does not exist yet or Cassandra is away.
     async fn ids(&self) -> Vec<Uuid> {
         let Ok(session) = SessionBuilder::new()
-            .known_node(&self.cassandra)
+            .known_nodes(&self.cassandra)
             .build()
             .await
         else {
@@ -179,9 +207,10 @@ impl Drain {
         wait_until(&what, secs, || async { self.ids().await.len() >= at_least }).await;
     }
 
-    /// Writes of the table Cassandra counted since it started (`local_write_latency`).
+    /// Writes of the table that the first Cassandra node counted since it started
+    /// (`local_write_latency`): all of them while every node holds every row.
     async fn writes(&self) -> Option<i64> {
-        let session = self.session().await;
+        let session = self.node_session(&self.cassandra[0]).await?;
         let result = session
             .query_unpaged(
                 "SELECT count FROM system_views.local_write_latency WHERE keyspace_name = ? AND table_name = ?",
@@ -304,7 +333,7 @@ async fn cassandra_outage(kill: bool) {
     let s = scale();
     let cassandra = PrivateServer::start(Server::Cassandra);
     let mut d = Drain::new(s.records).await;
-    d.cassandra = cassandra.addr();
+    d.cassandra = vec![cassandra.addr()];
     d.complete(&["run", "--only", "ingest", "--once"]).await;
     let mut loader = Background::spawn(&mut d.command(&["run", "--only", "load"]));
     loader.wait_for("pipeline started", 60).await;

@@ -494,21 +494,7 @@ impl PrivateServer {
 
     /// Kills it with SIGKILL: no flush, no goodbye.
     pub fn kill(&self) {
-        let name = self.server.name();
-        let pid_file = self.dir.path().join(name).join(format!("{name}.pid"));
-        let pid = std::fs::read_to_string(&pid_file).unwrap();
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        // Until the process is gone, `up` would take it for running.
-        let proc = format!("/proc/{}", pid.trim());
-        while std::fs::read_to_string(format!("{proc}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        kill_server(self.dir.path(), self.server.name());
     }
 
     fn stack(&self, args: &[&str]) {
@@ -520,18 +506,130 @@ impl PrivateServer {
         for (name, port) in &self.ports {
             cmd.env(format!("AQUEDUCT_{name}"), port.to_string());
         }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/stack {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_stack(&mut cmd, args);
     }
 }
 
 impl Drop for PrivateServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Kills server `name` of the stack in `state` with SIGKILL and waits until it is gone.
+fn kill_server(state: &Path, name: &str) {
+    let pid_file = state.join(name).join(format!("{name}.pid"));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Until the process is gone, `up` would take it for running.
+    let proc = format!("/proc/{}", pid.trim());
+    while std::fs::read_to_string(format!("{proc}/stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `scripts/stack ARGS`; it must succeed.
+fn run_stack(cmd: &mut std::process::Command, args: &[&str]) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/stack {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A cluster of this test's own (`scripts/stack up --cluster` in a temporary folder): three
+/// Kafka nodes and three Cassandra nodes, node N of each on 127.0.X.(10+N) for an X no other
+/// cluster uses, so the ports are the usual ones; JMX on free ports.
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    net: String,
+    jmx_base: u16,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let net = loop {
+            let net = format!("127.0.{}", fastrand::u8(100..=250));
+            if std::net::TcpListener::bind((format!("{net}.11").as_str(), 9042)).is_ok() {
+                break net;
+            }
+        };
+        let jmx_base = loop {
+            let base = free_port();
+            if (1..=4).all(|n| std::net::TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
+                break base;
+            }
+        };
+        let cluster = PrivateCluster {
+            dir: tempfile::tempdir().unwrap(),
+            net,
+            jmx_base,
+        };
+        cluster.up(&[]);
+        cluster
+    }
+
+    /// Node `n`'s address.
+    pub fn host(&self, n: u8) -> String {
+        format!("{}.{}", self.net, 10 + n)
+    }
+
+    /// The brokers, `host:port,...`.
+    pub fn kafka(&self) -> String {
+        (1..=3)
+            .map(|n| format!("{}:9092", self.host(n)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Cassandra node `n`, `host:port`.
+    pub fn cassandra(&self, n: u8) -> String {
+        format!("{}:9042", self.host(n))
+    }
+
+    /// Starts the nodes named (`kafka2`, `cassandra4`), or all when none are named; a node
+    /// stopped or killed starts again with its data.
+    pub fn up(&self, nodes: &[&str]) {
+        self.stack("up", nodes);
+    }
+
+    /// Stops the nodes named with SIGTERM, as `scripts/stack down` does.
+    pub fn stop(&self, nodes: &[&str]) {
+        self.stack("down", nodes);
+    }
+
+    /// Kills node `name` with SIGKILL.
+    pub fn kill(&self, name: &str) {
+        kill_server(self.dir.path(), name);
+    }
+
+    fn stack(&self, command: &str, nodes: &[&str]) {
+        let args: Vec<&str> = [command, "--cluster"]
+            .into_iter()
+            .chain(nodes.iter().copied())
+            .collect();
+        let mut cmd = std::process::Command::new(repo().join("scripts/stack"));
+        cmd.args(&args)
+            .env("AQUEDUCT_CLUSTER_STACK_DIR", self.dir.path())
+            .env("AQUEDUCT_CLUSTER_NET", &self.net)
+            .env(
+                "AQUEDUCT_CLUSTER_CASSANDRA_JMX_PORT",
+                self.jmx_base.to_string(),
+            )
+            .env("AQUEDUCT_CLUSTER_KAFKA_HEAP", "256m")
+            .env("AQUEDUCT_CLUSTER_CASSANDRA_HEAP", "512m");
+        run_stack(&mut cmd, &args);
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop(&[]);
     }
 }

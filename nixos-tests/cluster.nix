@@ -1,7 +1,13 @@
-# The pipeline split over machines, as in production: Kafka and Cassandra on their own VMs,
-# two loaders (`--only load`) sharing one consumer group, and an ingest node (`--only ingest
-# --once`, started by the test) with the stand-in API. Checks that every record lands exactly
-# once, also while one loader is stopped and its partitions move to the other.
+# The pipeline split over machines, as in production, on the cluster `scripts/stack up
+# --cluster` runs on one machine: three nodes, each a Kafka broker and KRaft controller (static
+# quorum of three; internal topics with three replicas, two needed for a write) and a Cassandra
+# node (one data centre, all three seeds, started one after another); two loaders (`--only
+# load`) sharing one consumer group, and an ingest node (`--only ingest --once`, started by the
+# test) with the stand-in API. The pipeline is replicated as `scripts/stack env --cluster`
+# says: topics on three brokers with `min.insync.replicas` 2, the keyspace on three nodes,
+# rows written at `local_quorum`. Checks that every record lands exactly once, also while one
+# loader is stopped and its partitions move to the other, and while one broker and one
+# Cassandra node are down.
 #
 # The spec is pipelines/users.toml given as `settings` (rendered to TOML by the module), with
 # the schema as an absolute store path. nixpkgs has no Cassandra 5.0; this runs on
@@ -11,10 +17,28 @@
 { aqueduct, module }:
 { lib, nodes, ... }:
 let
+  clusterNodes = [
+    "node1"
+    "node2"
+    "node3"
+  ];
+  ipOf = name: nodes.${name}.networking.primaryIPAddress;
+
   users = lib.recursiveUpdate (builtins.fromTOML (builtins.readFile ../pipelines/users.toml)) {
     validate.schema_file = "${../pipelines/schemas/randomuser-user.json}";
-    kafka.bootstrap_servers = "kafka:9092";
-    cassandra.contact_points = [ "cassandra:9042" ];
+    kafka = {
+      bootstrap_servers = lib.concatMapStringsSep "," (n: "${n}:9092") clusterNodes;
+      replication_factor = 3;
+      topic_properties."min.insync.replicas" = "2";
+    };
+    cassandra = {
+      contact_points = map (n: "${n}:9042") clusterNodes;
+      replication = {
+        class = "SimpleStrategy";
+        replication_factor = 3;
+      };
+      consistency = "local_quorum";
+    };
   };
 
   # One batch of 50 users per run; each seed gives other users.
@@ -42,51 +66,60 @@ let
       };
     };
   };
+
+  # Cluster node `n` (1 to 3): Kafka node `n` of the quorum and a Cassandra node; the first
+  # starts Cassandra at boot, the test starts the others' one after another.
+  clusterNode =
+    n:
+    { config, ... }:
+    let
+      name = "node${toString n}";
+      ip = config.networking.primaryIPAddress;
+    in
+    {
+      imports = [
+        (import ./kafka.nix {
+          host = name;
+          bind = "";
+          nodeId = n;
+          voters = lib.imap1 (i: other: "${toString i}@${other}:9093") clusterNodes;
+        })
+      ];
+      virtualisation = {
+        memorySize = 3072;
+        diskSize = 4096;
+      };
+      networking.firewall.allowedTCPPorts = [
+        9092
+        9093
+        9042
+        7000
+      ];
+      services.cassandra = {
+        enable = true;
+        clusterName = "aqueduct-local";
+        listenAddress = ip;
+        rpcAddress = ip;
+        seedAddresses = map ipOf clusterNodes;
+        maxHeapSize = "512M";
+        heapNewSize = "128M";
+        fullRepairInterval = null;
+        incrementalRepairInterval = null;
+      };
+      systemd.services.cassandra.wantedBy = lib.mkIf (n > 1) (lib.mkForce [ ]);
+      environment.systemPackages = [
+        config.services.apache-kafka.package
+        config.services.cassandra.package
+      ];
+    };
 in
 {
   name = "aqueduct-cluster";
 
   nodes = {
-    kafka =
-      { config, ... }:
-      {
-        imports = [
-          (import ./kafka.nix {
-            host = "kafka";
-            bind = "";
-          })
-        ];
-        virtualisation = {
-          memorySize = 2048;
-          diskSize = 2048;
-        };
-        networking.firewall.allowedTCPPorts = [ 9092 ];
-        environment.systemPackages = [ config.services.apache-kafka.package ];
-      };
-
-    cassandra =
-      { config, ... }:
-      let
-        ip = config.networking.primaryIPAddress;
-      in
-      {
-        virtualisation = {
-          memorySize = 2048;
-          diskSize = 2048;
-        };
-        networking.firewall.allowedTCPPorts = [ 9042 ];
-        services.cassandra = {
-          enable = true;
-          listenAddress = ip;
-          rpcAddress = ip;
-          seedAddresses = [ ip ];
-          maxHeapSize = "512M";
-          heapNewSize = "128M";
-          fullRepairInterval = null;
-          incrementalRepairInterval = null;
-        };
-        environment.systemPackages = [ config.services.cassandra.package ];
-      };
+    node1 = clusterNode 1;
+    node2 = clusterNode 2;
+    node3 = clusterNode 3;
 
     ingest = {
       imports = [ module ];
@@ -95,6 +128,7 @@ in
         pipelines = {
           users-a = ingestOnce "cluster-a";
           users-b = ingestOnce "cluster-b";
+          users-c = ingestOnce "cluster-c";
         };
       };
       systemd.services = {
@@ -109,6 +143,7 @@ in
         # The test starts each batch.
         aqueduct-users-a.wantedBy = lib.mkForce [ ];
         aqueduct-users-b.wantedBy = lib.mkForce [ ];
+        aqueduct-users-c.wantedBy = lib.mkForce [ ];
       };
     };
 
@@ -118,15 +153,15 @@ in
 
   testScript = builtins.readFile ./helpers.py + ''
 
-    KAFKA = "--bootstrap-server kafka:9092"
+    KAFKA = "--bootstrap-server node1:9092,node2:9092"
     GROUP = "aqueduct-users"
-    CQLSH = "cqlsh ${nodes.cassandra.networking.primaryIPAddress}"
+    CQLSH = "cqlsh ${ipOf "node1"}"
     TABLE = "spark_streams.created_users"
 
 
     def row_count() -> int | None:
         # The count cqlsh prints under its dashes; None while the table does not exist.
-        status, out = cassandra.execute(f"{CQLSH} -e 'SELECT count(*) FROM {TABLE}'")
+        status, out = node1.execute(f"{CQLSH} -e 'CONSISTENCY QUORUM; SELECT count(*) FROM {TABLE}'")
         if status != 0:
             return None
         lines = [line.strip() for line in out.splitlines() if line.strip()]
@@ -136,12 +171,12 @@ in
 
     def produced(topic: str) -> int:
         # Messages in the topic, over all partitions.
-        out = kafka.succeed(f"kafka-get-offsets.sh {KAFKA} --topic {topic}")
+        out = node1.succeed(f"kafka-get-offsets.sh {KAFKA} --topic {topic}")
         return sum(int(line.rsplit(":", 1)[1]) for line in out.splitlines() if line.startswith(f"{topic}:"))
 
 
     def members_with_partitions() -> int:
-        status, out = kafka.execute(f"kafka-consumer-groups.sh {KAFKA} --describe --group {GROUP} --members")
+        status, out = node1.execute(f"kafka-consumer-groups.sh {KAFKA} --describe --group {GROUP} --members")
         if status != 0:
             return 0
         return sum(1 for row in kafka_table(out) if row.get("#PARTITIONS", "0") != "0")
@@ -149,7 +184,7 @@ in
 
     def drained() -> bool:
         # Every message of users_created committed by the group: lag 0 on all 3 partitions.
-        status, out = kafka.execute(f"kafka-consumer-groups.sh {KAFKA} --describe --group {GROUP}")
+        status, out = node1.execute(f"kafka-consumer-groups.sh {KAFKA} --describe --group {GROUP}")
         mine = [row for row in kafka_table(out) if row.get("TOPIC") == "users_created"]
         return status == 0 and len(mine) == 3 and all(row["LAG"] == "0" for row in mine)
 
@@ -171,25 +206,37 @@ in
 
     start_all()
 
-    with subtest("Kafka and Cassandra serve the other machines"):
-        kafka.wait_for_unit("apache-kafka.service")
-        kafka.wait_for_open_port(9092, timeout=600)
-        kafka.wait_until_succeeds(f"kafka-topics.sh {KAFKA} --list", timeout=300)
-        cassandra.wait_for_unit("cassandra.service")
-        cassandra.wait_until_succeeds(f"{CQLSH} -e 'DESCRIBE KEYSPACES'", timeout=600)
+    with subtest("three brokers and three Cassandra nodes, started one after another"):
+        for node in [node1, node2, node3]:
+            node.wait_for_unit("apache-kafka.service")
+            node.wait_for_open_port(9092, timeout=600)
+        node1.wait_until_succeeds(
+            f"kafka-metadata-quorum.sh {KAFKA} describe --status | grep -i 'CurrentVoters:[[:blank:]]*\\[1,2,3\\]'",
+            timeout=300,
+        )
+        node1.wait_for_unit("cassandra.service")
+        node1.wait_until_succeeds(f"{CQLSH} -e 'DESCRIBE KEYSPACES'", timeout=600)
+        for node in [node2, node3]:
+            node.succeed("systemctl start cassandra.service")
+            node.wait_until_succeeds(f"cqlsh {node.name} -e 'DESCRIBE KEYSPACES'", timeout=600)
+        node1.wait_until_succeeds("nodetool status | grep -c '^UN' | grep -qx 3", timeout=300)
         ingest.wait_for_open_port(8080, "127.0.0.1")
 
     with subtest("both loaders join one consumer group"):
         for loader in [loader1, loader2]:
             loader.wait_for_unit("aqueduct-users.service", timeout=600)
-        kafka.wait_until_succeeds(
+        node1.wait_until_succeeds(
             f"kafka-consumer-groups.sh {KAFKA} --describe --group {GROUP} --members"
             " | grep -c '^aqueduct-users ' | grep -qx 2",
             timeout=300,
         )
 
-    with subtest("a batch lands once, its partitions shared by both loaders"):
+    with subtest("a batch lands once, replicated three times, its partitions shared by both loaders"):
         lands("users-a", rows=50, messages=50, loaders=2)
+        topic = node1.succeed(f"kafka-topics.sh {KAFKA} --describe --topic users_created")
+        assert "ReplicationFactor: 3" in topic and "min.insync.replicas=2" in topic, topic
+        keyspace = node1.succeed(f"{CQLSH} -e 'DESCRIBE KEYSPACE spark_streams'")
+        assert "'replication_factor': '3'" in keyspace, keyspace
 
     with subtest("with one loader stopped, the other takes every partition and loses nothing"):
         loader2.succeed("systemctl stop aqueduct-users.service")
@@ -200,6 +247,12 @@ in
         eventually(one_loader_left)
         lands("users-b", rows=100, messages=100, loaders=1)
 
+    with subtest("a broker and a Cassandra node down: two of three replicas take every write"):
+        node3.succeed("systemctl stop apache-kafka.service cassandra.service")
+        lands("users-c", rows=150, messages=150, loaders=1)
+        node3.succeed("systemctl start apache-kafka.service cassandra.service")
+        node3.wait_until_succeeds(f"cqlsh {node3.name} -e 'DESCRIBE KEYSPACES'", timeout=600)
+
     with subtest("the loader back, a repeated batch rewrites rows and adds none"):
         loader2.succeed("systemctl start aqueduct-users.service")
 
@@ -207,6 +260,6 @@ in
             return members_with_partitions() == 2
 
         eventually(both_loaders)
-        lands("users-a", rows=100, messages=150, loaders=2)
+        lands("users-a", rows=150, messages=200, loaders=2)
   '';
 }

@@ -12,6 +12,11 @@
 //! 3. load: `aqueduct run --only load --once` draining the topic;
 //! 4. ingest: `aqueduct run --only ingest --once` from the stand-in API, large and small pages.
 //!
+//! With `--cluster`, on the cluster of `scripts/stack up --cluster` instead (topic and keyspace
+//! replicated 3 times, rows at `local_quorum`, as `scripts/stack env --cluster` says): the
+//! ceiling, then the load half with 1, 2 and 3 loaders in one group, Cassandra's CPU summed over
+//! its three nodes.
+//!
 //! Prints one table and writes the figures as JSON. Only runs under `cargo bench` (which passes
 //! `--bench`); `cargo test --all-targets` builds it and returns at once.
 
@@ -33,7 +38,7 @@ use serde_json::json;
 use aqueduct::{cassandra, cql, kafka, map, spec};
 use randomuser_standin as standin;
 
-const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S]";
+const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--cluster]";
 
 struct Args {
     records: usize,
@@ -44,6 +49,8 @@ struct Args {
     baseline: Option<PathBuf>,
     /// How long the steady run (a page of 1,000 records each second) lasts.
     steady_seconds: u64,
+    /// On the cluster stack: the ceiling and the load half with 1, 2 and 3 loaders.
+    cluster: bool,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -58,6 +65,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         json: target_dir().join("bench/pipeline.json"),
         baseline: None,
         steady_seconds: 20,
+        cluster: false,
     };
     let mut it = argv.into_iter().filter(|a| a != "--bench");
     while let Some(flag) = it.next() {
@@ -77,6 +85,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--json" => args.json = value()?.into(),
             "--baseline" => args.baseline = Some(value()?.into()),
             "--steady-seconds" => args.steady_seconds = value()?.parse()?,
+            "--cluster" => args.cluster = true,
             _ => bail!("unknown argument {flag}\n{USAGE}"),
         }
     }
@@ -150,39 +159,91 @@ fn main() -> std::process::ExitCode {
 struct Env {
     run: String,
     kafka: String,
-    cassandra: String,
-    cassandra_pid: Option<u32>,
+    cassandra: Vec<String>,
+    /// The Cassandra processes whose CPU is billed to the rows.
+    cassandra_pids: Vec<u32>,
     bin: PathBuf,
+    /// Spec keys every aqueduct process of the run gets (the cluster's replication).
+    overrides: Vec<(String, String)>,
+}
+
+impl Env {
+    /// The local stack (`scripts/stack up`), or the cluster (`scripts/stack up --cluster`).
+    fn new(cluster: bool) -> Env {
+        let run = format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S"));
+        let bin = target_dir().join("release");
+        if !cluster {
+            return Env {
+                run,
+                kafka: std::env::var("AQUEDUCT_TEST_KAFKA")
+                    .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+                cassandra: vec![
+                    std::env::var("AQUEDUCT_TEST_CASSANDRA")
+                        .unwrap_or_else(|_| "127.0.0.1:9042".into()),
+                ],
+                cassandra_pids: cassandra_pids("AQUEDUCT_STACK_DIR", ".stack", &["cassandra"]),
+                bin,
+                overrides: Vec::new(),
+            };
+        }
+        let hosts = (1..=3).map(|n| format!("127.0.0.{}", 10 + n));
+        Env {
+            run,
+            kafka: hosts
+                .clone()
+                .map(|h| format!("{h}:9092"))
+                .collect::<Vec<_>>()
+                .join(","),
+            cassandra: hosts.map(|h| format!("{h}:9042")).collect(),
+            cassandra_pids: cassandra_pids(
+                "AQUEDUCT_CLUSTER_STACK_DIR",
+                ".stack-cluster",
+                &["cassandra1", "cassandra2", "cassandra3"],
+            ),
+            bin,
+            // As `scripts/stack env --cluster` says.
+            overrides: [
+                ("AQUEDUCT_KAFKA__REPLICATION_FACTOR", "3"),
+                ("AQUEDUCT_KAFKA__TOPIC_PROPERTIES__MIN_INSYNC_REPLICAS", "2"),
+                (
+                    "AQUEDUCT_CASSANDRA__REPLICATION",
+                    "{class=\"SimpleStrategy\", replication_factor=3}",
+                ),
+                ("AQUEDUCT_CASSANDRA__CONSISTENCY", "local_quorum"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        }
+    }
+
+    /// users.toml (or `file`) for this run: its servers, topics and keyspace, and the
+    /// overrides.
+    fn spec(&self, file: &Path) -> anyhow::Result<spec::Spec> {
+        // The replication of the cluster, through the spec's own reading of the environment.
+        for (k, v) in &self.overrides {
+            // SAFETY: set before any other thread of this process reads the environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+        let mut spec = spec::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        spec.kafka.bootstrap_servers = self.kafka.clone();
+        spec.kafka.topic = self.run.clone();
+        spec.kafka.dead_letter_topic = format!("{}_dlq", self.run);
+        spec.cassandra.contact_points = self.cassandra.clone();
+        for t in &mut spec.cassandra.tables {
+            t.keyspace = self.run.clone();
+        }
+        Ok(spec)
+    }
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let env = Env {
-        run: format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S")),
-        kafka: std::env::var("AQUEDUCT_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        cassandra: std::env::var("AQUEDUCT_TEST_CASSANDRA")
-            .unwrap_or_else(|_| "127.0.0.1:9042".into()),
-        cassandra_pid: cassandra_pid(),
-        bin: target_dir().join("release"),
-    };
-    let mut spec = spec::load(Path::new(USERS)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    spec.kafka.bootstrap_servers = env.kafka.clone();
-    spec.kafka.topic = env.run.clone();
-    spec.kafka.dead_letter_topic = format!("{}_dlq", env.run);
-    spec.cassandra.contact_points = vec![env.cassandra.clone()];
-    for t in &mut spec.cassandra.tables {
-        t.keyspace = env.run.clone();
+    let env = Env::new(args.cluster);
+    if args.cluster {
+        return bench_cluster(args, env).await;
     }
-    let machine = format!(
-        "{} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg").map_or_else(
-            |_| String::new(),
-            |l| format!(
-                "load {}",
-                l.split(' ').take(3).collect::<Vec<_>>().join(" ")
-            )
-        )
-    );
+    let mut spec = env.spec(Path::new(USERS))?;
+    let machine = machine();
     println!(
         "aqueduct bench {}: pipelines/users.toml, {} records, {machine}",
         env.run, args.records
@@ -196,7 +257,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     );
 
     let session = SessionBuilder::new()
-        .known_node(&env.cassandra)
+        .known_nodes(&env.cassandra)
         .build()
         .await?;
     let session = Arc::new(session);
@@ -253,6 +314,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 Until::Done(args.records),
                 &["--only", "load", "--once"],
                 &vars,
+                1,
             )?;
             drop_table(&session, &spec.cassandra).await?;
             spec.cassandra.tables.extend(others);
@@ -309,6 +371,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     ("AQUEDUCT_KAFKA__TOPIC", topic.clone()),
                     ("AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}_dlq")),
                 ],
+                1,
             )?;
             println!("  {}: {:.0} records/s", f.what, f.per_second);
             figures.push(f);
@@ -343,6 +406,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 true,
             ))
             .collect::<Vec<_>>(),
+            1,
         )?;
         println!(
             "  {}: latency p50 {:?} ms, p99 {:?} ms, first row after {:?} s",
@@ -370,6 +434,147 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
     println!("figures written to {}", args.json.display());
     Ok(())
+}
+
+/// The cores and load of this machine, to print beside the figures.
+fn machine() -> String {
+    format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg").map_or_else(
+            |_| String::new(),
+            |l| format!(
+                "load {}",
+                l.split(' ').take(3).collect::<Vec<_>>().join(" ")
+            )
+        )
+    )
+}
+
+/// `--cluster`: the ceiling on the cluster, then the load half (one table) with 1, 2 and 3
+/// loaders in one group, each draining the preloaded topic into a fresh table, then the
+/// ceiling again.
+async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
+    let one_table = one_table_spec()?;
+    let mut spec = env.spec(&one_table)?;
+    let machine = machine();
+    println!(
+        "aqueduct bench {} on the cluster (3 brokers, 3 Cassandra nodes, RF 3, local_quorum): {} records, {machine}",
+        env.run, args.records
+    );
+    if env.cassandra_pids.len() != 3 {
+        bail!("the cluster's three Cassandra pids were not found (scripts/stack up --cluster)");
+    }
+    kafka::ensure_topics(&spec.kafka).await?;
+    let (rows, preload) = preload(&spec, args.records)?;
+    println!(
+        "preloaded {} messages into topic {} in {:.1} s",
+        args.records, env.run, preload
+    );
+    let session = SessionBuilder::new()
+        .known_nodes(&env.cassandra)
+        .build()
+        .await?;
+    spec.cassandra.tables[0].table = "warm_up".into();
+    ceiling(&session, &spec.cassandra, &rows, 1024, &env).await?;
+    let mut figures = Vec::new();
+    let mut best: Option<Figure> = None;
+    for &c in &args.ceiling {
+        spec.cassandra.tables[0].table = format!("ceiling_c{c}");
+        let f = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
+        println!("  ceiling c={c}: {:.0} rows/s", f.per_second);
+        if best.as_ref().is_none_or(|b| f.per_second > b.per_second) {
+            best = Some(f.clone());
+        }
+        figures.push(f);
+    }
+    let mut best = best.context("--ceiling names no concurrency")?;
+    let mut load = None;
+    for loaders in 1..=3 {
+        let prefix = format!("load_x{loaders}");
+        let mut vars = table_names(&mut spec.cassandra, &prefix, true);
+        fresh_table(&session, &spec.cassandra).await?;
+        vars.push((
+            "AQUEDUCT_KAFKA__GROUP_ID".into(),
+            format!("{}_{prefix}", env.run),
+        ));
+        let f = run_aqueduct(
+            &env,
+            &env.bin.join("aqueduct"),
+            &one_table,
+            &format!("aqueduct load half, {loaders} loader(s)"),
+            Until::Done(args.records),
+            &["--only", "load", "--once"],
+            &vars,
+            loaders,
+        )?;
+        let rows_written = count_rows(&session, &spec.cassandra).await?;
+        if rows_written != args.records as i64 {
+            bail!("{}: {rows_written} rows, not {}", f.what, args.records);
+        }
+        drop_table(&session, &spec.cassandra).await?;
+        println!("  {}: {:.0} records/s", f.what, f.per_second);
+        load.get_or_insert_with(|| f.clone());
+        figures.push(f);
+    }
+    let c = best
+        .what
+        .split_whitespace()
+        .find_map(|w| w.parse::<usize>().ok())
+        .unwrap_or(256);
+    spec.cassandra.tables[0].table = format!("ceiling_c{c}_again");
+    let mut again = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
+    again.what.push_str(", again");
+    println!("  ceiling c={c} again: {:.0} rows/s", again.per_second);
+    if again.per_second > best.per_second {
+        best = again.clone();
+    }
+    figures.push(again);
+    let load = load.context("the load half was measured")?;
+    report(&figures, &best, &load);
+    let loaders = |n: usize| {
+        figures
+            .iter()
+            .find(|f| f.what == format!("aqueduct load half, {n} loader(s)"))
+    };
+    if let (Some(one), Some(three)) = (loaders(1), loaders(3)) {
+        println!(
+            "3 loaders / 1 loader: records/s x{:.2}, client CPU per record x{:.2}, Cassandra CPU per row x{:.2}",
+            three.per_second / one.per_second,
+            three.client_cpu_us / one.client_cpu_us,
+            three.cassandra_cpu_us.unwrap_or(0.0) / one.cassandra_cpu_us.unwrap_or(1.0),
+        );
+    }
+    clean_up(&session, &env).await?;
+    let json = json!({
+        "run": env.run,
+        "machine": machine,
+        "cluster": true,
+        "records": args.records,
+        "ceiling_best": best,
+        "figures": figures,
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    println!("figures written to {}", args.json.display());
+    Ok(())
+}
+
+/// Rows in the spec's (first) table.
+async fn count_rows(session: &Session, c: &spec::Cassandra) -> anyhow::Result<i64> {
+    let cql = format!(
+        "SELECT count(*) FROM {}",
+        cassandra::ddl::table_name(&c.tables[0])
+    );
+    let mut statement = scylla::statement::unprepared::Statement::new(cql);
+    statement.set_request_timeout(Some(Duration::from_secs(120)));
+    let rows = session
+        .query_unpaged(statement, &[])
+        .await?
+        .into_rows_result()?;
+    Ok(rows.single_row::<(i64,)>()?.0)
 }
 
 /// Produces `n` stand-in users (keyed like the pipeline) and returns them as rows for the
@@ -433,7 +638,7 @@ async fn ceiling(
     insert.set_consistency(t.consistency);
     insert.set_is_idempotent(true);
     let cpu = self_cpu();
-    let cass = env.cassandra_pid.map(process_cpu);
+    let cass = cassandra_cpu(env);
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     for row in rows {
@@ -582,7 +787,9 @@ enum Until {
     Stopped(Duration),
 }
 
-/// Runs the release `aqueduct` on `spec` with this run's overrides and measures it.
+/// Runs the release `aqueduct` on `spec` with this run's overrides and measures it: `processes`
+/// of them at once (loaders in one group), their CPU summed and the highest peak memory.
+#[allow(clippy::too_many_arguments)]
 fn run_aqueduct<K: AsRef<std::ffi::OsStr>>(
     env: &Env,
     bin: &Path,
@@ -591,72 +798,92 @@ fn run_aqueduct<K: AsRef<std::ffi::OsStr>>(
     until: Until,
     args: &[&str],
     overrides: &[(K, String)],
+    processes: usize,
 ) -> anyhow::Result<Figure> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("run")
-        .args(args)
-        .arg(spec)
-        .env("AQUEDUCT_LOG", "warn,aqueduct::cli=info")
-        .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", &env.kafka)
-        .env("AQUEDUCT_KAFKA__TOPIC", &env.run)
-        .env(
-            "AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC",
-            format!("{}_dlq", env.run),
-        )
-        .env(
-            "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
-            format!("[\"{}\"]", env.cassandra),
-        )
-        .env("AQUEDUCT_CASSANDRA__KEYSPACE", &env.run)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in overrides {
-        cmd.env(k, v);
-    }
-    let cass = env.cassandra_pid.map(process_cpu);
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {} (cargo build --release)", bin.display()))?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("piped")?;
-    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    // The child's rusage peak would include the pages of this process before its exec, so the
-    // peak is read from its own high-water mark while it runs.
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let watcher = {
-        let peak = peak.clone();
-        std::thread::spawn(move || {
-            while let Some(kb) = high_water_kb(pid) {
-                peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
+    let command = || {
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .args(args)
+            .arg(spec)
+            .env("AQUEDUCT_LOG", "warn,aqueduct::cli=info")
+            .env("AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS", &env.kafka)
+            .env("AQUEDUCT_KAFKA__TOPIC", &env.run)
+            .env(
+                "AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC",
+                format!("{}_dlq", env.run),
+            )
+            .env(
+                "AQUEDUCT_CASSANDRA__CONTACT_POINTS",
+                serde_json::to_string(&env.cassandra).unwrap_or_default(),
+            )
+            .env("AQUEDUCT_CASSANDRA__KEYSPACE", &env.run)
+            .envs(env.overrides.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in overrides {
+            cmd.env(k, v);
+        }
+        cmd
     };
-    if let Until::Stopped(after) = until {
-        std::thread::spawn(move || {
-            std::thread::sleep(after);
-            // SAFETY: kill has no memory effects; the pid is our unreaped child.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        });
+    let cass = cassandra_cpu(env);
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for _ in 0..processes {
+        let mut child = command()
+            .spawn()
+            .with_context(|| format!("starting {} (cargo build --release)", bin.display()))?;
+        let pid = child.id();
+        let stderr = child.stderr.take().context("piped")?;
+        let reader =
+            std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        // The child's rusage peak would include the pages of this process before its exec, so
+        // the peak is read from its own high-water mark while it runs.
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let watcher = {
+            let peak = peak.clone();
+            std::thread::spawn(move || {
+                while let Some(kb) = high_water_kb(pid) {
+                    peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        if let Until::Stopped(after) = until {
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                // SAFETY: kill has no memory effects; the pid is our unreaped child.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            });
+        }
+        running.push((pid, reader, watcher, peak));
     }
-    let (status, usage) = wait4(pid)?;
-    let _ = watcher.join();
-    let secs = started.elapsed().as_secs_f64();
-    let log = reader.join().unwrap_or_default();
-    if status != 0 {
-        bail!("{what} failed (wait status {status}):\n{log}");
-    }
-    let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
+    let (mut cpu, mut peak_kb, mut counted) = (Duration::ZERO, 0, Some(0));
     let loads = !args.contains(&"ingest");
-    let counted = summary_count(&log, if loads { "written" } else { "produced" });
+    let mut logs = Vec::new();
+    for (pid, reader, watcher, peak) in running {
+        let (status, usage) = wait4(pid)?;
+        let _ = watcher.join();
+        let log = reader.join().unwrap_or_default();
+        if status != 0 {
+            bail!("{what} failed (wait status {status}):\n{log}");
+        }
+        cpu += timeval(usage.ru_utime) + timeval(usage.ru_stime);
+        peak_kb = peak_kb.max(peak.load(std::sync::atomic::Ordering::Relaxed));
+        let n = summary_count(&log, if loads { "written" } else { "produced" });
+        counted = counted.zip(n).map(|(a, b)| a + b);
+        logs.push(log);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let log = logs.join("\n");
+    // Several loaders write a little twice where partitions moved between them.
     let records = match until {
         Until::Done(n) if counted == Some(n as u64) => n,
+        Until::Done(n) if processes > 1 && counted.is_some_and(|c| c >= n as u64) => n,
         Until::Stopped(_) if counted.is_some_and(|n| n > 0) => counted.unwrap_or(0) as usize,
         _ => bail!("{what} reports {counted:?} records:\n{log}"),
     };
     let mut f = Figure::new(what.into(), records, secs, cpu);
-    f.peak_rss_mib = Some(peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0);
+    f.peak_rss_mib = Some(peak_kb as f64 / 1024.0);
     if loads {
         f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, records);
         f.latency_p50_ms = summary_count(&log, "latency_p50_ms");
@@ -813,18 +1040,29 @@ fn process_cpu(pid: u32) -> Duration {
     Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
 }
 
+/// CPU of the stack's Cassandra processes so far, summed; None without any.
+fn cassandra_cpu(env: &Env) -> Option<Duration> {
+    (!env.cassandra_pids.is_empty())
+        .then(|| env.cassandra_pids.iter().map(|&p| process_cpu(p)).sum())
+}
+
 fn cassandra_cpu_per_row(env: &Env, before: Option<Duration>, rows: usize) -> Option<f64> {
-    let after = process_cpu(env.cassandra_pid?);
+    let after = cassandra_cpu(env)?;
     Some(after.saturating_sub(before?).as_secs_f64() * 1e6 / rows as f64)
 }
 
-/// The local stack's Cassandra, from its pid file.
-fn cassandra_pid() -> Option<u32> {
-    let dir = std::env::var_os("AQUEDUCT_STACK_DIR")
-        .map_or_else(|| PathBuf::from(".stack"), PathBuf::from);
-    std::fs::read_to_string(dir.join("cassandra/cassandra.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The stack's Cassandra processes (`nodes`), from their pid files in the state folder (`var`,
+/// else `default`).
+fn cassandra_pids(var: &str, default: &str, nodes: &[&str]) -> Vec<u32> {
+    let dir = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    nodes
+        .iter()
+        .filter_map(|node| {
+            std::fs::read_to_string(dir.join(node).join(format!("{node}.pid")))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
 }

@@ -265,3 +265,75 @@ fn link_jars(from: &std::path::Path, to: &std::path::Path, maven_name: &str, dis
         std::os::unix::fs::symlink(&path, to.join(name)).unwrap();
     }
 }
+
+/// `scripts/stack --cluster` refuses what it cannot do before starting anything, with exit 2
+/// and a reason: two stacks at once, a node name outside the cluster or one it does not have,
+/// an address that is not loopback; and a state folder of another kind with exit 1. `status`
+/// of a cluster that is not running says each node is stopped (exit 3), and `env` prints the
+/// overrides a replicated pipeline needs.
+#[test]
+fn stack_cluster_refuses_bad_requests_and_names_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = |args: &[&str], net: &str| {
+        let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
+            .args(args)
+            .env("AQUEDUCT_STACK_DIR", dir.path())
+            .env("AQUEDUCT_CLUSTER_STACK_DIR", dir.path())
+            .env("AQUEDUCT_CLUSTER_NET", net)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let refused = [
+        (&["up", "--secure", "--cluster"][..], "are two stacks"),
+        (
+            &["up", "kafka2"][..],
+            "takes kafka or cassandra, not 'kafka2'",
+        ),
+        (&["up", "--cluster", "kafka4"][..], "not 'kafka4'"),
+        (&["down", "--cluster", "zookeeper"][..], "not 'zookeeper'"),
+    ];
+    for (args, reason) in refused {
+        let (code, out) = stack(args, "127.0.0");
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains(reason), "{args:?}: {out}");
+    }
+    let (code, out) = stack(&["up", "--cluster"], "10.0.0");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("AQUEDUCT_CLUSTER_NET=10.0.0 is not"), "{out}");
+
+    // An address no other cluster uses: nobody answers there.
+    let (code, out) = stack(&["status", "--cluster"], "127.0.7");
+    assert_eq!(code, Some(3), "{out}");
+    for node in [
+        "kafka1",
+        "kafka2",
+        "kafka3",
+        "cassandra1",
+        "cassandra2",
+        "cassandra3",
+    ] {
+        assert!(out.contains(&format!("{node:<10} stopped")), "{out}");
+    }
+    let (code, out) = stack(&["env", "--cluster"], "127.0.7");
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "export AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS='127.0.7.11:9092,127.0.7.12:9092,127.0.7.13:9092'",
+        r#"export AQUEDUCT_CASSANDRA__CONTACT_POINTS='["127.0.7.11:9042","127.0.7.12:9042","127.0.7.13:9042"]'"#,
+        "export AQUEDUCT_KAFKA__TOPIC_PROPERTIES__MIN_INSYNC_REPLICAS=2",
+        "export AQUEDUCT_CASSANDRA__CONSISTENCY=local_quorum",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line}\n{out}");
+    }
+
+    // A plain stack's folder is not a cluster's.
+    std::fs::create_dir(dir.path().join("kafka")).unwrap();
+    let (code, out) = stack(&["up", "--cluster"], "127.0.0");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("holds a plain stack"), "{out}");
+}

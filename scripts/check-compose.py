@@ -28,6 +28,7 @@ problems: list[str] = []
 # where this node listens and keeps its data.
 KAFKA_TEMPLATE = REPO / "stack/templates/server.properties"
 KAFKA_NODE_KEYS = {
+    "node.id",
     "listeners",
     "advertised.listeners",
     "listener.security.protocol.map",
@@ -83,9 +84,19 @@ def listeners(value: str) -> dict[str, tuple[str, int]]:
     return out
 
 
+# The template's placeholders for the replicas of the internal topics, as scripts/stack fills
+# them for a single node (compose runs one).
+SINGLE_NODE = {"@REPLICAS@": "1", "@MIN_ISR@": "1"}
+
+
 def template_settings(path: Path) -> dict[str, str]:
-    """The `key=value` lines of a Java properties file (no continuation lines in ours)."""
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    """The `key=value` lines of a Java properties file (no continuation lines in ours), filled
+    in for a single node; a line that is a placeholder alone (the quorum) is a node setting."""
+    text = path.read_text()
+    for placeholder, value in SINGLE_NODE.items():
+        text = text.replace(placeholder, value)
+    lines = (line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    pairs = (line.split("=", 1) for line in lines if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs}
 
 

@@ -475,8 +475,11 @@ async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
         .known_nodes(&env.cassandra)
         .build()
         .await?;
+    // The warm-up at the highest concurrency asked for: a cluster on 2 cores times out at
+    // the single node's 1024.
+    let warm_up = args.ceiling.iter().copied().max().unwrap_or(256);
     spec.cassandra.tables[0].table = "warm_up".into();
-    ceiling(&session, &spec.cassandra, &rows, 1024, &env).await?;
+    ceiling(&session, &spec.cassandra, &rows, warm_up, &env).await?;
     let mut figures = Vec::new();
     let mut best: Option<Figure> = None;
     for &c in &args.ceiling {
@@ -645,7 +648,7 @@ async fn ceiling(
         if in_flight.len() >= concurrency {
             in_flight.next().await.expect("not empty")?;
         }
-        in_flight.push(session.execute_unpaged(&insert, row));
+        in_flight.push(write_retrying(session, &insert, row));
     }
     while let Some(done) = in_flight.next().await {
         done?;
@@ -660,6 +663,26 @@ async fn ceiling(
     f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, rows.len());
     drop_table(session, c).await?;
     Ok(f)
+}
+
+/// One prepared insert, retried after a timeout or an unavailable replica (as aqueduct
+/// retries), up to 20 times, 100 ms apart.
+async fn write_retrying(
+    session: &Session,
+    insert: &scylla::statement::prepared::PreparedStatement,
+    row: &cql::Row,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match session.execute_unpaged(insert, row).await {
+            Ok(_) => return Ok(()),
+            Err(_) if attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Drops the run's keyspace and deletes its topics: a later run starts from the same state.

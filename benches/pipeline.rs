@@ -261,32 +261,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .build()
         .await?;
     let session = Arc::new(session);
-    // A first pass over every row (not reported): Cassandra's JIT-compiled write path keeps
-    // getting faster for a while (ceilings drifted 31k -> 35k rows/s over a run that had only a
-    // 100,000-row warm-up), and the first measured run must not pay for that.
-    // The ceilings write the first table's rows; aqueduct writes every table of the spec.
-    let others = spec.cassandra.tables.split_off(1);
-    spec.cassandra.tables[0].table = "warm_up".into();
-    ceiling(&session, &spec.cassandra, &rows, 1024, &env).await?;
-    let mut figures = Vec::new();
-    let mut best: Option<Figure> = None;
-    for &c in &args.ceiling {
-        spec.cassandra.tables[0].table = format!("ceiling_c{c}");
-        let f = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
-        println!("  ceiling c={c}: {:.0} rows/s", f.per_second);
-        if best.as_ref().is_none_or(|b| f.per_second > b.per_second) {
-            best = Some(f.clone());
-        }
-        figures.push(f);
-    }
-    let mut best = best.context("--ceiling names no concurrency")?;
+    let (mut figures, mut best) =
+        ceilings(&session, &mut spec.cassandra, &rows, &args.ceiling, &env).await?;
 
     let mut builds = vec![("aqueduct", env.bin.join("aqueduct"))];
     if let Some(baseline) = &args.baseline {
         builds.push(("baseline", baseline.clone()));
     }
     let mut load = None;
-    spec.cassandra.tables.extend(others);
     // The load half writing created_users alone (users.toml cut after its first table), then
     // both of users.toml's tables: what the second table costs.
     let one_table = one_table_spec()?;
@@ -326,23 +308,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
     }
     let load = load.context("aqueduct's load half was measured")?;
-    // Once more after the loaders: a drift of the machine over the run shows as a gap between
-    // the two ceilings.
-    let c = best
-        .what
-        .split_whitespace()
-        .find_map(|w| w.parse::<usize>().ok())
-        .unwrap_or(256);
-    let others = spec.cassandra.tables.split_off(1);
-    spec.cassandra.tables[0].table = format!("ceiling_c{c}_again");
-    let mut again = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
-    again.what.push_str(", again");
-    spec.cassandra.tables.extend(others);
-    println!("  ceiling c={c} again: {:.0} rows/s", again.per_second);
-    if again.per_second > best.per_second {
-        best = again.clone();
-    }
-    figures.push(again);
+    ceiling_again(
+        &session,
+        &mut spec.cassandra,
+        &rows,
+        &mut best,
+        &mut figures,
+        &env,
+    )
+    .await?;
     drop(rows);
 
     let (api, mut standin) = start_standin(&env)?;
@@ -475,23 +449,8 @@ async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
         .known_nodes(&env.cassandra)
         .build()
         .await?;
-    // The warm-up at the highest concurrency asked for: a cluster on 2 cores times out at
-    // the single node's 1024.
-    let warm_up = args.ceiling.iter().copied().max().unwrap_or(256);
-    spec.cassandra.tables[0].table = "warm_up".into();
-    ceiling(&session, &spec.cassandra, &rows, warm_up, &env).await?;
-    let mut figures = Vec::new();
-    let mut best: Option<Figure> = None;
-    for &c in &args.ceiling {
-        spec.cassandra.tables[0].table = format!("ceiling_c{c}");
-        let f = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
-        println!("  ceiling c={c}: {:.0} rows/s", f.per_second);
-        if best.as_ref().is_none_or(|b| f.per_second > b.per_second) {
-            best = Some(f.clone());
-        }
-        figures.push(f);
-    }
-    let mut best = best.context("--ceiling names no concurrency")?;
+    let (mut figures, mut best) =
+        ceilings(&session, &mut spec.cassandra, &rows, &args.ceiling, &env).await?;
     let mut load = None;
     for loaders in 1..=3 {
         let prefix = format!("load_x{loaders}");
@@ -520,19 +479,15 @@ async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
         load.get_or_insert_with(|| f.clone());
         figures.push(f);
     }
-    let c = best
-        .what
-        .split_whitespace()
-        .find_map(|w| w.parse::<usize>().ok())
-        .unwrap_or(256);
-    spec.cassandra.tables[0].table = format!("ceiling_c{c}_again");
-    let mut again = ceiling(&session, &spec.cassandra, &rows, c, &env).await?;
-    again.what.push_str(", again");
-    println!("  ceiling c={c} again: {:.0} rows/s", again.per_second);
-    if again.per_second > best.per_second {
-        best = again.clone();
-    }
-    figures.push(again);
+    ceiling_again(
+        &session,
+        &mut spec.cassandra,
+        &rows,
+        &mut best,
+        &mut figures,
+        &env,
+    )
+    .await?;
     let load = load.context("the load half was measured")?;
     report(&figures, &best, &load);
     let loaders = |n: usize| {
@@ -663,6 +618,69 @@ async fn ceiling(
     f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, rows.len());
     drop_table(session, c).await?;
     Ok(f)
+}
+
+/// A first pass over every row (not reported), then the ceiling at each of `concurrencies`:
+/// their figures and the best. Cassandra's JIT-compiled write path keeps getting faster for a
+/// while (ceilings drifted 31k -> 35k rows/s over a run that had only a 100,000-row warm-up),
+/// and the first measured run must not pay for that; the warm-up runs at the highest
+/// concurrency asked for (the cluster on 2 cores times out at the single node's 1024). The
+/// ceilings write the first table's rows (aqueduct writes every table of the spec).
+async fn ceilings(
+    session: &Session,
+    c: &mut spec::Cassandra,
+    rows: &[cql::Row],
+    concurrencies: &[usize],
+    env: &Env,
+) -> anyhow::Result<(Vec<Figure>, Figure)> {
+    let others = c.tables.split_off(1);
+    let warm_up = concurrencies.iter().copied().max().unwrap_or(256);
+    c.tables[0].table = "warm_up".into();
+    ceiling(session, c, rows, warm_up, env).await?;
+    let mut figures = Vec::new();
+    let mut best: Option<Figure> = None;
+    for &concurrency in concurrencies {
+        c.tables[0].table = format!("ceiling_c{concurrency}");
+        let f = ceiling(session, c, rows, concurrency, env).await?;
+        println!("  ceiling c={concurrency}: {:.0} rows/s", f.per_second);
+        if best.as_ref().is_none_or(|b| f.per_second > b.per_second) {
+            best = Some(f.clone());
+        }
+        figures.push(f);
+    }
+    c.tables.extend(others);
+    Ok((figures, best.context("--ceiling names no concurrency")?))
+}
+
+/// The best ceiling once more, after the loaders (a drift of the machine over the run shows as
+/// a gap between the two), added to `figures`, and `best` if it beat it.
+async fn ceiling_again(
+    session: &Session,
+    c: &mut spec::Cassandra,
+    rows: &[cql::Row],
+    best: &mut Figure,
+    figures: &mut Vec<Figure>,
+    env: &Env,
+) -> anyhow::Result<()> {
+    let concurrency = best
+        .what
+        .split_whitespace()
+        .find_map(|w| w.parse::<usize>().ok())
+        .unwrap_or(256);
+    let others = c.tables.split_off(1);
+    c.tables[0].table = format!("ceiling_c{concurrency}_again");
+    let mut again = ceiling(session, c, rows, concurrency, env).await?;
+    c.tables.extend(others);
+    again.what.push_str(", again");
+    println!(
+        "  ceiling c={concurrency} again: {:.0} rows/s",
+        again.per_second
+    );
+    if again.per_second > best.per_second {
+        *best = again.clone();
+    }
+    figures.push(again);
+    Ok(())
 }
 
 /// One prepared insert, retried after a timeout or an unavailable replica (as aqueduct

@@ -82,12 +82,27 @@ impl Drain {
         .await;
     }
 
-    /// Ingests every record (`run --only ingest --once`), then starts a loader.
-    async fn ingest_then_load(&self) -> Background {
-        self.complete(&["run", "--only", "ingest", "--once"]).await;
-        let loader = Background::spawn(&mut self.command(&["run", "--only", "load"]));
+    /// A drain of `records` on `cluster`: every record ingested (`run --only ingest --once`),
+    /// then a loader started; returns once a quarter of the rows are there.
+    async fn loading_on(cluster: &PrivateCluster, records: u32) -> (Drain, Background) {
+        let d = Drain::new(records).await.on(cluster);
+        d.complete(&["run", "--only", "ingest", "--once"]).await;
+        let loader = Background::spawn(&mut d.command(&["run", "--only", "load"]));
         loader.wait_for("pipeline started", 60).await;
-        loader
+        d.wait_for_rows(d.records() as usize / 4, 120).await;
+        (d, loader)
+    }
+
+    /// Waits until every row is there and the group committed every message, then stops the
+    /// `loaders` (each must exit 0). Returns the time from `since` to the last commit.
+    async fn finish(&self, loaders: &mut [Background], since: Instant) -> Duration {
+        self.wait_for_rows(self.records() as usize, 180).await;
+        self.wait_drained(120).await;
+        let recovered_in = since.elapsed();
+        for loader in loaders {
+            assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+        }
+        recovered_in
     }
 }
 
@@ -134,11 +149,8 @@ async fn cluster_one_cassandra_node_sigkill_mid_drain() {
     if !services_up("cluster_one_cassandra_node_sigkill_mid_drain") {
         return;
     }
-    let s = scale();
     let cluster = PrivateCluster::start();
-    let d = Drain::new(s.records).await.on(&cluster);
-    let mut loader = d.ingest_then_load().await;
-    d.wait_for_rows(d.records() as usize / 4, 120).await;
+    let (d, loader) = Drain::loading_on(&cluster, scale().records).await;
     cluster.kill("cassandra3");
     let at_kill = d.ids().await.len();
     tokio::time::sleep(node_outage()).await;
@@ -151,10 +163,7 @@ async fn cluster_one_cassandra_node_sigkill_mid_drain() {
     cluster.up(&["cassandra3"]);
     let back = Instant::now();
     loader.wait_for("a Cassandra node restarted", 60).await;
-    d.wait_for_rows(d.records() as usize, 180).await;
-    d.wait_drained(120).await;
-    let recovered_in = back.elapsed();
-    assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    let recovered_in = d.finish(&mut [loader], back).await;
     let scenario = format!(
         "cluster: 1 of 3 nodes SIGKILL, down {} s",
         node_outage().as_secs()
@@ -172,9 +181,7 @@ async fn cluster_two_cassandra_nodes_down_mid_drain() {
     }
     let s = scale();
     let cluster = PrivateCluster::start();
-    let d = Drain::new(s.records).await.on(&cluster);
-    let mut loader = d.ingest_then_load().await;
-    d.wait_for_rows(d.records() as usize / 4, 120).await;
+    let (d, mut loader) = Drain::loading_on(&cluster, s.records).await;
     cluster.kill("cassandra2");
     cluster.kill("cassandra3");
     // The writes in flight when the nodes went fail within the driver's request timeout; the
@@ -196,10 +203,7 @@ async fn cluster_two_cassandra_nodes_down_mid_drain() {
     );
     cluster.up(&["cassandra2"]);
     let back = Instant::now();
-    d.wait_for_rows(d.records() as usize, 180).await;
-    d.wait_drained(120).await;
-    let recovered_in = back.elapsed();
-    assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    let recovered_in = d.finish(&mut [loader], back).await;
     let scenario = format!(
         "cluster: 2 of 3 nodes SIGKILL {} s, 1 back",
         s.outage.as_secs()
@@ -215,17 +219,11 @@ async fn cluster_cassandra_node_added_mid_drain() {
     if !services_up("cluster_cassandra_node_added_mid_drain") {
         return;
     }
-    let s = scale();
     let cluster = PrivateCluster::start();
-    let d = Drain::new(s.records).await.on(&cluster);
-    let mut loader = d.ingest_then_load().await;
-    d.wait_for_rows(d.records() as usize / 4, 120).await;
+    let (d, loader) = Drain::loading_on(&cluster, scale().records).await;
     let added = Instant::now();
     cluster.up(&["cassandra4"]);
-    d.wait_for_rows(d.records() as usize, 180).await;
-    d.wait_drained(120).await;
-    let recovered_in = added.elapsed();
-    assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    let recovered_in = d.finish(&mut [loader], added).await;
     let session = d.node_session(&d.cassandra[0]).await.unwrap();
     let peers = session
         .query_unpaged("SELECT peer FROM system.peers", &[])
@@ -245,11 +243,8 @@ async fn cluster_loaders_one_to_three() {
     if !services_up("cluster_loaders_one_to_three") {
         return;
     }
-    let s = scale();
     let cluster = PrivateCluster::start();
-    let d = Drain::new(s.records).await.on(&cluster);
-    let first = d.ingest_then_load().await;
-    d.wait_for_rows(d.records() as usize / 4, 120).await;
+    let (d, first) = Drain::loading_on(&cluster, scale().records).await;
     let added = Instant::now();
     let mut loaders = vec![first];
     for _ in 0..2 {
@@ -257,12 +252,7 @@ async fn cluster_loaders_one_to_three() {
         loader.wait_for("partitions assigned", 60).await;
         loaders.push(loader);
     }
-    d.wait_for_rows(d.records() as usize, 180).await;
-    d.wait_drained(120).await;
-    let recovered_in = added.elapsed();
-    for loader in &mut loaders {
-        assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
-    }
+    let recovered_in = d.finish(&mut loaders, added).await;
     d.check("cluster: loaders 1 -> 3", recovered_in, true).await;
 }
 

@@ -189,26 +189,22 @@ fn stack_runs_installed_distributions() {
 
     let ports: Vec<u16> = (0..5).map(|_| crate::support::free_port()).collect();
     let stack = |command: &[&str]| {
-        let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
-            .args(command)
-            .env("AQUEDUCT_STACK_DIR", dir.path().join("state"))
-            .env("AQUEDUCT_KAFKA_HOME", &kafka_home)
-            .env("AQUEDUCT_CASSANDRA_HOME", &cassandra_home)
-            .env("AQUEDUCT_KAFKA_PORT", ports[0].to_string())
-            .env("AQUEDUCT_KAFKA_CONTROLLER_PORT", ports[1].to_string())
-            .env("AQUEDUCT_CASSANDRA_PORT", ports[2].to_string())
-            .env("AQUEDUCT_CASSANDRA_STORAGE_PORT", ports[3].to_string())
-            .env("AQUEDUCT_CASSANDRA_JMX_PORT", ports[4].to_string())
-            .env("AQUEDUCT_KAFKA_HEAP", "256m")
-            .env("AQUEDUCT_CASSANDRA_HEAP", "512M")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>();
+        stack_output(
+            command,
+            &[
+                ("AQUEDUCT_STACK_DIR", dir.path().join("state").as_os_str()),
+                ("AQUEDUCT_KAFKA_HOME", kafka_home.as_os_str()),
+                ("AQUEDUCT_CASSANDRA_HOME", cassandra_home.as_os_str()),
+                ("AQUEDUCT_KAFKA_PORT", ports[0].as_ref()),
+                ("AQUEDUCT_KAFKA_CONTROLLER_PORT", ports[1].as_ref()),
+                ("AQUEDUCT_CASSANDRA_PORT", ports[2].as_ref()),
+                ("AQUEDUCT_CASSANDRA_STORAGE_PORT", ports[3].as_ref()),
+                ("AQUEDUCT_CASSANDRA_JMX_PORT", ports[4].as_ref()),
+                ("AQUEDUCT_KAFKA_HEAP", "256m".as_ref()),
+                ("AQUEDUCT_CASSANDRA_HEAP", "512M".as_ref()),
+            ],
+        )
     };
     let (code, up) = stack(&["up"]);
     let (_, status) = stack(&["status"]);
@@ -238,17 +234,29 @@ fn stack_runs_installed_distributions() {
 
 /// `up` with AQUEDUCT_KAFKA_HOME pointing at a Cassandra distribution.
 fn stack_with_home(dir: &std::path::Path, wrong: &std::path::Path) -> (Option<i32>, String) {
+    stack_output(
+        &["up"],
+        &[
+            ("AQUEDUCT_STACK_DIR", dir.join("state").as_os_str()),
+            ("AQUEDUCT_KAFKA_HOME", wrong.as_os_str()),
+            ("AQUEDUCT_CASSANDRA_HOME", wrong.as_os_str()),
+        ],
+    )
+}
+
+/// `scripts/stack ARGS` with the variables `vars`: its exit code, and its stdout and stderr.
+fn stack_output(args: &[&str], vars: &[(&str, &std::ffi::OsStr)]) -> (Option<i32>, String) {
     let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
-        .arg("up")
-        .env("AQUEDUCT_STACK_DIR", dir.join("state"))
-        .env("AQUEDUCT_KAFKA_HOME", wrong)
-        .env("AQUEDUCT_CASSANDRA_HOME", wrong)
+        .args(args)
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 /// Links every jar of `from` into `to`, renaming the one starting `maven_name` (the Maven
@@ -275,19 +283,14 @@ fn link_jars(from: &std::path::Path, to: &std::path::Path, maven_name: &str, dis
 fn stack_cluster_refuses_bad_requests_and_names_its_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let stack = |args: &[&str], net: &str| {
-        let out = std::process::Command::new(crate::support::repo().join("scripts/stack"))
-            .args(args)
-            .env("AQUEDUCT_STACK_DIR", dir.path())
-            .env("AQUEDUCT_CLUSTER_STACK_DIR", dir.path())
-            .env("AQUEDUCT_CLUSTER_NET", net)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        stack_output(
+            args,
+            &[
+                ("AQUEDUCT_STACK_DIR", dir.path().as_os_str()),
+                ("AQUEDUCT_CLUSTER_STACK_DIR", dir.path().as_os_str()),
+                ("AQUEDUCT_CLUSTER_NET", net.as_ref()),
+            ],
+        )
     };
     let refused = [
         (&["up", "--secure", "--cluster"][..], "are two stacks"),

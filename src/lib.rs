@@ -5,9 +5,11 @@
 //! Stages in flow order; stages never import each other, only [`pipeline`] wires them.
 //!
 //! - [`spec`]: load a TOML spec, check it, compile its jq and JSON Schema (`aqueduct check`).
-//! - [`source`]: poll the HTTP API on schedule, with retries and pagination.
-//! - [`incremental`]: incremental polling, all of it: cursors and time windows in requests,
-//!   the cursor store on Kafka, the ingest lease, `status` and `cursor --set`.
+//! - [`source`]: the HTTP source as a component: its client (retries, the body cap), the one
+//!   place a page's request is built (page, cursor and window placement), the one poll loop,
+//!   and the schedule.
+//! - [`incremental`]: incremental polling: how cursors move and which windows are due, the
+//!   cursor store on Kafka, the ingest lease, `status` and `cursor --set`.
 //! - [`validate`]: JSON Schema verdicts with JSON pointers.
 //! - [`kafka`]: client config, topic creation, idempotent producer, at-least-once consumer.
 //! - [`map`]: a record to a table's row, by the columns' jq expressions and CQL types.

@@ -12,13 +12,14 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use crate::cql::{self, Row};
 use crate::dead_letter::{DeadLetter, Origin};
 use crate::incremental;
 use crate::map::Change;
 use crate::record::{self, Outcome};
-use crate::source::http::{self, Pages};
+use crate::source::http::Client;
 use crate::spec::{Column, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,33 +41,29 @@ pub struct Input {
 /// first window).
 pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let source = &spec.source;
-    let client = http::client(source).map_err(|e| format!("building the HTTP client: {e}"))?;
-    let mut pages = Pages::new(
-        source,
-        incremental::first_request(source, chrono::Utc::now()).map_err(|e| e.to_string())?,
-    );
+    let client = Client::new(source, None).map_err(|e| e.to_string())?;
+    let first =
+        incremental::first_request(source, chrono::Utc::now()).map_err(|e| e.to_string())?;
+    let mut poll = client.poll(first);
     let mut out = Vec::new();
-    while let Some(request) = pages.next_request().cloned() {
-        if out.len() >= limit {
+    let never = CancellationToken::new();
+    while out.len() < limit {
+        let Some(page) = poll.next_page(&never).await.map_err(|e| e.to_string())? else {
             break;
-        }
-        let url = &request.url;
-        let fetched = http::fetch(&client, source, &request, || {}).await;
-        let body = fetched.map_err(|e| e.to_string())?;
-        let records = http::records(source, url, &body).map_err(|e| e.to_string())?;
+        };
+        let records = poll.records(&page).map_err(|e| e.to_string())?;
         let count = records.len();
+        let url = page.request.url.to_string();
         out.extend(
             records
                 .into_iter()
                 .take(limit - out.len())
                 .map(|text| Input {
                     text: text.into_owned(),
-                    origin: Origin::Api {
-                        url: url.to_string(),
-                    },
+                    origin: Origin::Api { url: url.clone() },
                 }),
         );
-        pages.advance(&body, count).map_err(|e| e.to_string())?;
+        poll.advance(&page, count).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }

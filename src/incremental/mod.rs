@@ -1,5 +1,6 @@
-//! Incremental polling, all of it: how a cursor goes into a request and moves on after a page
-//! (`[source.cursor]`) and which time windows a poll asks for (`[source.window]`), here;
+//! Incremental polling: how a cursor moves on after a page (`[source.cursor]`) and which time
+//! windows a poll asks for (`[source.window]`), here (where either goes in a request is the
+//! source's `request` module);
 //! where cursors are kept, [`store`]; which process polls, [`lease`]; and what `aqueduct
 //! status` and `aqueduct cursor --set` say and do, [`status`] and [`set`].
 
@@ -10,24 +11,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::jq;
-use crate::source::http::{Request, with_param};
-use crate::spec::{Cursor, Incremental, Place, Source, Spec, TimeFormat, Window};
+use crate::source::http::Request;
+use crate::source::http::request::{PlaceError, TimeWindow};
+use crate::spec::{Cursor, Incremental, Source, Spec, Window};
 
 /// Why a cursor could not go into a request, or move on after a page.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("source.window.start ({0}) is in the future: no window is due yet")]
     NoWindowDue(DateTime<Utc>),
-    #[error("source.cursor.format `{code}` on the cursor {cursor}: {source}")]
-    Format {
-        code: String,
-        cursor: Value,
-        source: jq::Error,
-    },
-    #[error("the cursor {text:?} cannot be sent in header {header}")]
-    Header { text: String, header: String },
-    #[error("putting the cursor at {pointer} in the body: {reason}")]
-    Body { pointer: String, reason: String },
+    #[error(transparent)]
+    Place(#[from] PlaceError),
     #[error("the page is not JSON: {0}")]
     PageNotJson(serde_json::Error),
     #[error("source.cursor.value: {0}")]
@@ -40,61 +34,17 @@ pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, Err
     let base = Request::of(source);
     match &source.incremental {
         None => Ok(base),
-        Some(Incremental::Cursor(cursor)) => with_cursor(
-            cursor,
-            &base,
-            cursor.initial.as_ref().unwrap_or(&Value::Null),
-        ),
+        Some(Incremental::Cursor(cursor)) => {
+            Ok(base.with_cursor(cursor, cursor.initial.as_ref().unwrap_or(&Value::Null))?)
+        }
         Some(Incremental::Window(window)) => {
             let start = window.first_start(now);
             match windows(window, start, live_until(window, now), Some(1)).first() {
-                Some(w) => Ok(window_request(window, &base, *w)),
+                Some(w) => Ok(base.with_window(window, *w)),
                 None => Err(Error::NoWindowDue(start)),
             }
         }
     }
-}
-
-/// `base` with the cursor put where the spec says. With no cursor yet (`null`: no `initial`,
-/// nothing saved), the request goes as the spec writes it.
-pub fn with_cursor(cursor: &Cursor, base: &Request, value: &Value) -> Result<Request, Error> {
-    if value.is_null() {
-        return Ok(base.clone());
-    }
-    let sent = match &cursor.format {
-        Some(format) => format.run_one(value).map_err(|source| Error::Format {
-            code: format.code().to_owned(),
-            cursor: value.clone(),
-            source,
-        })?,
-        None => value.clone(),
-    };
-    let text = match &sent {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut request = base.clone();
-    match &cursor.place {
-        Place::Query(param) => request.url = with_param(&base.url, param, &text),
-        Place::Header(name) => {
-            let header =
-                reqwest::header::HeaderValue::from_str(&text).map_err(|_| Error::Header {
-                    text: text.clone(),
-                    header: name.to_string(),
-                })?;
-            request.headers.insert(name.clone(), header);
-        }
-        Place::Body(pointer) => {
-            let body = request
-                .body
-                .get_or_insert_with(|| Value::Object(Default::default()));
-            crate::pointer::set(body, pointer, sent, true).map_err(|reason| Error::Body {
-                pointer: pointer.clone(),
-                reason,
-            })?;
-        }
-    }
-    Ok(request)
 }
 
 /// The cursor after a page: `[source.cursor] value` on the page with `$cursor` the value so
@@ -164,13 +114,6 @@ pub async fn set(spec: &Spec, value: Value) -> Result<store::Found, crate::kafka
         .await
 }
 
-/// One time window: from `start` (inclusive) to `end` (exclusive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeWindow {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
 /// Windows of `window.size` from `from`, the last one cut at `until`, at most `max`.
 pub fn windows(
     window: &Window,
@@ -194,30 +137,6 @@ pub fn live_until(window: &Window, now: DateTime<Utc>) -> DateTime<Utc> {
     now - chrono::Duration::from_std(window.lag).unwrap_or_default()
 }
 
-/// `base` asking for the window `w`.
-pub fn window_request(window: &Window, base: &Request, w: TimeWindow) -> Request {
-    let url = with_param(
-        &base.url,
-        &window.start_param,
-        &format_time(&window.format, w.start),
-    );
-    let url = with_param(&url, &window.end_param, &format_time(&window.format, w.end));
-    Request {
-        url,
-        ..base.clone()
-    }
-}
-
-/// A time as a request carries it.
-pub fn format_time(format: &TimeFormat, t: DateTime<Utc>) -> String {
-    match format {
-        TimeFormat::Rfc3339 => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        TimeFormat::EpochMs => t.timestamp_millis().to_string(),
-        TimeFormat::EpochS => t.timestamp().to_string(),
-        TimeFormat::Pattern(pattern) => t.format(pattern).to_string(),
-    }
-}
-
 /// A window cursor (the end of the last window done) as saved.
 pub fn window_cursor(t: DateTime<Utc>) -> Value {
     Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
@@ -233,42 +152,8 @@ pub fn parse_window_cursor(value: &Value) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec_with;
+    use crate::spec::tests::{cursor_spec, the_cursor, the_window, time, window_spec};
     use serde_json::json;
-
-    fn time(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
-    }
-
-    fn window_spec(extra: &str) -> crate::spec::Spec {
-        spec_with(
-            &format!(
-                "records = \".features[]\"\n[source.window]\nstart_param = \"starttime\"\nend_param = \"endtime\"\nsize = \"1h\"\nstart = \"2026-11-01T00:00:00Z\"\n{extra}"
-            ),
-            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
-        )
-    }
-
-    fn cursor_spec(cursor: &str) -> crate::spec::Spec {
-        spec_with(
-            &format!("records = \".items[]\"\n[source.cursor]\n{cursor}"),
-            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
-        )
-    }
-
-    fn the_window(spec: &crate::spec::Spec) -> &Window {
-        match &spec.source.incremental {
-            Some(Incremental::Window(w)) => w,
-            other => panic!("not a window source: {other:?}"),
-        }
-    }
-
-    fn the_cursor(spec: &crate::spec::Spec) -> &Cursor {
-        match &spec.source.incremental {
-            Some(Incremental::Cursor(c)) => c,
-            other => panic!("not a cursor source: {other:?}"),
-        }
-    }
 
     #[test]
     fn windows_step_by_size_cut_at_the_end_and_bounded() {
@@ -301,36 +186,6 @@ mod tests {
     }
 
     #[test]
-    fn a_window_goes_in_its_two_parameters_in_the_spec_format() {
-        for (format, start, end) in [
-            ("", "2026-11-01T00:00:00Z", "2026-11-01T01:00:00Z"),
-            ("format = \"epoch_ms\"", "1793491200000", "1793494800000"),
-            ("format = \"epoch_s\"", "1793491200", "1793494800"),
-            (
-                "format = \"%Y-%m-%dT%H:%M:%S\"",
-                "2026-11-01T00:00:00",
-                "2026-11-01T01:00:00",
-            ),
-        ] {
-            let spec = window_spec(format);
-            let w = the_window(&spec);
-            let from = time("2026-11-01T00:00:00Z");
-            let first = windows(w, from, time("2026-11-02T00:00:00Z"), Some(1))[0];
-            let request = window_request(w, &Request::of(&spec.source), first);
-            let pairs: Vec<(String, String)> = request
-                .url
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            assert!(
-                pairs.contains(&("starttime".into(), start.into())),
-                "{pairs:?}"
-            );
-            assert!(pairs.contains(&("endtime".into(), end.into())), "{pairs:?}");
-        }
-    }
-
-    #[test]
     fn a_window_cursor_reads_back() {
         let t = time("2026-11-01T05:00:00Z");
         assert_eq!(parse_window_cursor(&window_cursor(t)), Some(t));
@@ -352,42 +207,5 @@ mod tests {
             advance(c, &json!("abc"), last.as_bytes()).unwrap(),
             json!("abc")
         );
-    }
-
-    #[test]
-    fn a_cursor_goes_in_a_query_parameter_a_header_or_the_body_formatted() {
-        let spec = cursor_spec("value = '.next'\nquery = \"since\"\nformat = '. / 1000 | todate'");
-        let request = with_cursor(
-            the_cursor(&spec),
-            &Request::of(&spec.source),
-            &json!(1793491200000_i64),
-        )
-        .unwrap();
-        assert!(
-            request
-                .url
-                .as_str()
-                .ends_with("&since=2026-11-01T00%3A00%3A00Z"),
-            "{}",
-            request.url
-        );
-        let spec = cursor_spec("value = '.next'\nheader = \"X-Since\"");
-        let request =
-            with_cursor(the_cursor(&spec), &Request::of(&spec.source), &json!("tok")).unwrap();
-        assert_eq!(request.headers["x-since"], "tok");
-        let spec = spec_with(
-            "records = \".items[]\"\nmethod = \"POST\"\nbody = { filter = { kind = \"a\" } }\n[source.cursor]\nvalue = '.next'\nbody = \"/filter/since\"",
-            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
-        );
-        let request =
-            with_cursor(the_cursor(&spec), &Request::of(&spec.source), &json!(42)).unwrap();
-        assert_eq!(
-            request.body,
-            Some(json!({"filter": {"kind": "a", "since": 42}}))
-        );
-        // No cursor yet: the request as written.
-        let request =
-            with_cursor(the_cursor(&spec), &Request::of(&spec.source), &Value::Null).unwrap();
-        assert_eq!(request.body, Some(json!({"filter": {"kind": "a"}})));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,8 @@ use crate::incremental::store::{self, Found, Store};
 use crate::kafka::produce::Producer;
 use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
-use crate::source::http::{self, FetchError, Pages, Request};
+use crate::source::http::poll::Interrupted;
+use crate::source::http::{self, Client, FetchError, Request};
 use crate::source::schedule::Ticker;
 use crate::spec::{Cursor, Incremental, OnInvalid, Spec, Window};
 
@@ -55,7 +56,7 @@ pub async fn run(
     stop: &CancellationToken,
     mode: Mode,
 ) -> anyhow::Result<()> {
-    let client = http::client(&spec.source).context("building the HTTP client")?;
+    let client = Client::new(&spec.source, Some(metrics))?;
     let ingest = Ingest {
         spec,
         client,
@@ -139,6 +140,15 @@ enum PollError {
     Fatal(anyhow::Error),
 }
 
+impl From<Interrupted> for PollError {
+    fn from(e: Interrupted) -> Self {
+        match e {
+            Interrupted::Stopped => PollError::Stopped,
+            Interrupted::Failed(e) => PollError::Fetch(e),
+        }
+    }
+}
+
 impl From<crate::kafka::Error> for PollError {
     fn from(e: crate::kafka::Error) -> Self {
         PollError::Fatal(e.into())
@@ -148,7 +158,7 @@ impl From<crate::kafka::Error> for PollError {
 /// What every poll needs.
 struct Ingest<'a> {
     spec: &'a Spec,
-    client: reqwest::Client,
+    client: Client<'a>,
     producer: &'a Producer,
     metrics: &'a Metrics,
     stop: &'a CancellationToken,
@@ -170,8 +180,9 @@ impl Ingest<'_> {
             Some(found) => found.saved.cursor.clone(),
             None => cursor.initial.clone().unwrap_or(Value::Null),
         };
-        let request = incremental::with_cursor(cursor, &Request::of(&spec.source), &start)
-            .map_err(|e| PollError::Fatal(anyhow::anyhow!(e)))?;
+        let request = Request::of(&spec.source)
+            .with_cursor(cursor, &start)
+            .map_err(|e| PollError::Fatal(e.into()))?;
         let mut value = start.clone();
         let records = self
             .poll(request, |page| {
@@ -225,10 +236,7 @@ impl Ingest<'_> {
         }
         for w in due {
             let records = self
-                .poll(
-                    incremental::window_request(window, &Request::of(&spec.source), w),
-                    |_| Ok(()),
-                )
+                .poll(Request::of(&spec.source).with_window(window, w), |_| Ok(()))
                 .await?;
             let cursor = incremental::window_cursor(w.end);
             match self
@@ -303,10 +311,7 @@ impl Ingest<'_> {
                     w.start.to_rfc3339()
                 )
             };
-            let records = match self
-                .poll(incremental::window_request(window, &base, w), |_| Ok(()))
-                .await
-            {
+            let records = match self.poll(base.with_window(window, w), |_| Ok(())).await {
                 Ok(records) => records,
                 Err(PollError::Fetch(e)) => return Err(anyhow::Error::new(e).context(again())),
                 Err(PollError::Stopped) => return Err(anyhow::anyhow!("stopped").context(again())),
@@ -332,41 +337,32 @@ impl Ingest<'_> {
             metrics,
             stop,
         } = self;
-        let source = &spec.source;
-        let mut pages = Pages::new(source, first);
-        let mut records_in_poll = 0;
-        while let Some(request) = pages.next_request().cloned() {
-            let url = &request.url;
-            let fetch = http::fetch(client, source, &request, || {
-                metrics.http_retries.inc();
-            });
-            let body = tokio::select! {
-                fetched = fetch => fetched.map_err(PollError::Fetch)?,
-                _ = stop.cancelled() => return Err(PollError::Stopped),
-            };
-            let received = Received {
-                origin: Origin::Api {
-                    url: url.to_string(),
-                },
-                at_ms: chrono::Utc::now().timestamp_millis(),
-            };
-            let records = http::records(source, url, &body).map_err(PollError::Fetch)?;
-            on_page(&body).map_err(|message| {
+        let mut poll = client.poll(first);
+        let mut received = 0;
+        while let Some(page) = poll.next_page(stop).await? {
+            let url = &page.request.url;
+            let records = poll.records(&page).map_err(PollError::Fetch)?;
+            on_page(&page.response.body).map_err(|message| {
                 PollError::Fetch(FetchError::Cursor {
                     url: url.to_string(),
                     message,
                 })
             })?;
             metrics.polled.inc_by(records.len() as u64);
-            records_in_poll += records.len();
-            debug!(url = %url, records = records.len(), "page fetched");
+            received += records.len();
+            let origin = Received {
+                origin: Origin::Api {
+                    url: url.to_string(),
+                },
+                at_ms: chrono::Utc::now().timestamp_millis(),
+            };
             let produce = async {
                 let mut sends = FuturesUnordered::new();
                 for record in &records {
                     if sends.len() >= IN_FLIGHT {
                         sends.next().await.unwrap_or(Ok(()))?;
                     }
-                    sends.push(handle(spec, producer, metrics, record, &received));
+                    sends.push(handle(spec, producer, metrics, record, &origin));
                 }
                 while let Some(sent) = sends.next().await {
                     sent?;
@@ -388,12 +384,11 @@ impl Ingest<'_> {
                     )));
                 }
             }
-            pages
-                .advance(&body, records.len())
+            poll.advance(&page, records.len())
                 .map_err(PollError::Fetch)?;
         }
-        info!(records = records_in_poll, "poll done");
-        Ok(records_in_poll)
+        info!(records = received, "poll done");
+        Ok(received)
     }
 }
 

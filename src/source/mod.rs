@@ -1,4 +1,5 @@
-//! The HTTP JSON API source: when to poll ([`schedule`]) and how to fetch ([`http`]).
+//! Sources: the HTTP JSON API ([`http`], a component: client, requests, the poll loop) and
+//! when it is polled ([`schedule`]).
 
 pub mod http;
 pub mod schedule;

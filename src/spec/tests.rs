@@ -18,6 +18,45 @@ pub(crate) fn spec_with(source: &str, cassandra: &str) -> Spec {
     spec_from(&text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// An RFC 3339 time.
+pub(crate) fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+/// A `[source.window]` spec of hourly windows from 2026-11-01, plus `extra` window keys.
+pub(crate) fn window_spec(extra: &str) -> crate::spec::Spec {
+    spec_with(
+        &format!(
+            "records = \".features[]\"\n[source.window]\nstart_param = \"starttime\"\nend_param = \"endtime\"\nsize = \"1h\"\nstart = \"2026-11-01T00:00:00Z\"\n{extra}"
+        ),
+        "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+    )
+}
+
+/// A `[source.cursor]` spec with the given cursor keys.
+pub(crate) fn cursor_spec(cursor: &str) -> crate::spec::Spec {
+    spec_with(
+        &format!("records = \".items[]\"\n[source.cursor]\n{cursor}"),
+        "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+    )
+}
+
+/// The spec's `[source.window]`.
+pub(crate) fn the_window(spec: &crate::spec::Spec) -> &Window {
+    match &spec.source.incremental {
+        Some(Incremental::Window(w)) => w,
+        other => panic!("not a window source: {other:?}"),
+    }
+}
+
+/// The spec's `[source.cursor]`.
+pub(crate) fn the_cursor(spec: &crate::spec::Spec) -> &Cursor {
+    match &spec.source.incremental {
+        Some(Incremental::Cursor(c)) => c,
+        other => panic!("not a cursor source: {other:?}"),
+    }
+}
+
 const MINIMAL: &str = r#"
 [source]
 url = "http://127.0.0.1:8080/api/"

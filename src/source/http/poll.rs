@@ -1,0 +1,98 @@
+//! The one poll loop: from a first request, fetch each page, cut its records out, and move on
+//! to the next page as the spec's pagination says. `run`, `backfill`, `preview` and the tests
+//! all drive a [`Poll`]; what a page's records become is theirs:
+//!
+//! ```ignore
+//! let mut poll = client.poll(first);
+//! while let Some(page) = poll.next_page(stop).await? {
+//!     let records = poll.records(&page)?;
+//!     /* hand the records on */
+//!     poll.advance(&page, records.len())?;
+//! }
+//! ```
+
+use std::borrow::Cow;
+
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{Client, FetchError, Pages, Request, Response};
+
+/// One page of a poll.
+pub struct Page {
+    /// The request that fetched it.
+    pub request: Request,
+    pub response: Response,
+}
+
+/// Why a poll ended early.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// A stop came during a request or the wait before a retry: the poll ends, unfinished
+    /// and not failed.
+    Stopped,
+    /// The API failed for good.
+    Failed(FetchError),
+}
+
+impl From<FetchError> for Interrupted {
+    fn from(e: FetchError) -> Self {
+        Interrupted::Failed(e)
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Interrupted::Stopped => f.write_str("stopped"),
+            Interrupted::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The pages of one poll.
+pub struct Poll<'c, 'a> {
+    client: &'c Client<'a>,
+    pages: Pages<'a>,
+}
+
+impl<'a> Client<'a> {
+    /// A poll from `first`.
+    pub fn poll(&self, first: Request) -> Poll<'_, 'a> {
+        Poll {
+            client: self,
+            pages: Pages::new(self.source(), first),
+        }
+    }
+}
+
+impl Poll<'_, '_> {
+    /// Fetches the next page, if the poll is not over; `stop` ends a request or its retries.
+    pub async fn next_page(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<Option<Page>, Interrupted> {
+        let Some(request) = self.pages.next_request().cloned() else {
+            return Ok(None);
+        };
+        let response = tokio::select! {
+            fetched = self.client.fetch(&request) => fetched?,
+            _ = stop.cancelled() => return Err(Interrupted::Stopped),
+        };
+        Ok(Some(Page { request, response }))
+    }
+
+    /// The records of `page`, each as its JSON text.
+    pub fn records<'p>(&self, page: &'p Page) -> Result<Vec<Cow<'p, str>>, FetchError> {
+        let records = self
+            .client
+            .records(&page.request.url, &page.response.body)?;
+        debug!(url = %page.request.url, records = records.len(), "page fetched");
+        Ok(records)
+    }
+
+    /// Moves on after `page`, which yielded `count` records.
+    pub fn advance(&mut self, page: &Page, count: usize) -> Result<(), FetchError> {
+        self.pages.advance(&page.response.body, count)
+    }
+}

@@ -1,0 +1,399 @@
+//! What a request of a poll is, and the one place that builds it: the spec's own request
+//! ([`Request::of`]) with a cursor ([`Request::with_cursor`]) or a time window
+//! ([`Request::with_window`]) put in, and each later page's ([`Pages`]).
+//!
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::jq::{self, Input, Json};
+use crate::spec::{Cursor, Pagination, Place, Source, TimeFormat, Window};
+
+use super::FetchError;
+
+/// Why a cursor could not go into a request.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("source.cursor.format `{code}` on the cursor {cursor}: {source}")]
+    Format {
+        code: String,
+        cursor: Value,
+        source: jq::Error,
+    },
+    #[error("the cursor {text:?} cannot be sent in header {header}")]
+    Header { text: String, header: String },
+    #[error("putting the cursor at {pointer} in the body: {reason}")]
+    Body { pointer: String, reason: String },
+}
+
+/// One request of a poll: the source's own, with a cursor or a time window put in, and for a
+/// later page, its page parameter.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub url: reqwest::Url,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Option<Value>,
+}
+
+/// One time window: from `start` (inclusive) to `end` (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Request {
+    /// The request as the spec writes it.
+    pub fn of(source: &Source) -> Request {
+        Request {
+            url: source.url.clone(),
+            headers: source.headers.clone(),
+            body: source.body.clone(),
+        }
+    }
+
+    /// This request with the cursor put where the spec says. With no cursor yet (`null`: no
+    /// `initial`, nothing saved), the request as it is.
+    pub fn with_cursor(&self, cursor: &Cursor, value: &Value) -> Result<Request, PlaceError> {
+        if value.is_null() {
+            return Ok(self.clone());
+        }
+        let sent = match &cursor.format {
+            Some(format) => format.run_one(value).map_err(|source| PlaceError::Format {
+                code: format.code().to_owned(),
+                cursor: value.clone(),
+                source,
+            })?,
+            None => value.clone(),
+        };
+        let text = match &sent {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut request = self.clone();
+        match &cursor.place {
+            Place::Query(param) => request.url = with_param(&self.url, param, &text),
+            Place::Header(name) => {
+                let header = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+                    PlaceError::Header {
+                        text: text.clone(),
+                        header: name.to_string(),
+                    }
+                })?;
+                request.headers.insert(name.clone(), header);
+            }
+            Place::Body(pointer) => {
+                let body = request
+                    .body
+                    .get_or_insert_with(|| Value::Object(Default::default()));
+                crate::pointer::set(body, pointer, sent, true).map_err(|reason| {
+                    PlaceError::Body {
+                        pointer: pointer.clone(),
+                        reason,
+                    }
+                })?;
+            }
+        }
+        Ok(request)
+    }
+
+    /// This request asking for the window `w`.
+    pub fn with_window(&self, window: &Window, w: TimeWindow) -> Request {
+        let url = with_param(
+            &self.url,
+            &window.start_param,
+            &format_time(&window.format, w.start),
+        );
+        let url = with_param(&url, &window.end_param, &format_time(&window.format, w.end));
+        Request {
+            url,
+            ..self.clone()
+        }
+    }
+}
+
+/// A time as a request carries it.
+pub fn format_time(format: &TimeFormat, t: DateTime<Utc>) -> String {
+    match format {
+        TimeFormat::Rfc3339 => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        TimeFormat::EpochMs => t.timestamp_millis().to_string(),
+        TimeFormat::EpochS => t.timestamp().to_string(),
+        TimeFormat::Pattern(pattern) => t.format(pattern).to_string(),
+    }
+}
+
+/// `url` with query parameter `param` set to `value` (replacing any earlier value).
+pub fn with_param(url: &reqwest::Url, param: &str, value: &str) -> reqwest::Url {
+    let mut out = url.clone();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != param)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    out.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(param, value);
+    out
+}
+
+/// Walks the pages of one poll.
+pub struct Pages<'a> {
+    source: &'a Source,
+    /// The poll's first request, which later pages vary.
+    base: Request,
+    /// The next page's request, or `None` when the poll is over.
+    next: Option<Request>,
+    fetched: u32,
+    /// Records received so far in this poll (the offset mode's position).
+    records_seen: i64,
+}
+
+impl<'a> Pages<'a> {
+    /// The pages of a poll starting with `base`.
+    pub fn new(source: &'a Source, base: Request) -> Self {
+        let first = match &source.pagination {
+            None | Some(Pagination::NextLink { .. }) => base.clone(),
+            Some(Pagination::Page { param, start, .. })
+            | Some(Pagination::Offset { param, start, .. }) => Request {
+                url: with_param(&base.url, param, &start.to_string()),
+                ..base.clone()
+            },
+        };
+        Pages {
+            source,
+            base,
+            next: Some(first),
+            fetched: 0,
+            records_seen: 0,
+        }
+    }
+
+    /// The request to send next, if the poll is not over.
+    pub fn next_request(&self) -> Option<&Request> {
+        self.next.as_ref()
+    }
+
+    /// Moves on after a page (its body) that yielded `count` records.
+    pub fn advance(&mut self, body: &[u8], count: usize) -> Result<(), FetchError> {
+        self.fetched += 1;
+        self.records_seen += count as i64;
+        let Some(current) = self.next.take() else {
+            return Ok(());
+        };
+        let Some(pagination) = &self.source.pagination else {
+            return Ok(());
+        };
+        let max_pages = match pagination {
+            Pagination::Page { max_pages, .. }
+            | Pagination::Offset { max_pages, .. }
+            | Pagination::NextLink { max_pages, .. } => *max_pages,
+        };
+        if self.fetched >= max_pages || count == 0 {
+            return Ok(());
+        }
+        let url = match pagination {
+            Pagination::Page { param, start, .. } => Some(with_param(
+                &self.base.url,
+                param,
+                &(start + i64::from(self.fetched)).to_string(),
+            )),
+            Pagination::Offset { param, start, .. } => Some(with_param(
+                &self.base.url,
+                param,
+                &(start + self.records_seen).to_string(),
+            )),
+            Pagination::NextLink { next, .. } => {
+                let current = &current.url;
+                let err = |message: String| FetchError::NextLink {
+                    url: current.to_string(),
+                    expr: next.code().to_owned(),
+                    message,
+                };
+                let page: Json = serde_json::from_slice(body).map_err(|e| err(e.to_string()))?;
+                match next
+                    .run_one_on(&Input::new(&page))
+                    .map_err(|e| err(e.to_string()))?
+                {
+                    Value::Null => None,
+                    Value::String(link) => Some(
+                        current
+                            .join(&link)
+                            .map_err(|e| err(format!("`{link}` is not a URL: {e}")))?,
+                    ),
+                    other => return Err(err(format!("yielded {other}, not a URL string or null"))),
+                }
+            }
+        };
+        self.next = url.map(|url| Request {
+            url,
+            ..self.base.clone()
+        });
+        Ok(())
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::{cursor_spec, spec_with, the_cursor, the_window, time, window_spec};
+    use serde_json::json;
+
+    fn pages_of(spec: &crate::spec::Spec) -> Pages<'_> {
+        Pages::new(&spec.source, Request::of(&spec.source))
+    }
+
+    /// The next page's URL (there must be one).
+    fn next_url<'a>(pages: &'a Pages) -> &'a str {
+        pages.next_request().expect("a next page").url.as_str()
+    }
+
+    fn source(pagination: &str) -> crate::spec::Spec {
+        spec_with(
+            &format!("records = \".results[]\"\n{pagination}"),
+            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+        )
+    }
+
+    #[test]
+    fn no_pagination_is_one_page() {
+        let spec = source("");
+        let mut pages = pages_of(&spec);
+        assert_eq!(
+            next_url(&pages),
+            "http://example.test/api/?results=10&page=9"
+        );
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
+        assert!(pages.next_request().is_none());
+    }
+
+    #[test]
+    fn page_mode_counts_up_to_the_limit_and_stops_on_an_empty_page() {
+        let spec = source("[source.pagination]\nmode = \"page\"\nparam = \"page\"\nmax_pages = 3");
+        let mut pages = pages_of(&spec);
+        assert_eq!(
+            next_url(&pages),
+            "http://example.test/api/?results=10&page=1"
+        );
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
+        assert_eq!(
+            next_url(&pages),
+            "http://example.test/api/?results=10&page=2"
+        );
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
+        assert_eq!(
+            next_url(&pages),
+            "http://example.test/api/?results=10&page=3"
+        );
+        pages.advance(json!({}).to_string().as_bytes(), 10).unwrap();
+        assert!(pages.next_request().is_none());
+        let mut pages = pages_of(&spec);
+        pages.advance(json!({}).to_string().as_bytes(), 0).unwrap();
+        assert!(
+            pages.next_request().is_none(),
+            "an empty page ends the poll"
+        );
+    }
+
+    #[test]
+    fn offset_mode_advances_by_records_received() {
+        let spec =
+            source("[source.pagination]\nmode = \"offset\"\nparam = \"offset\"\nmax_pages = 5");
+        let mut pages = pages_of(&spec);
+        assert!(next_url(&pages).ends_with("offset=0"));
+        pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
+        assert!(next_url(&pages).ends_with("offset=7"));
+        pages.advance(json!({}).to_string().as_bytes(), 7).unwrap();
+        assert!(next_url(&pages).ends_with("offset=14"));
+    }
+
+    #[test]
+    fn next_link_mode_follows_relative_links_until_null() {
+        let spec =
+            source("[source.pagination]\nmode = \"next_link\"\nnext = \".next\"\nmax_pages = 5");
+        let mut pages = pages_of(&spec);
+        pages
+            .advance(
+                json!({"next": "/api/?cursor=abc"}).to_string().as_bytes(),
+                3,
+            )
+            .unwrap();
+        assert_eq!(next_url(&pages), "http://example.test/api/?cursor=abc");
+        pages
+            .advance(json!({"next": null}).to_string().as_bytes(), 3)
+            .unwrap();
+        assert!(pages.next_request().is_none());
+        let mut pages = pages_of(&spec);
+        let err = pages
+            .advance(json!({"next": 5}).to_string().as_bytes(), 3)
+            .unwrap_err();
+        assert!(err.to_string().contains("not a URL string"), "{err}");
+    }
+
+    #[test]
+    fn a_window_goes_in_its_two_parameters_in_the_spec_format() {
+        for (format, start, end) in [
+            ("", "2026-11-01T00:00:00Z", "2026-11-01T01:00:00Z"),
+            ("format = \"epoch_ms\"", "1793491200000", "1793494800000"),
+            ("format = \"epoch_s\"", "1793491200", "1793494800"),
+            (
+                "format = \"%Y-%m-%dT%H:%M:%S\"",
+                "2026-11-01T00:00:00",
+                "2026-11-01T01:00:00",
+            ),
+        ] {
+            let spec = window_spec(format);
+            let w = the_window(&spec);
+            let from = time("2026-11-01T00:00:00Z");
+            let first =
+                crate::incremental::windows(w, from, time("2026-11-02T00:00:00Z"), Some(1))[0];
+            let request = Request::of(&spec.source).with_window(w, first);
+            let pairs: Vec<(String, String)> = request
+                .url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert!(
+                pairs.contains(&("starttime".into(), start.into())),
+                "{pairs:?}"
+            );
+            assert!(pairs.contains(&("endtime".into(), end.into())), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_goes_in_a_query_parameter_a_header_or_the_body_formatted() {
+        let spec = cursor_spec("value = '.next'\nquery = \"since\"\nformat = '. / 1000 | todate'");
+        let request = Request::of(&spec.source)
+            .with_cursor(the_cursor(&spec), &json!(1793491200000_i64))
+            .unwrap();
+        assert!(
+            request
+                .url
+                .as_str()
+                .ends_with("&since=2026-11-01T00%3A00%3A00Z"),
+            "{}",
+            request.url
+        );
+        let spec = cursor_spec("value = '.next'\nheader = \"X-Since\"");
+        let request = Request::of(&spec.source)
+            .with_cursor(the_cursor(&spec), &json!("tok"))
+            .unwrap();
+        assert_eq!(request.headers["x-since"], "tok");
+        let spec = spec_with(
+            "records = \".items[]\"\nmethod = \"POST\"\nbody = { filter = { kind = \"a\" } }\n[source.cursor]\nvalue = '.next'\nbody = \"/filter/since\"",
+            "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
+        );
+        let request = Request::of(&spec.source)
+            .with_cursor(the_cursor(&spec), &json!(42))
+            .unwrap();
+        assert_eq!(
+            request.body,
+            Some(json!({"filter": {"kind": "a", "since": 42}}))
+        );
+        // No cursor yet: the request as written.
+        let request = Request::of(&spec.source)
+            .with_cursor(the_cursor(&spec), &Value::Null)
+            .unwrap();
+        assert_eq!(request.body, Some(json!({"filter": {"kind": "a"}})));
+    }
+}

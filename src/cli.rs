@@ -461,6 +461,7 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> anyhow::Result<Exit
         dead_lettered = s.dead_lettered,
         retries = s.retries,
         failed_polls = s.failed_polls,
+        source_wait_s = s.source_wait_s,
         latency_p50_ms = s.latency_p50_ms,
         latency_p99_ms = s.latency_p99_ms,
         first_row_seconds = s.first_row_seconds,

@@ -63,6 +63,11 @@ pub struct Metrics {
     pub cql_retries: Counter,
     /// `aqueduct_failed_polls_total`: polls that failed after their retries.
     pub failed_polls: Counter,
+    /// `aqueduct_source_wait_seconds_total`: time requests waited for the API's limits (the
+    /// rate budget, a rate-limited answer).
+    pub source_wait: Counter<f64, AtomicU64>,
+    /// `aqueduct_ignored_responses_total`: responses a rule with `action = "ignore"` skipped.
+    pub ignored_responses: Counter,
     /// `aqueduct_poll_duration_seconds`: a whole poll, every page fetched and produced.
     pub poll_duration: Histogram,
     /// `aqueduct_produce_latency_seconds`: a record sent to its acknowledgement by Kafka.
@@ -203,6 +208,19 @@ impl Metrics {
             "Polls that failed after their retries",
             failed_polls.clone(),
         );
+        let source_wait = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "source_wait",
+            "Time requests to the API waited for its limits: the rate budget, rate-limited answers",
+            Unit::Seconds,
+            source_wait.clone(),
+        );
+        let ignored_responses = Counter::default();
+        registry.register(
+            "ignored_responses",
+            "API responses skipped by a response rule with action = \"ignore\"",
+            ignored_responses.clone(),
+        );
         let mut seconds = |name: &str, help: &str, buckets: Histogram| {
             registry.register_with_unit(name, help, Unit::Seconds, buckets.clone());
             buckets
@@ -269,6 +287,8 @@ impl Metrics {
             kafka_retries: retry("kafka"),
             cql_retries: retry("cql"),
             failed_polls,
+            source_wait,
+            ignored_responses,
             poll_duration,
             produce_latency,
             write_latency,
@@ -324,6 +344,8 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub retries: u64,
     pub failed_polls: u64,
+    /// Seconds requests to the API waited for its limits, to the tenth.
+    pub source_wait_s: f64,
     /// Median and 99th percentile end-to-end latency of written rows, in ms.
     pub latency_p50_ms: Option<u64>,
     pub latency_p99_ms: Option<u64>,
@@ -413,6 +435,7 @@ impl Metrics {
                 .map(|c| c.get())
                 .sum(),
             failed_polls: self.failed_polls.get(),
+            source_wait_s: (self.source_wait.get() * 10.0).round() / 10.0,
             latency_p50_ms: self.latency.quantile(0.5),
             latency_p99_ms: self.latency.quantile(0.99),
             first_row_seconds: match self.first_row_ms.load(Ordering::Relaxed) {

@@ -78,14 +78,19 @@ pub async fn report(metrics: Arc<Metrics>, display: Display, stop: CancellationT
             (since, done_since, rate) = (Instant::now(), done, per_s.round() as u64);
         }
         let eta_s = (rate > 0).then(|| left.div_ceil(rate));
+        // Time the source spent waiting for the API's limits, if any.
+        let api_wait_s = Some(metrics.source_wait.get().round() as u64).filter(|s| *s > 0);
         match display {
             Display::Bar => {
                 span.pb_set_length(done + left);
                 span.pb_set_position(done);
                 let eta = eta_s.map_or_else(|| "-".to_owned(), |s| format!("{s}s"));
-                span.pb_set_message(&format!("{rate}/s  left {left}  eta {eta}"));
+                let wait = api_wait_s.map_or_else(String::new, |s| format!("  api wait {s}s"));
+                span.pb_set_message(&format!("{rate}/s  left {left}  eta {eta}{wait}"));
             }
-            Display::Lines(_) => info!(done, rate_per_s = rate, left, eta_s, "progress"),
+            Display::Lines(_) => {
+                info!(done, rate_per_s = rate, left, eta_s, api_wait_s, "progress")
+            }
         }
     }
 }

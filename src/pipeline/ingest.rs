@@ -114,6 +114,10 @@ pub async fn run(
         match polled {
             Ok(()) => metrics.poll_succeeded(started.elapsed()),
             Err(PollError::Stopped) => return Ok(()),
+            Err(PollError::Fetch(e)) if e.is_fatal() => {
+                metrics.failed_polls.inc();
+                return Err(e.into());
+            }
             Err(PollError::Fetch(e)) => {
                 metrics.failed_polls.inc();
                 if mode == Mode::Once {

@@ -91,16 +91,30 @@ impl<'a> Locator<'a> {
         None
     }
 
-    /// Line and column of the deepest key of `path` present in the file.
+    /// Line and column of the deepest key of `path` present in the file; a number segment
+    /// is an index into an array of tables (`source.on_response.0.action`).
     fn position(&self, path: &[&str]) -> Option<(usize, usize)> {
         let mut table = self.table.as_ref()?.get_ref();
         let mut found = None;
-        for segment in path {
+        let mut segments = path.iter();
+        while let Some(segment) = segments.next() {
             let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == segment) else {
                 break;
             };
             found = Some(k.span().start);
-            match v.get_ref() {
+            let mut value = v;
+            if let DeValue::Array(items) = value.get_ref() {
+                let Some(item) = segments
+                    .next()
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| items.get(i))
+                else {
+                    break;
+                };
+                found = Some(item.span().start);
+                value = item;
+            }
+            match value.get_ref() {
                 DeValue::Table(t) => table = t,
                 _ => break,
             }

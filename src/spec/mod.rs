@@ -53,6 +53,108 @@ pub struct Source {
     pub pagination: Option<Pagination>,
     /// How a poll asks only for what is new, if it does.
     pub incremental: Option<Incremental>,
+    /// Headers and query parameters that are secrets (`[source.auth]`'s static kinds among
+    /// them): put in as each request is sent, never part of a shown request.
+    pub secrets: Vec<SecretParam>,
+    /// `[source.auth]` of type `oauth2`.
+    pub oauth2: Option<OAuth2>,
+    /// `[[source.on_response]]`, in order.
+    pub rules: Vec<Rule>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A header or query parameter whose value is a secret.
+#[derive(Debug, Clone)]
+pub struct SecretParam {
+    pub place: ParamPlace,
+    pub value: Secret,
+}
+
+/// Where a request parameter goes.
+#[derive(Debug, Clone)]
+pub enum ParamPlace {
+    Header(reqwest::header::HeaderName),
+    Query(String),
+}
+
+/// `[source.auth]` with `type = "oauth2"`, checked.
+#[derive(Debug)]
+pub struct OAuth2 {
+    pub token_url: reqwest::Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub grant: Grant,
+    pub scopes: Vec<String>,
+    pub client_auth: ClientAuth,
+    /// Extra form fields of the token request.
+    pub params: Vec<(String, String)>,
+}
+
+/// An OAuth2 grant.
+#[derive(Debug)]
+pub enum Grant {
+    ClientCredentials,
+    /// The refresh token, and the file it came from (where a rotated one is saved).
+    RefreshToken {
+        token: Secret,
+        file: Option<PathBuf>,
+    },
+}
+
+/// How an OAuth2 client authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Basic,
+    Body,
+}
+
+/// `[[source.on_response]]`, checked.
+#[derive(Debug)]
+pub struct Rule {
+    /// Its key path, e.g. `source.on_response.0`, for logs and errors.
+    pub key: String,
+    /// Empty: any status.
+    pub status: Vec<reqwest::StatusCode>,
+    pub jq: Option<Jq>,
+    pub headers: Vec<(reqwest::header::HeaderName, String)>,
+    pub action: Action,
+    pub wait: Option<WaitHeader>,
+}
+
+/// What a response rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Retry,
+    RateLimited,
+    Ignore,
+    Fail,
+}
+
+/// A header telling how long to wait.
+#[derive(Debug, Clone)]
+pub struct WaitHeader {
+    pub name: reqwest::header::HeaderName,
+    pub format: WaitFormat,
+}
+
+/// How a wait is written in a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFormat {
+    /// Seconds, or an HTTP date (`Retry-After`).
+    RetryAfter,
+    /// The Unix time to wait until, in seconds.
+    EpochS,
+    /// The Unix time to wait until, in milliseconds.
+    EpochMs,
+}
+
+/// `[source.rate_limit]`, checked.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// At most this many requests per `per`.
+    pub budget: Option<(std::num::NonZeroU32, Duration)>,
+    /// The header of requests left, and the one of when they are renewed.
+    pub remaining: Option<(reqwest::header::HeaderName, WaitHeader)>,
 }
 
 /// `[source.cursor]` or `[source.window]`, checked.

@@ -47,12 +47,15 @@ pub struct RawSource {
     /// HTTP method: GET (default) or POST.
     #[serde(default = "default_method")]
     pub method: String,
-    /// Request headers.
+    /// Request headers: a string, or `{ value = "...", secret = true }`, or `{ file = "...",
+    /// prefix = "Token " }` (the value read from a file, relative to the spec; a secret).
+    /// Secret values never show in any output.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Query parameters, added to those in `url`. Values may be strings, numbers or booleans.
+    pub headers: BTreeMap<String, RawParam>,
+    /// Query parameters, added to those in `url`. Values may be strings, numbers or booleans,
+    /// or a secret as for `headers` (`{ value = "...", secret = true }` or `{ file = "..." }`).
     #[serde(default)]
-    pub query: BTreeMap<String, Scalar>,
+    pub query: BTreeMap<String, RawParam>,
     /// JSON body sent with POST, written as a TOML table.
     pub body: Option<serde_json::Value>,
     /// When to poll: `{ every = "30s" }` or `{ cron = "0 */5 * * * *" }` (seconds field optional).
@@ -74,6 +77,143 @@ pub struct RawSource {
     pub cursor: Option<RawCursor>,
     /// Incremental polling by time windows, with catch-up and `aqueduct backfill`.
     pub window: Option<RawWindow>,
+    /// How requests authenticate: bearer, basic, api_key or oauth2.
+    pub auth: Option<RawAuth>,
+    /// Rules for responses, tried in order before the defaults.
+    #[serde(default)]
+    pub on_response: Vec<RawRule>,
+    /// A budget of requests the source keeps to.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// A header or query parameter value: as written, or a secret given inline or in a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawParam {
+    Plain(Scalar),
+    Detailed(RawParamDetail),
+}
+
+/// `{ value = "...", secret = true }` or `{ file = "...", prefix = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParamDetail {
+    /// The value.
+    pub value: Option<String>,
+    /// A file holding the value instead (relative to the spec's folder; a trailing newline is
+    /// dropped); a value from a file is a secret.
+    pub file: Option<std::path::PathBuf>,
+    /// Text put before the value, e.g. `"Token "`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Never show the value: in logs, errors, dead letters or `preview`. Default: true for a
+    /// value from a file, false otherwise.
+    pub secret: Option<bool>,
+}
+
+/// `[source.auth]`: how requests authenticate. Every credential may be given inline, by an
+/// environment override (`AQUEDUCT_SOURCE__AUTH__TOKEN`), or from a file (`<key>_file`,
+/// relative to the spec's folder); none ever shows in any output.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `bearer` (an `Authorization: Bearer` token), `basic` (username and password),
+    /// `api_key` (a key in a header or a query parameter) or `oauth2` (an access token from a
+    /// token endpoint, cached until it expires and refreshed on a 401).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `bearer`: the token.
+    pub token: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
+    /// `basic`: the user name.
+    pub username: Option<String>,
+    /// `basic`: the password.
+    pub password: Option<String>,
+    pub password_file: Option<std::path::PathBuf>,
+    /// `api_key`: the key.
+    pub key: Option<String>,
+    pub key_file: Option<std::path::PathBuf>,
+    /// `api_key`: the header that carries the key, e.g. `X-API-Key`.
+    pub header: Option<String>,
+    /// `api_key`: the query parameter that carries the key instead, e.g. `api_key`.
+    pub query: Option<String>,
+    /// `api_key`: text put before the key, e.g. `"Token token="`. Default none.
+    pub prefix: Option<String>,
+    /// `oauth2`: `client_credentials` or `refresh_token`.
+    pub grant: Option<String>,
+    /// `oauth2`: the token endpoint's URL (with any query parameters it needs, e.g. Zoom's
+    /// `account_id`).
+    pub token_url: Option<String>,
+    /// `oauth2`: the client id.
+    pub client_id: Option<String>,
+    /// `oauth2`: the client secret.
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// `oauth2`, `grant = "refresh_token"`: the refresh token. When the token endpoint sends a
+    /// new one, it replaces the old one in `refresh_token_file` (atomically), since the old
+    /// one stops working.
+    pub refresh_token: Option<String>,
+    pub refresh_token_file: Option<std::path::PathBuf>,
+    /// `oauth2`: scopes asked for. Default none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `oauth2`: how the client authenticates to the token endpoint: `basic` (an
+    /// `Authorization: Basic` header, the default, as RFC 6749 asks servers to support) or
+    /// `body` (`client_id` and `client_secret` as form fields).
+    pub client_auth: Option<String>,
+    /// `oauth2`: extra form fields of the token request, e.g. `{ audience = "api" }`.
+    #[serde(default)]
+    pub token_params: BTreeMap<String, Scalar>,
+}
+
+/// `[[source.on_response]]`: a rule for responses. A response matches when every condition
+/// given holds (at least one is needed); the first rule that matches decides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// HTTP status codes, e.g. `[403, 404]`.
+    #[serde(default)]
+    pub status: Vec<u16>,
+    /// jq predicate on the response body, e.g. `.ok == false and .error == "ratelimited"`
+    /// (a body that is not JSON does not match).
+    pub jq: Option<String>,
+    /// Header values, e.g. `{ "X-RateLimit-Remaining" = "0" }` (exact, names in any case).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `retry` (a failed attempt, retried per `[source.retry]`), `rate_limited` (wait, then
+    /// try again, not counted as an attempt), `ignore` (skip the page: no records, the poll
+    /// goes on) or `fail` (the poll fails).
+    pub action: String,
+    /// The header saying how long to wait (`retry`, `rate_limited`), e.g. `Retry-After` or
+    /// `X-RateLimit-Reset`. Default: the backoff.
+    pub wait_header: Option<String>,
+    /// How `wait_header` is written: `retry_after` (seconds, or an HTTP date; the default),
+    /// `epoch_s` or `epoch_ms` (the time to wait until).
+    pub wait_format: Option<String>,
+}
+
+/// `[source.rate_limit]`: the source keeps to the API's published limit rather than finding
+/// it by hitting it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// At most this many requests per `per`, evenly spaced. Default: no budget of our own.
+    pub requests: Option<u32>,
+    /// The interval of `requests`, e.g. "1m". Default 1s.
+    #[serde(default = "default_rate_per", with = "humantime_serde")]
+    pub per: Duration,
+    /// The header in which the API reports requests left, e.g. `X-RateLimit-Remaining`.
+    pub remaining_header: Option<String>,
+    /// The header saying when the budget is renewed, e.g. `X-RateLimit-Reset`; when
+    /// `remaining_header` reaches 0, requests wait until then.
+    pub reset_header: Option<String>,
+    /// How `reset_header` is written: `epoch_s` (the default), `epoch_ms` or `retry_after`
+    /// (seconds from now, or an HTTP date).
+    pub reset_format: Option<String>,
+}
+
+fn default_rate_per() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_method() -> String {

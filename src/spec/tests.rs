@@ -738,3 +738,63 @@ fn table_mistakes_are_named_by_the_tables_key_path() {
         );
     }
 }
+
+/// Each static kind of `[source.auth]`, and header and query values marked secret or read
+/// from a file, become secret parameters (kept out of every shown request); plain ones stay.
+#[test]
+fn static_credentials_and_secret_values_become_secret_parameters() {
+    use crate::source::http::Request;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), "from-a-file\n").unwrap();
+    let load_with = |source: &str| {
+        let text = MINIMAL.replace(
+            "schedule = { every = \"10s\" }",
+            &format!("schedule = {{ every = \"10s\" }}\n{source}"),
+        );
+        let path = dir.path().join("spec.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let secrets = |spec: &Spec| -> Vec<(String, String)> {
+        spec.source
+            .secrets
+            .iter()
+            .map(|s| {
+                let place = match &s.place {
+                    ParamPlace::Header(h) => format!("header {h}"),
+                    ParamPlace::Query(q) => format!("query {q}"),
+                };
+                (place, s.value.0.clone())
+            })
+            .collect()
+    };
+    let spec = load_with("auth = { type = \"bearer\", token = \"t0k\" }");
+    assert_eq!(
+        secrets(&spec),
+        [("header authorization".into(), "Bearer t0k".into())]
+    );
+    let spec = load_with("auth = { type = \"basic\", username = \"ann\", password = \"pw\" }");
+    assert_eq!(
+        secrets(&spec),
+        [("header authorization".into(), "Basic YW5uOnB3".into())]
+    );
+    let spec = load_with(
+        "auth = { type = \"api_key\", query = \"api_key\", key_file = \"key\" }\nquery = { results = 5, token = { value = \"q\", secret = true } }\nheaders = { Accept = \"application/json\", X-Key = { file = \"key\", prefix = \"Token \" } }",
+    );
+    assert_eq!(
+        secrets(&spec),
+        [
+            ("header x-key".into(), "Token from-a-file".into()),
+            ("query token".into(), "q".into()),
+            ("query api_key".into(), "from-a-file".into()),
+        ]
+    );
+    assert_eq!(spec.source.headers["accept"], "application/json");
+    assert!(spec.source.headers.get("x-key").is_none());
+    assert_eq!(
+        Request::of(&spec.source).url.as_str(),
+        "http://127.0.0.1:8080/api/?results=5&token=REDACTED&api_key=REDACTED"
+    );
+    assert!(format!("{:?}", spec.source).contains("***"));
+    assert!(!format!("{:?}", spec.source).contains("from-a-file"));
+}

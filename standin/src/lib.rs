@@ -22,6 +22,12 @@
 //!   (`"huge": 1e400`): well-formed JSON that cannot be decoded into values.
 //! - `big=N`: the first N users of each page carry a 2 MB `bio`, more than a Kafka message
 //!   holds by default (1 MB).
+//! - `fault=404` answers `404 {"error": "..."}` (a parent that was deleted).
+//!
+//! The same pages behind the ways real APIs authenticate and limit (OAuth2, an API key in the
+//! query string, Slack's `ok: false`, GitHub's rate limit headers): see [`apis`].
+
+pub mod apis;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -47,6 +53,10 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// The query strings of the requests, in order.
     pub queries: std::sync::Mutex<Vec<String>>,
+    /// When each request came, in order.
+    pub times: std::sync::Mutex<Vec<std::time::Instant>>,
+    /// The state of the authenticating and limiting stand-ins.
+    pub apis: apis::Apis,
 }
 
 impl Stats {
@@ -56,17 +66,28 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(uri.query().unwrap_or_default().to_owned());
+        self.times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::time::Instant::now());
         self.requests.fetch_add(1, Ordering::SeqCst)
     }
 }
 
 /// The router; `stats` counts requests.
 pub fn router(stats: Arc<Stats>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/", get(users))
         .route("/api", get(users))
-        .route("/fdsnws/event/1/query", get(query))
-        .with_state(stats)
+        .route("/fdsnws/event/1/query", get(query));
+    apis::routes(router).with_state(stats)
+}
+
+/// A random token's text.
+fn hex_token() -> String {
+    (0..24)
+        .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
+        .collect()
 }
 
 /// Serves on `addr` (port 0 for any) until the task is dropped; returns the bound address.
@@ -124,6 +145,10 @@ async fn users(
         );
         match fault {
             Some("500") => return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+            Some("404") => {
+                let error = Json(json!({"error": "Not found"}));
+                return (StatusCode::NOT_FOUND, error).into_response();
+            }
             Some("503") => {
                 return (StatusCode::SERVICE_UNAVAILABLE, retry_after, error).into_response();
             }

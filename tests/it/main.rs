@@ -12,6 +12,7 @@ mod docs;
 mod e2e;
 mod incremental;
 mod secure;
+mod source;
 mod stack;
 mod support;
 mod tables;

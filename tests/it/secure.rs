@@ -107,31 +107,53 @@ impl SecureStack {
     }
 }
 
-/// Rows go from the API through Kafka over SASL_SSL (with a client certificate) into
-/// Cassandra over TLS with a login; at trace level, with librdkafka's own security and
-/// configuration debugging on, neither password shows up in the log, in `/metrics`, in the
+/// Rows go from an API that takes OAuth2 (client credentials) through Kafka over SASL_SSL
+/// (with a client certificate) into Cassandra over TLS with a login; at trace level, with
+/// librdkafka's own security and configuration debugging on, no password, no client secret
+/// and no access token the token endpoint issued shows up in the log, in `/metrics`, in the
 /// dead letters, or in what `check` and `ddl` print.
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_flow_over_tls_and_logins_and_no_secret_is_printed() {
     let Some(stack) = SecureStack::find("rows_flow_over_tls_and_logins") else {
         return;
     };
-    let secrets = [
+    let api = Api::start().await;
+    let passwords = [
         stack.secret("kafka-password"),
         stack.secret("cassandra-password"),
+        randomuser_standin::apis::CLIENT_SECRET.to_owned(),
     ];
     let leaks = |what: &str, text: &str| {
-        for secret in &secrets {
+        let issued = api.stats.apis.issued.lock().unwrap().clone();
+        for secret in passwords.iter().chain(&issued) {
             assert!(
                 !text.contains(secret.as_str()),
                 "{what} shows a password:\n{text}"
             );
         }
     };
-    let api = Api::start().await;
-    let p = Pipeline::users(api.url("seed=secure&invalid=2"), 12);
+    let p = Pipeline::users(
+        format!("http://{}/oauth/api/?seed=secure&invalid=2", api.addr),
+        12,
+    );
     let port = free_port();
-    let mut cmd = stack.command(&p, &["run"]);
+    let command = |args: &[&str]| {
+        let mut cmd = stack.command(&p, args);
+        for (key, value) in [
+            ("TYPE", "oauth2".to_owned()),
+            ("GRANT", "client_credentials".to_owned()),
+            ("TOKEN_URL", format!("http://{}/oauth/token", api.addr)),
+            ("CLIENT_ID", randomuser_standin::apis::CLIENT_ID.to_owned()),
+            (
+                "CLIENT_SECRET",
+                randomuser_standin::apis::CLIENT_SECRET.to_owned(),
+            ),
+        ] {
+            cmd.env(format!("AQUEDUCT_SOURCE__AUTH__{key}"), value);
+        }
+        cmd
+    };
+    let mut cmd = command(&["run"]);
     cmd.env("AQUEDUCT_LOG", "trace")
         .env("AQUEDUCT_KAFKA__PROPERTIES__DEBUG", "security,broker,conf")
         .env("AQUEDUCT_METRICS__ADDRESS", format!("127.0.0.1:{port}"));
@@ -160,12 +182,16 @@ async fn rows_flow_over_tls_and_logins_and_no_secret_is_printed() {
         "librdkafka's debugging should be in the log:\n{log}"
     );
     leaks("the trace-level log", &log);
+    assert!(
+        !api.stats.apis.issued.lock().unwrap().is_empty(),
+        "the run should have asked the token endpoint"
+    );
 
     let dead_letters = topic_messages_with(stack.kafka_client(), &p.dead_letter_topic);
     assert_eq!(dead_letters.len(), 2, "{dead_letters:?}");
     leaks("the dead letters", &format!("{dead_letters:?}"));
     for args in [["check"], ["ddl"]] {
-        let out = run(&mut stack.command(&p, &args)).await;
+        let out = run(&mut command(&args)).await;
         assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
         leaks(args[0], &format!("{out:?}"));
     }

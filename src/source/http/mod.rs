@@ -1,14 +1,23 @@
 //! The HTTP JSON API source as a component. A [`Client`] owns everything about talking to the
-//! API: one reqwest client, the timeout, retries (exponential backoff with full jitter;
-//! `Retry-After` honoured on 429 and 503) and the body cap; its [`Client::fetch`] gives the
-//! whole [`Response`]. [`request`] builds each request of a poll, and [`poll`] is the one poll
-//! loop that `run`, `backfill`, `preview` and the tests drive.
+//! API: one reqwest client, the timeout, credentials ([`auth`] for OAuth2; the others are
+//! secret headers and query parameters), the rate budget ([`budget`]), the response rules
+//! ([`rules`]), retries (exponential backoff with full jitter; `Retry-After` honoured on 429
+//! and 503) and the body cap; its [`Client::fetch`] gives the whole [`Response`]. [`request`]
+//! builds each request of a poll, and [`poll`] is the one poll loop that `run`, `backfill`,
+//! `preview` and the tests drive.
+//!
+//! Credentials are put in as a request is sent and never kept in a [`Request`], so the URLs
+//! shown in logs, errors and dead letters hold none; messages that quote a response have the
+//! source's secrets replaced by [`REDACTED`].
 //!
 //! A page is kept as the body the API sent (checked to be JSON); records are cut out of it as
 //! text.
 
+pub mod auth;
+pub mod budget;
 pub mod poll;
 pub mod request;
+pub mod rules;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -17,13 +26,16 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::IgnoredAny;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::backoff::backoff;
 use crate::metrics::Metrics;
-use crate::spec::{Retry, Source};
+use crate::spec::{Action, ParamPlace, Retry, Rule, Secret, Source};
 
 pub use request::{Pages, Request};
+
+/// What a secret is shown as.
+pub const REDACTED: &str = "REDACTED";
 
 /// Why a request failed for good.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +66,16 @@ pub enum FetchError {
     },
     #[error("the cursor from the response from {url}: {message}")]
     Cursor { url: String, message: String },
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+}
+
+impl FetchError {
+    /// Whether the run must stop rather than poll again on schedule: credentials refused, a
+    /// rotated refresh token not saved.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, FetchError::Auth(e) if e.is_fatal())
+    }
 }
 
 /// A response the API gave, whole.
@@ -61,27 +83,38 @@ pub enum FetchError {
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    /// The body, checked to be JSON.
+    /// The body, checked to be JSON unless the response is ignored.
     pub body: Bytes,
+    /// The key of the `ignore` rule that matched, if one did: the page has no records.
+    pub ignored: Option<String>,
 }
 
 /// Talks to the source's API.
 pub struct Client<'a> {
     source: &'a Source,
     http: reqwest::Client,
-    /// Counts retries, when the run keeps metrics.
+    tokens: Option<auth::Tokens<'a>>,
+    budget: budget::Budget,
+    /// Counts retries and waits, when the run keeps metrics.
     metrics: Option<&'a Metrics>,
 }
 
 /// What one attempt came to.
 enum Attempt {
     Done(Response),
-    /// Worth another try; with the server's `Retry-After` when it sent one.
+    /// Worth another try; with the wait the server asked for, if it did.
     Retry {
         message: String,
         after: Option<Duration>,
     },
+    /// The API asks us to slow down: wait, then try again, not counted as an attempt.
+    RateLimited {
+        message: String,
+        after: Option<Duration>,
+    },
     Fatal(String),
+    /// No access token could be had.
+    Auth(auth::AuthError),
 }
 
 impl<'a> Client<'a> {
@@ -92,9 +125,18 @@ impl<'a> Client<'a> {
             .user_agent(concat!("aqueduct/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Client(error_chain(&e.without_url())))?;
+        let tokens = match &source.oauth2 {
+            Some(config) => Some(
+                auth::Tokens::new(config, source.timeout, source.retry)
+                    .map_err(|e| FetchError::Client(error_chain(&e.without_url())))?,
+            ),
+            None => None,
+        };
         Ok(Client {
             source,
             http,
+            tokens,
+            budget: budget::Budget::new(source.rate_limit.as_ref()),
             metrics,
         })
     }
@@ -113,25 +155,38 @@ impl<'a> Client<'a> {
             initial_backoff,
             max_backoff,
         } = self.source.retry;
-        let mut attempt = 0;
+        let (mut attempt, mut limited) = (0, 0);
         loop {
             attempt += 1;
-            let (message, after) = match self.attempt_once(request).await {
+            let (message, delay) = match self.attempt_once(request).await {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Fatal(message) => return Err(self.failed(url, attempt, message)),
-                Attempt::Retry { message, after } => (message, after),
-            };
-            if attempt >= attempts {
-                return Err(self.failed(url, attempt, message));
-            }
-            let delay = match after {
-                Some(after) => after.min(max_backoff),
-                None => backoff(initial_backoff, max_backoff, attempt),
+                Attempt::Auth(e) => return Err(e.into()),
+                Attempt::Retry { message, after } => {
+                    if attempt >= attempts {
+                        return Err(self.failed(url, attempt, message));
+                    }
+                    let delay = match after {
+                        Some(after) => after.min(max_backoff),
+                        None => backoff(initial_backoff, max_backoff, attempt),
+                    };
+                    if let Some(metrics) = self.metrics {
+                        metrics.http_retries.inc();
+                    }
+                    (message, delay)
+                }
+                Attempt::RateLimited { message, after } => {
+                    attempt -= 1;
+                    limited += 1;
+                    let delay =
+                        after.unwrap_or_else(|| backoff(initial_backoff, max_backoff, limited));
+                    warn!(url = %url, error = %message, wait = ?delay, "rate limited; waiting");
+                    self.waited(delay);
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
             };
             warn!(url = %url, attempt, error = %message, retry_in = ?delay, "request failed; retrying");
-            if let Some(metrics) = self.metrics {
-                metrics.http_retries.inc();
-            }
             tokio::time::sleep(delay).await;
         }
     }
@@ -145,28 +200,142 @@ impl<'a> Client<'a> {
         }
     }
 
+    /// Counts time spent waiting for the API's limits.
+    fn waited(&self, wait: Duration) {
+        if let Some(metrics) = self.metrics
+            && !wait.is_zero()
+        {
+            metrics.source_wait.inc_by(wait.as_secs_f64());
+        }
+    }
+
+    /// One attempt: after the budget allows it, with the credentials in, once more with a new
+    /// access token if the API refused the old one.
     async fn attempt_once(&self, request: &Request) -> Attempt {
+        let waited = self.budget.wait().await;
+        self.waited(waited);
+        let mut token = match &self.tokens {
+            Some(tokens) => match tokens.token().await {
+                Ok(token) => Some(token),
+                Err(e) => return Attempt::Auth(e),
+            },
+            None => None,
+        };
+        let mut renewed = false;
+        loop {
+            let response = match self.send(request, token.as_ref()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Attempt::Retry {
+                        message: error_chain(&e.without_url()),
+                        after: None,
+                    };
+                }
+            };
+            self.budget.observe(response.headers());
+            if let (Some(tokens), Some(stale)) = (&self.tokens, &token)
+                && response.status() == StatusCode::UNAUTHORIZED
+                && !renewed
+            {
+                info!(url = %request.url, "the API refused the access token; asking for a new one");
+                renewed = true;
+                token = match tokens.refused(stale).await {
+                    Ok(token) => Some(token),
+                    Err(e) => return Attempt::Auth(e),
+                };
+                continue;
+            }
+            return self.judge(request, response).await;
+        }
+    }
+
+    /// Sends `request` with the source's secrets and `token` put in.
+    async fn send(
+        &self,
+        request: &Request,
+        token: Option<&Secret>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut url = request.url.clone();
+        let mut headers = request.headers.clone();
+        let secret_header = |value: &str| {
+            let mut value = reqwest::header::HeaderValue::from_str(value).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        for secret in &self.source.secrets {
+            match &secret.place {
+                ParamPlace::Query(name) => {
+                    url = request::with_param(&url, name, &secret.value.0);
+                }
+                // Checked to be a valid header value.
+                ParamPlace::Header(name) => {
+                    if let Some(value) = secret_header(&secret.value.0) {
+                        headers.insert(name.clone(), value);
+                    }
+                }
+            }
+        }
+        if let Some(value) = token.and_then(|t| secret_header(&format!("Bearer {}", t.0))) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let mut builder = self
             .http
-            .request(self.source.method.clone(), request.url.clone())
-            .headers(request.headers.clone());
+            .request(self.source.method.clone(), url)
+            .headers(headers);
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = match builder.send().await {
-            Ok(r) => r,
-            Err(e) => {
+        builder.send().await
+    }
+
+    /// What a response comes to: by the first rule it matches, else by its status.
+    async fn judge(&self, request: &Request, response: reqwest::Response) -> Attempt {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match read_body(response, self.source.max_body_size).await {
+            Ok(b) => b,
+            Err(message) => {
                 return Attempt::Retry {
-                    message: error_chain(&e.without_url()),
+                    message,
                     after: None,
                 };
             }
         };
-        let status = response.status();
-        let headers = response.headers().clone();
+        let quoted = || {
+            format!(
+                "HTTP {status}: {}",
+                self.scrub(&snippet(&String::from_utf8_lossy(&body)))
+            )
+        };
+        if let Some(rule) = rules::matching(&self.source.rules, status, &headers, &body) {
+            let message = format!("{} (matched {}, {:?})", quoted(), rule.key, rule.action);
+            let after = || wait_of(rule, &headers);
+            return match rule.action {
+                Action::Retry => Attempt::Retry {
+                    message,
+                    after: after(),
+                },
+                Action::RateLimited => Attempt::RateLimited {
+                    message,
+                    after: after(),
+                },
+                Action::Fail => Attempt::Fatal(message),
+                Action::Ignore => {
+                    info!(url = %request.url, status = %status, rule = %rule.key, "response ignored by rule; the page has no records");
+                    if let Some(metrics) = self.metrics {
+                        metrics.ignored_responses.inc();
+                    }
+                    Attempt::Done(Response {
+                        status,
+                        headers,
+                        body,
+                        ignored: Some(rule.key.clone()),
+                    })
+                }
+            };
+        }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let message = format!("HTTP {status}: {}", snippet(&body));
+            let message = quoted();
             return if retryable(status) {
                 let after = matches!(
                     status,
@@ -179,32 +348,41 @@ impl<'a> Client<'a> {
                 Attempt::Fatal(message)
             };
         }
-        let body = match read_body(response, self.source.max_body_size).await {
-            Ok(b) => b,
-            Err(message) => {
-                return Attempt::Retry {
-                    message,
-                    after: None,
-                };
-            }
-        };
         // Checked whole, without building its values: those are read record by record later.
         match serde_json::from_slice::<IgnoredAny>(&body) {
             Ok(_) => Attempt::Done(Response {
                 status,
                 headers,
                 body,
+                ignored: None,
             }),
             // A cut-off body is usually a passing fault; garbage stays garbage and runs out of
             // tries.
             Err(e) => Attempt::Retry {
                 message: format!(
                     "the response is not JSON ({e}); it starts: {}",
-                    snippet(&String::from_utf8_lossy(&body))
+                    self.scrub(&snippet(&String::from_utf8_lossy(&body)))
                 ),
                 after: None,
             },
         }
+    }
+
+    /// `text` with every secret of the source replaced by [`REDACTED`].
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.source.secrets {
+            let value = secret.value.0.as_str();
+            // A bare scheme word ("Bearer ", "Basic ") is no secret; what follows it is.
+            let value = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("Basic "))
+                .unwrap_or(value);
+            if !value.is_empty() {
+                text = text.replace(value, REDACTED);
+            }
+        }
+        text
     }
 
     /// The records of one response body, each as its JSON text, by the spec's `records`
@@ -267,6 +445,11 @@ fn retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
+}
+
+/// The wait a rule's `wait_header` asks for, if it has one and the response carries it.
+fn wait_of(rule: &Rule, headers: &HeaderMap) -> Option<Duration> {
+    rules::wait(rule.wait.as_ref()?, headers, chrono::Utc::now())
 }
 
 /// `Retry-After` as seconds or an HTTP date.

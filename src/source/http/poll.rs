@@ -82,8 +82,11 @@ impl Poll<'_, '_> {
         Ok(Some(Page { request, response }))
     }
 
-    /// The records of `page`, each as its JSON text.
+    /// The records of `page`, each as its JSON text (none if a rule ignored it).
     pub fn records<'p>(&self, page: &'p Page) -> Result<Vec<Cow<'p, str>>, FetchError> {
+        if page.response.ignored.is_some() {
+            return Ok(Vec::new());
+        }
         let records = self
             .client
             .records(&page.request.url, &page.response.body)?;
@@ -91,8 +94,13 @@ impl Poll<'_, '_> {
         Ok(records)
     }
 
-    /// Moves on after `page`, which yielded `count` records.
+    /// Moves on after `page`, which yielded `count` records. An ignored page ends the poll:
+    /// nothing in it says where the next one is.
     pub fn advance(&mut self, page: &Page, count: usize) -> Result<(), FetchError> {
+        if page.response.ignored.is_some() {
+            self.pages.end();
+            return Ok(());
+        }
         self.pages.advance(&page.response.body, count)
     }
 }

@@ -2,12 +2,14 @@
 //! ([`Request::of`]) with a cursor ([`Request::with_cursor`]) or a time window
 //! ([`Request::with_window`]) put in, and each later page's ([`Pages`]).
 //!
+//! A request holds no credential: a secret query parameter stands in it as `REDACTED`, and
+//! the client puts the secrets in as it sends, so a request's URL can be shown anywhere.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::jq::{self, Input, Json};
-use crate::spec::{Cursor, Pagination, Place, Source, TimeFormat, Window};
+use crate::spec::{Cursor, Pagination, ParamPlace, Place, Source, TimeFormat, Window};
 
 use super::FetchError;
 
@@ -45,8 +47,14 @@ pub struct TimeWindow {
 impl Request {
     /// The request as the spec writes it.
     pub fn of(source: &Source) -> Request {
+        let mut url = source.url.clone();
+        for secret in &source.secrets {
+            if let ParamPlace::Query(name) = &secret.place {
+                url = with_param(&url, name, super::REDACTED);
+            }
+        }
         Request {
-            url: source.url.clone(),
+            url,
             headers: source.headers.clone(),
             body: source.body.clone(),
         }
@@ -172,6 +180,11 @@ impl<'a> Pages<'a> {
     /// The request to send next, if the poll is not over.
     pub fn next_request(&self) -> Option<&Request> {
         self.next.as_ref()
+    }
+
+    /// Ends the poll here.
+    pub fn end(&mut self) {
+        self.next = None;
     }
 
     /// Moves on after a page (its body) that yielded `count` records.

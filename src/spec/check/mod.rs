@@ -2,8 +2,10 @@
 //! Schema, cron, CQL types), each failure collected with its key path rather than stopping at
 //! the first. One file per spec section.
 
+mod auth;
 mod cassandra;
 mod kafka;
+mod responses;
 mod security;
 mod source;
 
@@ -54,7 +56,7 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
         );
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let source = source::source(&mut c, raw.source);
+    let source = source::source(&mut c, raw.source, base);
     let validate = source::validate(&mut c, raw.validate, base);
     let kafka = kafka::kafka(&mut c, raw.kafka, &name, base);
     let cassandra = cassandra::cassandra(&mut c, raw.cassandra, base);

@@ -23,29 +23,32 @@ pub(super) fn secret(
     let file_key = format!("{key}_file");
     match (inline, file) {
         (inline, None) => inline.map(Secret),
-        (None, Some(file)) => {
-            let file = base.join(file);
-            match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    let secret = text.trim_end_matches(['\n', '\r']);
-                    if secret.is_empty() {
-                        c.err(&file_key, format!("{} is empty", file.display()));
-                        return None;
-                    }
-                    Some(Secret(secret.to_owned()))
-                }
-                Err(e) => {
-                    c.err(&file_key, format!("cannot read {}: {e}", file.display()));
-                    None
-                }
-            }
-        }
+        (None, Some(file)) => read_secret(c, &file_key, &base.join(file)),
         (Some(_), Some(_)) => {
             let name = key.rsplit('.').next().unwrap_or(key);
             c.err(
                 &file_key,
                 format!("set one of `{name}` and `{name}_file`, not both"),
             );
+            None
+        }
+    }
+}
+
+/// A secret read from `file` (without a trailing newline); errors, under `key`, name the
+/// file, never its text.
+pub(super) fn read_secret(c: &mut Checker, key: &str, file: &Path) -> Option<Secret> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let secret = text.trim_end_matches(['\n', '\r']);
+            if secret.is_empty() {
+                c.err(key, format!("{} is empty", file.display()));
+                return None;
+            }
+            Some(Secret(secret.to_owned()))
+        }
+        Err(e) => {
+            c.err(key, format!("cannot read {}: {e}", file.display()));
             None
         }
     }

@@ -10,7 +10,7 @@ use crate::spec::{
     Validate, Window, WindowStart,
 };
 
-pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
+pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Source> {
     let mut url = match reqwest::Url::parse(&raw.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
         Ok(url) => {
@@ -25,11 +25,6 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
             None
         }
     };
-    if let Some(url) = url.as_mut() {
-        for (k, v) in &raw.query {
-            url.query_pairs_mut().append_pair(k, &v.to_string());
-        }
-    }
     let method = match raw.method.to_ascii_uppercase().as_str() {
         "GET" => Some(reqwest::Method::GET),
         "POST" => Some(reqwest::Method::POST),
@@ -41,20 +36,16 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
     if raw.body.is_some() && method == Some(reqwest::Method::GET) {
         c.err("source.body", "a body is only sent with method = \"POST\"");
     }
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in &raw.headers {
-        let key = format!("source.headers.{k}");
-        match (
-            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-            reqwest::header::HeaderValue::from_str(v),
-        ) {
-            (Ok(name), Ok(value)) => {
-                headers.insert(name, value);
-            }
-            (Err(_), _) => c.err(&key, format!("`{k}` is not a valid header name")),
-            (_, Err(_)) => c.err(&key, "the value is not a valid header value"),
-        }
-    }
+    let (headers, mut secrets) = super::auth::params(c, raw.headers, raw.query, url.as_mut(), base);
+    let auth = match raw.auth {
+        None => Some((Vec::new(), None)),
+        Some(auth) => super::auth::auth(c, auth, base),
+    };
+    let rules = super::responses::rules(c, raw.on_response);
+    let rate_limit = match raw.rate_limit {
+        None => Some(None),
+        Some(limit) => super::responses::rate_limit(c, limit).map(Some),
+    };
     let schedule = match (raw.schedule.every, raw.schedule.cron) {
         (Some(every), None) if every.is_zero() => {
             c.err("source.schedule.every", "must be longer than 0s");
@@ -118,6 +109,8 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
             None
         }
     };
+    let (auth_secrets, oauth2) = auth?;
+    secrets.extend(auth_secrets);
     Some(Source {
         url: url?,
         method: method?,
@@ -130,6 +123,10 @@ pub(super) fn source(c: &mut Checker, raw: RawSource) -> Option<Source> {
         retry,
         pagination: pagination?,
         incremental: incremental?,
+        secrets,
+        oauth2,
+        rules: rules?,
+        rate_limit: rate_limit?,
     })
 }
 

@@ -1,0 +1,350 @@
+//! Stand-ins of the ways real APIs authenticate and limit, each serving randomuser pages
+//! (`{"results": [...]}`, as `/api/`, same query parameters) once a request gets through:
+//!
+//! - `POST /oauth/token`: an OAuth2 token endpoint (RFC 6749 §4.4 and §6). Clients
+//!   authenticate by HTTP Basic or by `client_id`/`client_secret` form fields; a wrong client
+//!   is `401 {"error": "invalid_client"}`. `grant_type=client_credentials` gives an access
+//!   token; `grant_type=refresh_token` gives one and a new refresh token, and the one used
+//!   dies (rotation, as QuickBooks, HubSpot and Typeform do): using it again is
+//!   `400 {"error": "invalid_grant"}`. Answers carry `Cache-Control: no-store`.
+//! - `GET /oauth/api/`: takes `Authorization: Bearer <token>`; a token serves
+//!   [`TOKEN_USES`] requests, then is expired: `401` with `WWW-Authenticate: Bearer
+//!   error="invalid_token"`.
+//! - `GET /keyed/api/?api_key=KEY`: api.data.gov's (NASA's) key in the query string; none is
+//!   `403 API_KEY_MISSING`, a wrong one `403 API_KEY_INVALID`; answers carry
+//!   `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+//! - `GET /slack/api/?limited=N`: Slack's Web API habit of answering HTTP 200 with
+//!   `{"ok": false, "error": "ratelimited"}` (and `Retry-After`); the first N requests with
+//!   `limited` get that.
+//! - `GET /github/api/?limit=L&window_s=W`: GitHub's primary rate limit: L requests per
+//!   window of W seconds, every answer with `X-RateLimit-Limit`, `-Remaining`, `-Used`,
+//!   `-Reset` (the window's end, Unix seconds) and `-Resource`; a request over the limit is
+//!   `403` with `X-RateLimit-Remaining: 0` and the documented message, counted in
+//!   [`Apis::over_limit`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::Stats;
+
+/// The stand-in token endpoint's one client.
+pub const CLIENT_ID: &str = "aqueduct-standin";
+pub const CLIENT_SECRET: &str = "cs-7Hq2xVb9TzK4mW1p";
+/// The refresh token a new stand-in starts with.
+pub const FIRST_REFRESH_TOKEN: &str = "rt-0-Lr8sYd3NfP6cJ5aE";
+/// `/keyed/api/`'s key.
+pub const API_KEY: &str = "key-SUPERSECRET123-Qz7v";
+/// Requests an access token serves before it expires.
+pub const TOKEN_USES: u32 = 3;
+
+/// What the stand-ins keep and what a test can read.
+#[derive(Debug)]
+pub struct Apis {
+    /// Access tokens issued, with the uses left.
+    tokens: Mutex<HashMap<String, u32>>,
+    /// Every access token ever issued (a test checks none shows in any output).
+    pub issued: Mutex<Vec<String>>,
+    /// The one refresh token that works now.
+    refresh: Mutex<String>,
+    /// Token requests, answered or refused.
+    pub token_requests: AtomicU64,
+    /// Requests answered 401 for an expired or unknown access token.
+    pub expired: AtomicU64,
+    /// `/slack/api/` requests seen.
+    slack_seen: AtomicU64,
+    /// `/github/api/`'s window: its end (Unix seconds) and requests in it.
+    window: Mutex<(u64, u64)>,
+    /// `/github/api/` requests refused for being over the limit.
+    pub over_limit: AtomicU64,
+}
+
+impl Default for Apis {
+    fn default() -> Self {
+        Apis {
+            tokens: Mutex::default(),
+            issued: Mutex::default(),
+            refresh: Mutex::new(FIRST_REFRESH_TOKEN.to_owned()),
+            token_requests: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            slack_seen: AtomicU64::new(0),
+            window: Mutex::new((0, 0)),
+            over_limit: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Apis {
+    /// The refresh token that works now.
+    pub fn refresh_token(&self) -> String {
+        lock(&self.refresh).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The routes, beside `/api/`.
+pub fn routes(router: Router<Arc<Stats>>) -> Router<Arc<Stats>> {
+    use axum::routing::{get, post};
+    router
+        .route("/oauth/token", post(token))
+        .route("/oauth/api/", get(oauth_api))
+        .route("/keyed/api/", get(keyed_api))
+        .route("/slack/api/", get(slack_api))
+        .route("/github/api/", get(github_api))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// `Authorization: Basic` credentials, decoded.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    // RFC 6749 §2.3.1: both are form-urlencoded before they are joined.
+    Some((url_decode(id), url_decode(secret)))
+}
+
+fn url_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+async fn token(
+    State(stats): State<Arc<Stats>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let apis = &stats.apis;
+    apis.token_requests.fetch_add(1, Ordering::SeqCst);
+    let client = basic(&headers).or_else(|| {
+        Some((
+            form.get("client_id")?.clone(),
+            form.get("client_secret")?.clone(),
+        ))
+    });
+    if client != Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned())) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        );
+    }
+    let rotated = match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => None,
+        Some("refresh_token") => {
+            let mut current = lock(&apis.refresh);
+            if form.get("refresh_token") != Some(&*current) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "The refresh token is invalid, expired or revoked",
+                );
+            }
+            let n = apis.token_requests.load(Ordering::SeqCst);
+            *current = format!("rt-{n}-{}", crate::hex_token());
+            Some(current.clone())
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant_type must be client_credentials or refresh_token",
+            );
+        }
+    };
+    let access = format!("at-{}", crate::hex_token());
+    lock(&apis.tokens).insert(access.clone(), TOKEN_USES);
+    lock(&apis.issued).push(access.clone());
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600});
+    if let Some(refresh) = rotated {
+        body["refresh_token"] = json!(refresh);
+    }
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn oauth_api(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    let apis = &state.0.apis;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = bearer else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"standin\"")],
+            Json(json!({"error": "unauthorized"})),
+        )
+            .into_response();
+    };
+    let usable = {
+        let mut tokens = lock(&apis.tokens);
+        match tokens.get_mut(&token) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if !usable {
+        state.0.saw(&uri);
+        apis.expired.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"standin\", error=\"invalid_token\", error_description=\"The access token expired\"",
+            )],
+            Json(json!({"error": "invalid_token"})),
+        )
+            .into_response();
+    }
+    crate::users(state, uri, query).await
+}
+
+async fn keyed_api(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    let refuse = |code: &str, message: &str| {
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
+    };
+    match query.0.get("api_key").map(String::as_str) {
+        None => {
+            return refuse(
+                "API_KEY_MISSING",
+                "No api_key was supplied. Get one at https://api.nasa.gov:443",
+            );
+        }
+        Some(key) if key != API_KEY => {
+            return refuse(
+                "API_KEY_INVALID",
+                "An invalid api_key was supplied. Get one at https://api.nasa.gov:443",
+            );
+        }
+        Some(_) => {}
+    }
+    let mut response = crate::users(state, uri, query).await;
+    let h = response.headers_mut();
+    h.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
+    response
+}
+
+async fn slack_api(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    let limited = query
+        .0
+        .get("limited")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if state.0.apis.slack_seen.fetch_add(1, Ordering::SeqCst) < limited {
+        state.0.saw(&uri);
+        return (
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({"ok": false, "error": "ratelimited"})),
+        )
+            .into_response();
+    }
+    crate::users(state, uri, query).await
+}
+
+async fn github_api(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    let num = |k: &str, default: u64| {
+        query
+            .0
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    let (limit, window_s) = (num("limit", 60), num("window_s", 3600).max(1));
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let (reset, used) = {
+        let mut window = lock(&state.0.apis.window);
+        if now >= window.0 as f64 {
+            *window = (now.ceil() as u64 + window_s, 0);
+        }
+        window.1 += 1;
+        *window
+    };
+    let remaining = limit.saturating_sub(used.min(limit));
+    let headers = move |h: &mut HeaderMap| {
+        for (name, value) in [
+            ("x-ratelimit-limit", limit.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-used", used.min(limit).to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+            ("x-ratelimit-resource", "core".to_owned()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+    };
+    if used > limit {
+        state.0.saw(&uri);
+        state.0.apis.over_limit.fetch_add(1, Ordering::SeqCst);
+        let mut response = (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "message": "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)",
+                "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting"
+            })),
+        )
+            .into_response();
+        headers(response.headers_mut());
+        return response;
+    }
+    let mut response = crate::users(state, uri, query).await;
+    headers(response.headers_mut());
+    response
+}

@@ -1,0 +1,513 @@
+//! The source against stand-ins of real APIs' authentication and limits (`standin::apis`):
+//! OAuth2 with expiring access tokens and rotating refresh tokens, an API key in the query
+//! string, Slack's `ok: false`, GitHub's rate limit headers, a request budget; rows exact in
+//! Cassandra, and no secret in any output.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use randomuser_standin::apis::{self, API_KEY, CLIENT_ID, CLIENT_SECRET};
+
+use crate::support::*;
+
+/// A pipeline from one of the stand-in's routes into a table of user ids and emails.
+struct Source {
+    api: Api,
+    topic: String,
+    keyspace: String,
+}
+
+impl Source {
+    async fn start() -> Source {
+        Source {
+            api: Api::start().await,
+            topic: unique("src"),
+            keyspace: unique("ks"),
+        }
+    }
+
+    fn url(&self, route: &str, query: &str) -> String {
+        format!("http://{}/{route}?{query}", self.api.addr)
+    }
+
+    /// A spec polling `url`, with `source` lines in `[source]` and `sections` after it all
+    /// (`[source.auth]` and the like). Written into `dir`, where `*_file`s are found.
+    fn spec(&self, dir: &Path, url: &str, source: &str, sections: &str) -> std::path::PathBuf {
+        let text = format!(
+            r#"
+name = "source-test"
+[source]
+url = "{url}"
+schedule = {{ every = "1h" }}
+records = ".results[]"
+retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "100ms" }}
+{source}
+[validate]
+schema = {{ type = "object", required = ["login"], properties = {{ login = {{ type = "object", required = ["uuid"] }} }} }}
+[kafka]
+bootstrap_servers = "{kafka}"
+topic = "{topic}"
+key = ".login.uuid"
+[cassandra]
+contact_points = ["{cassandra}"]
+keyspace = "{keyspace}"
+table = "t"
+partition_key = ["id"]
+columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+columns.email = {{ type = "text", jq = ".email" }}
+{sections}
+"#,
+            kafka = kafka_addr(),
+            cassandra = cassandra_addr(),
+            topic = self.topic,
+            keyspace = self.keyspace,
+        );
+        let path = dir.join("spec.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The ids in the table.
+    async fn ids(&self) -> BTreeSet<String> {
+        let rows = session()
+            .await
+            .query_unpaged(format!("SELECT id FROM {}.t", self.keyspace), ())
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        rows.rows::<(uuid::Uuid,)>()
+            .unwrap()
+            .map(|r| r.unwrap().0.to_string())
+            .collect()
+    }
+}
+
+/// The ids of the stand-in's users of `seed` on pages `1..=pages` of `per_page`.
+fn users(seed: &str, pages: u64, per_page: usize, skip_invalid: usize) -> BTreeSet<String> {
+    (1..=pages)
+        .flat_map(|page| {
+            (skip_invalid..per_page).map(move |i| {
+                randomuser_standin::user(seed, page, i, false)["login"]["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
+/// Fails if any of `secrets` is in `text`.
+fn no_secret(what: &str, text: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{what} shows the secret {secret:?}:\n{text}"
+        );
+    }
+}
+
+fn pages(n: u32) -> String {
+    format!("pagination = {{ mode = \"page\", param = \"page\", max_pages = {n} }}")
+}
+
+/// Client credentials, by Basic header and by form fields: seven pages on tokens that
+/// each serve three requests; every expired token is renewed once (a 401, a new token, the
+/// same request again), the rows are exact, and at trace level neither the client secret nor
+/// any access token the endpoint issued shows in the log or the dead letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth2_client_credentials_renews_expired_tokens_and_shows_no_secret() {
+    if !services_up("oauth2_client_credentials") {
+        return;
+    }
+    for client_auth in ["basic", "body"] {
+        let s = Source::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = s.spec(
+            dir.path(),
+            &s.url("oauth/api/", "seed=oauth&results=5&invalid=1"),
+            &pages(7),
+            &format!(
+                r#"[source.auth]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "http://{}/oauth/token"
+client_id = "{CLIENT_ID}"
+client_auth = "{client_auth}"
+scopes = ["users:read"]"#,
+                s.api.addr
+            ),
+        );
+        let out = run(aqueduct()
+            .args(["run", "--once"])
+            .arg(&spec)
+            .env("AQUEDUCT_LOG", "trace")
+            .env("AQUEDUCT_SOURCE__AUTH__CLIENT_SECRET", CLIENT_SECRET))
+        .await;
+        assert_eq!(out.code, Some(0), "{client_auth}: {out:?}");
+        let apis = &s.api.stats.apis;
+        assert_eq!(
+            apis.token_requests.load(Ordering::SeqCst),
+            3,
+            "{client_auth}: 7 requests on tokens of 3 uses"
+        );
+        assert_eq!(apis.expired.load(Ordering::SeqCst), 2, "{client_auth}");
+        assert_eq!(s.ids().await, users("oauth", 7, 5, 1), "{client_auth}");
+        let mut secrets = vec![CLIENT_SECRET.to_owned()];
+        secrets.extend(apis.issued.lock().unwrap().iter().cloned());
+        assert_eq!(secrets.len(), 4);
+        no_secret("the trace-level log", &format!("{out:?}"), &secrets);
+        let dead = topic_messages(&format!("{}_dlq", s.topic));
+        assert_eq!(dead.len(), 7, "one invalid user a page");
+        no_secret("the dead letters", &format!("{dead:?}"), &secrets);
+    }
+}
+
+/// A refresh token the endpoint rotates is saved in its file at once; the next run starts
+/// from the new one (the old one is dead: with it, the run would be refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_refresh_token_is_saved_and_the_next_run_uses_it() {
+    if !services_up("a_rotated_refresh_token_is_saved") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("refresh-token");
+    std::fs::write(&token_file, format!("{}\n", apis::FIRST_REFRESH_TOKEN)).unwrap();
+    std::fs::write(dir.path().join("client-secret"), CLIENT_SECRET).unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("oauth/api/", "seed=rotate&results=4"),
+        &pages(2),
+        &format!(
+            r#"[source.auth]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "http://{}/oauth/token"
+client_id = "{CLIENT_ID}"
+client_secret_file = "client-secret"
+refresh_token_file = "refresh-token""#,
+            s.api.addr
+        ),
+    );
+    let apis = &s.api.stats.apis;
+    let mut used = vec![apis::FIRST_REFRESH_TOKEN.to_owned()];
+    for round in 1..=2 {
+        let out = run(aqueduct()
+            .args(["run", "--once"])
+            .arg(&spec)
+            .env("AQUEDUCT_LOG", "debug"))
+        .await;
+        assert_eq!(out.code, Some(0), "run {round}: {out:?}");
+        let on_disk = std::fs::read_to_string(&token_file).unwrap();
+        assert_eq!(on_disk.trim_end(), apis.refresh_token(), "run {round}");
+        assert!(
+            !used.contains(&apis.refresh_token()),
+            "run {round}: rotated"
+        );
+        used.push(apis.refresh_token());
+        assert!(
+            out.stderr.contains("rotated the refresh token; saved"),
+            "{out:?}"
+        );
+        let mut secrets = used.clone();
+        secrets.push(CLIENT_SECRET.to_owned());
+        secrets.extend(apis.issued.lock().unwrap().iter().cloned());
+        no_secret("the log", &format!("{out:?}"), &secrets);
+    }
+    assert_eq!(apis.token_requests.load(Ordering::SeqCst), 2);
+    assert_eq!(s.ids().await, users("rotate", 2, 4, 0));
+}
+
+/// A token endpoint that refuses the credentials stops even a live run, at once, with the
+/// endpoint's error and exit 1: one token request, no request to the API, no retry storm.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_endpoint_that_refuses_the_credentials_stops_the_run() {
+    if !services_up("a_token_endpoint_that_refuses") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("oauth/api/", "seed=refused&results=3"),
+        "",
+        &format!(
+            r#"[source.auth]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "http://{}/oauth/token"
+client_id = "{CLIENT_ID}"
+client_secret = "not-the-secret-0d9a""#,
+            s.api.addr
+        ),
+    );
+    let out = run(aqueduct().arg("run").arg(&spec)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the token endpoint http://{}/oauth/token refused the credentials: invalid_client",
+            s.api.addr
+        )),
+        "{out:?}"
+    );
+    no_secret(
+        "the log",
+        &format!("{out:?}"),
+        &["not-the-secret-0d9a".to_owned()],
+    );
+    assert_eq!(s.api.stats.apis.token_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(s.api.requests(), 0);
+}
+
+/// A bearer token read from a file authenticates; an API key carried in the query string
+/// (NASA's `api_key`) is sent, and shown as `api_key=REDACTED` in the retry warning, the dead
+/// letters' origin and `preview`, never as itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_in_the_query_or_a_file_are_sent_and_never_shown() {
+    if !services_up("keys_in_the_query_or_a_file") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("keyed/api/", "seed=keyed&results=6&invalid=2&fault=500"),
+        "",
+        "[source.auth]\ntype = \"api_key\"\nquery = \"api_key\"\n",
+    );
+    let secrets = [API_KEY.to_owned()];
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_LOG", "trace")
+        .env("AQUEDUCT_SOURCE__AUTH__KEY", API_KEY))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("request failed; retrying") && out.stderr.contains("api_key=REDACTED"),
+        "{out:?}"
+    );
+    no_secret("the trace-level log", &format!("{out:?}"), &secrets);
+    assert_eq!(s.ids().await, users("keyed", 1, 6, 2));
+    let dead = topic_messages(&format!("{}_dlq", s.topic));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (_, letter) in &dead {
+        let url = letter["origin"]["url"].as_str().unwrap();
+        assert!(url.contains("api_key=REDACTED"), "{letter}");
+    }
+    no_secret("the dead letters", &format!("{dead:?}"), &secrets);
+    let preview = run(aqueduct()
+        .args(["preview", "--format", "json"])
+        .arg(&spec)
+        .env("AQUEDUCT_SOURCE__AUTH__KEY", API_KEY))
+    .await;
+    assert_eq!(preview.code, Some(0), "{preview:?}");
+    assert!(preview.stdout.contains("api_key=REDACTED"), "{preview:?}");
+    no_secret("preview", &format!("{preview:?}"), &secrets);
+
+    // A wrong key: the API's refusal, and still not the key.
+    let wrong = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_SOURCE__AUTH__KEY", "key-WRONG-77"))
+    .await;
+    assert_eq!(wrong.code, Some(1), "{wrong:?}");
+    assert!(wrong.stderr.contains("API_KEY_INVALID"), "{wrong:?}");
+    no_secret(
+        "the log",
+        &format!("{wrong:?}"),
+        &["key-WRONG-77".to_owned()],
+    );
+
+    // A bearer token from a file, on the OAuth2 API (a token the endpoint issued).
+    let s = Source::start().await;
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/oauth/token", s.api.addr))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    std::fs::write(dir.path().join("token"), &token).unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("oauth/api/", "seed=bearer&results=3"),
+        &pages(2),
+        "[source.auth]\ntype = \"bearer\"\ntoken_file = \"token\"\n",
+    );
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_LOG", "trace"))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.ids().await, users("bearer", 2, 3, 0));
+    no_secret("the trace-level log", &format!("{out:?}"), &[token]);
+}
+
+/// Slack's HTTP 200 with `{"ok": false, "error": "ratelimited"}`: a rule makes it a rate
+/// limit, waited out per `Retry-After` and not counted as an attempt (one attempt allowed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_that_says_ratelimited_is_waited_out_by_a_rule() {
+    if !services_up("a_200_that_says_ratelimited") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("slack/api/", "seed=slack&results=5&limited=2"),
+        "",
+        r#"[[source.on_response]]
+jq = '.ok == false and .error == "ratelimited"'
+action = "rate_limited"
+wait_header = "Retry-After""#,
+    );
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_SOURCE__RETRY__ATTEMPTS", "1"))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.api.requests(), 3);
+    assert!(
+        out.stderr.contains("rate limited; waiting")
+            && out
+                .stderr
+                .contains("matched source.on_response.0, RateLimited")
+            && out.stderr.contains("wait=1s"),
+        "{out:?}"
+    );
+    assert_eq!(s.ids().await, users("slack", 1, 5, 0));
+}
+
+/// GitHub's rate limit (3 requests per 2 s window here), kept two ways: by reading
+/// `X-RateLimit-Remaining`/`-Reset` and waiting before the limit (no request refused), or by
+/// a rule that waits out a refused request until the reset. The rows are exact either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn github_rate_limits_are_kept_before_or_waited_out_after() {
+    if !services_up("github_rate_limits") {
+        return;
+    }
+    let before = r#"[source.rate_limit]
+remaining_header = "X-RateLimit-Remaining"
+reset_header = "X-RateLimit-Reset""#;
+    let after = r#"[[source.on_response]]
+status = [403]
+headers = { "X-RateLimit-Remaining" = "0" }
+action = "rate_limited"
+wait_header = "X-RateLimit-Reset"
+wait_format = "epoch_s""#;
+    for (how, sections) in [("before", before), ("after", after)] {
+        let s = Source::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = s.spec(
+            dir.path(),
+            &s.url("github/api/", "seed=gh&results=4&limit=3&window_s=2"),
+            &pages(7),
+            sections,
+        );
+        let out = run(aqueduct()
+            .args(["run", "--once"])
+            .arg(&spec)
+            .env("AQUEDUCT_SOURCE__RETRY__ATTEMPTS", "1"))
+        .await;
+        assert_eq!(out.code, Some(0), "{how}: {out:?}");
+        let refused = s.api.stats.apis.over_limit.load(Ordering::SeqCst);
+        match how {
+            "before" => assert_eq!(refused, 0, "{out:?}"),
+            _ => assert!(refused >= 1, "{out:?}"),
+        }
+        assert_eq!(s.ids().await, users("gh", 7, 4, 0), "{how}");
+    }
+}
+
+/// `requests = 4, per = "1s"`: no four requests within a second, and the wait is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_budget_spaces_the_requests() {
+    if !services_up("a_request_budget") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("api/", "seed=budget&results=2"),
+        &pages(9),
+        "[source.rate_limit]\nrequests = 4\nper = \"1s\"\n",
+    );
+    let port = free_port();
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_METRICS__ADDRESS", format!("127.0.0.1:{port}")))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let times = s.api.stats.times.lock().unwrap().clone();
+    assert_eq!(times.len(), 9);
+    for w in times.windows(5) {
+        let span = w[4] - w[0];
+        assert!(
+            span >= Duration::from_millis(950),
+            "5 requests within {span:?}, more than 4 a second"
+        );
+    }
+    let waited: f64 = out
+        .stderr
+        .split("source_wait_s=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no source_wait_s in the summary: {out:?}"));
+    assert!(waited >= 1.0, "8 waits of ~250 ms: {waited} s");
+    assert_eq!(s.ids().await, users("budget", 9, 2, 0));
+}
+
+/// A 404 (a deleted parent) is ignored by a rule: the run goes on with no records from it,
+/// and says so; without the rule, the 404 fails the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ignore_rule_skips_a_404_and_without_it_the_run_fails() {
+    if !services_up("an_ignore_rule_skips_a_404") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = s.url("api/", "seed=gone&results=3&fault=404&fault_times=1");
+    let spec = s.spec(
+        dir.path(),
+        &url,
+        "",
+        "[[source.on_response]]\nstatus = [404]\naction = \"ignore\"\n",
+    );
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("response ignored by rule")
+            && out.stderr.contains("rule=source.on_response.0"),
+        "{out:?}"
+    );
+    assert!(s.ids().await.is_empty());
+    // The fault is spent; the next poll gets the page.
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.ids().await, users("gone", 1, 3, 0));
+
+    let s = Source::start().await;
+    let spec = s.spec(
+        dir.path(),
+        &s.url("api/", "seed=gone&results=3&fault=404"),
+        "",
+        "",
+    );
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("HTTP 404 Not Found"), "{out:?}");
+}

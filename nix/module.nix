@@ -151,6 +151,9 @@ let
       # Exit 2 is an invalid spec or usage: a restart cannot fix it.
       RestartPreventExitStatus = 2;
       DynamicUser = true;
+      # A folder the service may write: where a rotating OAuth2 refresh token lives
+      # (`refresh_token_file = "/var/lib/aqueduct-<name>/refresh-token"`).
+      StateDirectory = "aqueduct-${name}";
       CapabilityBoundingSet = "";
       LockPersonality = true;
       MemoryDenyWriteExecute = true;

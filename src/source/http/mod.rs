@@ -294,17 +294,19 @@ impl<'a> Client<'a> {
         let headers = response.headers().clone();
         let body = match read_body(response, self.source.max_body_size).await {
             Ok(b) => b,
-            Err(message) => {
+            Err(message) if status.is_success() => {
                 return Attempt::Retry {
                     message,
                     after: None,
                 };
             }
+            // An error's body only explains it: the status decides.
+            Err(_) => Bytes::new(),
         };
         let quoted = || {
             format!(
                 "HTTP {status}: {}",
-                self.scrub(&snippet(&String::from_utf8_lossy(&body)))
+                scrub(self.source, &snippet(&String::from_utf8_lossy(&body)))
             )
         };
         if let Some(rule) = rules::matching(&self.source.rules, status, &headers, &body) {
@@ -361,28 +363,11 @@ impl<'a> Client<'a> {
             Err(e) => Attempt::Retry {
                 message: format!(
                     "the response is not JSON ({e}); it starts: {}",
-                    self.scrub(&snippet(&String::from_utf8_lossy(&body)))
+                    scrub(self.source, &snippet(&String::from_utf8_lossy(&body)))
                 ),
                 after: None,
             },
         }
-    }
-
-    /// `text` with every secret of the source replaced by [`REDACTED`].
-    fn scrub(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in &self.source.secrets {
-            let value = secret.value.0.as_str();
-            // A bare scheme word ("Bearer ", "Basic ") is no secret; what follows it is.
-            let value = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("Basic "))
-                .unwrap_or(value);
-            if !value.is_empty() {
-                text = text.replace(value, REDACTED);
-            }
-        }
-        text
     }
 
     /// The records of one response body, each as its JSON text, by the spec's `records`
@@ -480,6 +465,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+/// `text` with every secret of `source` replaced by [`REDACTED`].
+fn scrub(source: &Source, text: &str) -> String {
+    let mut text = text.to_owned();
+    for secret in &source.secrets {
+        let value = secret.value.0.as_str();
+        // A bare scheme word ("Bearer ", "Basic ") is no secret; what follows it is.
+        let value = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("Basic "))
+            .unwrap_or(value);
+        if !value.is_empty() {
+            text = text.replace(value, REDACTED);
+        }
+    }
+    text
 }
 
 /// The start of a body, for messages.

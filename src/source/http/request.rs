@@ -47,14 +47,8 @@ pub struct TimeWindow {
 impl Request {
     /// The request as the spec writes it.
     pub fn of(source: &Source) -> Request {
-        let mut url = source.url.clone();
-        for secret in &source.secrets {
-            if let ParamPlace::Query(name) = &secret.place {
-                url = with_param(&url, name, super::REDACTED);
-            }
-        }
         Request {
-            url,
+            url: redacted(source, source.url.clone()),
             headers: source.headers.clone(),
             body: source.body.clone(),
         }
@@ -128,6 +122,16 @@ pub fn format_time(format: &TimeFormat, t: DateTime<Utc>) -> String {
         TimeFormat::EpochS => t.timestamp().to_string(),
         TimeFormat::Pattern(pattern) => t.format(pattern).to_string(),
     }
+}
+
+/// `url` with each secret query parameter of `source` standing as `REDACTED`.
+fn redacted(source: &Source, mut url: reqwest::Url) -> reqwest::Url {
+    for secret in &source.secrets {
+        if let ParamPlace::Query(name) = &secret.place {
+            url = with_param(&url, name, super::REDACTED);
+        }
+    }
+    url
 }
 
 /// `url` with query parameter `param` set to `value` (replacing any earlier value).
@@ -221,7 +225,7 @@ impl<'a> Pages<'a> {
                 let err = |message: String| FetchError::NextLink {
                     url: current.to_string(),
                     expr: next.code().to_owned(),
-                    message,
+                    message: super::scrub(self.source, &message),
                 };
                 let page: Json = serde_json::from_slice(body).map_err(|e| err(e.to_string()))?;
                 match next
@@ -229,11 +233,14 @@ impl<'a> Pages<'a> {
                     .map_err(|e| err(e.to_string()))?
                 {
                     Value::Null => None,
-                    Value::String(link) => Some(
+                    // An API may echo a key in its links (NASA's do): it stands as
+                    // REDACTED here too, and goes in as the request is sent.
+                    Value::String(link) => Some(redacted(
+                        self.source,
                         current
                             .join(&link)
                             .map_err(|e| err(format!("`{link}` is not a URL: {e}")))?,
-                    ),
+                    )),
                     other => return Err(err(format!("yielded {other}, not a URL string or null"))),
                 }
             }
@@ -304,6 +311,21 @@ mod tests {
         assert!(
             pages.next_request().is_none(),
             "an empty page ends the poll"
+        );
+    }
+
+    #[test]
+    fn a_key_echoed_in_a_next_link_stands_as_redacted() {
+        let spec = source(
+            "auth = { type = \"api_key\", query = \"api_key\", key = \"S3CRET\" }\n[source.pagination]\nmode = \"next_link\"\nnext = \".links.next\"\nmax_pages = 5",
+        );
+        let mut pages = pages_of(&spec);
+        assert!(next_url(&pages).ends_with("&api_key=REDACTED"));
+        let page = json!({"links": {"next": "/neo/browse?page=1&size=20&api_key=S3CRET"}});
+        pages.advance(page.to_string().as_bytes(), 20).unwrap();
+        assert_eq!(
+            next_url(&pages),
+            "http://example.test/neo/browse?page=1&size=20&api_key=REDACTED"
         );
     }
 

@@ -346,12 +346,15 @@ impl Ingest<'_> {
         while let Some(page) = poll.next_page(stop).await? {
             let url = &page.request.url;
             let records = poll.records(&page).map_err(PollError::Fetch)?;
-            on_page(&page.response.body).map_err(|message| {
-                PollError::Fetch(FetchError::Cursor {
-                    url: url.to_string(),
-                    message,
-                })
-            })?;
+            // A page a rule ignored says nothing about the cursor.
+            if page.response.ignored.is_none() {
+                on_page(&page.response.body).map_err(|message| {
+                    PollError::Fetch(FetchError::Cursor {
+                        url: url.to_string(),
+                        message,
+                    })
+                })?;
+            }
             metrics.polled.inc_by(records.len() as u64);
             received += records.len();
             let origin = Received {

@@ -60,31 +60,39 @@ pub struct Source {
     pub oauth2: Option<OAuth2>,
     /// `[[source.on_response]]`, in order.
     pub rules: Vec<Rule>,
+    /// `[source.rate_limit]`.
     pub rate_limit: Option<RateLimit>,
 }
 
 /// A header or query parameter whose value is a secret.
 #[derive(Debug, Clone)]
 pub struct SecretParam {
+    /// Where it goes.
     pub place: ParamPlace,
+    /// What is sent, any prefix included.
     pub value: Secret,
 }
 
 /// Where a request parameter goes.
 #[derive(Debug, Clone)]
 pub enum ParamPlace {
+    /// A request header.
     Header(reqwest::header::HeaderName),
+    /// A query parameter.
     Query(String),
 }
 
 /// `[source.auth]` with `type = "oauth2"`, checked.
 #[derive(Debug)]
 pub struct OAuth2 {
+    /// The token endpoint.
     pub token_url: reqwest::Url,
     pub client_id: String,
     pub client_secret: Secret,
     pub grant: Grant,
+    /// Scopes asked for.
     pub scopes: Vec<String>,
+    /// How the client authenticates to the token endpoint.
     pub client_auth: ClientAuth,
     /// Extra form fields of the token request.
     pub params: Vec<(String, String)>,
@@ -93,6 +101,7 @@ pub struct OAuth2 {
 /// An OAuth2 grant.
 #[derive(Debug)]
 pub enum Grant {
+    /// `client_credentials`: the client's own credentials get a token.
     ClientCredentials,
     /// The refresh token, and the file it came from (where a rotated one is saved).
     RefreshToken {
@@ -104,7 +113,9 @@ pub enum Grant {
 /// How an OAuth2 client authenticates to the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
+    /// An `Authorization: Basic` header.
     Basic,
+    /// `client_id` and `client_secret` form fields.
     Body,
 }
 
@@ -113,27 +124,36 @@ pub enum ClientAuth {
 pub struct Rule {
     /// Its key path, e.g. `source.on_response.0`, for logs and errors.
     pub key: String,
-    /// Empty: any status.
+    /// The statuses it matches; empty: any status.
     pub status: Vec<reqwest::StatusCode>,
+    /// A predicate on the body, if it has one.
     pub jq: Option<Jq>,
+    /// Header values it asks for, exactly.
     pub headers: Vec<(reqwest::header::HeaderName, String)>,
     pub action: Action,
+    /// Where the wait of `retry` and `rate_limited` is read, if anywhere.
     pub wait: Option<WaitHeader>,
 }
 
 /// What a response rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// A failed attempt, retried per `[source.retry]`.
     Retry,
+    /// Wait, then try again; not an attempt.
     RateLimited,
+    /// No records from this page; the pagination ends.
     Ignore,
+    /// The poll fails.
     Fail,
 }
 
 /// A header telling how long to wait.
 #[derive(Debug, Clone)]
 pub struct WaitHeader {
+    /// The header.
     pub name: reqwest::header::HeaderName,
+    /// How its value is written.
     pub format: WaitFormat,
 }
 

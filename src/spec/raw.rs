@@ -124,14 +124,17 @@ pub struct RawAuth {
     pub kind: String,
     /// `bearer`: the token.
     pub token: Option<String>,
+    /// A file holding the token instead (relative to the spec's folder).
     pub token_file: Option<std::path::PathBuf>,
     /// `basic`: the user name.
     pub username: Option<String>,
     /// `basic`: the password.
     pub password: Option<String>,
+    /// A file holding the password instead (relative to the spec's folder).
     pub password_file: Option<std::path::PathBuf>,
     /// `api_key`: the key.
     pub key: Option<String>,
+    /// A file holding the key instead (relative to the spec's folder).
     pub key_file: Option<std::path::PathBuf>,
     /// `api_key`: the header that carries the key, e.g. `X-API-Key`.
     pub header: Option<String>,
@@ -148,11 +151,13 @@ pub struct RawAuth {
     pub client_id: Option<String>,
     /// `oauth2`: the client secret.
     pub client_secret: Option<String>,
+    /// A file holding the client secret instead (relative to the spec's folder).
     pub client_secret_file: Option<std::path::PathBuf>,
     /// `oauth2`, `grant = "refresh_token"`: the refresh token. When the token endpoint sends a
     /// new one, it replaces the old one in `refresh_token_file` (atomically), since the old
     /// one stops working.
     pub refresh_token: Option<String>,
+    /// A file holding the refresh token (and where a rotated one is saved) instead (relative to the spec's folder).
     pub refresh_token_file: Option<std::path::PathBuf>,
     /// `oauth2`: scopes asked for. Default none.
     #[serde(default)]
@@ -181,8 +186,8 @@ pub struct RawRule {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// `retry` (a failed attempt, retried per `[source.retry]`), `rate_limited` (wait, then
-    /// try again, not counted as an attempt), `ignore` (skip the page: no records, the poll
-    /// goes on) or `fail` (the poll fails).
+    /// try again, not counted as an attempt), `ignore` (the page has no records and ends the
+    /// poll's pagination; the poll succeeds) or `fail` (the poll fails).
     pub action: String,
     /// The header saying how long to wait (`retry`, `rate_limited`), e.g. `Retry-After` or
     /// `X-RateLimit-Reset`. Default: the backoff.
@@ -471,6 +476,7 @@ pub struct RawTls {
     /// A client certificate (PEM), for servers that check clients; with `key_file`.
     pub cert_file: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
+    /// A file holding the key instead (relative to the spec's folder).
     pub key_file: Option<std::path::PathBuf>,
     /// The password of an encrypted `key_file`.
     pub key_password: Option<String>,
@@ -493,6 +499,7 @@ pub struct RawSasl {
     pub password: Option<String>,
     /// A file holding the password instead (relative to the spec's folder; a trailing newline
     /// is dropped), e.g. a mounted secret.
+    /// A file holding the password instead (relative to the spec's folder).
     pub password_file: Option<std::path::PathBuf>,
 }
 
@@ -563,6 +570,7 @@ pub struct RawCassandra {
     pub password: Option<String>,
     /// A file holding the password instead (relative to the spec's folder; a trailing newline
     /// is dropped), e.g. a mounted secret.
+    /// A file holding the password instead (relative to the spec's folder).
     pub password_file: Option<std::path::PathBuf>,
     /// TLS to the nodes (Cassandra's `client_encryption_options`).
     pub tls: Option<RawTls>,

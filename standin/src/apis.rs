@@ -12,7 +12,8 @@
 //!   error="invalid_token"`.
 //! - `GET /keyed/api/?api_key=KEY`: api.data.gov's (NASA's) key in the query string; none is
 //!   `403 API_KEY_MISSING`, a wrong one `403 API_KEY_INVALID`; answers carry
-//!   `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+//!   `X-RateLimit-Limit` and `X-RateLimit-Remaining`, and, as NASA's NeoWs, a
+//!   `links.next` that repeats the query, key included, with the next `page`.
 //! - `GET /slack/api/?limited=N`: Slack's Web API habit of answering HTTP 200 with
 //!   `{"ok": false, "error": "ratelimited"}` (and `Retry-After`); the first N requests with
 //!   `limited` get that.
@@ -21,6 +22,7 @@
 //!   `-Reset` (the window's end, Unix seconds) and `-Resource`; a request over the limit is
 //!   `403` with `X-RateLimit-Remaining: 0` and the documented message, counted in
 //!   [`Apis::over_limit`].
+//! - `GET /redirect/?to=URL`: `302 Found` to URL (an API that moved).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,8 +37,9 @@ use serde_json::json;
 
 use crate::Stats;
 
-/// The stand-in token endpoint's one client.
+/// The stand-in token endpoint's one client: its id and its secret.
 pub const CLIENT_ID: &str = "aqueduct-standin";
+/// See [`CLIENT_ID`].
 pub const CLIENT_SECRET: &str = "cs-7Hq2xVb9TzK4mW1p";
 /// The refresh token a new stand-in starts with.
 pub const FIRST_REFRESH_TOKEN: &str = "rt-0-Lr8sYd3NfP6cJ5aE";
@@ -101,6 +104,7 @@ pub fn routes(router: Router<Arc<Stats>>) -> Router<Arc<Stats>> {
         .route("/keyed/api/", get(keyed_api))
         .route("/slack/api/", get(slack_api))
         .route("/github/api/", get(github_api))
+        .route("/redirect/", get(redirect))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -266,11 +270,44 @@ async fn keyed_api(
         }
         Some(_) => {}
     }
-    let mut response = crate::users(state, uri, query).await;
-    let h = response.headers_mut();
-    h.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
-    h.insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
-    response
+    let page = query
+        .0
+        .get("page")
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(1);
+    let next = {
+        // As NASA's NeoWs does: the links carry the caller's key.
+        let mut pairs: Vec<(String, String)> = query
+            .0
+            .iter()
+            .filter(|(k, _)| *k != "page")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        pairs.sort();
+        pairs.push(("page".into(), (page + 1).to_string()));
+        let text: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        format!("/keyed/api/?{text}")
+    };
+    let response = crate::users(state, uri, query).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut page: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    page["links"] = json!({ "next": next });
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
+    parts
+        .headers
+        .insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
+    Response::from_parts(parts, axum::body::Body::from(page.to_string()))
 }
 
 async fn slack_api(
@@ -347,4 +384,12 @@ async fn github_api(
     let mut response = crate::users(state, uri, query).await;
     headers(response.headers_mut());
     response
+}
+
+async fn redirect(query: Query<HashMap<String, String>>) -> Response {
+    let to = query.0.get("to").cloned().unwrap_or_default();
+    match HeaderValue::from_str(&to) {
+        Ok(to) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
 }

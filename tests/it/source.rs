@@ -308,6 +308,28 @@ async fn keys_in_the_query_or_a_file_are_sent_and_never_shown() {
     assert!(preview.stdout.contains("api_key=REDACTED"), "{preview:?}");
     no_secret("preview", &format!("{preview:?}"), &secrets);
 
+    // Pages by the API's own links, which carry the key (NASA's do).
+    let s2 = Source::start().await;
+    let spec2 = s2.spec(
+        dir.path(),
+        &s2.url("keyed/api/", "seed=links&results=3"),
+        "pagination = { mode = \"next_link\", next = \".links.next\", max_pages = 3 }",
+        "[source.auth]\ntype = \"api_key\"\nquery = \"api_key\"\n",
+    );
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec2)
+        .env("AQUEDUCT_LOG", "debug")
+        .env("AQUEDUCT_SOURCE__AUTH__KEY", API_KEY))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("seed=links&page=3&api_key=REDACTED"),
+        "the third page's URL, from the second's link: {out:?}"
+    );
+    no_secret("the debug log", &format!("{out:?}"), &secrets);
+    assert_eq!(s2.ids().await, users("links", 3, 3, 0));
+
     // A wrong key: the API's refusal, and still not the key.
     let wrong = run(aqueduct()
         .args(["run", "--once"])
@@ -471,7 +493,7 @@ async fn a_request_budget_spaces_the_requests() {
     assert_eq!(s.ids().await, users("budget", 9, 2, 0));
 }
 
-/// A 404 (a deleted parent) is ignored by a rule: the run goes on with no records from it,
+/// A 404 (a deleted parent) is ignored by a rule: the poll succeeds with no records from it,
 /// and says so; without the rule, the 404 fails the run.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ignore_rule_skips_a_404_and_without_it_the_run_fails() {
@@ -510,4 +532,46 @@ async fn an_ignore_rule_skips_a_404_and_without_it_the_run_fails() {
     let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("HTTP 404 Not Found"), "{out:?}");
+}
+
+/// An API that redirects to another origin: with credentials at stake, the redirect is not
+/// followed (reqwest would forward every header but `Authorization`), and the error says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_do_not_follow_a_redirect_to_another_origin() {
+    if !services_up("credentials_do_not_follow_a_redirect") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // localhost and 127.0.0.1 are two origins.
+    let elsewhere = format!(
+        "http://localhost:{}/api/?seed=moved&results=3",
+        s.api.addr.port()
+    );
+    let url = format!(
+        "http://{}/redirect/?to={}",
+        s.api.addr,
+        elsewhere.replace('&', "%26").replace('?', "%3F")
+    );
+    let spec = s.spec(
+        dir.path(),
+        &url,
+        "",
+        "[source.auth]\ntype = \"api_key\"\nheader = \"X-API-Key\"\nkey = \"k-4Zt8\"\n",
+    );
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("302 Found: a redirect to http://localhost:")
+            && out.stderr.contains("not followed"),
+        "{out:?}"
+    );
+    assert_eq!(s.api.requests(), 0, "nothing reached the other origin");
+
+    // Without credentials, a redirect is followed as before.
+    let spec = s.spec(dir.path(), &url, "", "");
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.ids().await, users("moved", 1, 3, 0));
 }

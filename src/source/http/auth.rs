@@ -16,7 +16,7 @@ use oauth2::{
 };
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backoff::backoff;
 use crate::spec::{ClientAuth, Grant, OAuth2, Retry, Secret};
@@ -40,14 +40,11 @@ pub enum AuthError {
     },
     #[error("the token endpoint {url} answered with no usable token: {message}")]
     Invalid { url: String, message: String },
-    #[error(
-        "saving the rotated refresh token to {file}: {message}; the old one no longer works, so the run stops"
-    )]
-    Save { file: String, message: String },
 }
 
 impl AuthError {
-    /// Whether the run must stop (rather than try again at the next poll).
+    /// Whether the run must stop (rather than try again at the next poll): the credentials
+    /// were refused, or the endpoint answers what is no token.
     pub fn is_fatal(&self) -> bool {
         !matches!(self, AuthError::Unreachable { .. })
     }
@@ -85,6 +82,7 @@ enum Exchange {
 }
 
 impl<'a> Tokens<'a> {
+    /// Tokens from `config`'s endpoint; its requests time out and are retried as the API's.
     pub fn new(config: &'a OAuth2, timeout: Duration, retry: Retry) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -104,6 +102,20 @@ impl<'a> Tokens<'a> {
                 refresh,
             }),
         })
+    }
+
+    /// The secrets in use now: the current access token and refresh token, if not being
+    /// renewed this instant (for scrubbing messages).
+    pub fn secrets_now(&self) -> Vec<Secret> {
+        let Ok(state) = self.state.try_lock() else {
+            return Vec::new();
+        };
+        state
+            .cached
+            .iter()
+            .map(|c| c.token.clone())
+            .chain(state.refresh.clone())
+            .collect()
     }
 
     /// The current access token, asked for if there is none or it is about to expire.
@@ -137,18 +149,20 @@ impl<'a> Tokens<'a> {
         loop {
             attempt += 1;
             let message = match self.exchange(state.refresh.as_ref()).await {
-                Ok(response) => return self.take(state, response).await,
-                Err(RequestTokenError::Request(Exchange::Passing(message))) => message,
+                Ok(response) => return Ok(self.take(state, response).await),
+                Err(RequestTokenError::Request(Exchange::Passing(message))) => {
+                    scrub(self.config, state, &message)
+                }
                 Err(RequestTokenError::Request(Exchange::Refused(reason))) => {
                     return Err(AuthError::Refused {
                         url,
-                        reason: self.scrub(&reason),
+                        reason: scrub(self.config, state, &reason),
                     });
                 }
                 Err(RequestTokenError::ServerResponse(e)) => {
                     return Err(AuthError::Refused {
                         url,
-                        reason: self.scrub(&e.to_string()),
+                        reason: scrub(self.config, state, &e.to_string()),
                     });
                 }
                 Err(RequestTokenError::Parse(e, _body)) => {
@@ -271,11 +285,7 @@ impl Sender<'_> {
 
 impl Tokens<'_> {
     /// Keeps a new token (and a rotated refresh token).
-    async fn take(
-        &self,
-        state: &mut State,
-        response: oauth2::basic::BasicTokenResponse,
-    ) -> Result<Secret, AuthError> {
+    async fn take(&self, state: &mut State, response: oauth2::basic::BasicTokenResponse) -> Secret {
         if let Some(new) = response.refresh_token()
             && state
                 .refresh
@@ -287,11 +297,19 @@ impl Tokens<'_> {
                 file: Some(file), ..
             } = &self.config.grant
             {
-                save(file, &new.0).await.map_err(|e| AuthError::Save {
-                    file: file.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                info!(file = %file.display(), "the token endpoint rotated the refresh token; saved");
+                // The old token is dead either way: the run goes on with the new one, and only
+                // a restart would be refused.
+                match save(file, &new.0).await {
+                    Ok(()) => info!(
+                        file = %file.display(),
+                        "the token endpoint rotated the refresh token; saved"
+                    ),
+                    Err(e) => error!(
+                        file = %file.display(),
+                        error = %e,
+                        "the token endpoint rotated the refresh token and it could not be saved: this run goes on with it, but a restart will be refused (the old one no longer works); make the file's folder writable, and authorise again if the run stops"
+                    ),
+                }
             } else {
                 warn!(
                     "the token endpoint rotated the refresh token, which was not read from a file: a restart will start from the old one, which no longer works (set source.auth.refresh_token_file)"
@@ -300,24 +318,36 @@ impl Tokens<'_> {
             state.refresh = Some(new);
         }
         let token = Secret(response.access_token().secret().clone());
-        let life = response.expires_in().unwrap_or(Duration::from_secs(3600));
+        // No lifetime said: an hour, renewed sooner on a 401. Nor more than a day.
+        let life = response
+            .expires_in()
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(24 * 3600));
         let renew_at = Instant::now() + life.saturating_sub(MARGIN.min(life / 10));
         state.cached = Some(Cached {
             token: token.clone(),
             renew_at,
         });
         info!(expires_in = ?life, "access token obtained");
-        Ok(token)
+        token
     }
+}
 
-    /// `text` with the client's own secrets replaced.
-    fn scrub(&self, text: &str) -> String {
-        let mut text = text.replace(&self.config.client_secret.0, super::REDACTED);
-        if let Grant::RefreshToken { token, .. } = &self.config.grant {
-            text = text.replace(&token.0, super::REDACTED);
-        }
-        text
+/// `text` with the client secret and the refresh tokens (the first and the current one)
+/// replaced.
+fn scrub(config: &OAuth2, state: &State, text: &str) -> String {
+    let first = match &config.grant {
+        Grant::RefreshToken { token, .. } => Some(token),
+        Grant::ClientCredentials => None,
+    };
+    let mut text = text.to_owned();
+    for secret in std::iter::once(&config.client_secret)
+        .chain(first)
+        .chain(&state.refresh)
+    {
+        text = text.replace(&secret.0, super::REDACTED);
     }
+    text
 }
 
 /// Writes `text` to `file` whole: into a new file beside it, synced, then renamed over it, so

@@ -21,6 +21,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// The budget `limit` sets (none: requests never wait).
     pub fn new(limit: Option<&RateLimit>) -> Budget {
         let limiter = limit.and_then(|l| l.budget).and_then(|(requests, per)| {
             let quota = Quota::with_period(per / requests.get())?.allow_burst(NonZeroU32::MIN);
@@ -60,8 +61,9 @@ impl Budget {
             .and_then(|v| v.trim().parse::<i64>().ok());
         let mut closed = self.closed_until.lock().unwrap_or_else(|e| e.into_inner());
         *closed = match left {
+            // A reset further than a day away is a misread header: a day, then.
             Some(left) if left <= 0 => super::rules::wait(reset, headers, chrono::Utc::now())
-                .map(|wait| Instant::now() + wait),
+                .map(|wait| Instant::now() + wait.min(Duration::from_secs(24 * 3600))),
             _ => None,
         };
     }

@@ -32,8 +32,11 @@ pub enum PlaceError {
 /// later page, its page parameter.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The URL, secret query parameters standing as `REDACTED`.
     pub url: reqwest::Url,
+    /// The headers that are no secret.
     pub headers: reqwest::header::HeaderMap,
+    /// The JSON body (POST).
     pub body: Option<Value>,
 }
 

@@ -98,6 +98,42 @@ fn param(c: &mut Checker, key: &str, raw: RawParam, base: &Path) -> Option<(Secr
     ))
 }
 
+/// Fails where `[source.auth]` would set a header or query parameter `[source]` already sets
+/// (one would silently replace the other).
+pub(super) fn no_clash(
+    c: &mut Checker,
+    headers: &HeaderMap,
+    params: &[SecretParam],
+    auth: &[SecretParam],
+    oauth2: bool,
+) {
+    let oauth2_header = oauth2.then_some(ParamPlace::Header(AUTHORIZATION));
+    let set_by_auth = auth.iter().map(|p| &p.place).chain(oauth2_header.as_ref());
+    for place in set_by_auth {
+        let clash = match place {
+            ParamPlace::Header(name) => {
+                headers.contains_key(name)
+                    || params
+                        .iter()
+                        .any(|p| matches!(&p.place, ParamPlace::Header(h) if h == name))
+            }
+            ParamPlace::Query(name) => params
+                .iter()
+                .any(|p| matches!(&p.place, ParamPlace::Query(q) if q == name)),
+        };
+        if clash {
+            let (key, what) = match place {
+                ParamPlace::Header(name) => (format!("source.headers.{name}"), "header"),
+                ParamPlace::Query(name) => (format!("source.query.{name}"), "query parameter"),
+            };
+            c.err(
+                &key,
+                format!("[source.auth] sets this {what} too: set it in one place"),
+            );
+        }
+    }
+}
+
 /// What `[source.auth]` comes to: secret parameters (bearer, basic, api_key) or an OAuth2
 /// client.
 pub(super) fn auth(
@@ -151,15 +187,27 @@ pub(super) fn auth(
         }
         value
     };
-    let header = |value: String| SecretParam {
-        place: ParamPlace::Header(AUTHORIZATION),
-        value: Secret(value),
+    let header = |c: &mut Checker, name: &str, value: String| {
+        if HeaderValue::from_str(&value).is_err() {
+            c.err(
+                &format!("source.auth.{name}"),
+                "cannot be sent in a header (a control character, or a line break inside?)",
+            );
+            return None;
+        }
+        Some(SecretParam {
+            place: ParamPlace::Header(AUTHORIZATION),
+            value: Secret(value),
+        })
     };
     match kind.as_str() {
         "bearer" => {
             let token = secret_of(c, "token", raw.token, raw.token_file, base);
             let token = required(c, "token", token)?;
-            Some((vec![header(format!("Bearer {}", token.0))], None))
+            Some((
+                vec![header(c, "token", format!("Bearer {}", token.0))?],
+                None,
+            ))
         }
         "basic" => {
             let password = secret_of(c, "password", raw.password, raw.password_file, base);
@@ -168,7 +216,10 @@ pub(super) fn auth(
             let (username, password) = (username?, password?);
             let pair = format!("{}:{}", username.0, password.0);
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-            Some((vec![header(format!("Basic {encoded}"))], None))
+            Some((
+                vec![header(c, "password", format!("Basic {encoded}"))?],
+                None,
+            ))
         }
         "api_key" => {
             let key = secret_of(c, "key", raw.key, raw.key_file, base);
@@ -314,6 +365,22 @@ fn oauth2(c: &mut Checker, raw: RawAuth, base: &Path) -> Option<OAuth2> {
             None
         }
     };
+    for name in raw.token_params.keys() {
+        const RESERVED: [&str; 6] = [
+            "grant_type",
+            "scope",
+            "client_id",
+            "client_secret",
+            "refresh_token",
+            "assertion",
+        ];
+        if RESERVED.contains(&name.as_str()) {
+            c.err(
+                &format!("source.auth.token_params.{name}"),
+                "is a field aqueduct sends itself (from `grant`, `scopes`, `client_id`, ...)",
+            );
+        }
+    }
     Some(OAuth2 {
         token_url: token_url?,
         client_id: client_id?,

@@ -139,7 +139,7 @@ pub(super) fn rate_limit(c: &mut Checker, raw: RawRateLimit) -> Option<RateLimit
     let budget = match raw.requests {
         None => None,
         Some(n) => match NonZeroU32::new(n) {
-            Some(n) if !raw.per.is_zero() => Some((n, raw.per)),
+            Some(n) if !(raw.per / n.get()).is_zero() => Some((n, raw.per)),
             _ => {
                 c.err(
                     "source.rate_limit",

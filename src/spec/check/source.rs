@@ -110,6 +110,7 @@ pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Sou
         }
     };
     let (auth_secrets, oauth2) = auth?;
+    super::auth::no_clash(c, &headers, &secrets, &auth_secrets, oauth2.is_some());
     secrets.extend(auth_secrets);
     Some(Source {
         url: url?,

@@ -53,7 +53,7 @@ pub fn advance(cursor: &Cursor, so_far: &Value, page: &[u8]) -> Result<Value, Er
     let page: Value = serde_json::from_slice(page).map_err(Error::PageNotJson)?;
     let next = cursor
         .value
-        .run_with_cursor(&page, so_far)
+        .run_with_var(&page, so_far)
         .map_err(Error::Value)?;
     Ok(if next.is_null() { so_far.clone() } else { next })
 }

@@ -44,8 +44,8 @@ pub struct Jq {
     filter: Filter,
     /// The native evaluator, for an expression of a common form.
     native: Option<Native>,
-    /// Has the variable `$cursor` (see [`Jq::compile_with_cursor`]).
-    with_cursor: bool,
+    /// Its one variable, if it has one (`$cursor`, `$headers`; see [`Jq::compile_with_var`]).
+    var: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Jq {
@@ -57,16 +57,16 @@ impl std::fmt::Debug for Jq {
 impl Jq {
     /// Parses and compiles `code`, naming the column of the first problem on failure.
     pub fn compile(code: &str) -> Result<Jq, Error> {
-        Jq::compile_with(code, false)
+        Jq::compile_with(code, None)
     }
 
-    /// Like [`Jq::compile`], for an expression that may read `$cursor` (given to
-    /// [`Jq::run_with_cursor`]).
-    pub fn compile_with_cursor(code: &str) -> Result<Jq, Error> {
-        Jq::compile_with(code, true)
+    /// Like [`Jq::compile`], for an expression that may read the variable `var` (e.g.
+    /// `"$cursor"`), given to [`Jq::run_with_var`].
+    pub fn compile_with_var(code: &str, var: &'static str) -> Result<Jq, Error> {
+        Jq::compile_with(code, Some(var))
     }
 
-    fn compile_with(code: &str, with_cursor: bool) -> Result<Jq, Error> {
+    fn compile_with(code: &str, var: Option<&'static str>) -> Result<Jq, Error> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -78,17 +78,16 @@ impl Jq {
         let modules = loader
             .load(&arena, File { code, path: () })
             .map_err(|errs| Error::Compile(describe_load_errors(code, errs)))?;
-        let vars: &[&str] = if with_cursor { &["$cursor"] } else { &[] };
         let filter = Compiler::default()
             .with_funs(funs)
-            .with_global_vars(vars.iter().copied())
+            .with_global_vars(var)
             .compile(modules)
             .map_err(|errs| Error::Compile(describe_compile_errors(code, errs)))?;
         Ok(Jq {
             code: code.to_owned(),
             filter,
-            native: (!with_cursor).then(|| Native::compile(code)).flatten(),
-            with_cursor,
+            native: var.is_none().then(|| Native::compile(code)).flatten(),
+            var,
         })
     }
 
@@ -97,11 +96,11 @@ impl Jq {
         &self.code
     }
 
-    /// Runs an expression compiled by [`Jq::compile_with_cursor`] on `input` with `$cursor`
-    /// bound to `cursor`: its one value (no output is `null`).
-    pub fn run_with_cursor(&self, input: &Value, cursor: &Value) -> Result<Value, Error> {
-        debug_assert!(self.with_cursor);
-        let vars = Vars::new([to_val(&Json::from(cursor))]);
+    /// Runs an expression compiled by [`Jq::compile_with_var`] on `input` with its variable
+    /// bound to `value`: its one value (no output is `null`).
+    pub fn run_with_var(&self, input: &Value, value: &Value) -> Result<Value, Error> {
+        debug_assert!(self.var.is_some());
+        let vars = Vars::new([to_val(&Json::from(value))]);
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, vars);
         let mut out = self
             .filter

@@ -280,8 +280,20 @@ pub enum Pagination {
         start: i64,
         max_pages: u32,
     },
-    NextLink {
-        next: Jq,
+    /// `next` reads the page, with `$headers`.
+    NextLink { next: Jq, max_pages: u32 },
+    /// The poll's first request plus a token `token` takes from the page, put at `place`;
+    /// `null` or `""`, or `stop` true, ends the poll.
+    Cursor {
+        token: Jq,
+        place: Place,
+        stop: Option<Jq>,
+        max_pages: u32,
+    },
+    /// The `Link` header's URL of relation `rel`, unless it carries every `stop_if` parameter.
+    LinkHeader {
+        rel: String,
+        stop_if: Vec<(String, String)>,
         max_pages: u32,
     },
 }

@@ -307,14 +307,38 @@ fn default_max_backoff() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct RawPagination {
     /// `page` (a page number parameter), `offset` (an offset parameter advanced by the records
-    /// received) or `next_link` (a jq expression on the response yields the next URL or null).
+    /// received), `next_link` (a jq expression on the response yields the next URL or null),
+    /// `link_header` (the `Link` header's `rel="next"` URL, as GitHub, Sentry and Greenhouse
+    /// page) or `cursor` (a token from the response goes into the next request, which is
+    /// otherwise the poll's first: Stripe, Slack, Notion, Jira, GraphQL).
     pub mode: String,
     /// Query parameter carrying the page number or offset (`page` / `offset` modes).
     pub param: Option<String>,
     /// First page number or offset. Default 1 for `page`, 0 for `offset`.
     pub start: Option<i64>,
-    /// jq expression yielding the next URL, or null at the end (`next_link` mode).
+    /// jq expression yielding the next URL, or null at the end (`next_link` mode); `$headers`
+    /// holds the response's headers (lower-case names), e.g. `$headers["x-next-page"]`.
     pub next: Option<String>,
+    /// `cursor` mode: jq on the response (with `$headers`) giving the next page's token, e.g.
+    /// `.response_metadata.next_cursor` (Slack) or `.data[-1].id` (Stripe's `starting_after`);
+    /// `null`, `""` or no output ends the poll.
+    pub token: Option<String>,
+    /// `cursor` mode: jq on the response (with `$headers`) that, when true, ends the poll, e.g.
+    /// `.has_more == false`.
+    pub stop: Option<String>,
+    /// `cursor` mode: the query parameter the token goes in (the rest of the request stays).
+    pub query: Option<String>,
+    /// `cursor` mode: the header the token goes in instead.
+    pub header: Option<String>,
+    /// `cursor` mode: a JSON pointer into the POST body the token goes in instead, e.g.
+    /// `/start_cursor` (Notion) or `/variables/after` (GraphQL).
+    pub body: Option<String>,
+    /// `link_header` mode: the relation of the next page's link. Default `next`.
+    pub rel: Option<String>,
+    /// `link_header` mode: link parameters that mean there is no next page, e.g. Sentry's
+    /// `{ results = "false" }`.
+    #[serde(default)]
+    pub stop_if: BTreeMap<String, String>,
     /// Most pages fetched per poll. Default 1. A page with no records ends the poll early.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,

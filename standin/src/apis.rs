@@ -16,12 +16,15 @@
 //!   `links.next` that repeats the query, key included, with the next `page`.
 //! - `GET /slack/api/?limited=N`: Slack's Web API habit of answering HTTP 200 with
 //!   `{"ok": false, "error": "ratelimited"}` (and `Retry-After`); the first N requests with
-//!   `limited` get that.
+//!   `limited` get that. With `paged=N`, Slack's cursor paging: an opaque `cursor` parameter,
+//!   `response_metadata.next_cursor` in each page, `""` on the last; a cursor it did not give
+//!   is `{"ok": false, "error": "invalid_cursor"}`.
 //! - `GET /github/api/?limit=L&window_s=W`: GitHub's primary rate limit: L requests per
 //!   window of W seconds, every answer with `X-RateLimit-Limit`, `-Remaining`, `-Used`,
 //!   `-Reset` (the window's end, Unix seconds) and `-Resource`; a request over the limit is
 //!   `403` with `X-RateLimit-Remaining: 0` and the documented message, counted in
 //!   [`Apis::over_limit`].
+//!   With `paged=N`, pages carry GitHub's `Link` header (`prev`, `next`, `last`, `first`).
 //! - `GET /redirect/?to=URL`: `302 Found` to URL (an API that moved).
 
 use std::collections::HashMap;
@@ -290,7 +293,20 @@ async fn keyed_api(
             .finish();
         format!("/keyed/api/?{text}")
     };
-    let response = crate::users(state, uri, query).await;
+    let mut response = with_field(
+        crate::users(state, uri, query).await,
+        "links",
+        json!({ "next": next }),
+    )
+    .await;
+    let h = response.headers_mut();
+    h.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
+    response
+}
+
+/// A 200 response's JSON body with `key` set to `value` (other responses as they are).
+async fn with_field(response: Response, key: &str, value: serde_json::Value) -> Response {
     if response.status() != StatusCode::OK {
         return response;
     }
@@ -299,21 +315,15 @@ async fn keyed_api(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let mut page: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    page["links"] = json!({ "next": next });
+    page[key] = value;
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
-    parts
-        .headers
-        .insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
     Response::from_parts(parts, axum::body::Body::from(page.to_string()))
 }
 
 async fn slack_api(
     state: State<Arc<Stats>>,
     uri: axum::http::Uri,
-    query: Query<HashMap<String, String>>,
+    mut query: Query<HashMap<String, String>>,
 ) -> Response {
     let limited = query
         .0
@@ -328,7 +338,41 @@ async fn slack_api(
         )
             .into_response();
     }
-    crate::users(state, uri, query).await
+    // Slack's cursor paging: `cursor` (opaque: base64 of `page:N`) picks the page; the last
+    // page's `next_cursor` is "" (with `paged=N` pages in all).
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let page = match query.0.get("cursor") {
+        None => 1,
+        Some(cursor) => match b64
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.strip_prefix("page:")?.parse::<u64>().ok())
+        {
+            Some(page) => page,
+            None => {
+                return Json(json!({"ok": false, "error": "invalid_cursor"})).into_response();
+            }
+        },
+    };
+    query.0.insert("page".into(), page.to_string());
+    let Some(pages) = query.0.get("paged").and_then(|p| p.parse::<u64>().ok()) else {
+        return crate::users(state, uri, query).await;
+    };
+    let next = if page < pages {
+        b64.encode(format!("page:{}", page + 1))
+    } else {
+        String::new()
+    };
+    let response = crate::users(state, uri, query).await;
+    let response = with_field(response, "ok", json!(true)).await;
+    with_field(
+        response,
+        "response_metadata",
+        json!({ "next_cursor": next }),
+    )
+    .await
 }
 
 async fn github_api(
@@ -381,9 +425,50 @@ async fn github_api(
         headers(response.headers_mut());
         return response;
     }
+    let links = links(&uri, &query.0);
     let mut response = crate::users(state, uri, query).await;
     headers(response.headers_mut());
+    if let Some(links) = links.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, links);
+    }
     response
+}
+
+/// GitHub's `Link` header for `paged=N` pages: `next` and `last` (the other query parameters
+/// kept), `prev` and `first` after the first page.
+fn links(uri: &axum::http::Uri, query: &HashMap<String, String>) -> Option<String> {
+    let pages = query.get("paged")?.parse::<u64>().ok()?;
+    let page = query
+        .get("page")
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(1);
+    let at = |n: u64| {
+        let mut pairs: Vec<(&String, String)> = query
+            .iter()
+            .filter(|(k, _)| *k != "page")
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        pairs.sort();
+        let page = "page".to_owned();
+        let text = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .append_pair(&page, &n.to_string())
+            .finish();
+        // Relative, which RFC 8288 allows (GitHub's are absolute).
+        format!("<{}?{text}>", uri.path())
+    };
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", at(page - 1)));
+    }
+    if page < pages {
+        links.push(format!("{}; rel=\"next\"", at(page + 1)));
+        links.push(format!("{}; rel=\"last\"", at(pages)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"first\"", at(1)));
+    }
+    Some(links.join(", "))
 }
 
 async fn redirect(query: Query<HashMap<String, String>>) -> Response {

@@ -575,3 +575,57 @@ async fn credentials_do_not_follow_a_redirect_to_another_origin() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(s.ids().await, users("moved", 1, 3, 0));
 }
+
+/// GitHub's paging: the `Link` header's `rel="next"` (among prev, last and first, relative
+/// here) is followed to the last page; every user exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn link_header_pages_are_followed_to_the_last() {
+    if !services_up("link_header_pages") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("github/api/", "seed=linked&results=3&paged=4&limit=100"),
+        "pagination = { mode = \"link_header\", max_pages = 10 }",
+        "",
+    );
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_LOG", "debug"))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.api.requests(), 4, "{out:?}");
+    assert!(out.stderr.contains("page=4"), "{out:?}");
+    assert_eq!(s.ids().await, users("linked", 4, 3, 0));
+}
+
+/// Slack's cursor paging: `response_metadata.next_cursor` goes into the `cursor` parameter of
+/// the poll's first request (its other parameters kept), until it is empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn cursor_pages_carry_the_token_until_it_is_empty() {
+    if !services_up("cursor_pages") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("slack/api/", "seed=slackpages&results=4&paged=3"),
+        "pagination = { mode = \"cursor\", token = \".response_metadata.next_cursor\", query = \"cursor\", max_pages = 10 }",
+        "",
+    );
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.api.requests(), 3, "{out:?}");
+    let queries = s.api.stats.queries.lock().unwrap().clone();
+    assert!(
+        queries[1..]
+            .iter()
+            .all(|q| q.starts_with("seed=slackpages&results=4&paged=3&cursor=")),
+        "{queries:?}"
+    );
+    assert_eq!(s.ids().await, users("slackpages", 3, 4, 0));
+}

@@ -101,6 +101,7 @@ impl Poll<'_, '_> {
             self.pages.end();
             return Ok(());
         }
-        self.pages.advance(&page.response.body, count)
+        self.pages
+            .advance(&page.response.body, &page.response.headers, count)
     }
 }

@@ -93,7 +93,7 @@ pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Sou
     }
     let pagination = match raw.pagination {
         None => Some(None),
-        Some(p) => pagination(c, p).map(Some),
+        Some(p) => pagination(c, p, method.as_ref()).map(Some),
     };
     let incremental = match (raw.cursor, raw.window) {
         (None, None) => Some(None),
@@ -131,22 +131,23 @@ pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Sou
     })
 }
 
-fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> Option<Cursor> {
-    let value = Jq::compile_with_cursor(&raw.value)
-        .map_err(|e| c.err("source.cursor.value", format!("{e} in `{}`", raw.value)))
-        .ok();
-    let format = match &raw.format {
-        Some(code) => Some(c.jq("source.cursor.format", code)?),
-        None => None,
-    };
-    let place = match (raw.query, raw.header, raw.body) {
+/// Where a value goes in a request (`[source.cursor]`, the cursor paging mode): exactly one
+/// of a query parameter, a header and a JSON pointer into a POST body.
+fn place(
+    c: &mut Checker,
+    section: &str,
+    what: &str,
+    (query, header, body): (Option<String>, Option<String>, Option<String>),
+    method: Option<&reqwest::Method>,
+) -> Option<Place> {
+    match (query, header, body) {
         (Some(param), None, None) if !param.is_empty() => Some(Place::Query(param)),
         (None, Some(header), None) => {
             match reqwest::header::HeaderName::from_bytes(header.as_bytes()) {
                 Ok(name) => Some(Place::Header(name)),
                 Err(_) => {
                     c.err(
-                        "source.cursor.header",
+                        &format!("{section}.header"),
                         format!("`{header}` is not a valid header name"),
                     );
                     None
@@ -156,7 +157,7 @@ fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> 
         (None, None, Some(pointer)) => {
             if !pointer.starts_with('/') {
                 c.err(
-                    "source.cursor.body",
+                    &format!("{section}.body"),
                     format!(
                         "`{pointer}` is not a JSON pointer (one starts with `/`, e.g. `/since`)"
                     ),
@@ -164,7 +165,7 @@ fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> 
                 None
             } else if method != Some(&reqwest::Method::POST) {
                 c.err(
-                    "source.cursor.body",
+                    &format!("{section}.body"),
                     "a body is only sent with method = \"POST\"",
                 );
                 None
@@ -174,12 +175,29 @@ fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> 
         }
         _ => {
             c.err(
-                "source.cursor",
-                "set exactly one of `query` (a parameter name), `header` and `body` (a JSON pointer): where the cursor goes",
+                section,
+                format!("set exactly one of `query` (a parameter name), `header` and `body` (a JSON pointer): where {what} goes"),
             );
             None
         }
+    }
+}
+
+fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> Option<Cursor> {
+    let value = Jq::compile_with_var(&raw.value, "$cursor")
+        .map_err(|e| c.err("source.cursor.value", format!("{e} in `{}`", raw.value)))
+        .ok();
+    let format = match &raw.format {
+        Some(code) => Some(c.jq("source.cursor.format", code)?),
+        None => None,
     };
+    let place = place(
+        c,
+        "source.cursor",
+        "the cursor",
+        (raw.query, raw.header, raw.body),
+        method,
+    );
     Some(Cursor {
         value: value?,
         initial: raw.initial,
@@ -263,7 +281,11 @@ fn time_format(text: &str) -> Result<TimeFormat, String> {
     }
 }
 
-fn pagination(c: &mut Checker, raw: RawPagination) -> Option<Pagination> {
+fn pagination(
+    c: &mut Checker,
+    raw: RawPagination,
+    method: Option<&reqwest::Method>,
+) -> Option<Pagination> {
     if raw.max_pages == 0 {
         c.err("source.pagination.max_pages", "must be at least 1");
     }
@@ -285,6 +307,30 @@ fn pagination(c: &mut Checker, raw: RawPagination) -> Option<Pagination> {
             }
         }
     };
+    if raw.mode != "cursor"
+        && (raw.token.is_some()
+            || raw.stop.is_some()
+            || raw.query.is_some()
+            || raw.header.is_some()
+            || raw.body.is_some())
+    {
+        c.err(
+            "source.pagination",
+            format!(
+                "`token`, `stop`, `query`, `header` and `body` are for mode = \"cursor\", not \"{}\"",
+                raw.mode
+            ),
+        );
+    }
+    if raw.mode != "link_header" && (raw.rel.is_some() || !raw.stop_if.is_empty()) {
+        c.err(
+            "source.pagination",
+            format!(
+                "`rel` and `stop_if` are for mode = \"link_header\", not \"{}\"",
+                raw.mode
+            ),
+        );
+    }
     match raw.mode.as_str() {
         "page" => Some(Pagination::Page {
             param: param(c)?,
@@ -310,15 +356,72 @@ fn pagination(c: &mut Checker, raw: RawPagination) -> Option<Pagination> {
                 );
                 return None;
             };
+            let next = Jq::compile_with_var(&code, "$headers")
+                .map_err(|e| c.err("source.pagination.next", format!("{e} in `{code}`")))
+                .ok()?;
             Some(Pagination::NextLink {
-                next: c.jq("source.pagination.next", &code)?,
+                next,
+                max_pages: raw.max_pages,
+            })
+        }
+        "cursor" => {
+            if raw.param.is_some() || raw.start.is_some() || raw.next.is_some() {
+                c.err(
+                    "source.pagination",
+                    "`param`, `start` and `next` are for the page, offset and next_link modes",
+                );
+            }
+            let token = match &raw.token {
+                Some(code) => Jq::compile_with_var(code, "$headers")
+                    .map_err(|e| c.err("source.pagination.token", format!("{e} in `{code}`")))
+                    .ok(),
+                None => {
+                    c.err(
+                        "source.pagination.token",
+                        "mode = \"cursor\" needs a jq expression giving the next page's token, e.g. \".response_metadata.next_cursor\"",
+                    );
+                    None
+                }
+            };
+            let stop = match &raw.stop {
+                Some(code) => Some(
+                    Jq::compile_with_var(code, "$headers")
+                        .map_err(|e| c.err("source.pagination.stop", format!("{e} in `{code}`")))
+                        .ok()?,
+                ),
+                None => None,
+            };
+            let place = place(
+                c,
+                "source.pagination",
+                "the token",
+                (raw.query.clone(), raw.header.clone(), raw.body.clone()),
+                method,
+            );
+            Some(Pagination::Cursor {
+                token: token?,
+                place: place?,
+                stop,
+                max_pages: raw.max_pages,
+            })
+        }
+        "link_header" => {
+            if raw.param.is_some() || raw.start.is_some() || raw.next.is_some() {
+                c.err(
+                    "source.pagination",
+                    "`param`, `start` and `next` are for the page, offset and next_link modes",
+                );
+            }
+            Some(Pagination::LinkHeader {
+                rel: raw.rel.unwrap_or_else(|| "next".to_owned()),
+                stop_if: raw.stop_if.into_iter().collect(),
                 max_pages: raw.max_pages,
             })
         }
         other => {
             c.err(
                 "source.pagination.mode",
-                format!("`{other}` is not page, offset or next_link"),
+                format!("`{other}` is not page, offset, next_link, link_header or cursor"),
             );
             None
         }

@@ -5,9 +5,9 @@
 //! Stages in flow order; stages never import each other, only [`pipeline`] wires them.
 //!
 //! - [`spec`]: load a TOML spec, check it, compile its jq and JSON Schema (`aqueduct check`).
-//! - [`source`]: the HTTP source as a component: its client (retries, the body cap), the one
-//!   place a page's request is built (page, cursor and window placement), the one poll loop,
-//!   and the schedule.
+//! - [`source`]: the HTTP source as a component: its client (credentials, rate budget,
+//!   response rules, retries, the body cap), the one place a request is built, the pages of a
+//!   poll, the one poll loop, and the schedule.
 //! - [`incremental`]: incremental polling: how cursors move and which windows are due, the
 //!   cursor store on Kafka, the ingest lease, `status` and `cursor --set`.
 //! - [`validate`]: JSON Schema verdicts with JSON pointers.

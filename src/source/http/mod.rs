@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod budget;
 mod client;
+pub mod pages;
 pub mod poll;
 pub mod request;
 pub mod rules;
@@ -29,7 +30,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use crate::spec::{Grant, Source};
 
 pub use client::Client;
-pub use request::{Pages, Request};
+pub use pages::Pages;
+pub use request::Request;
 
 /// What a secret is shown as.
 pub const REDACTED: &str = "REDACTED";

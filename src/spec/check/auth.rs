@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::Engine;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::Checker;
 use super::security::read_secret;
@@ -27,8 +27,7 @@ pub(super) fn params(
     let mut secrets = Vec::new();
     for (k, v) in headers {
         let key = format!("source.headers.{k}");
-        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
-            c.err(&key, format!("`{k}` is not a valid header name"));
+        let Some(name) = c.header_name(&key, &k) else {
             continue;
         };
         let Some((value, is_secret)) = param(c, &key, v, base) else {
@@ -225,16 +224,9 @@ pub(super) fn auth(
             let key = secret_of(c, "key", raw.key, raw.key_file, base);
             let key = required(c, "key", key);
             let place = match (raw.header, raw.query) {
-                (Some(h), None) => match HeaderName::from_bytes(h.as_bytes()) {
-                    Ok(name) => Some(ParamPlace::Header(name)),
-                    Err(_) => {
-                        c.err(
-                            "source.auth.header",
-                            format!("`{h}` is not a valid header name"),
-                        );
-                        None
-                    }
-                },
+                (Some(h), None) => c
+                    .header_name("source.auth.header", &h)
+                    .map(ParamPlace::Header),
                 (None, Some(q)) if !q.is_empty() => Some(ParamPlace::Query(q)),
                 _ => {
                     c.err(

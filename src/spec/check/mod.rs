@@ -26,6 +26,17 @@ impl Checker<'_> {
         self.errors.push(self.locator.error(key, message));
     }
 
+    /// `name` as a header name; an error at `key` if it is none.
+    pub(super) fn header_name(
+        &mut self,
+        key: &str,
+        name: &str,
+    ) -> Option<reqwest::header::HeaderName> {
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| self.err(key, format!("`{name}` is not a valid header name")))
+            .ok()
+    }
+
     pub(super) fn jq(&mut self, key: &str, code: &str) -> Option<Jq> {
         Jq::compile(code)
             .map_err(|e| self.err(key, format!("{e} in `{code}`")))

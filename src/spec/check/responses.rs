@@ -4,7 +4,6 @@
 use std::num::NonZeroU32;
 
 use reqwest::StatusCode;
-use reqwest::header::HeaderName;
 
 use super::Checker;
 use crate::spec::raw::{RawRateLimit, RawRule};
@@ -45,12 +44,8 @@ fn rule(c: &mut Checker, key: String, raw: RawRule) -> Option<Rule> {
     };
     let mut headers = Vec::new();
     for (name, value) in raw.headers {
-        match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(h) => headers.push((h, value)),
-            Err(_) => c.err(
-                &format!("{key}.headers.{name}"),
-                format!("`{name}` is not a valid header name"),
-            ),
+        if let Some(h) = c.header_name(&format!("{key}.headers.{name}"), &name) {
+            headers.push((h, value));
         }
     }
     let action = match raw.action.as_str() {
@@ -122,13 +117,7 @@ fn wait_header(
             None
         }
     };
-    let name = match HeaderName::from_bytes(name.as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            c.err(key, format!("`{name}` is not a valid header name"));
-            None
-        }
-    };
+    let name = c.header_name(key, name);
     Some(WaitHeader {
         name: name?,
         format: format?,
@@ -160,16 +149,7 @@ pub(super) fn rate_limit(c: &mut Checker, raw: RawRateLimit) -> Option<RateLimit
             None
         }
         (Some(remaining), Some(reset)) => {
-            let name = match HeaderName::from_bytes(remaining.as_bytes()) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    c.err(
-                        "source.rate_limit.remaining_header",
-                        format!("`{remaining}` is not a valid header name"),
-                    );
-                    None
-                }
-            };
+            let name = c.header_name("source.rate_limit.remaining_header", &remaining);
             let reset = wait_header(
                 c,
                 "source.rate_limit.reset_header",

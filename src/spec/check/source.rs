@@ -142,18 +142,9 @@ fn place(
 ) -> Option<Place> {
     match (query, header, body) {
         (Some(param), None, None) if !param.is_empty() => Some(Place::Query(param)),
-        (None, Some(header), None) => {
-            match reqwest::header::HeaderName::from_bytes(header.as_bytes()) {
-                Ok(name) => Some(Place::Header(name)),
-                Err(_) => {
-                    c.err(
-                        &format!("{section}.header"),
-                        format!("`{header}` is not a valid header name"),
-                    );
-                    None
-                }
-            }
-        }
+        (None, Some(header), None) => c
+            .header_name(&format!("{section}.header"), &header)
+            .map(Place::Header),
         (None, None, Some(pointer)) => {
             if !pointer.starts_with('/') {
                 c.err(

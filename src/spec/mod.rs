@@ -269,32 +269,41 @@ pub struct Retry {
 
 /// How one poll walks several pages.
 #[derive(Debug)]
-pub enum Pagination {
+pub struct Pagination {
+    pub mode: Paging,
+    /// Most pages fetched per poll.
+    pub max_pages: u32,
+    /// A page with fewer records than this ends the poll (unset: only what the mode says, or
+    /// an empty page in the page and offset modes).
+    pub page_size: Option<u32>,
+}
+
+/// Where the next page of a poll is.
+#[derive(Debug)]
+pub enum Paging {
     Page {
         param: String,
         start: i64,
-        max_pages: u32,
     },
     Offset {
         param: String,
         start: i64,
-        max_pages: u32,
     },
     /// `next` reads the page, with `$headers`.
-    NextLink { next: Jq, max_pages: u32 },
+    NextLink {
+        next: Jq,
+    },
     /// The poll's first request plus a token `token` takes from the page, put at `place`;
     /// `null` or `""`, or `stop` true, ends the poll.
     Cursor {
         token: Jq,
         place: Place,
         stop: Option<Jq>,
-        max_pages: u32,
     },
     /// The `Link` header's URL of relation `rel`, unless it carries every `stop_if` parameter.
     LinkHeader {
         rel: String,
         stop_if: Vec<(String, String)>,
-        max_pages: u32,
     },
 }
 

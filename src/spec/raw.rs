@@ -339,9 +339,13 @@ pub struct RawPagination {
     /// `{ results = "false" }`.
     #[serde(default)]
     pub stop_if: BTreeMap<String, String>,
-    /// Most pages fetched per poll. Default 1. A page with no records ends the poll early.
+    /// Most pages fetched per poll. Default 1.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// The records a full page holds (the limit the request asks for): a page with fewer ends
+    /// the poll. Unset, a short page does not end it (some APIs return short pages before the
+    /// last); in the `page` and `offset` modes an empty page still does.
+    pub page_size: Option<u32>,
 }
 
 fn default_max_pages() -> u32 {

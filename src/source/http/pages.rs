@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::FetchError;
 use super::request::{Request, redacted, with_param};
-use crate::spec::{Pagination, Place, Source};
+use crate::spec::{Paging, Place, Source};
 
 /// Walks the pages of one poll.
 pub struct Pages<'a> {
@@ -29,15 +29,12 @@ pub struct Pages<'a> {
 impl<'a> Pages<'a> {
     /// The pages of a poll starting with `base`.
     pub fn new(source: &'a Source, base: Request) -> Self {
-        let first = match &source.pagination {
+        let first = match source.pagination.as_ref().map(|p| &p.mode) {
             None
-            | Some(
-                Pagination::NextLink { .. }
-                | Pagination::LinkHeader { .. }
-                | Pagination::Cursor { .. },
-            ) => base.clone(),
-            Some(Pagination::Page { param, start, .. })
-            | Some(Pagination::Offset { param, start, .. }) => Request {
+            | Some(Paging::NextLink { .. } | Paging::LinkHeader { .. } | Paging::Cursor { .. }) => {
+                base.clone()
+            }
+            Some(Paging::Page { param, start } | Paging::Offset { param, start }) => Request {
                 url: with_param(&base.url, param, &start.to_string()),
                 ..base.clone()
             },
@@ -77,35 +74,29 @@ impl<'a> Pages<'a> {
         let Some(pagination) = &self.source.pagination else {
             return Ok(());
         };
-        let max_pages = match pagination {
-            Pagination::Page { max_pages, .. }
-            | Pagination::Offset { max_pages, .. }
-            | Pagination::NextLink { max_pages, .. }
-            | Pagination::LinkHeader { max_pages, .. }
-            | Pagination::Cursor { max_pages, .. } => *max_pages,
-        };
-        if self.fetched >= max_pages || count == 0 {
+        let short = pagination
+            .page_size
+            .is_some_and(|size| count < size as usize);
+        let numbered = matches!(pagination.mode, Paging::Page { .. } | Paging::Offset { .. });
+        if self.fetched >= pagination.max_pages || short || (numbered && count == 0) {
             return Ok(());
         }
-        if let Pagination::Cursor {
-            token, place, stop, ..
-        } = pagination
-        {
+        if let Paging::Cursor { token, place, stop } = &pagination.mode {
             self.next = self.token_request(&current, token, place, stop.as_ref(), body, headers)?;
             return Ok(());
         }
-        let url = match pagination {
-            Pagination::Page { param, start, .. } => Some(with_param(
+        let url = match &pagination.mode {
+            Paging::Page { param, start } => Some(with_param(
                 &self.base.url,
                 param,
                 &(start + i64::from(self.fetched)).to_string(),
             )),
-            Pagination::Offset { param, start, .. } => Some(with_param(
+            Paging::Offset { param, start } => Some(with_param(
                 &self.base.url,
                 param,
                 &(start + self.records_seen).to_string(),
             )),
-            Pagination::NextLink { next, .. } => {
+            Paging::NextLink { next } => {
                 let current = &current.url;
                 let err = |message: String| FetchError::NextLink {
                     url: current.to_string(),
@@ -129,8 +120,8 @@ impl<'a> Pages<'a> {
                     other => return Err(err(format!("yielded {other}, not a URL string or null"))),
                 }
             }
-            Pagination::Cursor { .. } => None,
-            Pagination::LinkHeader { rel, stop_if, .. } => {
+            Paging::Cursor { .. } => None,
+            Paging::LinkHeader { rel, stop_if } => {
                 let current = &current.url;
                 let err = |message: String| FetchError::NextLink {
                     url: current.to_string(),
@@ -348,6 +339,43 @@ mod tests {
             pages.next_request().is_none(),
             "an empty page ends the poll"
         );
+    }
+
+    #[test]
+    fn a_short_page_ends_the_poll_only_with_a_page_size_and_an_empty_one_only_when_numbered() {
+        let h = HeaderMap::new();
+        let body = json!({"next": "/api/?page=2"}).to_string();
+        for (pagination, count, ends) in [
+            // A short page goes on (APIs differ)...
+            ("mode = \"page\"\nparam = \"page\"", 3, false),
+            ("mode = \"next_link\"\nnext = \".next\"", 3, false),
+            // ...unless the spec gives the size of a full page.
+            ("mode = \"page\"\nparam = \"page\"\npage_size = 10", 3, true),
+            (
+                "mode = \"page\"\nparam = \"page\"\npage_size = 10",
+                10,
+                false,
+            ),
+            (
+                "mode = \"next_link\"\nnext = \".next\"\npage_size = 10",
+                9,
+                true,
+            ),
+            // An empty page ends a numbered walk, which has nothing else to go by...
+            ("mode = \"offset\"\nparam = \"offset\"", 0, true),
+            // ...but not a walk whose API says where the next page is (Slack returns
+            // empty pages with a next cursor).
+            ("mode = \"next_link\"\nnext = \".next\"", 0, false),
+        ] {
+            let spec = source(&format!("[source.pagination]\n{pagination}\nmax_pages = 5"));
+            let mut pages = pages_of(&spec);
+            pages.advance(body.as_bytes(), &h, count).unwrap();
+            assert_eq!(
+                pages.next_request().is_none(),
+                ends,
+                "{pagination} after {count} records"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::Checker;
 use crate::jq::Jq;
 use crate::spec::raw::{RawCursor, RawPagination, RawSource, RawValidate, RawWindow};
 use crate::spec::{
-    Cursor, Incremental, OnInvalid, Pagination, Place, Retry, Schedule, Source, TimeFormat,
+    Cursor, Incremental, OnInvalid, Pagination, Paging, Place, Retry, Schedule, Source, TimeFormat,
     Validate, Window, WindowStart,
 };
 
@@ -280,6 +280,22 @@ fn pagination(
     if raw.max_pages == 0 {
         c.err("source.pagination.max_pages", "must be at least 1");
     }
+    if raw.page_size == Some(0) {
+        c.err(
+            "source.pagination.page_size",
+            "must be at least 1 (the records a full page holds)",
+        );
+    }
+    let (max_pages, page_size) = (raw.max_pages, raw.page_size);
+    Some(Pagination {
+        mode: paging(c, raw, method)?,
+        max_pages,
+        page_size,
+    })
+}
+
+/// `[source.pagination]`'s mode and the keys that go with it.
+fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>) -> Option<Paging> {
     let param = |c: &mut Checker| {
         if raw.next.is_some() {
             c.err(
@@ -323,15 +339,13 @@ fn pagination(
         );
     }
     match raw.mode.as_str() {
-        "page" => Some(Pagination::Page {
+        "page" => Some(Paging::Page {
             param: param(c)?,
             start: raw.start.unwrap_or(1),
-            max_pages: raw.max_pages,
         }),
-        "offset" => Some(Pagination::Offset {
+        "offset" => Some(Paging::Offset {
             param: param(c)?,
             start: raw.start.unwrap_or(0),
-            max_pages: raw.max_pages,
         }),
         "next_link" => {
             if raw.param.is_some() || raw.start.is_some() {
@@ -350,10 +364,7 @@ fn pagination(
             let next = Jq::compile_with_var(&code, "$headers")
                 .map_err(|e| c.err("source.pagination.next", format!("{e} in `{code}`")))
                 .ok()?;
-            Some(Pagination::NextLink {
-                next,
-                max_pages: raw.max_pages,
-            })
+            Some(Paging::NextLink { next })
         }
         "cursor" => {
             if raw.param.is_some() || raw.start.is_some() || raw.next.is_some() {
@@ -389,11 +400,10 @@ fn pagination(
                 (raw.query.clone(), raw.header.clone(), raw.body.clone()),
                 method,
             );
-            Some(Pagination::Cursor {
+            Some(Paging::Cursor {
                 token: token?,
                 place: place?,
                 stop,
-                max_pages: raw.max_pages,
             })
         }
         "link_header" => {
@@ -403,10 +413,9 @@ fn pagination(
                     "`param`, `start` and `next` are for the page, offset and next_link modes",
                 );
             }
-            Some(Pagination::LinkHeader {
+            Some(Paging::LinkHeader {
                 rel: raw.rel.unwrap_or_else(|| "next".to_owned()),
                 stop_if: raw.stop_if.into_iter().collect(),
-                max_pages: raw.max_pages,
             })
         }
         other => {

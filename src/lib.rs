@@ -21,6 +21,7 @@
 //! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
 //! - [`backoff`]: the wait before a retry, for every retry loop.
 //! - [`pointer`]: editing JSON at a JSON pointer.
+//! - [`template`]: `{{ jq }}` placeholders in a request's path, query, headers and body.
 //! - [`text`]: text cut short for messages.
 //! - [`shutdown`]: the signal watcher that starts a graceful stop.
 //! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
@@ -46,5 +47,6 @@ pub mod shutdown;
 pub mod source;
 pub mod spec;
 pub mod spec_test;
+pub mod template;
 pub mod text;
 pub mod validate;

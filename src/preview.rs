@@ -43,8 +43,8 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let source = &spec.source;
     let client = Client::new(source, None).map_err(|e| e.to_string())?;
     let first =
-        incremental::first_request(source, chrono::Utc::now()).map_err(|e| e.to_string())?;
-    let mut poll = client.poll(first);
+        incremental::first_bindings(source, chrono::Utc::now()).map_err(|e| e.to_string())?;
+    let mut poll = client.poll(first).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let never = CancellationToken::new();
     while out.len() < limit {

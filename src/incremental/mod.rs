@@ -11,8 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::jq;
-use crate::source::http::Request;
-use crate::source::http::request::{PlaceError, TimeWindow};
+use crate::source::http::Bindings;
+use crate::source::http::request::TimeWindow;
 use crate::spec::{Cursor, Incremental, Source, Spec, Window};
 
 /// Why a cursor could not go into a request, or move on after a page.
@@ -20,27 +20,24 @@ use crate::spec::{Cursor, Incremental, Source, Spec, Window};
 pub enum Error {
     #[error("source.window.start ({0}) is in the future: no window is due yet")]
     NoWindowDue(DateTime<Utc>),
-    #[error(transparent)]
-    Place(#[from] PlaceError),
     #[error("the page is not JSON: {0}")]
     PageNotJson(serde_json::Error),
     #[error("source.cursor.value: {0}")]
     Value(jq::Error),
 }
 
-/// The request of a new pipeline's first poll: with the initial cursor, or for the first
-/// window (cut at `now` less the lag).
-pub fn first_request(source: &Source, now: DateTime<Utc>) -> Result<Request, Error> {
-    let base = Request::of(source);
+/// Where a new pipeline's first poll stands: at the initial cursor, or at the first window
+/// (cut at `now` less the lag).
+pub fn first_bindings(source: &Source, now: DateTime<Utc>) -> Result<Bindings, Error> {
     match &source.incremental {
-        None => Ok(base),
-        Some(Incremental::Cursor(cursor)) => {
-            Ok(base.with_cursor(cursor, cursor.initial.as_ref().unwrap_or(&Value::Null))?)
-        }
+        None => Ok(Bindings::default()),
+        Some(Incremental::Cursor(cursor)) => Ok(Bindings::cursor(
+            cursor.initial.clone().unwrap_or(Value::Null),
+        )),
         Some(Incremental::Window(window)) => {
             let start = window.first_start(now);
             match windows(window, start, live_until(window, now), Some(1)).first() {
-                Some(w) => Ok(base.with_window(window, *w)),
+                Some(w) => Ok(Bindings::window(*w)),
                 None => Err(Error::NoWindowDue(start)),
             }
         }

@@ -44,8 +44,8 @@ pub struct Jq {
     filter: Filter,
     /// The native evaluator, for an expression of a common form.
     native: Option<Native>,
-    /// Its one variable, if it has one (`$cursor`, `$headers`; see [`Jq::compile_with_var`]).
-    var: Option<&'static str>,
+    /// How many variables it has (`$cursor`, `$headers`; see [`Jq::compile_with_vars`]).
+    vars: usize,
 }
 
 impl std::fmt::Debug for Jq {
@@ -57,16 +57,13 @@ impl std::fmt::Debug for Jq {
 impl Jq {
     /// Parses and compiles `code`, naming the column of the first problem on failure.
     pub fn compile(code: &str) -> Result<Jq, Error> {
-        Jq::compile_with(code, None)
+        Jq::compile_with_vars(code, &[])
     }
 
-    /// Like [`Jq::compile`], for an expression that may read the variable `var` (e.g.
-    /// `"$cursor"`), given to [`Jq::run_with_var`].
-    pub fn compile_with_var(code: &str, var: &'static str) -> Result<Jq, Error> {
-        Jq::compile_with(code, Some(var))
-    }
-
-    fn compile_with(code: &str, var: Option<&'static str>) -> Result<Jq, Error> {
+    /// Like [`Jq::compile`], for an expression that may read the variables `vars` (e.g.
+    /// `["$cursor", "$start"]`), given in that order to [`Jq::run_with_vars`]; reading any
+    /// other is a compile error naming it.
+    pub fn compile_with_vars(code: &str, vars: &[&str]) -> Result<Jq, Error> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -80,14 +77,14 @@ impl Jq {
             .map_err(|errs| Error::Compile(describe_load_errors(code, errs)))?;
         let filter = Compiler::default()
             .with_funs(funs)
-            .with_global_vars(var)
+            .with_global_vars(vars.iter().copied())
             .compile(modules)
             .map_err(|errs| Error::Compile(describe_compile_errors(code, errs)))?;
         Ok(Jq {
             code: code.to_owned(),
             filter,
-            native: var.is_none().then(|| Native::compile(code)).flatten(),
-            var,
+            native: vars.is_empty().then(|| Native::compile(code)).flatten(),
+            vars: vars.len(),
         })
     }
 
@@ -96,11 +93,17 @@ impl Jq {
         &self.code
     }
 
-    /// Runs an expression compiled by [`Jq::compile_with_var`] on `input` with its variable
+    /// Runs an expression of one variable ([`Jq::compile_with_vars`]) on `input`, the variable
     /// bound to `value`: its one value (no output is `null`).
     pub fn run_with_var(&self, input: &Value, value: &Value) -> Result<Value, Error> {
-        debug_assert!(self.var.is_some());
-        let vars = Vars::new([to_val(&Json::from(value))]);
+        self.run_with_vars(input, std::slice::from_ref(value))
+    }
+
+    /// Runs an expression compiled by [`Jq::compile_with_vars`] on `input` with its variables
+    /// bound to `values`, in order: its one value (no output is `null`).
+    pub fn run_with_vars(&self, input: &Value, values: &[Value]) -> Result<Value, Error> {
+        debug_assert_eq!(self.vars, values.len());
+        let vars = Vars::new(values.iter().map(|v| to_val(&Json::from(v))));
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, vars);
         let mut out = self
             .filter

@@ -26,7 +26,7 @@ use crate::kafka::produce::Producer;
 use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
 use crate::source::http::poll::Interrupted;
-use crate::source::http::{self, Client, FetchError, Request};
+use crate::source::http::{self, Bindings, Client, FetchError};
 use crate::source::schedule::Ticker;
 use crate::spec::{Cursor, Incremental, OnInvalid, Spec, Window};
 
@@ -107,7 +107,7 @@ pub async fn run(
                 ingest.poll_windows(window, lease, store, &writer).await
             }
             _ => ingest
-                .poll(Request::of(&spec.source), |_| Ok(()))
+                .poll(Bindings::default(), |_| Ok(()))
                 .await
                 .map(|_| ()),
         };
@@ -178,18 +178,14 @@ impl Ingest<'_> {
         store: &mut Store,
         writer: &str,
     ) -> Result<(), PollError> {
-        let spec = self.spec;
         let found = store.latest().await?;
         let start = match &found {
             Some(found) => found.saved.cursor.clone(),
             None => cursor.initial.clone().unwrap_or(Value::Null),
         };
-        let request = Request::of(&spec.source)
-            .with_cursor(cursor, &start)
-            .map_err(|e| PollError::Fatal(e.into()))?;
         let mut value = start.clone();
         let records = self
-            .poll(request, |page| {
+            .poll(Bindings::cursor(start.clone()), |page| {
                 value = incremental::advance(cursor, &value, page).map_err(|e| e.to_string())?;
                 Ok(())
             })
@@ -239,9 +235,7 @@ impl Ingest<'_> {
             self.metrics.source_behind.set(0.0);
         }
         for w in due {
-            let records = self
-                .poll(Request::of(&spec.source).with_window(window, w), |_| Ok(()))
-                .await?;
+            let records = self.poll(Bindings::window(w), |_| Ok(())).await?;
             let cursor = incremental::window_cursor(w.end);
             match self
                 .save(lease, store, found.as_ref(), cursor, writer)
@@ -303,7 +297,6 @@ impl Ingest<'_> {
         let Some(Incremental::Window(window)) = &self.spec.source.incremental else {
             bail!("backfill needs a [source.window] in the spec: it fetches time windows");
         };
-        let base = Request::of(&self.spec.source);
         let due = incremental::windows(window, from, to, None);
         let count = due.len();
         for (i, w) in due.into_iter().enumerate() {
@@ -315,7 +308,7 @@ impl Ingest<'_> {
                     w.start.to_rfc3339()
                 )
             };
-            let records = match self.poll(base.with_window(window, w), |_| Ok(())).await {
+            let records = match self.poll(Bindings::window(w), |_| Ok(())).await {
                 Ok(records) => records,
                 Err(PollError::Fetch(e)) => return Err(anyhow::Error::new(e).context(again())),
                 Err(PollError::Stopped) => return Err(anyhow::anyhow!("stopped").context(again())),
@@ -326,12 +319,12 @@ impl Ingest<'_> {
         Ok(())
     }
 
-    /// Fetches every page of one poll from `first`, producing each page's records (all
+    /// Fetches every page of one poll from `bindings`, producing each page's records (all
     /// acknowledged before the next page) and calling `on_page` with each page's body.
     /// Returns how many records the poll received.
     async fn poll(
         &self,
-        first: Request,
+        bindings: Bindings,
         mut on_page: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<usize, PollError> {
         let Ingest {
@@ -341,7 +334,11 @@ impl Ingest<'_> {
             metrics,
             stop,
         } = self;
-        let mut poll = client.poll(first);
+        // A request the spec cannot build (a value that cannot go where it says) would fail
+        // every poll alike.
+        let mut poll = client
+            .poll(bindings)
+            .map_err(|e| PollError::Fatal(e.into()))?;
         let mut received = 0;
         while let Some(page) = poll.next_page(stop).await? {
             let url = &page.request.url;

@@ -17,6 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 use crate::cql::CqlType;
 use crate::jq::Jq;
+use crate::template::Template;
 
 /// The prefix of environment variables that override spec keys; `__` separates key path
 /// segments: `AQUEDUCT_KAFKA__BOOTSTRAP_SERVERS` sets `kafka.bootstrap_servers`.
@@ -44,6 +45,8 @@ pub struct Source {
     pub method: reqwest::Method,
     pub headers: reqwest::header::HeaderMap,
     pub body: Option<serde_json::Value>,
+    /// The `{{ jq }}` placeholders in the URL's path, the query, the headers and the body.
+    pub templates: Templates,
     pub schedule: Schedule,
     pub timeout: Duration,
     /// The largest response body read.
@@ -62,6 +65,33 @@ pub struct Source {
     pub rules: Vec<Rule>,
     /// `[source.rate_limit]`.
     pub rate_limit: Option<RateLimit>,
+}
+
+/// The request's templates ([`crate::template`]), each with the spec key it is written at.
+#[derive(Debug, Default)]
+pub struct Templates {
+    /// The URL's path.
+    pub path: Option<Template>,
+    /// Query parameters, by name.
+    pub query: Vec<(String, Template)>,
+    pub headers: Vec<(reqwest::header::HeaderName, Template)>,
+    /// Strings of the POST body, by JSON pointer.
+    pub body: Vec<(String, Template)>,
+}
+
+impl Templates {
+    /// Whether any template reads `var` (one of [`crate::template::VARS`]).
+    pub fn read(&self, var: &str) -> bool {
+        let query = self.query.iter().map(|(_, t)| t);
+        let headers = self.headers.iter().map(|(_, t)| t);
+        let body = self.body.iter().map(|(_, t)| t);
+        self.path
+            .iter()
+            .chain(query)
+            .chain(headers)
+            .chain(body)
+            .any(|t| t.reads_var(var))
+    }
 }
 
 /// A header or query parameter whose value is a secret.
@@ -190,8 +220,9 @@ pub struct Cursor {
     /// Computes the cursor from a response page, with `$cursor` the value so far.
     pub value: Jq,
     pub initial: Option<serde_json::Value>,
-    pub place: Place,
-    /// Turns the cursor into the text sent.
+    /// Where it goes, unless only templates read it (`{{ $cursor }}`).
+    pub place: Option<Place>,
+    /// Turns the cursor into the text sent at `place`.
     pub format: Option<Jq>,
 }
 
@@ -207,8 +238,10 @@ pub enum Place {
 /// `[source.window]`, checked.
 #[derive(Debug)]
 pub struct Window {
-    pub start_param: String,
-    pub end_param: String,
+    /// The query parameters of a window's bounds, unless only templates read them (`{{ $start
+    /// }}`, `{{ $end }}`).
+    pub start_param: Option<String>,
+    pub end_param: Option<String>,
     pub size: Duration,
     pub start: WindowStart,
     pub lag: Duration,
@@ -297,7 +330,8 @@ pub enum Paging {
     /// `null` or `""`, or `stop` true, ends the poll.
     Cursor {
         token: Jq,
-        place: Place,
+        /// Where the token goes, unless only templates read it (`{{ $token }}`).
+        place: Option<Place>,
         stop: Option<Jq>,
     },
     /// The `Link` header's URL of relation `rel`, unless it carries every `stop_if` parameter.

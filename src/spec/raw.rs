@@ -382,10 +382,11 @@ pub struct RawCursor {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWindow {
-    /// Query parameter taking a window's start (inclusive), e.g. `starttime`.
-    pub start_param: String,
-    /// Query parameter taking a window's end (exclusive), e.g. `endtime`.
-    pub end_param: String,
+    /// Query parameter taking a window's start (inclusive), e.g. `starttime`; or write
+    /// `{{ $start }}` where it goes (a path, one parameter with both bounds, a body string).
+    pub start_param: Option<String>,
+    /// Query parameter taking a window's end (exclusive), e.g. `endtime`; or `{{ $end }}`.
+    pub end_param: Option<String>,
     /// Length of a full window, e.g. "1h".
     #[serde(with = "humantime_serde")]
     pub size: Duration,

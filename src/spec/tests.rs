@@ -568,12 +568,42 @@ fn incremental_keys_are_checked() {
         (
             "[source.cursor]\nvalue = \".next\"".into(),
             "source.cursor",
-            "exactly one of `query`",
+            "$cursor goes nowhere",
         ),
         (
             "[source.cursor]\nvalue = \".next\"\nquery = \"c\"\nheader = \"X-C\"".into(),
             "source.cursor",
-            "exactly one of `query`",
+            "set one of `query`",
+        ),
+        (
+            "[source.cursor]\nvalue = \".next\"\nformat = \"todate\"\n[source.headers]\nx-since = \"{{ $cursor }}\"".into(),
+            "source.cursor.format",
+            "in the placeholder",
+        ),
+        (
+            "[source.query]\nsince = \"{{ $cursor }}\"".into(),
+            "source.query.since",
+            "reads $cursor, which nothing fills",
+        ),
+        (
+            "[source.headers]\nx-range = \"{{ $start }}/{{ $end }}\"".into(),
+            "source.headers.x-range",
+            "[source.window]",
+        ),
+        (
+            "[source.query]\nq = \"{{ $tokn }}\"".into(),
+            "source.query.q",
+            "$tokn",
+        ),
+        (
+            "[source.query]\nq = \"{{ $cursor \"".into(),
+            "source.query.q",
+            "no }} closes",
+        ),
+        (
+            "[source.window]\nsize = \"1h\"\nstart = \"7d\"\n[source.query]\nq = \"{{ $start }}\"".into(),
+            "source.window.end_param",
+            "$end goes nowhere",
         ),
         (
             "[source.cursor]\nvalue = \".next\"\nbody = \"/since\"".into(),
@@ -792,7 +822,10 @@ fn static_credentials_and_secret_values_become_secret_parameters() {
     assert_eq!(spec.source.headers["accept"], "application/json");
     assert!(spec.source.headers.get("x-key").is_none());
     assert_eq!(
-        Request::of(&spec.source).url.as_str(),
+        Request::build(&spec.source, &Default::default())
+            .unwrap()
+            .url
+            .as_str(),
         "http://127.0.0.1:8080/api/?results=5&token=REDACTED&api_key=REDACTED"
     );
     assert!(format!("{:?}", spec.source).contains("***"));

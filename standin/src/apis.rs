@@ -26,6 +26,13 @@
 //!   [`Apis::over_limit`].
 //!   With `paged=N`, pages carry GitHub's `Link` header (`prev`, `next`, `last`, `first`).
 //! - `GET /redirect/?to=URL`: `302 Found` to URL (an API that moved).
+//! - `POST /graphql/?seed=S&total=N`: a GraphQL API paged as Relay connections (Linear's
+//!   `issues(first, after)`): the body is `{"query": ..., "variables": {"first": F, "after":
+//!   C}}`; the answer is `{"data": {"issues": {"nodes": [...], "pageInfo": {"hasNextPage",
+//!   "endCursor"}}}}` over N users in all. As Relay's, the last page's `endCursor` is its last
+//!   node's (not null) and `hasNextPage` is false; a page past the end has no nodes and a null
+//!   `endCursor`. A body that is no GraphQL request is `400 {"errors": [...]}`; a cursor it did
+//!   not give is `200 {"data": null, "errors": [...]}`, as GraphQL servers answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,6 +115,7 @@ pub fn routes(router: Router<Arc<Stats>>) -> Router<Arc<Stats>> {
         .route("/slack/api/", get(slack_api))
         .route("/github/api/", get(github_api))
         .route("/redirect/", get(redirect))
+        .route("/graphql/", post(graphql))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -477,4 +485,93 @@ async fn redirect(query: Query<HashMap<String, String>>) -> Response {
         Ok(to) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
     }
+}
+
+async fn graphql(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    query: Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    use base64::Engine;
+    state.0.saw(&uri);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let error = |status: StatusCode, message: &str, code: &str| {
+        let body =
+            json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]});
+        (status, Json(body)).into_response()
+    };
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "POST body is not JSON",
+                "BAD_REQUEST",
+            );
+        }
+    };
+    if !request["query"].is_string() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "GraphQL operations must contain a non-empty `query`",
+            "BAD_REQUEST",
+        );
+    }
+    let variables = &request["variables"];
+    let first = match &variables["first"] {
+        serde_json::Value::Null => 50,
+        v => match v.as_u64().filter(|n| (1..=250).contains(n)) {
+            Some(n) => n,
+            None => {
+                return error(
+                    StatusCode::OK,
+                    "first must be between 1 and 250",
+                    "INVALID_INPUT",
+                );
+            }
+        },
+    };
+    // A cursor is the index of a node; the page starts after it.
+    let start = match &variables["after"] {
+        serde_json::Value::Null => 0,
+        serde_json::Value::String(cursor) => match b64
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.strip_prefix("node:")?.parse::<u64>().ok())
+        {
+            Some(index) => index + 1,
+            None => {
+                return error(
+                    StatusCode::OK,
+                    "Argument Validation Error: after is not a valid cursor",
+                    "INVALID_INPUT",
+                );
+            }
+        },
+        _ => {
+            return error(
+                StatusCode::OK,
+                "Variable \"$after\" got invalid value; String cannot represent a non string value",
+                "BAD_USER_INPUT",
+            );
+        }
+    };
+    let total = query
+        .0
+        .get("total")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
+    let seed = query.0.get("seed").map_or("graphql", String::as_str);
+    let end = (start + first).min(total).max(start);
+    let nodes: Vec<serde_json::Value> = (start..end)
+        .map(|i| crate::user(seed, 1, i as usize, false))
+        .collect();
+    let end_cursor = (end > start).then(|| b64.encode(format!("node:{}", end - 1)));
+    Json(json!({"data": {"issues": {
+        "nodes": nodes,
+        "pageInfo": {"hasNextPage": end < total, "endCursor": end_cursor}
+    }}}))
+    .into_response()
 }

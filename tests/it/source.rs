@@ -35,13 +35,19 @@ impl Source {
     /// A spec polling `url`, with `source` lines in `[source]` and `sections` after it all
     /// (`[source.auth]` and the like). Written into `dir`, where `*_file`s are found.
     fn spec(&self, dir: &Path, url: &str, source: &str, sections: &str) -> std::path::PathBuf {
+        // The stand-ins serve randomuser's shape unless `source` says otherwise.
+        let records = if source.contains("records =") {
+            ""
+        } else {
+            "records = \".results[]\""
+        };
         let text = format!(
             r#"
 name = "source-test"
 [source]
 url = "{url}"
 schedule = {{ every = "1h" }}
-records = ".results[]"
+{records}
 retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "100ms" }}
 {source}
 [validate]
@@ -628,4 +634,30 @@ async fn cursor_pages_carry_the_token_until_it_is_empty() {
         "{queries:?}"
     );
     assert_eq!(s.ids().await, users("slackpages", 3, 4, 0));
+}
+
+/// A GraphQL API (Linear's Relay connections): the page token goes into the POST body's
+/// `variables.after` by a template (null on the first page), the query text with its braces
+/// kept, until `pageInfo.hasNextPage` is false; every user exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn graphql_pages_carry_the_token_in_the_body_variables() {
+    if !services_up("graphql_pages") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("graphql/", "seed=gql&total=10"),
+        r#"method = "POST"
+records = ".data.issues.nodes[]"
+body = { query = "query Issues($first: Int, $after: String) { issues(first: $first, after: $after) { nodes { id } pageInfo { hasNextPage endCursor } } }", variables = { first = 4, after = "{{ $token }}" } }
+pagination = { mode = "cursor", token = ".data.issues.pageInfo.endCursor", stop = ".data.issues.pageInfo.hasNextPage | not", max_pages = 10 }"#,
+        "",
+    );
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // 4 + 4 + 2, and no request past the last page.
+    assert_eq!(s.api.requests(), 3, "{out:?}");
+    assert_eq!(s.ids().await, users("gql", 1, 10, 0));
 }

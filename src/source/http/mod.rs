@@ -31,7 +31,7 @@ use crate::spec::{Grant, Source};
 
 pub use client::Client;
 pub use pages::Pages;
-pub use request::Request;
+pub use request::{Bindings, Request};
 
 /// What a secret is shown as.
 pub const REDACTED: &str = "REDACTED";

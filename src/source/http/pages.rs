@@ -8,12 +8,14 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::FetchError;
-use super::request::{Request, redacted, with_param};
-use crate::spec::{Paging, Place, Source};
+use super::request::{Bindings, PlaceError, Request, redacted, with_param};
+use crate::spec::{Paging, Source};
 
 /// Walks the pages of one poll.
 pub struct Pages<'a> {
     source: &'a Source,
+    /// Where the poll stands: a page token goes in these.
+    bindings: Bindings,
     /// The poll's first request, which later pages vary.
     base: Request,
     /// The next page's request, or `None` when the poll is over.
@@ -27,8 +29,9 @@ pub struct Pages<'a> {
 }
 
 impl<'a> Pages<'a> {
-    /// The pages of a poll starting with `base`.
-    pub fn new(source: &'a Source, base: Request) -> Self {
+    /// The pages of a poll from `bindings`.
+    pub fn new(source: &'a Source, bindings: Bindings) -> Result<Self, PlaceError> {
+        let base = Request::build(source, &bindings)?;
         let first = match source.pagination.as_ref().map(|p| &p.mode) {
             None
             | Some(Paging::NextLink { .. } | Paging::LinkHeader { .. } | Paging::Cursor { .. }) => {
@@ -39,14 +42,15 @@ impl<'a> Pages<'a> {
                 ..base.clone()
             },
         };
-        Pages {
+        Ok(Pages {
             source,
+            bindings,
             base,
             asked: HashSet::from([first.url.to_string()]),
             next: Some(first),
             fetched: 0,
             records_seen: 0,
-        }
+        })
     }
 
     /// The request to send next, if the poll is not over.
@@ -81,8 +85,8 @@ impl<'a> Pages<'a> {
         if self.fetched >= pagination.max_pages || short || (numbered && count == 0) {
             return Ok(());
         }
-        if let Paging::Cursor { token, place, stop } = &pagination.mode {
-            self.next = self.token_request(&current, token, place, stop.as_ref(), body, headers)?;
+        if let Paging::Cursor { token, stop, .. } = &pagination.mode {
+            self.next = self.token_request(&current, token, stop.as_ref(), body, headers)?;
             return Ok(());
         }
         let url = match &pagination.mode {
@@ -158,14 +162,13 @@ impl<'a> Pages<'a> {
     }
 }
 impl Pages<'_> {
-    /// The `cursor` mode's next request: the poll's first with the page's token put in, or
+    /// The `cursor` mode's next request: the poll's first with the page's token in, or
     /// `None` at the end (no token, an empty one, or `stop` true). A token seen before in this
     /// poll is an error: the API would be walked in a circle.
     fn token_request(
         &mut self,
         current: &Request,
         token: &crate::jq::Jq,
-        place: &Place,
         stop: Option<&crate::jq::Jq>,
         body: &[u8],
         headers: &HeaderMap,
@@ -207,8 +210,11 @@ impl Pages<'_> {
                 ),
             ));
         }
-        self.base
-            .with_value(place, value)
+        let bindings = Bindings {
+            token: value,
+            ..self.bindings.clone()
+        };
+        Request::build(self.source, &bindings)
             .map(Some)
             .map_err(|e| err(token, e.to_string()))
     }
@@ -276,7 +282,7 @@ mod tests {
     use serde_json::json;
 
     fn pages_of(spec: &crate::spec::Spec) -> Pages<'_> {
-        Pages::new(&spec.source, Request::of(&spec.source))
+        Pages::new(&spec.source, Bindings::default()).unwrap()
     }
 
     /// The next page's URL (there must be one).

@@ -1,9 +1,9 @@
-//! The one poll loop: from a first request, fetch each page, cut its records out, and move on
+//! The one poll loop: from where the poll stands (its cursor or window), fetch each page, cut its records out, and move on
 //! to the next page as the spec's pagination says. `run`, `backfill`, `preview` and the tests
 //! all drive a [`Poll`]; what a page's records become is theirs:
 //!
 //! ```ignore
-//! let mut poll = client.poll(first);
+//! let mut poll = client.poll(bindings)?;
 //! while let Some(page) = poll.next_page(stop).await? {
 //!     let records = poll.records(&page)?;
 //!     /* hand the records on */
@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::request::{Bindings, PlaceError};
 use super::{Client, FetchError, Pages, Request, Response};
 
 /// One page of a poll.
@@ -57,12 +58,12 @@ pub struct Poll<'c, 'a> {
 }
 
 impl<'a> Client<'a> {
-    /// A poll from `first`.
-    pub fn poll(&self, first: Request) -> Poll<'_, 'a> {
-        Poll {
+    /// A poll from `bindings`; an error if its first request cannot be built.
+    pub fn poll(&self, bindings: Bindings) -> Result<Poll<'_, 'a>, PlaceError> {
+        Ok(Poll {
             client: self,
-            pages: Pages::new(self.source(), first),
-        }
+            pages: Pages::new(self.source(), bindings)?,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
-//! What a request of a poll is, and the one place that builds it: the spec's own request
-//! ([`Request::of`]) with a cursor ([`Request::with_cursor`]) or a time window
-//! ([`Request::with_window`]) put in, or a value at a place ([`Request::with_value`]); the
-//! pages of a poll vary it ([`super::pages`]).
+//! What a request of a poll is, and the one place that builds it ([`Request::build`]): the
+//! spec's own request with its templates filled and the cursor, the time window and the page
+//! token put where the spec says, from the poll's [`Bindings`]; the pages of a poll vary it
+//! ([`super::pages`]).
 //!
 //! A request holds no credential: a secret query parameter stands in it as `REDACTED`, and
 //! the client puts the secrets in as it sends, so a request's URL can be shown anywhere.
@@ -10,9 +10,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::jq;
-use crate::spec::{Cursor, ParamPlace, Place, Source, TimeFormat, Window};
+use crate::spec::{
+    Cursor, Incremental, Pagination, Paging, ParamPlace, Place, Source, TimeFormat, Window,
+};
 
-/// Why a cursor could not go into a request.
+/// Why a request could not be built: a value that cannot go where the spec puts it.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
     #[error("source.cursor.format `{code}` on the cursor {cursor}: {source}")]
@@ -21,10 +23,12 @@ pub enum PlaceError {
         cursor: Value,
         source: jq::Error,
     },
-    #[error("the cursor {text:?} cannot be sent in header {header}")]
+    #[error("the value {text:?} cannot be sent in header {header}")]
     Header { text: String, header: String },
-    #[error("putting the cursor at {pointer} in the body: {reason}")]
+    #[error("putting a value at {pointer} in the body: {reason}")]
     Body { pointer: String, reason: String },
+    #[error("the template of {at}: {source}")]
+    Template { at: String, source: jq::Error },
 }
 
 /// One request of a poll: the source's own, with a cursor or a time window put in, and for a
@@ -46,9 +50,60 @@ pub struct TimeWindow {
     pub end: DateTime<Utc>,
 }
 
+/// Where a poll's request stands: the values its templates read and its places take.
+#[derive(Debug, Clone, Default)]
+pub struct Bindings {
+    /// The cursor so far (`null`: none yet).
+    pub cursor: Value,
+    /// The time window asked for.
+    pub window: Option<TimeWindow>,
+    /// The page token of the cursor paging mode (`null` on a poll's first page).
+    pub token: Value,
+}
+
+impl Bindings {
+    /// A poll from the cursor `cursor`.
+    pub fn cursor(cursor: Value) -> Bindings {
+        Bindings {
+            cursor,
+            ..Bindings::default()
+        }
+    }
+
+    /// A poll of the window `w`.
+    pub fn window(w: TimeWindow) -> Bindings {
+        Bindings {
+            window: Some(w),
+            ..Bindings::default()
+        }
+    }
+
+    /// The values of [`crate::template::VARS`], in order: a window's bounds as the window's
+    /// format writes them (the epoch formats as numbers).
+    fn values(&self, source: &Source) -> Vec<Value> {
+        let format = match &source.incremental {
+            Some(Incremental::Window(window)) => &window.format,
+            _ => &TimeFormat::Rfc3339,
+        };
+        let bound = |t: Option<DateTime<Utc>>| match (t, format) {
+            (None, _) => Value::Null,
+            (Some(t), TimeFormat::EpochMs) => Value::from(t.timestamp_millis()),
+            (Some(t), TimeFormat::EpochS) => Value::from(t.timestamp()),
+            (Some(t), format) => Value::String(format_time(format, t)),
+        };
+        vec![
+            self.cursor.clone(),
+            bound(self.window.map(|w| w.start)),
+            bound(self.window.map(|w| w.end)),
+            self.token.clone(),
+            Value::Null,
+        ]
+    }
+}
+
 impl Request {
-    /// The request as the spec writes it.
-    pub fn of(source: &Source) -> Request {
+    /// The request as the spec writes it, before any template is filled.
+    fn of(source: &Source) -> Request {
         Request {
             url: redacted(source, source.url.clone()),
             headers: source.headers.clone(),
@@ -56,11 +111,78 @@ impl Request {
         }
     }
 
-    /// This request with the cursor put where the spec says. With no cursor yet (`null`: no
-    /// `initial`, nothing saved), the request as it is.
-    pub fn with_cursor(&self, cursor: &Cursor, value: &Value) -> Result<Request, PlaceError> {
+    /// The request the spec describes at `bindings`: its templates filled, then the cursor,
+    /// the window and the page token put at the places the spec gives them.
+    pub fn build(source: &Source, bindings: &Bindings) -> Result<Request, PlaceError> {
+        let mut request = Request::of(source).with_templates(source, bindings)?;
+        match &source.incremental {
+            Some(Incremental::Cursor(cursor)) => {
+                request = request.with_cursor(cursor, &bindings.cursor)?;
+            }
+            Some(Incremental::Window(window)) => {
+                if let Some(w) = bindings.window {
+                    request = request.with_window(window, w);
+                }
+            }
+            None => {}
+        }
+        if let Some(Pagination {
+            mode: Paging::Cursor {
+                place: Some(place), ..
+            },
+            ..
+        }) = &source.pagination
+            && !bindings.token.is_null()
+        {
+            request = request.with_value(place, bindings.token.clone())?;
+        }
+        Ok(request)
+    }
+
+    /// This request with the source's templates filled from `bindings`.
+    fn with_templates(
+        mut self,
+        source: &Source,
+        bindings: &Bindings,
+    ) -> Result<Request, PlaceError> {
+        let t = &source.templates;
+        let values = bindings.values(source);
+        let render = |template: &crate::template::Template, at: &dyn Fn() -> String| {
+            template
+                .render(&values)
+                .map_err(|source| PlaceError::Template { at: at(), source })
+        };
+        if let Some(path) = &t.path {
+            let path = render(path, &|| "source.url's path".to_owned())?;
+            self.url.set_path(&text(&path));
+        }
+        for (name, template) in &t.query {
+            let value = render(template, &|| format!("the query parameter {name}"))?;
+            if !value.is_null() {
+                self.url = with_param(&self.url, name, &text(&value));
+            }
+        }
+        for (name, template) in &t.headers {
+            let value = render(template, &|| format!("the header {name}"))?;
+            if !value.is_null() {
+                self = self.with_value(&Place::Header(name.clone()), value)?;
+            }
+        }
+        for (pointer, template) in &t.body {
+            let value = render(template, &|| format!("the body's {pointer}"))?;
+            self = self.with_value(&Place::Body(pointer.clone()), value)?;
+        }
+        Ok(self)
+    }
+
+    /// This request with the cursor put where the spec says, if it says. With no cursor yet
+    /// (`null`: no `initial`, nothing saved), the request as it is.
+    fn with_cursor(self, cursor: &Cursor, value: &Value) -> Result<Request, PlaceError> {
+        let Some(place) = &cursor.place else {
+            return Ok(self);
+        };
         if value.is_null() {
-            return Ok(self.clone());
+            return Ok(self);
         }
         let sent = match &cursor.format {
             Some(format) => format.run_one(value).map_err(|source| PlaceError::Format {
@@ -70,20 +192,15 @@ impl Request {
             })?,
             None => value.clone(),
         };
-        self.with_value(&cursor.place, sent)
+        self.with_value(place, sent)
     }
 
     /// This request with `value` put at `place`: in a query parameter or a header as text (a
     /// string as it is, other values as JSON), in the body as it is.
-    pub fn with_value(&self, place: &Place, value: Value) -> Result<Request, PlaceError> {
-        let sent = value;
-        let text = match &sent {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let mut request = self.clone();
+    fn with_value(mut self, place: &Place, sent: Value) -> Result<Request, PlaceError> {
+        let text = text(&sent);
         match place {
-            Place::Query(param) => request.url = with_param(&self.url, param, &text),
+            Place::Query(param) => self.url = with_param(&self.url, param, &text),
             Place::Header(name) => {
                 let header = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
                     PlaceError::Header {
@@ -91,10 +208,10 @@ impl Request {
                         header: name.to_string(),
                     }
                 })?;
-                request.headers.insert(name.clone(), header);
+                self.headers.insert(name.clone(), header);
             }
             Place::Body(pointer) => {
-                let body = request
+                let body = self
                     .body
                     .get_or_insert_with(|| Value::Object(Default::default()));
                 crate::pointer::set(body, pointer, sent, true).map_err(|reason| {
@@ -105,21 +222,27 @@ impl Request {
                 })?;
             }
         }
-        Ok(request)
+        Ok(self)
     }
 
-    /// This request asking for the window `w`.
-    pub fn with_window(&self, window: &Window, w: TimeWindow) -> Request {
-        let url = with_param(
-            &self.url,
-            &window.start_param,
-            &format_time(&window.format, w.start),
-        );
-        let url = with_param(&url, &window.end_param, &format_time(&window.format, w.end));
-        Request {
-            url,
-            ..self.clone()
+    /// This request asking for the window `w` in its parameters, if the spec names them.
+    fn with_window(mut self, window: &Window, w: TimeWindow) -> Request {
+        for (param, t) in [(&window.start_param, w.start), (&window.end_param, w.end)] {
+            if let Some(param) = param {
+                self.url = with_param(&self.url, param, &format_time(&window.format, t));
+            }
         }
+        self
+    }
+}
+
+/// A value as a request's text carries it: a string as it is, `null` as nothing, anything
+/// else as JSON.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 
@@ -193,6 +316,113 @@ mod tests {
             );
             assert!(pairs.contains(&("endtime".into(), end.into())), "{pairs:?}");
         }
+    }
+
+    /// A spec whose `[source]` is `source` (with its `url`).
+    fn templated(source: &str) -> crate::spec::Spec {
+        crate::spec::tests::spec_from(&format!(
+            "[source]\nschedule = {{ every = \"10s\" }}\n{source}\n\
+             [kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopic = \"t\"\n\
+             [cassandra]\ncontact_points = [\"127.0.0.1\"]\nkeyspace = \"ks\"\n\
+             table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"text\", jq = \".id\" }}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn templates_put_the_window_in_a_path_one_parameter_a_header_and_a_sql_string() {
+        // Chargebee's updated_at[between], a year in the path, a header range and a
+        // QuickBooks-like SQL query, from epoch-second windows with no parameters of their own.
+        let spec = templated(
+            r#"url = "http://example.test/v2/{{ $start | todate | .[0:4] }}/items?updated_at[between]=[{{ $start }},{{ $end }}]&limit=100"
+method = "POST"
+headers = { x-range = "{{ $start }}-{{ $end }}", accept = "application/json" }
+body = { query = "SELECT * FROM Invoice WHERE Metadata.LastUpdatedTime >= '{{ $start | todate }}'", since = "{{ $start }}" }
+[source.window]
+size = "1h"
+start = "2026-11-01T00:00:00Z"
+format = "epoch_s""#,
+        );
+        let w = TimeWindow {
+            start: time("2026-11-01T00:00:00Z"),
+            end: time("2026-11-01T01:00:00Z"),
+        };
+        let request = Request::build(&spec.source, &Bindings::window(w)).unwrap();
+        assert_eq!(
+            request.url.as_str(),
+            "http://example.test/v2/2026/items?limit=100&updated_at%5Bbetween%5D=%5B1793491200%2C1793494800%5D"
+        );
+        assert_eq!(request.headers["x-range"], "1793491200-1793494800");
+        assert_eq!(request.headers["accept"], "application/json");
+        assert_eq!(
+            request.body,
+            Some(json!({
+                "query": "SELECT * FROM Invoice WHERE Metadata.LastUpdatedTime >= '2026-11-01T00:00:00Z'",
+                // One placeholder alone keeps its value's type.
+                "since": 1793491200
+            }))
+        );
+    }
+
+    #[test]
+    fn templates_take_the_cursor_and_page_token_and_leave_out_what_is_null() {
+        // GraphQL (Linear): the cursor in a filter, the page token in variables.after.
+        let spec = templated(
+            r#"url = "http://example.test/graphql"
+method = "POST"
+records = ".data.issues.nodes[]"
+query = { since = "{{ $cursor }}", token = "{{ $token }}" }
+body = { query = "query($after: String) { issues(after: $after) { nodes { id } } }", variables = { after = "{{ $token }}", filter = { updatedAt = { gt = "{{ $cursor // \"1970-01-01T00:00:00Z\" }}" } } } }
+[source.cursor]
+value = "[$cursor, .data.issues.nodes[].updatedAt] | max"
+[source.pagination]
+mode = "cursor"
+token = ".data.issues.pageInfo.endCursor"
+max_pages = 5"#,
+        );
+        let first = Request::build(&spec.source, &Bindings::default()).unwrap();
+        // null leaves a parameter out, and is null in the body.
+        assert_eq!(first.url.as_str(), "http://example.test/graphql");
+        assert_eq!(
+            first.body.as_ref().unwrap()["variables"],
+            json!({"after": null, "filter": {"updatedAt": {"gt": "1970-01-01T00:00:00Z"}}})
+        );
+        let later = Bindings {
+            cursor: json!("2026-11-02T00:00:00Z"),
+            token: json!("c2"),
+            ..Bindings::default()
+        };
+        let page = Request::build(&spec.source, &later).unwrap();
+        assert_eq!(
+            page.url.as_str(),
+            "http://example.test/graphql?since=2026-11-02T00%3A00%3A00Z&token=c2"
+        );
+        assert_eq!(
+            page.body.as_ref().unwrap()["variables"],
+            json!({"after": "c2", "filter": {"updatedAt": {"gt": "2026-11-02T00:00:00Z"}}})
+        );
+        // The GraphQL query's braces are text.
+        assert_eq!(
+            page.body.as_ref().unwrap()["query"],
+            "query($after: String) { issues(after: $after) { nodes { id } } }"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_is_refused_in_the_origin_and_a_failing_one_names_its_place() {
+        let err = crate::spec::tests::spec_from(
+            "[source]\nurl = \"http://{{ $cursor }}.example.test/\"\nschedule = { every = \"1s\" }\n[source.cursor]\nvalue = \".n\"\n[kafka]\nbootstrap_servers = \"k:9092\"\ntopic = \"t\"\n[cassandra]\ncontact_points = [\"c\"]\nkeyspace = \"ks\"\ntable = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("path and query only"), "{err}");
+        let spec = templated(
+            "url = \"http://example.test/items/{{ $cursor | tonumber }}\"\n[source.cursor]\nvalue = \".n\"",
+        );
+        let err = Request::build(&spec.source, &Bindings::cursor(json!("abc")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.url's path"), "{err}");
     }
 
     #[test]

@@ -61,7 +61,9 @@ pub(super) fn params(
             pairs.push((k, value.0));
         }
     }
-    if let Some(url) = url {
+    if let Some(url) = url
+        && !pairs.is_empty()
+    {
         url.query_pairs_mut().extend_pairs(pairs);
     }
     (plain, secrets)

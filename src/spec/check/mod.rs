@@ -8,6 +8,7 @@ mod kafka;
 mod responses;
 mod security;
 mod source;
+mod templates;
 
 use std::path::Path;
 

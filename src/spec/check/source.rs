@@ -6,25 +6,14 @@ use super::Checker;
 use crate::jq::Jq;
 use crate::spec::raw::{RawCursor, RawPagination, RawSource, RawValidate, RawWindow};
 use crate::spec::{
-    Cursor, Incremental, OnInvalid, Pagination, Paging, Place, Retry, Schedule, Source, TimeFormat,
-    Validate, Window, WindowStart,
+    Cursor, Incremental, OnInvalid, Pagination, Paging, Place, Retry, Schedule, Source, Templates,
+    TimeFormat, Validate, Window, WindowStart,
 };
 
-pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Source> {
-    let mut url = match reqwest::Url::parse(&raw.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-        Ok(url) => {
-            c.err(
-                "source.url",
-                format!("scheme `{}` is not http or https", url.scheme()),
-            );
-            None
-        }
-        Err(e) => {
-            c.err("source.url", format!("`{}` is not a URL: {e}", raw.url));
-            None
-        }
-    };
+pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option<Source> {
+    let filled = super::templates::Filled::of(&raw);
+    let mut templates = super::templates::templates(c, &mut raw, &filled);
+    let mut url = super::templates::url(c, &raw.url, &filled, &mut templates);
     let method = match raw.method.to_ascii_uppercase().as_str() {
         "GET" => Some(reqwest::Method::GET),
         "POST" => Some(reqwest::Method::POST),
@@ -109,6 +98,49 @@ pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Sou
             None
         }
     };
+    match &incremental {
+        Some(Some(Incremental::Cursor(cursor))) => goes_somewhere(
+            c,
+            "source.cursor",
+            cursor.place.is_some(),
+            &templates,
+            "$cursor",
+            "set `query`, `header` or `body`",
+        ),
+        Some(Some(Incremental::Window(window))) => {
+            goes_somewhere(
+                c,
+                "source.window.start_param",
+                window.start_param.is_some(),
+                &templates,
+                "$start",
+                "set start_param",
+            );
+            goes_somewhere(
+                c,
+                "source.window.end_param",
+                window.end_param.is_some(),
+                &templates,
+                "$end",
+                "set end_param",
+            );
+        }
+        _ => {}
+    }
+    if let Some(Some(Pagination {
+        mode: Paging::Cursor { place, .. },
+        ..
+    })) = &pagination
+    {
+        goes_somewhere(
+            c,
+            "source.pagination",
+            place.is_some(),
+            &templates,
+            "$token",
+            "set `query`, `header` or `body`",
+        );
+    }
     let (auth_secrets, oauth2) = auth?;
     super::auth::no_clash(c, &headers, &secrets, &auth_secrets, oauth2.is_some());
     secrets.extend(auth_secrets);
@@ -117,6 +149,7 @@ pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Sou
         method: method?,
         headers,
         body: raw.body,
+        templates,
         schedule: schedule?,
         timeout: raw.timeout,
         max_body_size: raw.max_body_size,
@@ -131,20 +164,22 @@ pub(super) fn source(c: &mut Checker, raw: RawSource, base: &Path) -> Option<Sou
     })
 }
 
-/// Where a value goes in a request (`[source.cursor]`, the cursor paging mode): exactly one
-/// of a query parameter, a header and a JSON pointer into a POST body.
+/// Where a value goes in a request (`[source.cursor]`, the cursor paging mode): at most one
+/// of a query parameter, a header and a JSON pointer into a POST body; none when templates
+/// read it (`var`), which `source` checks once they are known.
 fn place(
     c: &mut Checker,
     section: &str,
     what: &str,
     (query, header, body): (Option<String>, Option<String>, Option<String>),
     method: Option<&reqwest::Method>,
-) -> Option<Place> {
+) -> Option<Option<Place>> {
     match (query, header, body) {
-        (Some(param), None, None) if !param.is_empty() => Some(Place::Query(param)),
+        (None, None, None) => Some(None),
+        (Some(param), None, None) if !param.is_empty() => Some(Some(Place::Query(param))),
         (None, Some(header), None) => c
             .header_name(&format!("{section}.header"), &header)
-            .map(Place::Header),
+            .map(|h| Some(Place::Header(h))),
         (None, None, Some(pointer)) => {
             if !pointer.starts_with('/') {
                 c.err(
@@ -161,21 +196,38 @@ fn place(
                 );
                 None
             } else {
-                Some(Place::Body(pointer))
+                Some(Some(Place::Body(pointer)))
             }
         }
         _ => {
             c.err(
                 section,
-                format!("set exactly one of `query` (a parameter name), `header` and `body` (a JSON pointer): where {what} goes"),
+                format!("set one of `query` (a parameter name), `header` and `body` (a JSON pointer): where {what} goes"),
             );
             None
         }
     }
 }
 
+/// Fails at `key` unless `placed` or a template reads `var`: a value that goes nowhere.
+fn goes_somewhere(
+    c: &mut Checker,
+    key: &str,
+    placed: bool,
+    templates: &Templates,
+    var: &str,
+    how: &str,
+) {
+    if !placed && !templates.read(var) {
+        c.err(
+            key,
+            format!("{var} goes nowhere: {how}, or write {{{{ {var} }}}} in source.url, a query or header value, or a string of the body"),
+        );
+    }
+}
+
 fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> Option<Cursor> {
-    let value = Jq::compile_with_var(&raw.value, "$cursor")
+    let value = Jq::compile_with_vars(&raw.value, &["$cursor"])
         .map_err(|e| c.err("source.cursor.value", format!("{e} in `{}`", raw.value)))
         .ok();
     let format = match &raw.format {
@@ -189,6 +241,12 @@ fn cursor(c: &mut Checker, raw: RawCursor, method: Option<&reqwest::Method>) -> 
         (raw.query, raw.header, raw.body),
         method,
     );
+    if matches!(place, Some(None)) && format.is_some() {
+        c.err(
+            "source.cursor.format",
+            "formats the cursor at `query`, `header` or `body`; in a template, format it in the placeholder, e.g. {{ $cursor | todate }}",
+        );
+    }
     Some(Cursor {
         value: value?,
         initial: raw.initial,
@@ -202,11 +260,11 @@ fn window(c: &mut Checker, raw: RawWindow) -> Option<Window> {
         ("start_param", &raw.start_param),
         ("end_param", &raw.end_param),
     ] {
-        if param.is_empty() {
+        if param.as_ref().is_some_and(String::is_empty) {
             c.err(&format!("source.window.{key}"), "is empty");
         }
     }
-    if raw.start_param == raw.end_param {
+    if raw.start_param.is_some() && raw.start_param == raw.end_param {
         c.err("source.window.end_param", "must differ from start_param");
     }
     if raw.size < std::time::Duration::from_secs(1) {
@@ -361,7 +419,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
                 );
                 return None;
             };
-            let next = Jq::compile_with_var(&code, "$headers")
+            let next = Jq::compile_with_vars(&code, &["$headers"])
                 .map_err(|e| c.err("source.pagination.next", format!("{e} in `{code}`")))
                 .ok()?;
             Some(Paging::NextLink { next })
@@ -374,7 +432,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
                 );
             }
             let token = match &raw.token {
-                Some(code) => Jq::compile_with_var(code, "$headers")
+                Some(code) => Jq::compile_with_vars(code, &["$headers"])
                     .map_err(|e| c.err("source.pagination.token", format!("{e} in `{code}`")))
                     .ok(),
                 None => {
@@ -387,7 +445,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
             };
             let stop = match &raw.stop {
                 Some(code) => Some(
-                    Jq::compile_with_var(code, "$headers")
+                    Jq::compile_with_vars(code, &["$headers"])
                         .map_err(|e| c.err("source.pagination.stop", format!("{e} in `{code}`")))
                         .ok()?,
                 ),

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub source_wait: Counter<f64, AtomicU64>,
     /// `aqueduct_ignored_responses_total`: responses a rule with `action = "ignore"` skipped.
     pub ignored_responses: Counter,
+    /// `aqueduct_cursor_stalls_total`: full pages (`pagination.page_size` records) after
+    /// which `[source.cursor]` had not moved: a keyset walk stuck on ties.
+    pub cursor_stalls: Counter,
     /// `aqueduct_poll_duration_seconds`: a whole poll, every page fetched and produced.
     pub poll_duration: Histogram,
     /// `aqueduct_produce_latency_seconds`: a record sent to its acknowledgement by Kafka.
@@ -221,6 +224,12 @@ impl Metrics {
             "API responses skipped by a response rule with action = \"ignore\"",
             ignored_responses.clone(),
         );
+        let cursor_stalls = Counter::default();
+        registry.register(
+            "cursor_stalls",
+            "Full pages (pagination.page_size records) after which source.cursor had not moved: a keyset walk stuck on ties",
+            cursor_stalls.clone(),
+        );
         let mut seconds = |name: &str, help: &str, buckets: Histogram| {
             registry.register_with_unit(name, help, Unit::Seconds, buckets.clone());
             buckets
@@ -289,6 +298,7 @@ impl Metrics {
             failed_polls,
             source_wait,
             ignored_responses,
+            cursor_stalls,
             poll_duration,
             produce_latency,
             write_latency,

@@ -107,7 +107,7 @@ pub async fn run(
                 ingest.poll_windows(window, lease, store, &writer).await
             }
             _ => ingest
-                .poll(Bindings::default(), |_| Ok(()))
+                .poll(Bindings::default(), |_, _| Ok(()))
                 .await
                 .map(|_| ()),
         };
@@ -184,9 +184,24 @@ impl Ingest<'_> {
             None => cursor.initial.clone().unwrap_or(Value::Null),
         };
         let mut value = start.clone();
+        let page_size = self
+            .spec
+            .source
+            .pagination
+            .as_ref()
+            .and_then(|p| p.page_size);
         let records = self
-            .poll(Bindings::cursor(start.clone()), |page| {
+            .poll(Bindings::cursor(start.clone()), |page, count| {
+                let before = value.clone();
                 value = incremental::advance(cursor, &value, page).map_err(|e| e.to_string())?;
+                if page_size.is_some_and(|size| count >= size as usize) && value == before {
+                    self.metrics.cursor_stalls.inc();
+                    warn!(
+                        cursor = %value,
+                        records = count,
+                        "a full page did not move the cursor: more records share this cursor value than a page holds, so the next poll asks for the same page again; make the cursor compound, e.g. [updated_at, id]"
+                    );
+                }
                 Ok(())
             })
             .await?;
@@ -235,7 +250,7 @@ impl Ingest<'_> {
             self.metrics.source_behind.set(0.0);
         }
         for w in due {
-            let records = self.poll(Bindings::window(w), |_| Ok(())).await?;
+            let records = self.poll(Bindings::window(w), |_, _| Ok(())).await?;
             let cursor = incremental::window_cursor(w.end);
             match self
                 .save(lease, store, found.as_ref(), cursor, writer)
@@ -308,7 +323,7 @@ impl Ingest<'_> {
                     w.start.to_rfc3339()
                 )
             };
-            let records = match self.poll(Bindings::window(w), |_| Ok(())).await {
+            let records = match self.poll(Bindings::window(w), |_, _| Ok(())).await {
                 Ok(records) => records,
                 Err(PollError::Fetch(e)) => return Err(anyhow::Error::new(e).context(again())),
                 Err(PollError::Stopped) => return Err(anyhow::anyhow!("stopped").context(again())),
@@ -320,12 +335,13 @@ impl Ingest<'_> {
     }
 
     /// Fetches every page of one poll from `bindings`, producing each page's records (all
-    /// acknowledged before the next page) and calling `on_page` with each page's body.
+    /// acknowledged before the next page) and calling `on_page` with each page's body and
+    /// record count.
     /// Returns how many records the poll received.
     async fn poll(
         &self,
         bindings: Bindings,
-        mut on_page: impl FnMut(&[u8]) -> Result<(), String>,
+        mut on_page: impl FnMut(&[u8], usize) -> Result<(), String>,
     ) -> Result<usize, PollError> {
         let Ingest {
             spec,
@@ -345,7 +361,7 @@ impl Ingest<'_> {
             let records = poll.records(&page).map_err(PollError::Fetch)?;
             // A page a rule ignored says nothing about the cursor.
             if page.response.ignored.is_none() {
-                on_page(&page.response.body).map_err(|message| {
+                on_page(&page.response.body, records.len()).map_err(|message| {
                     PollError::Fetch(FetchError::Cursor {
                         url: url.to_string(),
                         message,

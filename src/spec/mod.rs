@@ -314,6 +314,8 @@ pub struct Pagination {
 /// Where the next page of a poll is.
 #[derive(Debug)]
 pub enum Paging {
+    /// Nowhere: one request per poll.
+    Single,
     Page {
         param: String,
         start: i64,

@@ -310,7 +310,9 @@ pub struct RawPagination {
     /// received), `next_link` (a jq expression on the response yields the next URL or null),
     /// `link_header` (the `Link` header's `rel="next"` URL, as GitHub, Sentry and Greenhouse
     /// page) or `cursor` (a token from the response goes into the next request, which is
-    /// otherwise the poll's first: Stripe, Slack, Notion, Jira, GraphQL).
+    /// otherwise the poll's first: Stripe, Slack, Notion, Jira, GraphQL); `single` (default):
+    /// one request per poll, whose `page_size` tells a full page.
+    #[serde(default = "default_mode")]
     pub mode: String,
     /// Query parameter carrying the page number or offset (`page` / `offset` modes).
     pub param: Option<String>,
@@ -350,6 +352,9 @@ pub struct RawPagination {
 
 fn default_max_pages() -> u32 {
     1
+}
+fn default_mode() -> String {
+    "single".into()
 }
 
 /// `[source.cursor]`: each poll asks only for what is new since the last one. The cursor is a

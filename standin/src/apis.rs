@@ -33,6 +33,10 @@
 //!   node's (not null) and `hasNextPage` is false; a page past the end has no nodes and a null
 //!   `endCursor`. A body that is no GraphQL request is `400 {"errors": [...]}`; a cursor it did
 //!   not give is `200 {"data": null, "errors": [...]}`, as GraphQL servers answer.
+//! - `GET /keyset/api/?seed=S&total=N&ties=T&limit=L`: N users ordered by `(updated_at, id)`,
+//!   T in a row sharing one `updated_at` (epoch seconds); `updated_since=U` keeps those with
+//!   `updated_at >= U` (inclusive, as Shopify's `updated_at_min`), and with `after_id=I` too,
+//!   those after `(U, I)`: a keyset walk. At most L (default 50) in `{"items": [...]}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,6 +120,7 @@ pub fn routes(router: Router<Arc<Stats>>) -> Router<Arc<Stats>> {
         .route("/github/api/", get(github_api))
         .route("/redirect/", get(redirect))
         .route("/graphql/", post(graphql))
+        .route("/keyset/api/", get(keyset))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -574,4 +579,37 @@ async fn graphql(
         "pageInfo": {"hasNextPage": end < total, "endCursor": end_cursor}
     }}}))
     .into_response()
+}
+
+async fn keyset(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    state.0.saw(&uri);
+    let num = |k: &str| query.0.get(k).and_then(|v| v.parse::<u64>().ok());
+    let (total, ties, limit) = (
+        num("total").unwrap_or(0),
+        num("ties").unwrap_or(1).max(1),
+        num("limit").unwrap_or(50).clamp(1, 250),
+    );
+    let seed = query.0.get("seed").map_or("keyset", String::as_str);
+    let since = num("updated_since");
+    let after = num("after_id");
+    let updated_at = |id: u64| 1_793_491_200 + (id - 1) / ties;
+    let items: Vec<serde_json::Value> = (1..=total)
+        .filter(|&id| match (since, after) {
+            (None, _) => true,
+            (Some(u), None) => updated_at(id) >= u,
+            (Some(u), Some(i)) => (updated_at(id), id) > (u, i),
+        })
+        .take(limit as usize)
+        .map(|id| {
+            let mut user = crate::user(seed, 1, id as usize, false);
+            user["id"] = json!(id);
+            user["updated_at"] = json!(updated_at(id));
+            user
+        })
+        .collect();
+    Json(json!({ "items": items })).into_response()
 }

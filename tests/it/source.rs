@@ -43,7 +43,7 @@ impl Source {
         };
         let text = format!(
             r#"
-name = "source-test"
+name = "{topic}"
 [source]
 url = "{url}"
 schedule = {{ every = "1h" }}
@@ -660,4 +660,70 @@ pagination = { mode = "cursor", token = ".data.issues.pageInfo.endCursor", stop 
     // 4 + 4 + 2, and no request past the last page.
     assert_eq!(s.api.requests(), 3, "{out:?}");
     assert_eq!(s.ids().await, users("gql", 1, 10, 0));
+}
+
+/// A keyset walk on `updated_at` alone stalls where more records share one value than a page
+/// holds: the run says so (and counts it) instead of asking for the same page forever
+/// unnoticed. A compound cursor `[updated_at, id]`, in two parameters by templates, walks
+/// every record exactly once, one page per poll, each run resuming from the saved cursor.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_keyset_walk_is_reported_and_a_compound_cursor_walks_through() {
+    if !services_up("keyset_cursor") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = s.url("keyset/api/", "seed=keys&total=12&ties=6&limit=4");
+    let single = s.spec(
+        dir.path(),
+        &url,
+        r#"records = ".items[]"
+query = { updated_since = "{{ $cursor }}" }
+pagination = { page_size = 4 }"#,
+        "[source.cursor]\nvalue = '[$cursor, .items[].updated_at] | max'",
+    );
+    let mut stalled = None;
+    for _ in 0..2 {
+        stalled = Some(run(aqueduct().args(["run", "--once"]).arg(&single)).await);
+    }
+    let stalled = stalled.unwrap();
+    assert_eq!(stalled.code, Some(0), "{stalled:?}");
+    assert!(
+        stalled
+            .stderr
+            .contains("a full page did not move the cursor"),
+        "{stalled:?}"
+    );
+    // Users 5 and 6 share the first updated_at with 1..4 and are never reached.
+    assert_eq!(s.ids().await.len(), 4);
+
+    let s = Source::start().await;
+    let url = s.url("keyset/api/", "seed=keys&total=12&ties=6&limit=4");
+    let compound = s.spec(
+        dir.path(),
+        &url,
+        r#"records = ".items[]"
+query = { updated_since = "{{ $cursor[0] }}", after_id = "{{ $cursor[1] }}" }
+pagination = { page_size = 4 }"#,
+        "[source.cursor]\nvalue = '[$cursor, (.items[] | [.updated_at, .id])] | max'",
+    );
+    for _ in 0..4 {
+        let out = run(aqueduct().args(["run", "--once"]).arg(&compound)).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(!out.stderr.contains("did not move the cursor"), "{out:?}");
+    }
+    let want: BTreeSet<String> = (1..=12)
+        .map(|i| {
+            randomuser_standin::user("keys", 1, i, false)["login"]["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(s.ids().await, want);
+    let queries = s.api.stats.queries.lock().unwrap().clone();
+    assert!(
+        queries[1..].iter().all(|q| q.contains("&after_id=")),
+        "{queries:?}"
+    );
 }

@@ -34,9 +34,12 @@ impl<'a> Pages<'a> {
         let base = Request::build(source, &bindings)?;
         let first = match source.pagination.as_ref().map(|p| &p.mode) {
             None
-            | Some(Paging::NextLink { .. } | Paging::LinkHeader { .. } | Paging::Cursor { .. }) => {
-                base.clone()
-            }
+            | Some(
+                Paging::Single
+                | Paging::NextLink { .. }
+                | Paging::LinkHeader { .. }
+                | Paging::Cursor { .. },
+            ) => base.clone(),
             Some(Paging::Page { param, start } | Paging::Offset { param, start }) => Request {
                 url: with_param(&base.url, param, &start.to_string()),
                 ..base.clone()
@@ -124,7 +127,7 @@ impl<'a> Pages<'a> {
                     other => return Err(err(format!("yielded {other}, not a URL string or null"))),
                 }
             }
-            Paging::Cursor { .. } => None,
+            Paging::Single | Paging::Cursor { .. } => None,
             Paging::LinkHeader { rel, stop_if } => {
                 let current = &current.url;
                 let err = |message: String| FetchError::NextLink {

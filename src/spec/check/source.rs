@@ -397,6 +397,16 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
         );
     }
     match raw.mode.as_str() {
+        "single" => {
+            if raw.max_pages > 1 || raw.param.is_some() || raw.start.is_some() || raw.next.is_some()
+            {
+                c.err(
+                    "source.pagination",
+                    "mode = \"single\" (the default) is one request per poll: set a mode to walk pages",
+                );
+            }
+            Some(Paging::Single)
+        }
         "page" => Some(Paging::Page {
             param: param(c)?,
             start: raw.start.unwrap_or(1),
@@ -479,7 +489,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
         other => {
             c.err(
                 "source.pagination.mode",
-                format!("`{other}` is not page, offset, next_link, link_header or cursor"),
+                format!("`{other}` is not single, page, offset, next_link, link_header or cursor"),
             );
             None
         }

@@ -44,7 +44,9 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let client = Client::new(source, None).map_err(|e| e.to_string())?;
     let first =
         incremental::first_bindings(source, chrono::Utc::now()).map_err(|e| e.to_string())?;
-    let mut poll = client.poll(first).map_err(|e| e.to_string())?;
+    let mut poll = client
+        .poll(&source.endpoint, first)
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let never = CancellationToken::new();
     while out.len() < limit {
@@ -89,13 +91,13 @@ pub fn from_text(
         let texts = if records_only {
             vec![document.get().into()]
         } else {
-            spec.source
+            spec.source.endpoint
                 .records
                 .records(document.get().as_bytes())
                 .map_err(|message| {
                     format!(
                         "{file}: the records expression `{}` failed on document {}: {message} (use --records if the file holds records, not API responses)",
-                        spec.source.records.code(),
+                        spec.source.endpoint.records.code(),
                         i + 1
                     )
                 })?

@@ -187,6 +187,7 @@ impl Ingest<'_> {
         let page_size = self
             .spec
             .source
+            .endpoint
             .pagination
             .as_ref()
             .and_then(|p| p.page_size);
@@ -353,7 +354,7 @@ impl Ingest<'_> {
         // A request the spec cannot build (a value that cannot go where it says) would fail
         // every poll alike.
         let mut poll = client
-            .poll(bindings)
+            .poll(&spec.source.endpoint, bindings)
             .map_err(|e| PollError::Fatal(e.into()))?;
         let mut received = 0;
         while let Some(page) = poll.next_page(stop).await? {

@@ -40,20 +40,15 @@ pub struct Spec {
 /// `[source]`, checked.
 #[derive(Debug)]
 pub struct Source {
-    /// The URL with the spec's query parameters merged in.
-    pub url: reqwest::Url,
-    pub method: reqwest::Method,
+    /// What is asked, and how its pages and records come out.
+    pub endpoint: Endpoint,
+    /// The headers every request carries that are no secret.
     pub headers: reqwest::header::HeaderMap,
-    pub body: Option<serde_json::Value>,
-    /// The `{{ jq }}` placeholders in the URL's path, the query, the headers and the body.
-    pub templates: Templates,
     pub schedule: Schedule,
     pub timeout: Duration,
     /// The largest response body read.
     pub max_body_size: bytesize::ByteSize,
-    pub records: Jq,
     pub retry: Retry,
-    pub pagination: Option<Pagination>,
     /// How a poll asks only for what is new, if it does.
     pub incremental: Option<Incremental>,
     /// Headers and query parameters that are secrets (`[source.auth]`'s static kinds among
@@ -65,6 +60,21 @@ pub struct Source {
     pub rules: Vec<Rule>,
     /// `[source.rate_limit]`.
     pub rate_limit: Option<RateLimit>,
+}
+
+/// One kind of request a source sends: where, with what, and how its pages and records come
+/// out.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The URL with the spec's query parameters merged in.
+    pub url: reqwest::Url,
+    pub method: reqwest::Method,
+    pub body: Option<serde_json::Value>,
+    /// The `{{ jq }}` placeholders in the URL's path, the query, the headers and the body.
+    pub templates: Templates,
+    /// Selects the records of a response.
+    pub records: Jq,
+    pub pagination: Option<Pagination>,
 }
 
 /// The request's templates ([`crate::template`]), each with the spec key it is written at.

@@ -88,7 +88,7 @@ fn minimal_spec_gets_defaults() {
     assert_eq!(spec.validate.on_invalid, OnInvalid::DeadLetter);
     assert_eq!(spec.cassandra.concurrency, 256);
     assert_eq!(spec.kafka.commit_interval, Duration::from_secs(1));
-    assert_eq!(spec.source.records.code(), ".[]");
+    assert_eq!(spec.source.endpoint.records.code(), ".[]");
     assert_eq!(spec.source.retry.attempts, 5);
     assert!(matches!(spec.source.schedule, Schedule::Every(d) if d == Duration::from_secs(10)));
 }
@@ -101,7 +101,7 @@ fn query_parameters_are_merged_into_the_url() {
     ))
     .unwrap();
     assert_eq!(
-        spec.source.url.as_str(),
+        spec.source.endpoint.url.as_str(),
         "http://127.0.0.1:8080/api/?nat=us%2Cgb&results=50"
     );
 }
@@ -822,7 +822,7 @@ fn static_credentials_and_secret_values_become_secret_parameters() {
     assert_eq!(spec.source.headers["accept"], "application/json");
     assert!(spec.source.headers.get("x-key").is_none());
     assert_eq!(
-        Request::build(&spec.source, &Default::default())
+        Request::build(&spec.source, &spec.source.endpoint, &Default::default())
             .unwrap()
             .url
             .as_str(),

@@ -16,6 +16,7 @@ use super::{
     FetchError, REDACTED, Request, Response, auth, budget, error_chain, retry_after, rules, snippet,
 };
 use crate::backoff::backoff;
+use crate::jq::Jq;
 use crate::metrics::Metrics;
 use crate::spec::{Action, ParamPlace, Retry, Rule, Secret, Source};
 
@@ -56,7 +57,7 @@ impl<'a> Client<'a> {
     pub fn new(source: &'a Source, metrics: Option<&'a Metrics>) -> Result<Self, FetchError> {
         // Credentials go to the source's own origin only: a redirect elsewhere is not
         // followed when there are any (reqwest drops only `Authorization` and `Cookie`).
-        let origin = source.url.origin();
+        let origin = source.endpoint.url.origin();
         let keeps_secrets = !source.secrets.is_empty() || source.oauth2.is_some();
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 10 {
@@ -108,11 +109,11 @@ impl<'a> Client<'a> {
             attempt += 1;
             let (message, delay) = match self.attempt_once(request).await {
                 Attempt::Done(response) => return Ok(response),
-                Attempt::Fatal(message) => return Err(self.failed(url, attempt, message)),
+                Attempt::Fatal(message) => return Err(self.failed(request, attempt, message)),
                 Attempt::Auth(e) => return Err(e.into()),
                 Attempt::Retry { message, after } => {
                     if attempt >= attempts {
-                        return Err(self.failed(url, attempt, message));
+                        return Err(self.failed(request, attempt, message));
                     }
                     let delay = match after {
                         Some(after) => after.min(max_backoff),
@@ -146,10 +147,10 @@ impl<'a> Client<'a> {
         }
     }
 
-    fn failed(&self, url: &reqwest::Url, attempts: u32, message: String) -> FetchError {
+    fn failed(&self, request: &Request, attempts: u32, message: String) -> FetchError {
         FetchError::Failed {
-            method: self.source.method.clone(),
-            url: url.to_string(),
+            method: request.method.clone(),
+            url: request.url.to_string(),
             attempts,
             message,
         }
@@ -228,7 +229,7 @@ impl<'a> Client<'a> {
     ) -> reqwest::Result<reqwest::Response> {
         let mut url = request.url.clone();
         let mut headers = request.headers.clone();
-        let own = url.origin() == self.source.url.origin();
+        let own = url.origin() == self.source.endpoint.url.origin();
         if !own && (!self.source.secrets.is_empty() || token.is_some()) {
             warn!(url = %request.url, "the request goes to another origin than source.url; it is sent without the source's credentials");
         }
@@ -260,7 +261,7 @@ impl<'a> Client<'a> {
         }
         let mut builder = self
             .http
-            .request(self.source.method.clone(), url)
+            .request(request.method.clone(), url)
             .headers(headers);
         if let Some(body) = &request.body {
             builder = builder.json(body);
@@ -361,14 +362,13 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// The records of one response body, each as its JSON text, by the spec's `records`
-    /// expression.
+    /// The records of one response body, each as its JSON text, by a `records` expression.
     pub fn records<'b>(
         &self,
+        records: &Jq,
         url: &reqwest::Url,
         body: &'b [u8],
     ) -> Result<Vec<Cow<'b, str>>, FetchError> {
-        let records = &self.source.records;
         records
             .records(body)
             .map_err(|message| FetchError::Records {

@@ -9,11 +9,13 @@ use serde_json::Value;
 
 use super::FetchError;
 use super::request::{Bindings, PlaceError, Request, redacted, with_param};
-use crate::spec::{Paging, Source};
+use crate::spec::{Endpoint, Paging, Source};
 
 /// Walks the pages of one poll.
 pub struct Pages<'a> {
     source: &'a Source,
+    /// What the poll asks.
+    endpoint: &'a Endpoint,
     /// Where the poll stands: a page token goes in these.
     bindings: Bindings,
     /// The poll's first request, which later pages vary.
@@ -29,10 +31,14 @@ pub struct Pages<'a> {
 }
 
 impl<'a> Pages<'a> {
-    /// The pages of a poll from `bindings`.
-    pub fn new(source: &'a Source, bindings: Bindings) -> Result<Self, PlaceError> {
-        let base = Request::build(source, &bindings)?;
-        let first = match source.pagination.as_ref().map(|p| &p.mode) {
+    /// The pages of a poll of `endpoint` from `bindings`.
+    pub fn new(
+        source: &'a Source,
+        endpoint: &'a Endpoint,
+        bindings: Bindings,
+    ) -> Result<Self, PlaceError> {
+        let base = Request::build(source, endpoint, &bindings)?;
+        let first = match endpoint.pagination.as_ref().map(|p| &p.mode) {
             None
             | Some(
                 Paging::Single
@@ -47,6 +53,7 @@ impl<'a> Pages<'a> {
         };
         Ok(Pages {
             source,
+            endpoint,
             bindings,
             base,
             asked: HashSet::from([first.url.to_string()]),
@@ -78,7 +85,7 @@ impl<'a> Pages<'a> {
         let Some(current) = self.next.take() else {
             return Ok(());
         };
-        let Some(pagination) = &self.source.pagination else {
+        let Some(pagination) = &self.endpoint.pagination else {
             return Ok(());
         };
         let short = pagination
@@ -217,7 +224,7 @@ impl Pages<'_> {
             token: value,
             ..self.bindings.clone()
         };
-        Request::build(self.source, &bindings)
+        Request::build(self.source, self.endpoint, &bindings)
             .map(Some)
             .map_err(|e| err(token, e.to_string()))
     }
@@ -285,7 +292,7 @@ mod tests {
     use serde_json::json;
 
     fn pages_of(spec: &crate::spec::Spec) -> Pages<'_> {
-        Pages::new(&spec.source, Bindings::default()).unwrap()
+        Pages::new(&spec.source, &spec.source.endpoint, Bindings::default()).unwrap()
     }
 
     /// The next page's URL (there must be one).

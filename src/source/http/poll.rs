@@ -3,7 +3,7 @@
 //! all drive a [`Poll`]; what a page's records become is theirs:
 //!
 //! ```ignore
-//! let mut poll = client.poll(bindings)?;
+//! let mut poll = client.poll(&source.endpoint, bindings)?;
 //! while let Some(page) = poll.next_page(stop).await? {
 //!     let records = poll.records(&page)?;
 //!     /* hand the records on */
@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::request::{Bindings, PlaceError};
 use super::{Client, FetchError, Pages, Request, Response};
+use crate::spec::Endpoint;
 
 /// One page of a poll.
 pub struct Page {
@@ -54,15 +55,21 @@ impl std::fmt::Display for Interrupted {
 /// The pages of one poll.
 pub struct Poll<'c, 'a> {
     client: &'c Client<'a>,
+    endpoint: &'a Endpoint,
     pages: Pages<'a>,
 }
 
 impl<'a> Client<'a> {
-    /// A poll from `bindings`; an error if its first request cannot be built.
-    pub fn poll(&self, bindings: Bindings) -> Result<Poll<'_, 'a>, PlaceError> {
+    /// A poll of `endpoint` from `bindings`; an error if its first request cannot be built.
+    pub fn poll(
+        &self,
+        endpoint: &'a Endpoint,
+        bindings: Bindings,
+    ) -> Result<Poll<'_, 'a>, PlaceError> {
         Ok(Poll {
             client: self,
-            pages: Pages::new(self.source(), bindings)?,
+            endpoint,
+            pages: Pages::new(self.source(), endpoint, bindings)?,
         })
     }
 }
@@ -88,9 +95,11 @@ impl Poll<'_, '_> {
         if page.response.ignored.is_some() {
             return Ok(Vec::new());
         }
-        let records = self
-            .client
-            .records(&page.request.url, &page.response.body)?;
+        let records = self.client.records(
+            &self.endpoint.records,
+            &page.request.url,
+            &page.response.body,
+        )?;
         debug!(url = %page.request.url, records = records.len(), "page fetched");
         Ok(records)
     }

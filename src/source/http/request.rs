@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::jq;
 use crate::spec::{
-    Cursor, Incremental, Pagination, Paging, ParamPlace, Place, Source, TimeFormat, Window,
+    Cursor, Endpoint, Incremental, Pagination, Paging, ParamPlace, Place, Source, TimeFormat,
+    Window,
 };
 
 /// Why a request could not be built: a value that cannot go where the spec puts it.
@@ -35,6 +36,7 @@ pub enum PlaceError {
 /// later page, its page parameter.
 #[derive(Debug, Clone)]
 pub struct Request {
+    pub method: reqwest::Method,
     /// The URL, secret query parameters standing as `REDACTED`.
     pub url: reqwest::Url,
     /// The headers that are no secret.
@@ -102,19 +104,25 @@ impl Bindings {
 }
 
 impl Request {
-    /// The request as the spec writes it, before any template is filled.
-    fn of(source: &Source) -> Request {
+    /// The request to `endpoint` as the spec writes it, before any template is filled.
+    fn of(source: &Source, endpoint: &Endpoint) -> Request {
         Request {
-            url: redacted(source, source.url.clone()),
+            method: endpoint.method.clone(),
+            url: redacted(source, endpoint.url.clone()),
             headers: source.headers.clone(),
-            body: source.body.clone(),
+            body: endpoint.body.clone(),
         }
     }
 
-    /// The request the spec describes at `bindings`: its templates filled, then the cursor,
-    /// the window and the page token put at the places the spec gives them.
-    pub fn build(source: &Source, bindings: &Bindings) -> Result<Request, PlaceError> {
-        let mut request = Request::of(source).with_templates(source, bindings)?;
+    /// The request to `endpoint` at `bindings`: its templates filled, then the cursor, the
+    /// window and the page token put at the places the spec gives them.
+    pub fn build(
+        source: &Source,
+        endpoint: &Endpoint,
+        bindings: &Bindings,
+    ) -> Result<Request, PlaceError> {
+        let mut request =
+            Request::of(source, endpoint).with_templates(source, endpoint, bindings)?;
         match &source.incremental {
             Some(Incremental::Cursor(cursor)) => {
                 request = request.with_cursor(cursor, &bindings.cursor)?;
@@ -131,7 +139,7 @@ impl Request {
                 place: Some(place), ..
             },
             ..
-        }) = &source.pagination
+        }) = &endpoint.pagination
             && !bindings.token.is_null()
         {
             request = request.with_value(place, bindings.token.clone())?;
@@ -143,9 +151,10 @@ impl Request {
     fn with_templates(
         mut self,
         source: &Source,
+        endpoint: &Endpoint,
         bindings: &Bindings,
     ) -> Result<Request, PlaceError> {
-        let t = &source.templates;
+        let t = &endpoint.templates;
         let values = bindings.values(source);
         let render = |template: &crate::template::Template, at: &dyn Fn() -> String| {
             template
@@ -304,7 +313,7 @@ mod tests {
             let from = time("2026-11-01T00:00:00Z");
             let first =
                 crate::incremental::windows(w, from, time("2026-11-02T00:00:00Z"), Some(1))[0];
-            let request = Request::of(&spec.source).with_window(w, first);
+            let request = Request::of(&spec.source, &spec.source.endpoint).with_window(w, first);
             let pairs: Vec<(String, String)> = request
                 .url
                 .query_pairs()
@@ -347,7 +356,8 @@ format = "epoch_s""#,
             start: time("2026-11-01T00:00:00Z"),
             end: time("2026-11-01T01:00:00Z"),
         };
-        let request = Request::build(&spec.source, &Bindings::window(w)).unwrap();
+        let request =
+            Request::build(&spec.source, &spec.source.endpoint, &Bindings::window(w)).unwrap();
         assert_eq!(
             request.url.as_str(),
             "http://example.test/v2/2026/items?limit=100&updated_at%5Bbetween%5D=%5B1793491200%2C1793494800%5D"
@@ -380,7 +390,8 @@ mode = "cursor"
 token = ".data.issues.pageInfo.endCursor"
 max_pages = 5"#,
         );
-        let first = Request::build(&spec.source, &Bindings::default()).unwrap();
+        let first =
+            Request::build(&spec.source, &spec.source.endpoint, &Bindings::default()).unwrap();
         // null leaves a parameter out, and is null in the body.
         assert_eq!(first.url.as_str(), "http://example.test/graphql");
         assert_eq!(
@@ -392,7 +403,7 @@ max_pages = 5"#,
             token: json!("c2"),
             ..Bindings::default()
         };
-        let page = Request::build(&spec.source, &later).unwrap();
+        let page = Request::build(&spec.source, &spec.source.endpoint, &later).unwrap();
         assert_eq!(
             page.url.as_str(),
             "http://example.test/graphql?since=2026-11-02T00%3A00%3A00Z&token=c2"
@@ -419,16 +430,20 @@ max_pages = 5"#,
         let spec = templated(
             "url = \"http://example.test/items/{{ $cursor | tonumber }}\"\n[source.cursor]\nvalue = \".n\"",
         );
-        let err = Request::build(&spec.source, &Bindings::cursor(json!("abc")))
-            .unwrap_err()
-            .to_string();
+        let err = Request::build(
+            &spec.source,
+            &spec.source.endpoint,
+            &Bindings::cursor(json!("abc")),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("source.url's path"), "{err}");
     }
 
     #[test]
     fn a_cursor_goes_in_a_query_parameter_a_header_or_the_body_formatted() {
         let spec = cursor_spec("value = '.next'\nquery = \"since\"\nformat = '. / 1000 | todate'");
-        let request = Request::of(&spec.source)
+        let request = Request::of(&spec.source, &spec.source.endpoint)
             .with_cursor(the_cursor(&spec), &json!(1793491200000_i64))
             .unwrap();
         assert!(
@@ -440,7 +455,7 @@ max_pages = 5"#,
             request.url
         );
         let spec = cursor_spec("value = '.next'\nheader = \"X-Since\"");
-        let request = Request::of(&spec.source)
+        let request = Request::of(&spec.source, &spec.source.endpoint)
             .with_cursor(the_cursor(&spec), &json!("tok"))
             .unwrap();
         assert_eq!(request.headers["x-since"], "tok");
@@ -448,7 +463,7 @@ max_pages = 5"#,
             "records = \".items[]\"\nmethod = \"POST\"\nbody = { filter = { kind = \"a\" } }\n[source.cursor]\nvalue = '.next'\nbody = \"/filter/since\"",
             "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
         );
-        let request = Request::of(&spec.source)
+        let request = Request::of(&spec.source, &spec.source.endpoint)
             .with_cursor(the_cursor(&spec), &json!(42))
             .unwrap();
         assert_eq!(
@@ -456,7 +471,7 @@ max_pages = 5"#,
             Some(json!({"filter": {"kind": "a", "since": 42}}))
         );
         // No cursor yet: the request as written.
-        let request = Request::of(&spec.source)
+        let request = Request::of(&spec.source, &spec.source.endpoint)
             .with_cursor(the_cursor(&spec), &Value::Null)
             .unwrap();
         assert_eq!(request.body, Some(json!({"filter": {"kind": "a"}})));

@@ -6,8 +6,8 @@ use super::Checker;
 use crate::jq::Jq;
 use crate::spec::raw::{RawCursor, RawPagination, RawSource, RawValidate, RawWindow};
 use crate::spec::{
-    Cursor, Incremental, OnInvalid, Pagination, Paging, Place, Retry, Schedule, Source, Templates,
-    TimeFormat, Validate, Window, WindowStart,
+    Cursor, Endpoint, Incremental, OnInvalid, Pagination, Paging, Place, Retry, Schedule, Source,
+    Templates, TimeFormat, Validate, Window, WindowStart,
 };
 
 pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option<Source> {
@@ -145,17 +145,19 @@ pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option
     super::auth::no_clash(c, &headers, &secrets, &auth_secrets, oauth2.is_some());
     secrets.extend(auth_secrets);
     Some(Source {
-        url: url?,
-        method: method?,
+        endpoint: Endpoint {
+            url: url?,
+            method: method?,
+            body: raw.body,
+            templates,
+            records: records?,
+            pagination: pagination?,
+        },
         headers,
-        body: raw.body,
-        templates,
         schedule: schedule?,
         timeout: raw.timeout,
         max_body_size: raw.max_body_size,
-        records: records?,
         retry,
-        pagination: pagination?,
         incremental: incremental?,
         secrets,
         oauth2,

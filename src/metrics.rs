@@ -71,6 +71,9 @@ pub struct Metrics {
     /// `aqueduct_cursor_stalls_total`: full pages (`pagination.page_size` records) after
     /// which `[source.cursor]` had not moved: a keyset walk stuck on ties.
     pub cursor_stalls: Counter,
+    /// `aqueduct_failed_parents_total`: `[source.parent]` parents whose requests failed after
+    /// their retries (asked again next poll).
+    pub failed_parents: Counter,
     /// `aqueduct_poll_duration_seconds`: a whole poll, every page fetched and produced.
     pub poll_duration: Histogram,
     /// `aqueduct_produce_latency_seconds`: a record sent to its acknowledgement by Kafka.
@@ -230,6 +233,12 @@ impl Metrics {
             "Full pages (pagination.page_size records) after which source.cursor had not moved: a keyset walk stuck on ties",
             cursor_stalls.clone(),
         );
+        let failed_parents = Counter::default();
+        registry.register(
+            "failed_parents",
+            "Parents (source.parent) whose requests failed after their retries; asked again next poll",
+            failed_parents.clone(),
+        );
         let mut seconds = |name: &str, help: &str, buckets: Histogram| {
             registry.register_with_unit(name, help, Unit::Seconds, buckets.clone());
             buckets
@@ -299,6 +308,7 @@ impl Metrics {
             source_wait,
             ignored_responses,
             cursor_stalls,
+            failed_parents,
             poll_duration,
             produce_latency,
             write_latency,

@@ -19,7 +19,7 @@ use crate::dead_letter::{DeadLetter, Origin};
 use crate::incremental;
 use crate::map::Change;
 use crate::record::{self, Outcome};
-use crate::source::http::Client;
+use crate::source::http::{Bindings, Client};
 use crate::spec::{Column, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,28 +44,43 @@ pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let client = Client::new(source, None).map_err(|e| e.to_string())?;
     let first =
         incremental::first_bindings(source, chrono::Utc::now()).map_err(|e| e.to_string())?;
-    let mut poll = client
-        .poll(&source.endpoint, first)
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
     let never = CancellationToken::new();
-    while out.len() < limit {
-        let Some(page) = poll.next_page(&never).await.map_err(|e| e.to_string())? else {
-            break;
-        };
-        let records = poll.records(&page).map_err(|e| e.to_string())?;
-        let count = records.len();
-        let url = page.request.url.to_string();
-        out.extend(
-            records
-                .into_iter()
-                .take(limit - out.len())
-                .map(|text| Input {
-                    text: text.into_owned(),
-                    origin: Origin::Api { url: url.clone() },
-                }),
-        );
-        poll.advance(&page, count).map_err(|e| e.to_string())?;
+    // With [source.parent], the source's request for each parent in turn.
+    let polls = match &source.parent {
+        None => vec![first],
+        Some(parent) => crate::source::http::parents::list(&client, parent, &never)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(_, parent)| Bindings {
+                parent,
+                ..first.clone()
+            })
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for bindings in polls {
+        let mut poll = client
+            .poll(&source.endpoint, bindings)
+            .map_err(|e| e.to_string())?;
+        while out.len() < limit {
+            let Some(page) = poll.next_page(&never).await.map_err(|e| e.to_string())? else {
+                break;
+            };
+            let records = poll.records(&page).map_err(|e| e.to_string())?;
+            let count = records.len();
+            let url = page.request.url.to_string();
+            out.extend(
+                records
+                    .into_iter()
+                    .take(limit - out.len())
+                    .map(|text| Input {
+                        text: text.into_owned(),
+                        origin: Origin::Api { url: url.clone() },
+                    }),
+            );
+            poll.advance(&page, count).map_err(|e| e.to_string())?;
+        }
     }
     Ok(out)
 }

@@ -28,7 +28,7 @@ use crate::record::{self, Rejected};
 use crate::source::http::poll::Interrupted;
 use crate::source::http::{self, Bindings, Client, FetchError};
 use crate::source::schedule::Ticker;
-use crate::spec::{Cursor, Incremental, OnInvalid, Spec, Window};
+use crate::spec::{Cursor, Incremental, OnInvalid, Parent, Spec, Window};
 
 /// Records of a page produced and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 1024;
@@ -100,6 +100,18 @@ pub async fn run(
         }
         let started = Instant::now();
         let polled = match (&spec.source.incremental, &lease, &mut store) {
+            (Some(Incremental::Cursor(cursor)), Some(lease), Some(store))
+                if let Some(parent) = &spec.source.parent =>
+            {
+                let cursors = Cursors {
+                    cursor,
+                    lease,
+                    store,
+                    writer: &writer,
+                };
+                ingest.poll_parents(parent, Some(cursors)).await
+            }
+            _ if let Some(parent) = &spec.source.parent => ingest.poll_parents(parent, None).await,
             (Some(Incremental::Cursor(cursor)), Some(lease), Some(store)) => {
                 ingest.poll_cursor(cursor, lease, store, &writer).await
             }
@@ -184,26 +196,9 @@ impl Ingest<'_> {
             None => cursor.initial.clone().unwrap_or(Value::Null),
         };
         let mut value = start.clone();
-        let page_size = self
-            .spec
-            .source
-            .endpoint
-            .pagination
-            .as_ref()
-            .and_then(|p| p.page_size);
         let records = self
             .poll(Bindings::cursor(start.clone()), |page, count| {
-                let before = value.clone();
-                value = incremental::advance(cursor, &value, page).map_err(|e| e.to_string())?;
-                if page_size.is_some_and(|size| count >= size as usize) && value == before {
-                    self.metrics.cursor_stalls.inc();
-                    warn!(
-                        cursor = %value,
-                        records = count,
-                        "a full page did not move the cursor: more records share this cursor value than a page holds, so the next poll asks for the same page again; make the cursor compound, e.g. [updated_at, id]"
-                    );
-                }
-                Ok(())
+                self.advance_cursor(cursor, &mut value, page, count)
             })
             .await?;
         if value == start {
@@ -218,6 +213,134 @@ impl Ingest<'_> {
             info!(records, from = %start, to = %value, "cursor moved");
         }
         Ok(())
+    }
+
+    /// Moves `value` on after a page of `count` records; a full page that leaves it where it
+    /// was is a stalled keyset walk, said and counted.
+    fn advance_cursor(
+        &self,
+        cursor: &Cursor,
+        value: &mut Value,
+        page: &[u8],
+        count: usize,
+    ) -> Result<(), String> {
+        let next = incremental::advance(cursor, value, page).map_err(|e| e.to_string())?;
+        let page_size = (self.spec.source.endpoint.pagination.as_ref()).and_then(|p| p.page_size);
+        if page_size.is_some_and(|size| count >= size as usize) && next == *value {
+            self.metrics.cursor_stalls.inc();
+            warn!(
+                cursor = %next,
+                records = count,
+                "a full page did not move the cursor: more records share this cursor value than a page holds, so the next poll asks for the same page again; make the cursor compound, e.g. [updated_at, id]"
+            );
+        }
+        *value = next;
+        Ok(())
+    }
+
+    /// A `[source.parent]` poll: the parents listed, then the source's request for each (at
+    /// most `concurrency` at once) with `$parent` bound, and with `[source.cursor]` from that
+    /// parent's saved cursor. The cursors are one map on the cursor topic, keyed by parent,
+    /// saved as each parent's records are acknowledged; a new parent starts at
+    /// `source.cursor.initial`, and one no longer listed keeps its cursor. A parent whose
+    /// requests fail is said, counted, and asked again next poll; the others go on, and the
+    /// poll fails at the end naming it.
+    async fn poll_parents(
+        &self,
+        parent: &Parent,
+        mut cursors: Option<Cursors<'_>>,
+    ) -> Result<(), PollError> {
+        let parents = http::parents::list(&self.client, parent, self.stop).await?;
+        let mut found = None;
+        let mut map = serde_json::Map::new();
+        if let Some(c) = cursors.as_mut() {
+            found = c.store.latest().await?;
+            match found.as_ref().map(|f| &f.saved.cursor) {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(saved)) => map = saved.clone(),
+                Some(other) => {
+                    return Err(PollError::Fatal(anyhow::anyhow!(
+                        "the saved cursor of pipeline {} on topic {} is {other}, not a map of parents' cursors; start the parents over with `aqueduct cursor {} --set '{{}}'`",
+                        self.spec.name,
+                        self.spec.kafka.cursor_topic,
+                        self.spec.path.display()
+                    )));
+                }
+            }
+        }
+        let cursor = cursors.as_ref().map(|c| c.cursor);
+        let initial = cursor.and_then(|c| c.initial.clone()).unwrap_or_default();
+        let of = parents.len();
+        let jobs: Vec<(String, Value, Value)> = parents
+            .into_iter()
+            .map(|(key, value)| {
+                let start = map.get(&key).cloned().unwrap_or_else(|| initial.clone());
+                (key, value, start)
+            })
+            .collect();
+        let mut runs = futures::stream::iter(jobs)
+            .map(|(key, value, start)| async move {
+                let mut moved = start.clone();
+                let bindings = Bindings {
+                    cursor: start.clone(),
+                    parent: value,
+                    ..Bindings::default()
+                };
+                let polled = self
+                    .poll(bindings, |page, count| match cursor {
+                        Some(cursor) => self.advance_cursor(cursor, &mut moved, page, count),
+                        None => Ok(()),
+                    })
+                    .await;
+                (key, start, moved, polled)
+            })
+            .buffer_unordered(parent.concurrency);
+        let mut failed: Vec<(String, FetchError)> = Vec::new();
+        while let Some((key, start, moved, polled)) = runs.next().await {
+            match polled {
+                Ok(records) => debug!(parent = %key, records, "parent done"),
+                Err(PollError::Fetch(e)) if !e.is_fatal() => {
+                    self.metrics.failed_parents.inc();
+                    warn!(parent = %key, error = %e, "the parent's requests failed; it is asked again next poll, the others go on");
+                    failed.push((key, e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let Some(c) = cursors.as_mut() else {
+                continue;
+            };
+            if moved == start {
+                continue;
+            }
+            map.insert(key.clone(), moved.clone());
+            let saved = self
+                .save(
+                    c.lease,
+                    c.store,
+                    found.as_ref(),
+                    Value::Object(map.clone()),
+                    c.writer,
+                )
+                .await?;
+            match saved {
+                Some(saved) => found = Some(saved),
+                None => return Ok(()),
+            }
+            info!(parent = %key, from = %start, to = %moved, "cursor moved");
+        }
+        match failed.len() {
+            0 => Ok(()),
+            n => {
+                let (key, first) = failed.swap_remove(0);
+                Err(PollError::Fetch(FetchError::ParentsFailed {
+                    failed: n,
+                    of,
+                    key,
+                    first: Box::new(first),
+                }))
+            }
+        }
     }
 
     /// A `[source.window]` poll: the windows after the saved cursor up to now (at most
@@ -411,6 +534,14 @@ impl Ingest<'_> {
         info!(records = received, "poll done");
         Ok(received)
     }
+}
+
+/// What a `[source.parent]` poll keeps its parents' cursors with.
+struct Cursors<'x> {
+    cursor: &'x Cursor,
+    lease: &'x Lease,
+    store: &'x mut Store,
+    writer: &'x str,
 }
 
 /// Where and when a page's records were received.

@@ -60,6 +60,28 @@ pub struct Source {
     pub rules: Vec<Rule>,
     /// `[source.rate_limit]`.
     pub rate_limit: Option<RateLimit>,
+    /// `[source.parent]`: the parents `endpoint` is asked for, once each.
+    pub parent: Option<Parent>,
+}
+
+/// `[source.parent]`, checked.
+#[derive(Debug)]
+pub struct Parent {
+    pub parents: Parents,
+    /// What identifies a parent (its cursor's key).
+    pub key: Jq,
+    /// Fields put into each child record, by jq on its parent.
+    pub include: Vec<(String, Jq)>,
+    /// Parents asked for at once.
+    pub concurrency: usize,
+}
+
+/// Where the parents come from.
+#[derive(Debug)]
+pub enum Parents {
+    List(Vec<serde_json::Value>),
+    /// The records of this endpoint's pages.
+    Endpoint(Box<Endpoint>),
 }
 
 /// One kind of request a source sends: where, with what, and how its pages and records come

@@ -84,6 +84,52 @@ pub struct RawSource {
     pub on_response: Vec<RawRule>,
     /// A budget of requests the source keeps to.
     pub rate_limit: Option<RawRateLimit>,
+    /// Parent-child requests: the parents this request runs for, once each, with `$parent`.
+    pub parent: Option<RawParent>,
+}
+
+/// `[source.parent]`: the parents the source's request runs for, once each per poll, each
+/// bound to `$parent` in its templates (e.g. `url = ".../repos/{{ $parent.full_name }}/issues"`).
+/// The parents are a `list`, or the records of their own request (`url`, with its own `query`,
+/// `body`, `records` and `pagination`; `[source]`'s headers, auth, rules, budget and retries
+/// apply to it too).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParent {
+    /// The parents as written, e.g. `[{ full_name = "rust-lang/rust" }, { full_name = "tokio-rs/tokio" }]`.
+    pub list: Option<Vec<serde_json::Value>>,
+    /// The URL listing the parents (the origin of `source.url`).
+    pub url: Option<String>,
+    /// HTTP method: GET (default) or POST.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Query parameters of the parents' request (strings, numbers, booleans).
+    #[serde(default)]
+    pub query: BTreeMap<String, RawParam>,
+    /// JSON body sent with POST.
+    pub body: Option<serde_json::Value>,
+    /// jq selecting the parents from a response. Default `.[]`.
+    #[serde(default = "default_records")]
+    pub records: String,
+    pub pagination: Option<RawPagination>,
+    /// jq on a parent giving what identifies it (a string or a number): its cursor is kept
+    /// under it. Default `.id`.
+    #[serde(default = "default_parent_key")]
+    pub key: String,
+    /// Fields put into each child record from its parent: a name and a jq expression on the
+    /// parent, e.g. `{ repo = ".full_name" }`.
+    #[serde(default)]
+    pub include: BTreeMap<String, String>,
+    /// Parents whose requests run at once. Default 4.
+    #[serde(default = "default_parent_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_parent_key() -> String {
+    ".id".into()
+}
+fn default_parent_concurrency() -> usize {
+    4
 }
 
 /// A header or query parameter value: as written, or a secret given inline or in a file.

@@ -25,6 +25,13 @@
 //!   `403` with `X-RateLimit-Remaining: 0` and the documented message, counted in
 //!   [`Apis::over_limit`].
 //!   With `paged=N`, pages carry GitHub's `Link` header (`prev`, `next`, `last`, `first`).
+//! - `GET /github/orgs/{org}/repos?repos=N&per_page=P&page=K`: GitHub's repositories of an
+//!   organisation (`id`, `name`, `full_name`), N in all, paged by `Link` headers.
+//! - `GET /github/repos/{owner}/{repo}/issues?issues=M&per_page=P&page=K&since=T`: GitHub's
+//!   issues of a repository (a bare array, oldest `updated_at` first as with
+//!   `sort=updated&direction=asc`): M issues updated a minute apart from 2026-11-01T00:00:00Z;
+//!   `since` (ISO 8601) keeps those updated at or after it; paged by `Link` headers. With
+//!   `fail={owner}/{repo}` that repository's issues answer `500`.
 //! - `GET /redirect/?to=URL`: `302 Found` to URL (an API that moved).
 //! - `POST /graphql/?seed=S&total=N`: a GraphQL API paged as Relay connections (Linear's
 //!   `issues(first, after)`): the body is `{"query": ..., "variables": {"first": F, "after":
@@ -121,6 +128,8 @@ pub fn routes(router: Router<Arc<Stats>>) -> Router<Arc<Stats>> {
         .route("/redirect/", get(redirect))
         .route("/graphql/", post(graphql))
         .route("/keyset/api/", get(keyset))
+        .route("/github/orgs/{org}/repos", get(github_repos))
+        .route("/github/repos/{owner}/{repo}/issues", get(github_issues))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -612,4 +621,111 @@ async fn keyset(
         })
         .collect();
     Json(json!({ "items": items })).into_response()
+}
+
+/// A page of `items` (`per_page`, `page` from `query`) with GitHub's `Link` header.
+fn github_page(
+    uri: &axum::http::Uri,
+    query: &HashMap<String, String>,
+    items: Vec<serde_json::Value>,
+) -> Response {
+    let num = |k: &str, default: usize| {
+        query
+            .get(k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let (per_page, page) = (num("per_page", 30).clamp(1, 100), num("page", 1).max(1));
+    let pages = items.len().div_ceil(per_page).max(1);
+    let mut paged = query.clone();
+    paged.insert("paged".into(), pages.to_string());
+    let items: Vec<serde_json::Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(links) = links(uri, &paged).and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, links);
+    }
+    response
+}
+
+async fn github_repos(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    axum::extract::Path(org): axum::extract::Path<String>,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    state.0.saw(&uri);
+    let n = query
+        .0
+        .get("repos")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let repos = (0..n)
+        .map(|i| json!({"id": 1000 + i, "name": format!("repo{i}"), "full_name": format!("{org}/repo{i}")}))
+        .collect();
+    github_page(&uri, &query.0, repos)
+}
+
+/// When issue `i` of the issues route was last updated.
+pub fn issue_updated_at(i: u64) -> String {
+    let t = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+        .map(|t| t.to_utc())
+        .unwrap_or_default()
+        + chrono::Duration::minutes(i as i64);
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn github_issues(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    axum::extract::Path((owner, repo)): axum::extract::Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    state.0.saw(&uri);
+    let full_name = format!("{owner}/{repo}");
+    if query.0.get("fail") == Some(&full_name) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"message": "Server Error"})),
+        )
+            .into_response();
+    }
+    let since = match query.0.get("since") {
+        None => None,
+        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Some(t.to_utc()),
+            Err(_) => {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({"message": "Validation Failed", "errors": [{"resource": "Issue", "field": "since", "code": "invalid"}]})),
+                )
+                    .into_response();
+            }
+        },
+    };
+    let m = query
+        .0
+        .get("issues")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let seed = query.0.get("seed").map_or("github", String::as_str);
+    let issues = (0..m)
+        .filter(|&i| {
+            since.is_none_or(|since| {
+                chrono::DateTime::parse_from_rfc3339(&issue_updated_at(i))
+                    .is_ok_and(|t| t.to_utc() >= since)
+            })
+        })
+        .map(|i| {
+            let mut issue = crate::user(&format!("{seed}/{full_name}"), 1, i as usize, false);
+            issue["number"] = json!(i + 1);
+            issue["updated_at"] = json!(issue_updated_at(i));
+            issue["repository_url"] = json!(format!("https://api.github.com/repos/{full_name}"));
+            issue
+        })
+        .collect();
+    github_page(&uri, &query.0, issues)
 }

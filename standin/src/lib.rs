@@ -53,6 +53,8 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// The query strings of the requests, in order.
     pub queries: std::sync::Mutex<Vec<String>>,
+    /// The paths and query strings of the requests, in order.
+    pub uris: std::sync::Mutex<Vec<String>>,
     /// When each request came, in order.
     pub times: std::sync::Mutex<Vec<std::time::Instant>>,
     /// The state of the authenticating and limiting stand-ins.
@@ -66,6 +68,10 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(uri.query().unwrap_or_default().to_owned());
+        self.uris.lock().unwrap_or_else(|e| e.into_inner()).push(
+            uri.path_and_query()
+                .map_or_else(String::new, |p| p.to_string()),
+        );
         self.times
             .lock()
             .unwrap_or_else(|e| e.into_inner())

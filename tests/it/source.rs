@@ -727,3 +727,108 @@ pagination = { page_size = 4 }"#,
         "{queries:?}"
     );
 }
+
+/// GitHub's issues of every repository of an organisation: the repositories are listed by
+/// their own paged request, and the issues request runs for each (two at once) with the
+/// repository in its path by a template, each issue carrying its repository's name. Each
+/// repository keeps its own cursor: one whose requests fail is reported and the run fails,
+/// while the others' issues land and their cursors are saved; the next run asks each
+/// repository only for what is new since its own cursor, a new repository from the start, and
+/// the failed one again. Every issue exactly once in Cassandra.
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_of_every_repository_with_a_cursor_per_repository() {
+    if !services_up("parent_child") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |repos: u32, fail: &str| {
+        s.spec(
+            dir.path(),
+            &s.url(
+                "github/repos/{{ $parent.full_name }}/issues",
+                &format!("seed=gh&issues=5&per_page=2&state=all&sort=updated&direction=asc{fail}"),
+            ),
+            r#"records = ".[]"
+query = { since = "{{ $cursor }}" }
+pagination = { mode = "link_header", max_pages = 10 }"#,
+            &format!(
+                r#"columns.repo = {{ type = "text", jq = ".repo" }}
+[source.cursor]
+value = '[$cursor, .[].updated_at] | max'
+[source.parent]
+url = "{}"
+key = ".full_name"
+include = {{ repo = ".full_name" }}
+pagination = {{ mode = "link_header", max_pages = 10 }}
+concurrency = 2"#,
+                s.url(
+                    "github/orgs/acme/repos",
+                    &format!("repos={repos}&per_page=2")
+                )
+            ),
+        )
+    };
+    let issues = |repos: std::ops::Range<u32>| -> BTreeSet<(String, String)> {
+        repos
+            .flat_map(|r| {
+                (0..5).map(move |i| {
+                    let name = format!("acme/repo{r}");
+                    let user = randomuser_standin::user(&format!("gh/{name}"), 1, i, false);
+                    (user["login"]["uuid"].as_str().unwrap().to_owned(), name)
+                })
+            })
+            .collect()
+    };
+    let rows = || async {
+        let rows = session()
+            .await
+            .query_unpaged(format!("SELECT id, repo FROM {}.t", s.keyspace), ())
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        rows.rows::<(uuid::Uuid, String)>()
+            .unwrap()
+            .map(|r| {
+                let (id, repo) = r.unwrap();
+                (id.to_string(), repo)
+            })
+            .collect::<BTreeSet<_>>()
+    };
+
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(spec(3, "&fail=acme/repo2")))
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("1 of 3 parents failed; the first, acme/repo2"),
+        "{out:?}"
+    );
+    assert_eq!(rows().await, issues(0..2));
+
+    let before = s.api.stats.uris.lock().unwrap().len();
+    let out = run(aqueduct().args(["run", "--once"]).arg(spec(4, ""))).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(rows().await, issues(0..4));
+    let uris = s.api.stats.uris.lock().unwrap()[before..].to_vec();
+    let first_of = |repo: &str| {
+        uris.iter()
+            .find(|u| u.starts_with(&format!("/github/repos/acme/{repo}/issues?")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no request for {repo}: {uris:?}"))
+    };
+    // Each repository from its own cursor: the last issue's update, 4 minutes in.
+    for repo in ["repo0", "repo1"] {
+        assert!(
+            first_of(repo).contains("&since=2026-11-01T00%3A04%3A00Z"),
+            "{uris:?}"
+        );
+    }
+    // The failed one and the new one from the start.
+    for repo in ["repo2", "repo3"] {
+        assert!(!first_of(repo).contains("since="), "{uris:?}");
+    }
+}

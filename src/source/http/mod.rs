@@ -17,6 +17,7 @@ pub mod auth;
 pub mod budget;
 mod client;
 pub mod pages;
+pub mod parents;
 pub mod poll;
 pub mod request;
 pub mod rules;
@@ -73,6 +74,17 @@ pub enum FetchError {
     /// No access token could be had.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    /// The parents could not be listed, or a parent has no key.
+    #[error("source.parent: {0}")]
+    Parents(String),
+    /// Some parents' requests failed; the others' records went on.
+    #[error("{failed} of {of} parents failed; the first, {key}: {first}")]
+    ParentsFailed {
+        failed: usize,
+        of: usize,
+        key: String,
+        first: Box<FetchError>,
+    },
 }
 
 impl FetchError {

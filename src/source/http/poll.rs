@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -57,19 +58,37 @@ pub struct Poll<'c, 'a> {
     client: &'c Client<'a>,
     endpoint: &'a Endpoint,
     pages: Pages<'a>,
+    /// Fields put into each record from its parent (`[source.parent] include`).
+    carried: Vec<(&'a str, Value)>,
 }
 
 impl<'a> Client<'a> {
     /// A poll of `endpoint` from `bindings`; an error if its first request cannot be built.
+    /// A poll for a parent puts the parent's `include` fields into each record.
     pub fn poll(
         &self,
         endpoint: &'a Endpoint,
         bindings: Bindings,
     ) -> Result<Poll<'_, 'a>, PlaceError> {
+        let mut carried = Vec::new();
+        if let Some(parent) = &self.source().parent
+            && !bindings.parent.is_null()
+        {
+            for (name, jq) in &parent.include {
+                let value =
+                    jq.run_one(&bindings.parent)
+                        .map_err(|source| PlaceError::Template {
+                            at: format!("source.parent.include.{name}"),
+                            source,
+                        })?;
+                carried.push((name.as_str(), value));
+            }
+        }
         Ok(Poll {
             client: self,
             endpoint,
             pages: Pages::new(self.source(), endpoint, bindings)?,
+            carried,
         })
     }
 }
@@ -101,7 +120,22 @@ impl Poll<'_, '_> {
             &page.response.body,
         )?;
         debug!(url = %page.request.url, records = records.len(), "page fetched");
-        Ok(records)
+        if self.carried.is_empty() {
+            return Ok(records);
+        }
+        Ok(records
+            .into_iter()
+            .map(|text| match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(mut fields)) => {
+                    for (name, value) in &self.carried {
+                        fields.insert((*name).to_owned(), value.clone());
+                    }
+                    Cow::Owned(Value::Object(fields).to_string())
+                }
+                // A record that is no object has no field to add; it goes as it is.
+                _ => text,
+            })
+            .collect())
     }
 
     /// Moves on after `page`, which yielded `count` records. An ignored page ends the poll:

@@ -61,6 +61,8 @@ pub struct Bindings {
     pub window: Option<TimeWindow>,
     /// The page token of the cursor paging mode (`null` on a poll's first page).
     pub token: Value,
+    /// The parent the request is for (`[source.parent]`).
+    pub parent: Value,
 }
 
 impl Bindings {
@@ -98,7 +100,7 @@ impl Bindings {
             bound(self.window.map(|w| w.start)),
             bound(self.window.map(|w| w.end)),
             self.token.clone(),
-            Value::Null,
+            self.parent.clone(),
         ]
     }
 }

@@ -4,27 +4,23 @@ use std::path::Path;
 
 use super::Checker;
 use crate::jq::Jq;
-use crate::spec::raw::{RawCursor, RawPagination, RawSource, RawValidate, RawWindow};
+use crate::spec::raw::{
+    RawCursor, RawPagination, RawParam, RawParent, RawSource, RawValidate, RawWindow,
+};
 use crate::spec::{
-    Cursor, Endpoint, Incremental, OnInvalid, Pagination, Paging, Place, Retry, Schedule, Source,
-    Templates, TimeFormat, Validate, Window, WindowStart,
+    Cursor, Endpoint, Incremental, OnInvalid, Pagination, Paging, Parent, Parents, Place, Retry,
+    Schedule, Source, Templates, TimeFormat, Validate, Window, WindowStart,
 };
 
 pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option<Source> {
     let filled = super::templates::Filled::of(&raw);
     let mut templates = super::templates::templates(c, &mut raw, &filled);
-    let mut url = super::templates::url(c, &raw.url, &filled, &mut templates);
-    let method = match raw.method.to_ascii_uppercase().as_str() {
-        "GET" => Some(reqwest::Method::GET),
-        "POST" => Some(reqwest::Method::POST),
-        other => {
-            c.err("source.method", format!("`{other}` is not GET or POST"));
-            None
-        }
+    let mut url = super::templates::url(c, "source.url", &raw.url, &filled, &mut templates);
+    let method = self::method(c, "source", &raw.method, raw.body.is_some());
+    let parent = match raw.parent.take() {
+        None => Some(None),
+        Some(parent) => self::parent(c, parent, url.as_ref()).map(Some),
     };
-    if raw.body.is_some() && method == Some(reqwest::Method::GET) {
-        c.err("source.body", "a body is only sent with method = \"POST\"");
-    }
     let (headers, mut secrets) = super::auth::params(c, raw.headers, raw.query, url.as_mut(), base);
     let auth = match raw.auth {
         None => Some((Vec::new(), None)),
@@ -82,8 +78,14 @@ pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option
     }
     let pagination = match raw.pagination {
         None => Some(None),
-        Some(p) => pagination(c, p, method.as_ref()).map(Some),
+        Some(p) => pagination(c, "source", p, method.as_ref()).map(Some),
     };
+    if parent.as_ref().is_some_and(Option::is_some) && raw.window.is_some() {
+        c.err(
+            "source.window",
+            "windows per parent are not supported yet: with [source.parent], keep a cursor per parent by [source.cursor]",
+        );
+    }
     let incremental = match (raw.cursor, raw.window) {
         (None, None) => Some(None),
         (Some(cursor), None) => {
@@ -163,6 +165,141 @@ pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option
         oauth2,
         rules: rules?,
         rate_limit: rate_limit?,
+        parent: parent?,
+    })
+}
+
+/// `{at}.method`, and whether a body may go with it.
+fn method(c: &mut Checker, at: &str, text: &str, body: bool) -> Option<reqwest::Method> {
+    let method = match text.to_ascii_uppercase().as_str() {
+        "GET" => reqwest::Method::GET,
+        "POST" => reqwest::Method::POST,
+        other => {
+            c.err(
+                &format!("{at}.method"),
+                format!("`{other}` is not GET or POST"),
+            );
+            return None;
+        }
+    };
+    if body && method == reqwest::Method::GET {
+        c.err(
+            &format!("{at}.body"),
+            "a body is only sent with method = \"POST\"",
+        );
+    }
+    Some(method)
+}
+
+/// `[source.parent]`: a list, or a request at the origin of `source.url` (`source`).
+fn parent(c: &mut Checker, mut raw: RawParent, source: Option<&reqwest::Url>) -> Option<Parent> {
+    let at = "source.parent";
+    let key = c.jq("source.parent.key", &raw.key);
+    let include: Vec<Option<(String, Jq)>> = std::mem::take(&mut raw.include)
+        .into_iter()
+        .map(|(name, code)| {
+            let jq = c.jq(&format!("source.parent.include.{name}"), &code)?;
+            Some((name, jq))
+        })
+        .collect();
+    if raw.concurrency == 0 {
+        c.err("source.parent.concurrency", "must be at least 1");
+    }
+    let parents = match (raw.list.take(), raw.url.take()) {
+        (Some(list), None) => {
+            if raw.pagination.is_some() || raw.body.is_some() || !raw.query.is_empty() {
+                c.err(
+                    at,
+                    "`query`, `body` and `pagination` are for parents from a `url`, not a `list`",
+                );
+            }
+            Some(Parents::List(list))
+        }
+        (None, Some(url)) => {
+            let filled = super::templates::Filled::of_parent(&raw);
+            let mut templates = Templates::default();
+            let query = super::templates::take(c, "source.parent.query", &mut raw.query, &filled);
+            if let Some(body) = &raw.body {
+                super::templates::body_strings(
+                    c,
+                    "source.parent.body",
+                    body,
+                    &mut String::new(),
+                    &filled,
+                    &mut templates.body,
+                );
+            }
+            let mut url =
+                super::templates::url(c, "source.parent.url", &url, &filled, &mut templates);
+            templates.query.extend(query);
+            if let (Some(url), Some(source)) = (&url, source)
+                && url.origin() != source.origin()
+            {
+                c.err(
+                    "source.parent.url",
+                    format!(
+                        "is not at the origin of source.url ({}): the source's credentials go to one origin",
+                        source.origin().ascii_serialization()
+                    ),
+                );
+            }
+            let pairs: Vec<(String, String)> = std::mem::take(&mut raw.query)
+                .into_iter()
+                .filter_map(|(name, value)| match value {
+                    RawParam::Plain(value) => Some((name, value.to_string())),
+                    RawParam::Detailed(_) => {
+                        c.err(
+                            &format!("source.parent.query.{name}"),
+                            "a secret goes in [source] query or [source.auth], which every request of the source carries",
+                        );
+                        None
+                    }
+                })
+                .collect();
+            if let Some(url) = url.as_mut()
+                && !pairs.is_empty()
+            {
+                url.query_pairs_mut().extend_pairs(pairs);
+            }
+            let method = method(c, at, &raw.method, raw.body.is_some());
+            let records = c.jq("source.parent.records", &raw.records);
+            let pagination = match raw.pagination.take() {
+                None => Some(None),
+                Some(p) => pagination(c, at, p, method.as_ref()).map(Some),
+            };
+            if let Some(Some(Pagination {
+                mode: Paging::Cursor { place: None, .. },
+                ..
+            })) = &pagination
+                && !templates.read("$token")
+            {
+                c.err(
+                    "source.parent.pagination",
+                    "$token goes nowhere: set `query`, `header` or `body`, or write {{ $token }} in the parents' request",
+                );
+            }
+            Some(Parents::Endpoint(Box::new(Endpoint {
+                url: url?,
+                method: method?,
+                body: raw.body,
+                templates,
+                records: records?,
+                pagination: pagination?,
+            })))
+        }
+        _ => {
+            c.err(
+                at,
+                "set one of `list` (the parents as written) and `url` (a request listing them)",
+            );
+            None
+        }
+    };
+    Some(Parent {
+        parents: parents?,
+        key: key?,
+        include: include.into_iter().collect::<Option<_>>()?,
+        concurrency: raw.concurrency,
     })
 }
 
@@ -334,32 +471,38 @@ fn time_format(text: &str) -> Result<TimeFormat, String> {
 
 fn pagination(
     c: &mut Checker,
+    at: &str,
     raw: RawPagination,
     method: Option<&reqwest::Method>,
 ) -> Option<Pagination> {
     if raw.max_pages == 0 {
-        c.err("source.pagination.max_pages", "must be at least 1");
+        c.err(&format!("{at}.pagination.max_pages"), "must be at least 1");
     }
     if raw.page_size == Some(0) {
         c.err(
-            "source.pagination.page_size",
+            &format!("{at}.pagination.page_size"),
             "must be at least 1 (the records a full page holds)",
         );
     }
     let (max_pages, page_size) = (raw.max_pages, raw.page_size);
     Some(Pagination {
-        mode: paging(c, raw, method)?,
+        mode: paging(c, at, raw, method)?,
         max_pages,
         page_size,
     })
 }
 
 /// `[source.pagination]`'s mode and the keys that go with it.
-fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>) -> Option<Paging> {
+fn paging(
+    c: &mut Checker,
+    at: &str,
+    raw: RawPagination,
+    method: Option<&reqwest::Method>,
+) -> Option<Paging> {
     let param = |c: &mut Checker| {
         if raw.next.is_some() {
             c.err(
-                "source.pagination.next",
+                &format!("{at}.pagination.next"),
                 format!("is for mode = \"next_link\", not \"{}\"", raw.mode),
             );
         }
@@ -367,7 +510,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
             Some(p) if !p.is_empty() => Some(p.clone()),
             _ => {
                 c.err(
-                    "source.pagination.param",
+                    &format!("{at}.pagination.param"),
                     format!("mode = \"{}\" needs the query parameter's name", raw.mode),
                 );
                 None
@@ -382,7 +525,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
             || raw.body.is_some())
     {
         c.err(
-            "source.pagination",
+            &format!("{at}.pagination"),
             format!(
                 "`token`, `stop`, `query`, `header` and `body` are for mode = \"cursor\", not \"{}\"",
                 raw.mode
@@ -391,7 +534,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
     }
     if raw.mode != "link_header" && (raw.rel.is_some() || !raw.stop_if.is_empty()) {
         c.err(
-            "source.pagination",
+            &format!("{at}.pagination"),
             format!(
                 "`rel` and `stop_if` are for mode = \"link_header\", not \"{}\"",
                 raw.mode
@@ -403,7 +546,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
             if raw.max_pages > 1 || raw.param.is_some() || raw.start.is_some() || raw.next.is_some()
             {
                 c.err(
-                    "source.pagination",
+                    &format!("{at}.pagination"),
                     "mode = \"single\" (the default) is one request per poll: set a mode to walk pages",
                 );
             }
@@ -420,36 +563,41 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
         "next_link" => {
             if raw.param.is_some() || raw.start.is_some() {
                 c.err(
-                    "source.pagination",
+                    &format!("{at}.pagination"),
                     "`param` and `start` are for the page and offset modes",
                 );
             }
             let Some(code) = raw.next else {
                 c.err(
-                    "source.pagination.next",
+                    &format!("{at}.pagination.next"),
                     "mode = \"next_link\" needs a jq expression yielding the next URL",
                 );
                 return None;
             };
             let next = Jq::compile_with_vars(&code, &["$headers"])
-                .map_err(|e| c.err("source.pagination.next", format!("{e} in `{code}`")))
+                .map_err(|e| c.err(&format!("{at}.pagination.next"), format!("{e} in `{code}`")))
                 .ok()?;
             Some(Paging::NextLink { next })
         }
         "cursor" => {
             if raw.param.is_some() || raw.start.is_some() || raw.next.is_some() {
                 c.err(
-                    "source.pagination",
+                    &format!("{at}.pagination"),
                     "`param`, `start` and `next` are for the page, offset and next_link modes",
                 );
             }
             let token = match &raw.token {
                 Some(code) => Jq::compile_with_vars(code, &["$headers"])
-                    .map_err(|e| c.err("source.pagination.token", format!("{e} in `{code}`")))
+                    .map_err(|e| {
+                        c.err(
+                            &format!("{at}.pagination.token"),
+                            format!("{e} in `{code}`"),
+                        )
+                    })
                     .ok(),
                 None => {
                     c.err(
-                        "source.pagination.token",
+                        &format!("{at}.pagination.token"),
                         "mode = \"cursor\" needs a jq expression giving the next page's token, e.g. \".response_metadata.next_cursor\"",
                     );
                     None
@@ -458,14 +606,16 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
             let stop = match &raw.stop {
                 Some(code) => Some(
                     Jq::compile_with_vars(code, &["$headers"])
-                        .map_err(|e| c.err("source.pagination.stop", format!("{e} in `{code}`")))
+                        .map_err(|e| {
+                            c.err(&format!("{at}.pagination.stop"), format!("{e} in `{code}`"))
+                        })
                         .ok()?,
                 ),
                 None => None,
             };
             let place = place(
                 c,
-                "source.pagination",
+                &format!("{at}.pagination"),
                 "the token",
                 (raw.query.clone(), raw.header.clone(), raw.body.clone()),
                 method,
@@ -479,7 +629,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
         "link_header" => {
             if raw.param.is_some() || raw.start.is_some() || raw.next.is_some() {
                 c.err(
-                    "source.pagination",
+                    &format!("{at}.pagination"),
                     "`param`, `start` and `next` are for the page, offset and next_link modes",
                 );
             }
@@ -490,7 +640,7 @@ fn paging(c: &mut Checker, raw: RawPagination, method: Option<&reqwest::Method>)
         }
         other => {
             c.err(
-                "source.pagination.mode",
+                &format!("{at}.pagination.mode"),
                 format!("`{other}` is not single, page, offset, next_link, link_header or cursor"),
             );
             None

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Checker;
 use crate::spec::Templates;
-use crate::spec::raw::{RawParam, RawSource, Scalar};
+use crate::spec::raw::{RawParam, RawParent, RawSource, Scalar};
 use crate::template::Template;
 
 /// Which of the template variables the spec fills, and what would.
@@ -16,6 +16,7 @@ pub(super) struct Filled {
     pub cursor: bool,
     pub window: bool,
     pub token: bool,
+    pub parent: bool,
 }
 
 impl Filled {
@@ -24,6 +25,17 @@ impl Filled {
             cursor: raw.cursor.is_some(),
             window: raw.window.is_some(),
             token: raw.pagination.as_ref().is_some_and(|p| p.mode == "cursor"),
+            parent: raw.parent.is_some(),
+        }
+    }
+
+    /// What fills the templates of `[source.parent]`'s own request: its page token only.
+    pub(super) fn of_parent(raw: &RawParent) -> Filled {
+        Filled {
+            cursor: false,
+            window: false,
+            token: raw.pagination.as_ref().is_some_and(|p| p.mode == "cursor"),
+            parent: false,
         }
     }
 
@@ -37,7 +49,9 @@ impl Filled {
             "$token" if !self.token => {
                 Some("$token is the page token of [source.pagination] mode = \"cursor\"")
             }
-            "$parent" => Some("$parent is a parent record, and there is no parent request"),
+            "$parent" if !self.parent => {
+                Some("$parent is a [source.parent] record, and the child request's only")
+            }
             _ => None,
         }
     }
@@ -74,13 +88,20 @@ pub(super) fn templates(c: &mut Checker, raw: &mut RawSource, filled: &Filled) -
         }
     }
     if let Some(body) = &raw.body {
-        body_strings(c, body, &mut String::new(), filled, &mut out.body);
+        body_strings(
+            c,
+            "source.body",
+            body,
+            &mut String::new(),
+            filled,
+            &mut out.body,
+        );
     }
     out
 }
 
 /// The entries of `map` whose value is a plain string with a placeholder, taken out.
-fn take(
+pub(super) fn take(
     c: &mut Checker,
     section: &str,
     map: &mut BTreeMap<String, RawParam>,
@@ -103,9 +124,10 @@ fn take(
     out
 }
 
-/// Every string of `value` (at JSON pointer `at`) with a placeholder.
-fn body_strings(
+/// Every string of `value` (at JSON pointer `at` of the body at `key`) with a placeholder.
+pub(super) fn body_strings(
     c: &mut Checker,
+    key: &str,
     value: &Value,
     at: &mut String,
     filled: &Filled,
@@ -113,7 +135,7 @@ fn body_strings(
 ) {
     match value {
         Value::String(text) => {
-            let key = format!("source.body{}", at.replace('/', "."));
+            let key = format!("{key}{}", at.replace('/', "."));
             if let Some(t) = template(c, &key, text, filled) {
                 out.push((at.clone(), t));
             }
@@ -122,7 +144,7 @@ fn body_strings(
             for (i, item) in items.iter().enumerate() {
                 let len = at.len();
                 at.push_str(&format!("/{i}"));
-                body_strings(c, item, at, filled, out);
+                body_strings(c, key, item, at, filled, out);
                 at.truncate(len);
             }
         }
@@ -131,7 +153,7 @@ fn body_strings(
                 let len = at.len();
                 at.push('/');
                 at.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                body_strings(c, item, at, filled, out);
+                body_strings(c, key, item, at, filled, out);
                 at.truncate(len);
             }
         }
@@ -150,6 +172,7 @@ fn mark(i: usize) -> String {
 /// placeholder in the scheme, host or port is refused: credentials go to one origin.
 pub(super) fn url(
     c: &mut Checker,
+    key: &str,
     text: &str,
     filled: &Filled,
     templates: &mut Templates,
@@ -160,7 +183,7 @@ pub(super) fn url(
     while let Some(open) = rest.find("{{") {
         let Some(close) = rest[open..].find("}}") else {
             // Template::parse names the problem.
-            template(c, "source.url", text, filled);
+            template(c, key, text, filled);
             return None;
         };
         marked.push_str(&rest[..open]);
@@ -179,13 +202,13 @@ pub(super) fn url(
         Ok(url) if matches!(url.scheme(), "http" | "https") => url,
         Ok(url) => {
             c.err(
-                "source.url",
+                key,
                 format!("scheme `{}` is not http or https", url.scheme()),
             );
             return None;
         }
         Err(e) => {
-            c.err("source.url", format!("`{text}` is not a URL: {e}"));
+            c.err(key, format!("`{text}` is not a URL: {e}"));
             return None;
         }
     };
@@ -202,27 +225,27 @@ pub(super) fn url(
             .is_some_and(|f| f.contains("aqueductplaceholder"))
     {
         c.err(
-            "source.url",
+            key,
             "a placeholder may stand in the URL's path and query only, not its scheme, host, port, user or fragment: the source's credentials go to one origin",
         );
         return None;
     }
     let path = restore(url.path());
-    templates.path = template(c, "source.url", &path, filled);
+    templates.path = template(c, key, &path, filled);
     url.set_path(&path);
     let mut kept = Vec::new();
     let mut query = Vec::new();
     for (name, value) in url.query_pairs() {
         if name.contains("aqueductplaceholder") {
             c.err(
-                "source.url",
+                key,
                 format!(
                     "a placeholder names the query parameter `{}`: names are fixed, values may be templates",
                     restore(&name)
                 ),
             );
         } else if value.contains("aqueductplaceholder") {
-            if let Some(t) = template(c, "source.url", &restore(&value), filled) {
+            if let Some(t) = template(c, key, &restore(&value), filled) {
                 query.push((name.into_owned(), t));
             }
         } else {
@@ -247,6 +270,7 @@ mod tests {
             cursor: false,
             window: false,
             token: false,
+            parent: false,
         };
         for var in crate::template::VARS {
             assert!(none.unfilled(var).is_some(), "{var}");

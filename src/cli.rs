@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{Instrument as _, error, info};
 
 use crate::cassandra::ddl;
 use crate::metrics::{Metrics, get};
@@ -72,10 +73,12 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a pipeline: poll, validate, produce; consume, map, write.
+    /// Run pipelines: poll, validate, produce; consume, map, write. Several specs (or a
+    /// folder of them) run in one process, each with its own Kafka clients.
     Run {
-        /// The pipeline spec (TOML).
-        spec: PathBuf,
+        /// The pipeline specs (TOML), or folders holding them.
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
         /// Run one half only; loaders of one spec share a consumer group, so several can run.
         #[arg(long, value_enum)]
         only: Option<Half>,
@@ -256,14 +259,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             run_pipeline(spec, options).await
         }
-        Command::Run { spec, only, once } => {
-            let spec = load(&spec)?;
+        Command::Run { specs, only, once } => {
+            let mode = if once { Mode::Once } else { Mode::Live };
+            let mut specs = load_all(&specs)?;
+            if specs.len() > 1 {
+                return run_pipelines(specs, mode, only).await;
+            }
             let options = Options {
-                mode: if once { Mode::Once } else { Mode::Live },
+                mode,
                 only,
                 progress: once.then(|| progress_display(format)).transpose()?,
             };
-            run_pipeline(spec, options).await
+            run_pipeline(specs.remove(0), options).await
         }
         Command::Backfill {
             spec,
@@ -441,16 +448,130 @@ fn test(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run_pipeline(spec: spec::Spec, options: Options) -> anyhow::Result<ExitCode> {
+/// The specs at `paths`, a folder standing for the `*.toml` files in it; every error of every
+/// spec at once, and two pipelines of one name refused (their cursors and groups would mix).
+fn load_all(paths: &[PathBuf]) -> anyhow::Result<Vec<spec::Spec>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            if inside.is_empty() {
+                return Err(Invalid(format!("{}: no *.toml spec in it", path.display())).into());
+            }
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        match spec::load(file) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let mut names = std::collections::BTreeMap::new();
+    for spec in &specs {
+        if let Some(other) = names.insert(spec.name.clone(), spec.path.clone()) {
+            errors.push(format!(
+                "{} and {} are both pipeline `{}`: pipelines run together need names of their own (their cursors and consumer groups go by it)",
+                other.display(),
+                spec.path.display(),
+                spec.name
+            ));
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(specs),
+        false => Err(Invalid(errors.join("\n")).into()),
+    }
+}
+
+/// Several pipelines in one process: one runtime and one metrics endpoint (the first address a
+/// spec gives; every pipeline's metrics, by their `pipeline` label), each pipeline its own
+/// Kafka clients and consumer groups. A pipeline that fails is logged and the others go on; a
+/// signal stops them all, each committing its own. Fails if any pipeline failed.
+async fn run_pipelines(
+    mut specs: Vec<spec::Spec>,
+    mode: Mode,
+    only: Option<Half>,
+) -> anyhow::Result<ExitCode> {
+    let addresses: std::collections::BTreeSet<_> =
+        specs.iter().filter_map(|s| s.metrics_address).collect();
+    if addresses.len() > 1 {
+        return Err(Invalid(format!(
+            "pipelines run together serve one metrics endpoint, but their specs give {}: give one [metrics] address, or none but one",
+            addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    }
+    let metrics: Vec<Arc<Metrics>> = specs.iter().map(|s| Arc::new(metrics_of(s))).collect();
+    let served = CancellationToken::new();
+    let server = match addresses.first() {
+        Some(addr) => Some(tokio::spawn(
+            pipeline::serve_metrics(*addr, metrics.clone(), served.clone()).await?,
+        )),
+        None => None,
+    };
+    for spec in &mut specs {
+        spec.metrics_address = None;
+    }
+    info!(pipelines = specs.len(), "running pipelines in one process");
+    let shutdown = CancellationToken::new();
+    let runs = specs.into_iter().zip(&metrics).map(|(spec, metrics)| {
+        let name = spec.name.clone();
+        let options = Options {
+            mode,
+            only,
+            progress: None,
+        };
+        let span = tracing::info_span!("pipeline", name = %name);
+        let run = pipeline::run(Arc::new(spec), options, shutdown.clone(), metrics.clone());
+        async move {
+            let result = run.await;
+            log_summary(metrics);
+            if let Err(e) = &result {
+                error!(error = %format!("{e:#}"), "pipeline failed; the others go on");
+            }
+            (name, result)
+        }
+        .instrument(span)
+    });
+    let results = futures::future::join_all(runs).await;
+    served.cancel();
+    if let Some(server) = server {
+        server.await??;
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(name, _)| name.clone())
+        .collect();
+    match results.into_iter().find_map(|(_, r)| r.err()) {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => Err(first.context(format!("pipelines failed: {}", failed.join(", ")))),
+    }
+}
+
+/// The metrics of `spec`'s pipeline.
+fn metrics_of(spec: &spec::Spec) -> Metrics {
     let tables: Vec<&str> = spec
         .cassandra
         .tables
         .iter()
         .map(|t| t.name.as_str())
         .collect();
-    let metrics = Arc::new(Metrics::new(&spec.name, &tables));
-    let shutdown = CancellationToken::new();
-    let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
+    Metrics::new(&spec.name, &tables)
+}
+
+/// What a run did, in one log line.
+fn log_summary(metrics: &Metrics) {
     let s = metrics.summary();
     info!(
         polled = s.polled,
@@ -468,6 +589,14 @@ async fn run_pipeline(spec: spec::Spec, options: Options) -> anyhow::Result<Exit
         seconds = s.seconds,
         "summary"
     );
+}
+
+async fn run_pipeline(spec: spec::Spec, options: Options) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(metrics_of(&spec));
+    let shutdown = CancellationToken::new();
+    let result = pipeline::run(Arc::new(spec), options, shutdown, metrics.clone()).await;
+    log_summary(&metrics);
+    let s = metrics.summary();
     if let Mode::Replay(replay) = options.mode {
         let r = &metrics.replay;
         if replay.dry_run {

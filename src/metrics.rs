@@ -442,6 +442,55 @@ impl Metrics {
         out
     }
 
+    /// The metrics of several pipelines as one OpenMetrics text: each family once, with the
+    /// samples of every pipeline (told apart by their `pipeline` label).
+    pub fn render_all(all: &[std::sync::Arc<Metrics>]) -> String {
+        let mut families: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+        for metrics in all {
+            let text = metrics.render();
+            // The family the lines are of, and whether this text declared it first.
+            let mut current = None;
+            let mut declaring = false;
+            for line in text.lines().filter(|l| *l != "# EOF") {
+                match line.strip_prefix("# ") {
+                    Some(meta) => {
+                        let name = meta.split(' ').nth(1).unwrap_or_default();
+                        match families.iter().position(|(n, _, _)| n == name) {
+                            Some(at) if current == Some(at) => {
+                                if declaring {
+                                    families[at].1.push(line.to_owned());
+                                }
+                            }
+                            Some(at) => {
+                                current = Some(at);
+                                declaring = false;
+                            }
+                            None => {
+                                families.push((name.to_owned(), vec![line.to_owned()], Vec::new()));
+                                current = Some(families.len() - 1);
+                                declaring = true;
+                            }
+                        }
+                    }
+                    None => {
+                        if let Some(at) = current {
+                            families[at].2.push(line.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        for (_, meta, samples) in families {
+            for line in meta.iter().chain(&samples) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+
     pub fn summary(&self) -> Summary {
         Summary {
             polled: self.polled.get(),
@@ -499,6 +548,38 @@ mod tests {
 
     /// Every series exists from the start (zero), labelled with the pipeline; counts add up in
     /// the summary.
+    #[test]
+    fn several_pipelines_render_as_one_text_each_family_once() {
+        let one = std::sync::Arc::new(Metrics::new("users", &["by_id"]));
+        assert_eq!(
+            Metrics::render_all(std::slice::from_ref(&one)),
+            one.render()
+        );
+        let two = std::sync::Arc::new(Metrics::new("quakes", &["by_time"]));
+        two.written.inc_by(7);
+        let text = Metrics::render_all(&[one, two]);
+        let types = text
+            .lines()
+            .filter(|l| *l == "# TYPE aqueduct_records counter")
+            .count();
+        assert_eq!(types, 1, "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |line: &str| lines.iter().position(|l| *l == line);
+        let users = at("aqueduct_records_total{pipeline=\"users\",stage=\"written\"} 0").unwrap();
+        let quakes = at("aqueduct_records_total{pipeline=\"quakes\",stage=\"written\"} 7").unwrap();
+        // Both pipelines' samples under the family's one header.
+        let header = at("# TYPE aqueduct_records counter").unwrap();
+        assert!(header < users && header < quakes, "{text}");
+        assert!(
+            !lines[header..quakes]
+                .iter()
+                .any(|l| l.starts_with("# TYPE") && *l != lines[header]),
+            "{text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
+    }
+
     #[test]
     fn renders_openmetrics_text() {
         let m = Metrics::new("users", &["by_id", "by_email"]);

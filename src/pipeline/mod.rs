@@ -16,7 +16,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{Instrument as _, info};
 
 use crate::cassandra::{self, write::Writer};
 use crate::kafka::{self, consume::Consumer, produce::Producer};
@@ -123,7 +123,7 @@ pub async fn run(
         .metrics_address
         .filter(|_| !matches!(options.mode, Mode::Replay(_)));
     if let Some(addr) = metrics_address {
-        let server = serve_metrics(addr, metrics.clone(), work_done.clone()).await?;
+        let server = serve_metrics(addr, vec![metrics.clone()], work_done.clone()).await?;
         tasks.spawn(server);
     }
     let tables: Vec<String> = spec
@@ -155,13 +155,16 @@ pub async fn run(
             metrics.clone(),
             stop.clone(),
         );
-        let ingest = tasks.spawn(async move {
-            ingest::run(&spec, &producer, &metrics, &stop, mode).await?;
-            if drains {
-                set_drain_target(&spec, drain_topic, &drain_tx).await?;
+        let ingest = tasks.spawn(
+            async move {
+                ingest::run(&spec, &producer, &metrics, &stop, mode).await?;
+                if drains {
+                    set_drain_target(&spec, drain_topic, &drain_tx).await?;
+                }
+                Ok::<_, anyhow::Error>(())
             }
-            Ok::<_, anyhow::Error>(())
-        });
+            .in_current_span(),
+        );
         work.insert(ingest.id());
     } else if drains {
         set_drain_target(&spec, drain_topic, &drain_tx).await?;
@@ -190,7 +193,7 @@ pub async fn run(
         };
         let stop = stop.clone();
         let load = tasks
-            .spawn(async move { load::run(ctx, consumer, stop, drain_rx, restarts, drains).await });
+            .spawn(load::run(ctx, consumer, stop, drain_rx, restarts, drains).in_current_span());
         work.insert(load.id());
     }
     let mut result = Ok(());
@@ -239,11 +242,12 @@ async fn flush(producer: &Producer, timeout: std::time::Duration) -> anyhow::Res
 /// How long scrapes in hand may take once the work is done.
 const METRICS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Binds the metrics address; the returned server answers `GET /metrics` (OpenMetrics text),
-/// `GET /health` and `GET /ready` until `stop`, then finishes the requests in hand.
-async fn serve_metrics(
+/// Binds the metrics address; the returned server answers `GET /metrics` (OpenMetrics text,
+/// every pipeline's), `GET /health` and `GET /ready` (every pipeline ready) until `stop`, then
+/// finishes the requests in hand.
+pub async fn serve_metrics(
     addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
+    metrics: Vec<Arc<Metrics>>,
     stop: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -257,7 +261,7 @@ async fn serve_metrics(
         .route(
             "/ready",
             axum::routing::get(move || {
-                let is_ready = ready.ready.load(Ordering::Relaxed);
+                let is_ready = ready.iter().all(|m| m.ready.load(Ordering::Relaxed));
                 async move {
                     if is_ready {
                         (axum::http::StatusCode::OK, "ready\n")
@@ -273,7 +277,7 @@ async fn serve_metrics(
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let text = metrics.render();
+                let text = Metrics::render_all(&metrics);
                 async move {
                     (
                         [(

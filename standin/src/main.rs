@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     if arg == "-h" || arg == "--help" {
         println!(
-            "usage: randomuser-standin [ADDR]   (default 127.0.0.1:8080)\nserves GET /api/?results=N&seed=S&page=P; faults: fault=500|503|429|404|truncate|garbage, fault_times=N, delay_ms=N, invalid=N, huge=N, big=N\nand GET /fdsnws/event/1/query?format=geojson&starttime=T1&endtime=T2[&orderby=time-asc][&limit=N][&seed=S][&per_day=N]\nand the same users behind OAuth2, an API key and rate limits: /oauth/token, /oauth/api/, /keyed/api/, /slack/api/, /github/api/"
+            "usage: randomuser-standin [ADDR]   (default 127.0.0.1:8080)\nserves GET /api/?results=N&seed=S&page=P; faults: fault=500|503|429|404|truncate|garbage, fault_times=N, delay_ms=N, invalid=N, huge=N, big=N\nand GET /fdsnws/event/1/query?format=geojson&starttime=T1&endtime=T2[&orderby=time-asc][&limit=N][&seed=S][&per_day=N]\nand the same users behind OAuth2, an API key and rate limits: /oauth/token, /oauth/api/, /keyed/api/, /slack/api/, /github/api/;\nand paged as real APIs page: /graphql/ (Relay), /keyset/api/, /github/orgs/ORG/repos, /github/repos/OWNER/REPO/issues"
         );
         return ExitCode::SUCCESS;
     }

@@ -832,3 +832,48 @@ concurrency = 2"#,
         assert!(!first_of(repo).contains("since="), "{uris:?}");
     }
 }
+
+/// Several pipelines in one process (`aqueduct run A.toml B.toml`): each loads its own API
+/// into its own table with its own Kafka clients. One whose API fails is reported by name and
+/// the run exits 1, while the other's rows all land; when both are fine, both load and the
+/// run exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelines_in_one_process_each_load_and_fail_alone() {
+    if !services_up("pipelines_in_one_process") {
+        return;
+    }
+    let (a, b) = (Source::start().await, Source::start().await);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spec_a = a.spec(dir_a.path(), &a.url("api/", "seed=one&results=5"), "", "");
+    let failing = b.spec(
+        dir_b.path(),
+        &b.url("api/", "seed=two&results=4&fault=404&fault_times=1000"),
+        "",
+        "",
+    );
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec_a)
+        .arg(&failing))
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("pipelines failed: {}", b.topic)),
+        "{out:?}"
+    );
+    assert_eq!(a.ids().await, users("one", 1, 5, 0));
+    assert!(b.ids().await.is_empty());
+
+    let fine = b.spec(dir_b.path(), &b.url("api/", "seed=two&results=4"), "", "");
+    // A folder stands for the specs in it.
+    std::fs::rename(&fine, dir_a.path().join("b.toml")).unwrap();
+    let out = run(aqueduct().args(["run", "--once"]).arg(dir_a.path())).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("running pipelines in one process pipelines=2"),
+        "{out:?}"
+    );
+    assert_eq!(b.ids().await, users("two", 1, 4, 0));
+}

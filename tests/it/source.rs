@@ -877,3 +877,52 @@ async fn pipelines_in_one_process_each_load_and_fail_alone() {
     );
     assert_eq!(b.ids().await, users("two", 1, 4, 0));
 }
+
+/// Two pipelines running live in one process serve one metrics endpoint, every family once
+/// with both pipelines' samples, and ready when both are; one SIGTERM stops both cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelines_in_one_process_share_a_metrics_endpoint_and_stop_together() {
+    if !services_up("pipelines_in_one_process_live") {
+        return;
+    }
+    let (a, b) = (Source::start().await, Source::start().await);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port();
+    let spec_a = a.spec(
+        dir_a.path(),
+        &a.url("api/", "seed=live1&results=5"),
+        "",
+        &format!("[metrics]\naddress = \"127.0.0.1:{port}\""),
+    );
+    let spec_b = b.spec(dir_b.path(), &b.url("api/", "seed=live2&results=4"), "", "");
+    let mut running = Background::spawn(aqueduct().arg("run").arg(&spec_a).arg(&spec_b));
+    // Their tables exist once both say they started.
+    wait_until("both pipelines started", 60, || async {
+        running.log().matches("pipeline started").count() == 2
+    })
+    .await;
+    wait_until("both pipelines' rows are written", 60, || async {
+        a.ids().await.len() == 5 && b.ids().await.len() == 4
+    })
+    .await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let written = |text: &str, name: &str, n: u32| {
+        text.lines().any(|l| {
+            l == format!("aqueduct_records_total{{pipeline=\"{name}\",stage=\"written\"}} {n}")
+        })
+    };
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if written(&text, &a.topic, 5) && written(&text, &b.topic, 4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(written(&text, &a.topic, 5) && written(&text, &b.topic, 4), "{text}");
+    assert_eq!(text.matches("# TYPE aqueduct_records counter").count(), 1, "{text}");
+    assert_eq!(running.terminate().await, Some(0), "{}", running.log());
+    assert_eq!(running.log().matches("summary").count(), 2, "{}", running.log());
+}

@@ -39,7 +39,10 @@
 //!   "endCursor"}}}}` over N users in all. As Relay's, the last page's `endCursor` is its last
 //!   node's (not null) and `hasNextPage` is false; a page past the end has no nodes and a null
 //!   `endCursor`. A body that is no GraphQL request is `400 {"errors": [...]}`; a cursor it did
-//!   not give is `200 {"data": null, "errors": [...]}`, as GraphQL servers answer.
+//!   not give is `200 {"data": null, "errors": [...]}`, as GraphQL servers answer. Nodes carry
+//!   Linear's issue fields (`id`, `identifier`, `title`, `priority`, `createdAt`,
+//!   `updatedAt`). With `key=K`, the `Authorization` header must be K (a Linear personal API
+//!   key), else `400 AUTHENTICATION_ERROR`.
 //! - `GET /keyset/api/?seed=S&total=N&ties=T&limit=L`: N users ordered by `(updated_at, id)`,
 //!   T in a row sharing one `updated_at` (epoch seconds); `updated_since=U` keeps those with
 //!   `updated_at >= U` (inclusive, as Shopify's `updated_at_min`), and with `after_id=I` too,
@@ -505,6 +508,7 @@ async fn graphql(
     state: State<Arc<Stats>>,
     uri: axum::http::Uri,
     query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     use base64::Engine;
@@ -515,6 +519,16 @@ async fn graphql(
             json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]});
         (status, Json(body)).into_response()
     };
+    // With `key=K`, Linear's personal API key: the Authorization header is K itself.
+    if let Some(key) = query.0.get("key")
+        && headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(key.as_str())
+    {
+        let body = json!({"errors": [{"message": "Authentication required, not authenticated", "extensions": {"type": "authentication error", "code": "AUTHENTICATION_ERROR"}}]});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(_) => {
@@ -579,8 +593,18 @@ async fn graphql(
         .unwrap_or(0);
     let seed = query.0.get("seed").map_or("graphql", String::as_str);
     let end = (start + first).min(total).max(start);
+    // Linear's issue fields, beside randomuser's (which the tests' tables read).
     let nodes: Vec<serde_json::Value> = (start..end)
-        .map(|i| crate::user(seed, 1, i as usize, false))
+        .map(|i| {
+            let mut node = crate::user(seed, 1, i as usize, false);
+            node["id"] = node["login"]["uuid"].clone();
+            node["identifier"] = json!(format!("ENG-{}", i + 1));
+            node["title"] = json!(format!("Issue {}", i + 1));
+            node["priority"] = json!(i % 5);
+            node["createdAt"] = json!("2026-10-01T00:00:00.000Z");
+            node["updatedAt"] = json!(format!("2026-11-01T00:{:02}:00.000Z", i % 60));
+            node
+        })
         .collect();
     let end_cursor = (end > start).then(|| b64.encode(format!("node:{}", end - 1)));
     Json(json!({"data": {"issues": {
@@ -721,11 +745,29 @@ async fn github_issues(
         })
         .map(|i| {
             let mut issue = crate::user(&format!("{seed}/{full_name}"), 1, i as usize, false);
+            // GitHub's fields (beside randomuser's, which the tests' tables read).
+            let id = 2_000_000_000 + (fnv(&full_name) % 1_000_000) * 1000 + i;
+            issue["id"] = json!(id);
+            issue["node_id"] = json!(format!("I_kwDO{id:x}"));
             issue["number"] = json!(i + 1);
+            issue["title"] = json!(format!("Issue {} of {full_name}", i + 1));
+            issue["state"] = json!(if i % 3 == 0 { "closed" } else { "open" });
+            issue["user"] = json!({"login": format!("user{}", i % 7), "id": 100 + i % 7});
+            issue["labels"] = json!([{"name": if i % 2 == 0 { "bug" } else { "enhancement" }}]);
+            issue["comments"] = json!(i % 4);
+            issue["created_at"] = json!("2026-10-01T00:00:00Z");
             issue["updated_at"] = json!(issue_updated_at(i));
+            issue["html_url"] = json!(format!("https://github.com/{full_name}/issues/{}", i + 1));
             issue["repository_url"] = json!(format!("https://api.github.com/repos/{full_name}"));
             issue
         })
         .collect();
     github_page(&uri, &query.0, issues)
+}
+
+/// A stable hash of `text` (FNV-1a), for ids that do not change between runs.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -10,6 +10,7 @@
 mod cli;
 mod docs;
 mod e2e;
+mod examples;
 mod incremental;
 mod secure;
 mod source;

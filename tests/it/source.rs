@@ -905,7 +905,9 @@ async fn pipelines_in_one_process_share_a_metrics_endpoint_and_stop_together() {
         a.ids().await.len() == 5 && b.ids().await.len() == 4
     })
     .await;
-    let ready = reqwest::get(format!("http://127.0.0.1:{port}/ready")).await.unwrap();
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/ready"))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let url = format!("http://127.0.0.1:{port}/metrics");
     let written = |text: &str, name: &str, n: u32| {
@@ -921,8 +923,20 @@ async fn pipelines_in_one_process_share_a_metrics_endpoint_and_stop_together() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(written(&text, &a.topic, 5) && written(&text, &b.topic, 4), "{text}");
-    assert_eq!(text.matches("# TYPE aqueduct_records counter").count(), 1, "{text}");
+    assert!(
+        written(&text, &a.topic, 5) && written(&text, &b.topic, 4),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE aqueduct_records counter").count(),
+        1,
+        "{text}"
+    );
     assert_eq!(running.terminate().await, Some(0), "{}", running.log());
-    assert_eq!(running.log().matches("summary").count(), 2, "{}", running.log());
+    assert_eq!(
+        running.log().matches("summary").count(),
+        2,
+        "{}",
+        running.log()
+    );
 }

@@ -30,9 +30,32 @@
 //! - `GET /github/repos/{owner}/{repo}/issues?issues=M&per_page=P&page=K&since=T`: GitHub's
 //!   issues of a repository (a bare array, oldest `updated_at` first as with
 //!   `sort=updated&direction=asc`): M issues updated a minute apart from 2026-11-01T00:00:00Z;
-//!   `since` (ISO 8601) keeps those updated at or after it; paged by `Link` headers. With
-//!   `fail={owner}/{repo}` that repository's issues answer `500`.
+//!   `since` (ISO 8601) keeps those updated at or after it; paged by `Link` headers; under
+//!   the rate limit of `/github/api/` (`limit`, `window_s`). With `fail={owner}/{repo}` that
+//!   repository's issues answer `500`.
 //! - `GET /redirect/?to=URL`: `302 Found` to URL (an API that moved).
+//! - `POST /notion/v1/databases/{id}/query?pages=N`: Notion's database query
+//!   (`Authorization: Bearer` [`NOTION_TOKEN`], else `401 unauthorized`; no `Notion-Version`
+//!   is `400 missing_version`): N pages edited a minute apart from 2026-11-01, oldest first;
+//!   the body's `filter` may be Notion's timestamp filter (`{"timestamp": "last_edited_time",
+//!   "last_edited_time": {"on_or_after": T}}`), `page_size` 1 to 100 (default 100), and
+//!   `start_cursor` a `next_cursor` it gave (another is `400 validation_error`); answers
+//!   `{"object": "list", "results", "next_cursor" (null on the last page), "has_more"}`.
+//! - `GET /stripe/v1/charges?per_day=K&limit=L&created[gte]=T&created[lt]=T&starting_after=ID`:
+//!   Stripe's list of charges (`Authorization: Bearer` [`STRIPE_KEY`], else `401`): K charges
+//!   a UTC day, newest first, `{"object": "list", "url", "has_more", "data"}`; `created[gt]`,
+//!   `[gte]`, `[lt]`, `[lte]` (Unix seconds) filter; `starting_after` continues after a charge
+//!   of the list (one it does not know is `400 resource_missing`); `limit` 1 to 100, default 10.
+//! - `GET /slack/api/conversations.list?channels=N&limit=L&cursor=C` and
+//!   `GET /slack/api/conversations.history?channel=ID&messages=M&limit=L&oldest=TS&cursor=C`:
+//!   Slack's Web API (HTTP 200 always; `{"ok": false, "error": ...}` on a problem: no
+//!   `Authorization: Bearer` [`SLACK_TOKEN`] is `not_authed`, an unknown channel
+//!   `channel_not_found`, a cursor it did not give `invalid_cursor`). N public channels; each
+//!   channel's M messages newest first, one a second from 2026-11-01, `ts` as Slack writes it
+//!   (`"1793491200.000100"`); `oldest` keeps the messages after it (exclusive, as Slack's default
+//!   `inclusive=false`). Both page by `response_metadata.next_cursor`, `""` on the last page;
+//!   history says `has_more` too. With `limited=N` the first N history requests are `429`
+//!   with `Retry-After: 1` and `{"ok": false, "error": "ratelimited"}`, as Slack's tier limits.
 //! - `POST /graphql/?seed=S&total=N`: a GraphQL API paged as Relay connections (Linear's
 //!   `issues(first, after)`): the body is `{"query": ..., "variables": {"first": F, "after":
 //!   C}}`; the answer is `{"data": {"issues": {"nodes": [...], "pageInfo": {"hasNextPage",
@@ -69,6 +92,12 @@ pub const CLIENT_SECRET: &str = "cs-7Hq2xVb9TzK4mW1p";
 pub const FIRST_REFRESH_TOKEN: &str = "rt-0-Lr8sYd3NfP6cJ5aE";
 /// `/keyed/api/`'s key.
 pub const API_KEY: &str = "key-SUPERSECRET123-Qz7v";
+/// The secret key the Stripe route takes.
+pub const STRIPE_KEY: &str = "sk_test_51StR1p3K3yStandIn";
+/// The integration token the Notion route takes.
+pub const NOTION_TOKEN: &str = "secret_N0t10nIntegrationT0k3n";
+/// The bot token the Slack routes take.
+pub const SLACK_TOKEN: &str = "xoxb-1234-5678-Sl4ckT0k3n";
 /// Requests an access token serves before it expires.
 pub const TOKEN_USES: u32 = 3;
 
@@ -130,6 +159,10 @@ pub fn routes(router: Router<Arc<Stats>>) -> Router<Arc<Stats>> {
         .route("/github/api/", get(github_api))
         .route("/redirect/", get(redirect))
         .route("/graphql/", post(graphql))
+        .route("/stripe/v1/charges", get(stripe_charges))
+        .route("/notion/v1/databases/{id}/query", post(notion_query))
+        .route("/slack/api/conversations.list", get(slack_channels))
+        .route("/slack/api/conversations.history", get(slack_history))
         .route("/keyset/api/", get(keyset))
         .route("/github/orgs/{org}/repos", get(github_repos))
         .route("/github/repos/{owner}/{repo}/issues", get(github_issues))
@@ -400,14 +433,16 @@ async fn slack_api(
     .await
 }
 
-async fn github_api(
-    state: State<Arc<Stats>>,
-    uri: axum::http::Uri,
-    query: Query<HashMap<String, String>>,
-) -> Response {
+/// GitHub's primary rate limit, `limit` requests (default 60) a window of `window_s` seconds
+/// (default 3600) from `query`, counted for this request: the `X-RateLimit-*` headers of its
+/// answer, or the whole `403` answer if it is over the limit.
+fn github_limit(
+    state: &Stats,
+    uri: &axum::http::Uri,
+    query: &HashMap<String, String>,
+) -> Result<impl Fn(&mut HeaderMap) + use<>, Box<Response>> {
     let num = |k: &str, default: u64| {
         query
-            .0
             .get(k)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(default)
@@ -415,7 +450,7 @@ async fn github_api(
     let (limit, window_s) = (num("limit", 60), num("window_s", 3600).max(1));
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let (reset, used) = {
-        let mut window = lock(&state.0.apis.window);
+        let mut window = lock(&state.apis.window);
         if now >= window.0 as f64 {
             *window = (now.ceil() as u64 + window_s, 0);
         }
@@ -437,8 +472,8 @@ async fn github_api(
         }
     };
     if used > limit {
-        state.0.saw(&uri);
-        state.0.apis.over_limit.fetch_add(1, Ordering::SeqCst);
+        state.saw(uri);
+        state.apis.over_limit.fetch_add(1, Ordering::SeqCst);
         let mut response = (
             StatusCode::FORBIDDEN,
             Json(json!({
@@ -448,8 +483,20 @@ async fn github_api(
         )
             .into_response();
         headers(response.headers_mut());
-        return response;
+        return Err(Box::new(response));
     }
+    Ok(headers)
+}
+
+async fn github_api(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    let headers = match github_limit(&state.0, &uri, &query.0) {
+        Ok(headers) => headers,
+        Err(over) => return *over,
+    };
     let links = links(&uri, &query.0);
     let mut response = crate::users(state, uri, query).await;
     headers(response.headers_mut());
@@ -708,6 +755,10 @@ async fn github_issues(
     axum::extract::Path((owner, repo)): axum::extract::Path<(String, String)>,
     query: Query<HashMap<String, String>>,
 ) -> Response {
+    let limit = match github_limit(&state.0, &uri, &query.0) {
+        Ok(headers) => headers,
+        Err(over) => return *over,
+    };
     state.0.saw(&uri);
     let full_name = format!("{owner}/{repo}");
     if query.0.get("fail") == Some(&full_name) {
@@ -762,7 +813,9 @@ async fn github_issues(
             issue
         })
         .collect();
-    github_page(&uri, &query.0, issues)
+    let mut response = github_page(&uri, &query.0, issues);
+    limit(response.headers_mut());
+    response
 }
 
 /// A stable hash of `text` (FNV-1a), for ids that do not change between runs.
@@ -770,4 +823,354 @@ fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Slack's answer to a problem: HTTP 200, `ok: false`.
+fn slack_error(error: &str) -> Response {
+    Json(json!({"ok": false, "error": error})).into_response()
+}
+
+/// Slack's cursor paging over `items` (`limit`, `cursor` from `query`): the page's items and
+/// the next cursor (`""` on the last page), or `invalid_cursor`.
+fn slack_page(
+    query: &HashMap<String, String>,
+    items: Vec<serde_json::Value>,
+) -> Result<(Vec<serde_json::Value>, String), Box<Response>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let limit = query
+        .get("limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let start = match query.get("cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(cursor) => b64
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.strip_prefix("next:")?.parse::<usize>().ok())
+            .ok_or_else(|| Box::new(slack_error("invalid_cursor")))?,
+    };
+    let end = (start + limit).min(items.len());
+    let next = if end < items.len() {
+        b64.encode(format!("next:{end}"))
+    } else {
+        String::new()
+    };
+    Ok((items.into_iter().skip(start).take(limit).collect(), next))
+}
+
+fn slack_authed(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(format!("Bearer {SLACK_TOKEN}").as_str())
+}
+
+async fn slack_channels(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    state.0.saw(&uri);
+    if !slack_authed(&headers) {
+        return slack_error("not_authed");
+    }
+    let n = query
+        .0
+        .get("channels")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let channels = (0..n)
+        .map(|i| json!({"id": format!("C0{i:08}"), "name": format!("channel-{i}"), "is_channel": true, "is_archived": false}))
+        .collect();
+    match slack_page(&query.0, channels) {
+        Ok((channels, next)) => Json(
+            json!({"ok": true, "channels": channels, "response_metadata": {"next_cursor": next}}),
+        )
+        .into_response(),
+        Err(e) => *e,
+    }
+}
+
+/// Message `i` of a channel's history: its `ts`.
+pub fn slack_ts(i: u64) -> String {
+    format!("{}.000100", 1_793_491_200 + i)
+}
+
+async fn slack_history(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    state.0.saw(&uri);
+    if !slack_authed(&headers) {
+        return slack_error("not_authed");
+    }
+    // With `limited=N`, the first N history requests are rate limited as Slack's Web API
+    // answers: 429, `Retry-After`, and `ok: false` in the body.
+    let limited = query
+        .0
+        .get("limited")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if state.0.apis.slack_seen.fetch_add(1, Ordering::SeqCst) < limited {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({"ok": false, "error": "ratelimited"})),
+        )
+            .into_response();
+    }
+    let Some(channel) = query.0.get("channel").filter(|c| c.starts_with('C')) else {
+        return slack_error("channel_not_found");
+    };
+    let m = query
+        .0
+        .get("messages")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let oldest: f64 = query
+        .0
+        .get("oldest")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let messages: Vec<serde_json::Value> = (0..m)
+        .rev()
+        .filter(|&i| slack_ts(i).parse::<f64>().is_ok_and(|ts| ts > oldest))
+        .map(|i| {
+            let mut message = crate::user(channel, 1, i as usize, false);
+            message["type"] = json!("message");
+            message["user"] = json!(format!("U0{:08}", i % 4));
+            message["text"] = json!(format!("message {i} in {channel}"));
+            message["ts"] = json!(slack_ts(i));
+            message
+        })
+        .collect();
+    match slack_page(&query.0, messages) {
+        Ok((messages, next)) => Json(json!({
+            "ok": true,
+            "messages": messages,
+            "has_more": !next.is_empty(),
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": next}
+        }))
+        .into_response(),
+        Err(e) => *e,
+    }
+}
+
+/// The stand-in's Stripe charges created in `[from, until)` (Unix seconds), `per_day` a UTC
+/// day, newest first.
+pub fn stripe_charges_between(from: i64, until: i64, per_day: i64) -> Vec<serde_json::Value> {
+    const DAY: i64 = 86_400;
+    let mut charges = Vec::new();
+    for day in from.div_euclid(DAY)..=until.div_euclid(DAY) {
+        for i in 0..per_day {
+            let created = day * DAY + (i + 1) * DAY / (per_day + 1);
+            if created < from || created >= until {
+                continue;
+            }
+            let id = format!("ch_3{:022x}", fnv(&format!("{day}/{i}")) as u128 * 7919);
+            charges.push(json!({
+                "id": id,
+                "object": "charge",
+                "amount": 500 + (fnv(&id) % 9500),
+                "currency": "usd",
+                "created": created,
+                "customer": format!("cus_{:014x}", fnv(&id) % 50),
+                "paid": true,
+                "status": "succeeded",
+                "description": format!("Charge {i} of day {day}"),
+                "livemode": false
+            }));
+        }
+    }
+    charges.sort_by_key(|c| std::cmp::Reverse(c["created"].as_i64()));
+    charges
+}
+
+async fn stripe_charges(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    state.0.saw(&uri);
+    let error = |status: StatusCode, kind: &str, message: String, param: Option<&str>| {
+        let body = json!({"error": {"type": kind, "message": message, "param": param, "code": if status == StatusCode::BAD_REQUEST { Some("resource_missing") } else { None }}});
+        (status, Json(body)).into_response()
+    };
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(format!("Bearer {STRIPE_KEY}").as_str())
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "You did not provide an API key.".to_owned(),
+            None,
+        );
+    }
+    let q = &query.0;
+    let time = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+    let from = time("created[gte]")
+        .or(time("created[gt]").map(|t| t + 1))
+        .unwrap_or(1_790_000_000);
+    let until = time("created[lt]")
+        .or(time("created[lte]").map(|t| t + 1))
+        .unwrap_or(1_800_000_000);
+    let per_day = time("per_day").unwrap_or(4);
+    let limit = time("limit").unwrap_or(10).clamp(1, 100) as usize;
+    let all = stripe_charges_between(from, until, per_day);
+    let start = match q.get("starting_after") {
+        None => 0,
+        Some(after) => match all.iter().position(|c| c["id"] == json!(after)) {
+            Some(at) => at + 1,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    format!("No such charge: '{after}'"),
+                    Some("starting_after"),
+                );
+            }
+        },
+    };
+    let page: Vec<serde_json::Value> = all.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + page.len() < all.len();
+    Json(json!({"object": "list", "url": "/v1/charges", "has_more": has_more, "data": page}))
+        .into_response()
+}
+
+/// When page `i` of the Notion route was last edited.
+pub fn notion_edited(i: u64) -> String {
+    format!("2026-11-01T{:02}:{:02}:00.000Z", i / 60 % 24, i % 60)
+}
+
+async fn notion_query(
+    state: State<Arc<Stats>>,
+    uri: axum::http::Uri,
+    axum::extract::Path(database): axum::extract::Path<String>,
+    headers: HeaderMap,
+    query: Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    use base64::Engine;
+    state.0.saw(&uri);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let error = |status: StatusCode, code: &str, message: &str| {
+        let body =
+            json!({"object": "error", "status": status.as_u16(), "code": code, "message": message});
+        (status, Json(body)).into_response()
+    };
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(format!("Bearer {NOTION_TOKEN}").as_str())
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "API token is invalid.",
+        );
+    }
+    if headers.get("notion-version").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing_version",
+            "Notion-Version header failed validation: Notion-Version header should be defined, instead was `undefined`.",
+        );
+    }
+    let request: serde_json::Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    "Error parsing JSON body.",
+                );
+            }
+        }
+    };
+    let n = query
+        .0
+        .get("pages")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let since = request["filter"]["last_edited_time"]["on_or_after"]
+        .as_str()
+        .map(str::to_owned);
+    let size = match &request["page_size"] {
+        serde_json::Value::Null => 100,
+        v => match v.as_u64().filter(|n| (1..=100).contains(n)) {
+            Some(n) => n as usize,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "validation_error",
+                    "body failed validation: body.page_size should be a number between 1 and 100.",
+                );
+            }
+        },
+    };
+    let pages: Vec<serde_json::Value> = (0..n)
+        .filter(|&i| since.as_deref().is_none_or(|s| notion_edited(i).as_str() >= s))
+        .map(|i| {
+            let mut page = crate::user(&database, 1, i as usize, false);
+            page["object"] = json!("page");
+            page["id"] = page["login"]["uuid"].clone();
+            page["created_time"] = json!("2026-10-01T00:00:00.000Z");
+            page["last_edited_time"] = json!(notion_edited(i));
+            page["archived"] = json!(false);
+            page["properties"] = json!({
+                "Name": {"id": "title", "type": "title", "title": [{"type": "text", "plain_text": format!("Task {}", i + 1)}]},
+                "Status": {"id": "s%3Ab", "type": "select", "select": {"name": if i % 2 == 0 { "Done" } else { "In progress" }}}
+            });
+            page
+        })
+        .collect();
+    let start = match &request["start_cursor"] {
+        serde_json::Value::Null => 0,
+        serde_json::Value::String(cursor) => match b64
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.strip_prefix("at:")?.parse::<usize>().ok())
+        {
+            Some(at) => at,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "validation_error",
+                    "body failed validation: body.start_cursor should be a valid uuid.",
+                );
+            }
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "validation_error",
+                "body failed validation: body.start_cursor should be a string.",
+            );
+        }
+    };
+    let end = (start + size).min(pages.len());
+    let next = (end < pages.len()).then(|| b64.encode(format!("at:{end}")));
+    Json(json!({
+        "object": "list",
+        "results": pages.into_iter().skip(start).take(size).collect::<Vec<_>>(),
+        "has_more": next.is_some(),
+        "next_cursor": next,
+        "type": "page_or_database",
+        "page_or_database": {}
+    }))
+    .into_response()
 }

@@ -39,8 +39,9 @@ where
     rows.rows::<(A, B)>().unwrap().map(Result::unwrap).collect()
 }
 
-/// github-issues.toml: three repositories (a list), their issues by `Link` pages of two, one
-/// row per issue; the second run asks each repository `since` its own last update.
+/// github-issues.toml: three repositories (a list), their issues by `Link` pages of two under
+/// a rate limit of four requests a 2 s window (kept by the headers, or a refusal waited out),
+/// one row per issue; the second run asks each repository `since` its own last update.
 #[tokio::test(flavor = "multi_thread")]
 async fn github_issues_of_a_list_of_repositories() {
     if !services_up("example_github_issues") {
@@ -49,7 +50,7 @@ async fn github_issues_of_a_list_of_repositories() {
     let api = Api::start().await;
     let (name, keyspace) = (unique("gh"), unique("ks"));
     let url = format!(
-        "http://{}/github/repos/{{{{ $parent.full_name }}}}/issues?issues=5&per_page=2&state=all&sort=updated&direction=asc",
+        "http://{}/github/repos/{{{{ $parent.full_name }}}}/issues?issues=5&per_page=2&state=all&sort=updated&direction=asc&limit=4&window_s=2",
         api.addr
     );
     let spec = "pipelines/examples/github-issues.toml";
@@ -66,13 +67,29 @@ async fn github_issues_of_a_list_of_repositories() {
         .collect();
     let cql = format!("SELECT repository, number FROM {keyspace}.issues");
     assert_eq!(pairs::<String, i32>(cql.clone()).await, want);
-    // 3 pages of each repository's 5 issues.
-    assert_eq!(api.requests(), 9, "{out:?}");
+    // 3 pages of each repository's 5 issues, and any refused for the limit asked again.
+    let refused = api
+        .stats
+        .apis
+        .over_limit
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(api.requests(), 9 + refused, "{out:?}");
 
+    let seen = api.stats.uris.lock().unwrap().len();
     let out = run(&mut example(spec, &url, &name, &keyspace)).await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    let uris = api.stats.uris.lock().unwrap()[9..].to_vec();
-    assert_eq!(uris.len(), 3, "one page each, from its cursor: {uris:?}");
+    let uris = api.stats.uris.lock().unwrap()[seen..].to_vec();
+    let refused_again = api
+        .stats
+        .apis
+        .over_limit
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - refused;
+    assert_eq!(
+        uris.len() as u64,
+        3 + refused_again,
+        "one page each, from its cursor: {uris:?}"
+    );
     assert!(
         uris.iter()
             .all(|u| u.contains("&since=2026-11-01T00%3A04%3A00Z")),
@@ -111,4 +128,180 @@ async fn linear_issues_by_graphql_pages() {
         .map(|i| (format!("ENG-{i}"), format!("Issue {i}")))
         .collect();
     assert_eq!(got, want);
+}
+
+/// slack-messages.toml: three channels listed by pages of two, each channel's five messages
+/// by pages of two, a rate-limited answer waited out by the spec's rule; one row per message,
+/// the bot token never shown. The second run asks each channel only for what came after its
+/// own latest message.
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_messages_of_every_channel() {
+    if !services_up("example_slack_messages") {
+        return;
+    }
+    let api = Api::start().await;
+    let (name, keyspace) = (unique("slack"), unique("ks"));
+    let history = format!(
+        "http://{}/slack/api/conversations.history?limit=2&messages=5&limited=1",
+        api.addr
+    );
+    let channels = format!(
+        "http://{}/slack/api/conversations.list?types=public_channel&limit=2&channels=3",
+        api.addr
+    );
+    let token = randomuser_standin::apis::SLACK_TOKEN;
+    let slack = || {
+        let mut cmd = example(
+            "pipelines/examples/slack-messages.toml",
+            &history,
+            &name,
+            &keyspace,
+        );
+        cmd.env("AQUEDUCT_SOURCE__PARENT__URL", &channels)
+            .env("AQUEDUCT_SOURCE__AUTH__TOKEN", token);
+        cmd
+    };
+    let out = run(&mut slack()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(!out.stderr.contains(token), "{out:?}");
+    // 2 pages of channels, then 3 pages of each channel's messages, one of them twice.
+    assert_eq!(api.requests(), 2 + 3 * 3 + 1, "{out:?}");
+    assert!(out.stderr.contains("source.on_response.0"), "{out:?}");
+    let want: BTreeSet<(String, String)> = (0..3)
+        .flat_map(|c| {
+            (0..5).map(move |i| (format!("C0{c:08}"), randomuser_standin::apis::slack_ts(i)))
+        })
+        .collect();
+    let cql = format!("SELECT channel, ts FROM {keyspace}.messages");
+    assert_eq!(pairs::<String, String>(cql.clone()).await, want);
+
+    let out = run(&mut slack()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let uris = api.stats.uris.lock().unwrap()[12..].to_vec();
+    let latest = randomuser_standin::apis::slack_ts(4);
+    let history: Vec<&String> = uris.iter().filter(|u| u.contains("history")).collect();
+    assert_eq!(history.len(), 3, "{uris:?}");
+    assert!(
+        history
+            .iter()
+            .all(|u| u.contains(&format!("&oldest={latest}"))),
+        "{uris:?}"
+    );
+    assert_eq!(pairs::<String, String>(cql).await, want);
+}
+
+/// The `name` parameter of a request the stand-in saw (`/path?query`).
+fn param(uri: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(&format!("http://standin{uri}"))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// stripe-charges.toml: a day a window from 2026-12-01 up to now less the lag, each window's
+/// four charges by pages of three (`starting_after`, the window's bounds kept on every page);
+/// every charge of the windows done exactly once. The second run starts where the first ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn stripe_charges_a_day_at_a_time() {
+    if !services_up("example_stripe_charges") {
+        return;
+    }
+    let api = Api::start().await;
+    let (name, keyspace) = (unique("stripe"), unique("ks"));
+    let url = format!("http://{}/stripe/v1/charges?limit=3&per_day=4", api.addr);
+    let stripe = || {
+        let mut cmd = example(
+            "pipelines/examples/stripe-charges.toml",
+            &url,
+            &name,
+            &keyspace,
+        );
+        cmd.env(
+            "AQUEDUCT_SOURCE__AUTH__TOKEN",
+            randomuser_standin::apis::STRIPE_KEY,
+        )
+        .env("AQUEDUCT_SOURCE__WINDOW__START", "2026-12-01T00:00:00Z");
+        cmd
+    };
+    let out = run(&mut stripe()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let uris = api.stats.uris.lock().unwrap().clone();
+    let bound = |uri: &String, k: &str| {
+        param(uri, k)
+            .unwrap_or_else(|| panic!("no {k} in {uri}"))
+            .parse::<i64>()
+            .unwrap()
+    };
+    let start = bound(&uris[0], "created[gte]");
+    assert_eq!(start, 1_796_083_200, "2026-12-01T00:00:00Z");
+    let end = uris.iter().map(|u| bound(u, "created[lt]")).max().unwrap();
+    assert!(
+        uris.iter().any(|u| param(u, "starting_after").is_some()),
+        "{uris:?}"
+    );
+    let want: BTreeSet<String> = randomuser_standin::apis::stripe_charges_between(start, end, 4)
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(want.len() >= 24, "six days at least: {}", want.len());
+    let cql = format!("SELECT id, currency FROM {keyspace}.charges");
+    let ids = |rows: BTreeSet<(String, String)>| -> BTreeSet<String> {
+        rows.into_iter().map(|(id, _)| id).collect()
+    };
+    assert_eq!(ids(pairs::<String, String>(cql.clone()).await), want);
+
+    let seen = uris.len();
+    let out = run(&mut stripe()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let uris = api.stats.uris.lock().unwrap()[seen..].to_vec();
+    if let Some(first) = uris.first() {
+        assert_eq!(bound(first, "created[gte]"), end, "{uris:?}");
+    }
+    assert!(ids(pairs::<String, String>(cql).await).is_superset(&want));
+}
+
+/// notion-database.toml: seven pages of a database by pages of three, the token at the body's
+/// `/start_cursor`, the filter from the cursor; one row per page. The second run asks only for
+/// pages edited since the last one seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn notion_database_pages_edited_since_the_last_poll() {
+    if !services_up("example_notion_database") {
+        return;
+    }
+    let api = Api::start().await;
+    let (name, keyspace) = (unique("notion"), unique("ks"));
+    let url = format!(
+        "http://{}/notion/v1/databases/668d797c-76fa-4934-9b05-ad288df2d136/query?pages=7",
+        api.addr
+    );
+    let notion = || {
+        let mut cmd = example(
+            "pipelines/examples/notion-database.toml",
+            &url,
+            &name,
+            &keyspace,
+        );
+        cmd.env(
+            "AQUEDUCT_SOURCE__AUTH__TOKEN",
+            randomuser_standin::apis::NOTION_TOKEN,
+        )
+        .env("AQUEDUCT_SOURCE__BODY__PAGE_SIZE", "3");
+        cmd
+    };
+    let out = run(&mut notion()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(api.requests(), 3, "{out:?}");
+    let cql = format!("SELECT title, status FROM {keyspace}.pages");
+    let titles = |rows: BTreeSet<(String, String)>| -> BTreeSet<String> {
+        rows.into_iter().map(|(t, _)| t).collect()
+    };
+    let want: BTreeSet<String> = (1..=7).map(|i| format!("Task {i}")).collect();
+    assert_eq!(titles(pairs::<String, String>(cql.clone()).await), want);
+
+    let out = run(&mut notion()).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // One request, from the last edit seen (inclusive): the last page alone, again.
+    assert_eq!(api.requests(), 4, "{out:?}");
+    assert_eq!(titles(pairs::<String, String>(cql).await), want);
 }

@@ -53,6 +53,11 @@ impl Template {
             if code.is_empty() {
                 return Err("`{{}}` is an empty placeholder: write a jq expression in it, e.g. {{ $cursor }}".to_owned());
             }
+            if reads_environment(code) {
+                return Err(format!(
+                    "the placeholder {{{{ {code} }}}} reads the environment: what it yields is part of the request, which logs and errors show; a credential goes in [source.auth] or a secret header or query value, which never show"
+                ));
+            }
             let expr = Jq::compile_with_vars(code, VARS)
                 .map_err(|e| format!("the placeholder {{{{ {code} }}}}: {e}"))?;
             for var in VARS {
@@ -98,6 +103,45 @@ impl Template {
         }
         Ok(Value::String(out))
     }
+}
+
+/// Whether jq `code` names jq's `env` or `$ENV` (outside string literals).
+fn reads_environment(code: &str) -> bool {
+    let mut outside = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for ch in code.chars() {
+        match (in_string, escaped, ch) {
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_string = false,
+            (true, _, _) => escaped = false,
+            (false, _, '"') => in_string = true,
+            (false, _, ch) => outside.push(ch),
+        }
+        if !in_string {
+            continue;
+        }
+        outside.push(' ');
+    }
+    // A word after `.` is a field (`$parent.env`), not the function.
+    let mut previous = ' ';
+    let mut word = String::new();
+    let mut after_dot = false;
+    for ch in outside.chars().chain([' ']) {
+        if ch.is_alphanumeric() || ch == '_' || ch == '$' {
+            if word.is_empty() {
+                after_dot = previous == '.';
+            }
+            word.push(ch);
+        } else {
+            if (word == "env" && !after_dot) || word == "$ENV" {
+                return true;
+            }
+            word.clear();
+        }
+        previous = ch;
+    }
+    false
 }
 
 /// Whether jq `code` reads `var`: it does if it no longer compiles without it.
@@ -188,5 +232,17 @@ mod tests {
         );
         let err = Template::parse("{{ .a | }}").unwrap_err();
         assert!(err.contains("{{ .a | }}"), "{err}");
+        // The environment may hold secrets, and a request shows in logs.
+        for code in [
+            "{{ env.API_KEY }}",
+            "?k={{ $ENV.KEY }}",
+            "{{ env | .HOME }}",
+        ] {
+            let err = Template::parse(code).unwrap_err();
+            assert!(err.contains("reads the environment"), "{code}: {err}");
+        }
+        assert!(
+            Template::parse("{{ \"env\" }}-{{ $cursor.environment }}-{{ $cursor.env }}").is_ok()
+        );
     }
 }

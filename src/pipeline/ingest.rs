@@ -475,10 +475,17 @@ impl Ingest<'_> {
             stop,
         } = self;
         // A request the spec cannot build (a value that cannot go where it says) would fail
-        // every poll alike.
-        let mut poll = client
-            .poll(&spec.source.endpoint, bindings)
-            .map_err(|e| PollError::Fatal(e.into()))?;
+        // every poll alike; for a parent, it is that parent's failure, and the others go on.
+        let for_parent = !bindings.parent.is_null();
+        let mut poll =
+            client
+                .poll(&spec.source.endpoint, bindings)
+                .map_err(|e| match for_parent {
+                    true => PollError::Fetch(FetchError::Parents(format!(
+                        "the request for this parent cannot be built: {e}"
+                    ))),
+                    false => PollError::Fatal(e.into()),
+                })?;
         let mut received = 0;
         while let Some(page) = poll.next_page(stop).await? {
             let url = &page.request.url;

@@ -213,6 +213,29 @@ fn parent(c: &mut Checker, mut raw: RawParent, source: Option<&reqwest::Url>) ->
                     "`query`, `body` and `pagination` are for parents from a `url`, not a `list`",
                 );
             }
+            // A listed parent is known now: its key and fields are checked here, not at run.
+            let fields: Option<Vec<&(String, Jq)>> = include.iter().map(Option::as_ref).collect();
+            if let (Some(key), Some(fields)) = (&key, fields) {
+                for (i, parent) in list.iter().enumerate() {
+                    let at = format!("source.parent.list.{i}");
+                    match key.run_one(parent) {
+                        Ok(serde_json::Value::String(_) | serde_json::Value::Number(_)) => {}
+                        Ok(other) => c.err(
+                            &at,
+                            format!(
+                                "key `{}` gives {other}: a parent's key is a string or a number",
+                                key.code()
+                            ),
+                        ),
+                        Err(e) => c.err(&at, format!("key `{}`: {e}", key.code())),
+                    }
+                    for (name, jq) in &fields {
+                        if let Err(e) = jq.run_one(parent) {
+                            c.err(&at, format!("include.{name} `{}`: {e}", jq.code()));
+                        }
+                    }
+                }
+            }
             Some(Parents::List(list))
         }
         (None, Some(url)) => {

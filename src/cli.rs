@@ -318,6 +318,31 @@ async fn status(spec: &spec::Spec) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A `[source.parent]` pipeline's cursor from `--set`: a JSON map from parent key to that
+/// parent's cursor (for windows, a time as `--since` takes it).
+fn parents_cursor(kind: &spec::Incremental, text: &str) -> Result<serde_json::Value, String> {
+    let map = match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            return Err(format!(
+                "{text} is not a JSON map: with [source.parent] the cursor is one map from parent key to that parent's cursor, e.g. '{{\"acme/api\": ...}}' ('{{}}' starts every parent over)"
+            ));
+        }
+    };
+    if let spec::Incremental::Cursor(_) = kind {
+        return Ok(serde_json::Value::Object(map));
+    }
+    map.into_iter()
+        .map(|(key, value)| {
+            let t = value
+                .as_str()
+                .ok_or_else(|| format!("{key}: {value} is not a time"))
+                .and_then(|text| parse_since(text).map_err(|e| format!("{key}: {e}")))?;
+            Ok((key, incremental::window_cursor(t)))
+        })
+        .collect()
+}
+
 /// `aqueduct cursor --set`.
 async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
     let value = match &spec.source.incremental {
@@ -327,6 +352,9 @@ async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
                 spec.path.display()
             ))
             .into());
+        }
+        Some(kind) if spec.source.parent.is_some() => {
+            parents_cursor(kind, text).map_err(|e| Invalid(format!("cursor: --set {e}")))?
         }
         Some(spec::Incremental::Window(_)) => match parse_since(text) {
             Ok(t) => incremental::window_cursor(t),

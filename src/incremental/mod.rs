@@ -81,8 +81,10 @@ pub async fn status(spec: &Spec, kind: &Incremental) -> Result<String, crate::ka
         )),
     }
     if let Incremental::Window(w) = kind {
-        let at = match &found {
-            Some(found) => parse_window_cursor(&found.saved.cursor),
+        let at = match found.as_ref().map(|f| &f.saved.cursor) {
+            // Per parent: as far behind as the parent furthest behind.
+            Some(Value::Object(parents)) => parents.values().filter_map(parse_window_cursor).min(),
+            Some(saved) => parse_window_cursor(saved),
             None => Some(w.first_start(now)),
         };
         if let Some(at) = at {

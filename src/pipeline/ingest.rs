@@ -26,6 +26,7 @@ use crate::kafka::produce::Producer;
 use crate::metrics::Metrics;
 use crate::record::{self, Rejected};
 use crate::source::http::poll::Interrupted;
+use crate::source::http::request::TimeWindow;
 use crate::source::http::{self, Bindings, Client, FetchError};
 use crate::source::schedule::Ticker;
 use crate::spec::{Cursor, Incremental, OnInvalid, Parent, Spec, Window};
@@ -100,11 +101,11 @@ pub async fn run(
         }
         let started = Instant::now();
         let polled = match (&spec.source.incremental, &lease, &mut store) {
-            (Some(Incremental::Cursor(cursor)), Some(lease), Some(store))
+            (Some(incremental), Some(lease), Some(store))
                 if let Some(parent) = &spec.source.parent =>
             {
                 let cursors = Cursors {
-                    cursor,
+                    incremental,
                     lease,
                     store,
                     writer: &writer,
@@ -239,12 +240,13 @@ impl Ingest<'_> {
     }
 
     /// A `[source.parent]` poll: the parents listed, then the source's request for each (at
-    /// most `concurrency` at once) with `$parent` bound, and with `[source.cursor]` from that
-    /// parent's saved cursor. The cursors are one map on the cursor topic, keyed by parent,
-    /// saved as each parent's records are acknowledged; a new parent starts at
-    /// `source.cursor.initial`, and one no longer listed keeps its cursor. A parent whose
-    /// requests fail is said, counted, and asked again next poll; the others go on, and the
-    /// poll fails at the end naming it.
+    /// most `concurrency` at once) with `$parent` bound, and with `[source.cursor]` or
+    /// `[source.window]` from that parent's saved cursor. The cursors are one map on the
+    /// cursor topic, keyed by parent, saved as each parent's records are acknowledged; a new
+    /// parent starts at `source.cursor.initial` (or `source.window.start`), and one no longer
+    /// listed keeps its cursor. A parent whose requests fail is said, counted, and asked again
+    /// next poll (from its last window done); the others go on, and the poll fails at the end
+    /// naming it.
     async fn poll_parents(
         &self,
         parent: &Parent,
@@ -268,8 +270,12 @@ impl Ingest<'_> {
                 }
             }
         }
-        let cursor = cursors.as_ref().map(|c| c.cursor);
-        let initial = cursor.and_then(|c| c.initial.clone()).unwrap_or_default();
+        let incremental = cursors.as_ref().map(|c| c.incremental);
+        let initial = match incremental {
+            Some(Incremental::Cursor(c)) => c.initial.clone().unwrap_or_default(),
+            _ => Value::Null,
+        };
+        let now = Utc::now();
         let of = parents.len();
         let jobs: Vec<(String, Value, Value)> = parents
             .into_iter()
@@ -280,30 +286,20 @@ impl Ingest<'_> {
             .collect();
         let mut runs = futures::stream::iter(jobs)
             .map(|(key, value, start)| async move {
-                let mut moved = start.clone();
-                let bindings = Bindings {
-                    cursor: start.clone(),
-                    parent: value,
-                    ..Bindings::default()
-                };
-                let polled = self
-                    .poll(bindings, |page, count| match cursor {
-                        Some(cursor) => self.advance_cursor(cursor, &mut moved, page, count),
-                        None => Ok(()),
-                    })
+                let (moved, polled) = self
+                    .poll_parent(incremental, &key, value, &start, now)
                     .await;
                 (key, start, moved, polled)
             })
             .buffer_unordered(parent.concurrency);
-        let mut failed: Vec<(String, FetchError)> = Vec::new();
+        let mut failed = Vec::new();
         while let Some((key, start, moved, polled)) = runs.next().await {
             match polled {
                 Ok(records) => debug!(parent = %key, records, "parent done"),
                 Err(PollError::Fetch(e)) if !e.is_fatal() => {
                     self.metrics.failed_parents.inc();
                     warn!(parent = %key, error = %e, "the parent's requests failed; it is asked again next poll, the others go on");
-                    failed.push((key, e));
-                    continue;
+                    failed.push((key.clone(), e));
                 }
                 Err(e) => return Err(e),
             }
@@ -329,16 +325,89 @@ impl Ingest<'_> {
             }
             info!(parent = %key, from = %start, to = %moved, "cursor moved");
         }
-        match failed.len() {
-            0 => Ok(()),
-            n => {
-                let (key, first) = failed.swap_remove(0);
-                Err(PollError::Fetch(FetchError::ParentsFailed {
-                    failed: n,
-                    of,
-                    key,
-                    first: Box::new(first),
-                }))
+        if let Some(Incremental::Window(window)) = incremental {
+            // As far behind as the parent furthest behind.
+            let until = incremental::live_until(window, now);
+            let oldest = map
+                .values()
+                .filter_map(incremental::parse_window_cursor)
+                .min();
+            let behind = oldest.map_or(Default::default(), |at| {
+                (until - at).to_std().unwrap_or_default()
+            });
+            self.metrics.source_behind.set(behind.as_secs_f64());
+        }
+        parents_failed(failed, of)
+    }
+
+    /// One parent's part of a `[source.parent]` poll, from its cursor `start`: gives where
+    /// its cursor moved and how the poll went. A cursor moves only when the parent's poll
+    /// succeeded; windows move one by one, so the windows done before a failure stay done.
+    async fn poll_parent(
+        &self,
+        incremental: Option<&Incremental>,
+        key: &str,
+        parent: Value,
+        start: &Value,
+        now: DateTime<Utc>,
+    ) -> (Value, Result<usize, PollError>) {
+        let noop = |_: &[u8], _: usize| Ok(());
+        match incremental {
+            None => {
+                let bindings = Bindings {
+                    parent,
+                    ..Bindings::default()
+                };
+                (start.clone(), self.poll(bindings, noop).await)
+            }
+            Some(Incremental::Cursor(cursor)) => {
+                let mut moved = start.clone();
+                let bindings = Bindings {
+                    cursor: start.clone(),
+                    parent,
+                    ..Bindings::default()
+                };
+                let polled = self
+                    .poll(bindings, |page, count| {
+                        self.advance_cursor(cursor, &mut moved, page, count)
+                    })
+                    .await;
+                match polled {
+                    Ok(_) => (moved, polled),
+                    Err(_) => (start.clone(), polled),
+                }
+            }
+            Some(Incremental::Window(window)) => {
+                let from = match start {
+                    Value::Null => window.first_start(now),
+                    saved => match incremental::parse_window_cursor(saved) {
+                        Some(from) => from,
+                        None => {
+                            let e = FetchError::Parents(format!(
+                                "its saved cursor is {saved}, not an RFC 3339 time; set the map's entry with `aqueduct cursor {} --set`",
+                                self.spec.path.display()
+                            ));
+                            return (start.clone(), Err(PollError::Fetch(e)));
+                        }
+                    },
+                };
+                let until = incremental::live_until(window, now);
+                let mut moved = start.clone();
+                let mut records = 0;
+                for w in incremental::windows(window, from, until, Some(window.max_windows)) {
+                    let bindings = Bindings {
+                        window: Some(w),
+                        parent: parent.clone(),
+                        ..Bindings::default()
+                    };
+                    match self.poll(bindings, noop).await {
+                        Ok(n) => records += n,
+                        Err(e) => return (moved, Err(e)),
+                    }
+                    moved = incremental::window_cursor(w.end);
+                    debug!(parent = %key, start = %w.start, end = %w.end, "window done");
+                }
+                (moved, Ok(records))
             }
         }
     }
@@ -436,6 +505,20 @@ impl Ingest<'_> {
         let Some(Incremental::Window(window)) = &self.spec.source.incremental else {
             bail!("backfill needs a [source.window] in the spec: it fetches time windows");
         };
+        let parents = match &self.spec.source.parent {
+            None => None,
+            Some(parent) => {
+                let listed = http::parents::list(&self.client, parent, self.stop)
+                    .await
+                    .map_err(|e| match e {
+                        Interrupted::Stopped => {
+                            anyhow::anyhow!("stopped while listing the parents")
+                        }
+                        Interrupted::Failed(e) => e.into(),
+                    })?;
+                Some((parent, listed))
+            }
+        };
         let due = incremental::windows(window, from, to, None);
         let count = due.len();
         for (i, w) in due.into_iter().enumerate() {
@@ -447,7 +530,11 @@ impl Ingest<'_> {
                     w.start.to_rfc3339()
                 )
             };
-            let records = match self.poll(Bindings::window(w), |_, _| Ok(())).await {
+            let polled = match &parents {
+                None => self.poll(Bindings::window(w), |_, _| Ok(())).await,
+                Some(parents) => self.backfill_parents(parents, w).await,
+            };
+            let records = match polled {
                 Ok(records) => records,
                 Err(PollError::Fetch(e)) => return Err(anyhow::Error::new(e).context(again())),
                 Err(PollError::Stopped) => return Err(anyhow::anyhow!("stopped").context(again())),
@@ -456,6 +543,38 @@ impl Ingest<'_> {
             info!(start = %w.start, end = %w.end, records, window = i + 1, of = count, "backfill window done");
         }
         Ok(())
+    }
+
+    /// One window of `aqueduct backfill` for every parent (at most `concurrency` at once);
+    /// fails when any parent failed, naming the first.
+    async fn backfill_parents(
+        &self,
+        (parent, listed): &(&Parent, Vec<(String, Value)>),
+        w: TimeWindow,
+    ) -> Result<usize, PollError> {
+        let mut runs = futures::stream::iter(listed.iter().cloned())
+            .map(|(key, value)| async move {
+                let bindings = Bindings {
+                    window: Some(w),
+                    parent: value,
+                    ..Bindings::default()
+                };
+                (key, self.poll(bindings, |_, _| Ok(())).await)
+            })
+            .buffer_unordered(parent.concurrency);
+        let (mut records, mut failed) = (0, Vec::new());
+        while let Some((key, polled)) = runs.next().await {
+            match polled {
+                Ok(n) => records += n,
+                Err(PollError::Fetch(e)) if !e.is_fatal() => {
+                    self.metrics.failed_parents.inc();
+                    warn!(parent = %key, error = %e, "the parent's requests failed; the others go on");
+                    failed.push((key, e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        parents_failed(failed, listed.len()).map(|()| records)
     }
 
     /// Fetches every page of one poll from `bindings`, producing each page's records (all
@@ -543,9 +662,24 @@ impl Ingest<'_> {
     }
 }
 
+/// A parents' poll's end: failed when any of its `of` parents failed, naming the first.
+fn parents_failed(mut failed: Vec<(String, FetchError)>, of: usize) -> Result<(), PollError> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let n = failed.len();
+    let (key, first) = failed.swap_remove(0);
+    Err(PollError::Fetch(FetchError::ParentsFailed {
+        failed: n,
+        of,
+        key,
+        first: Box::new(first),
+    }))
+}
+
 /// What a `[source.parent]` poll keeps its parents' cursors with.
 struct Cursors<'x> {
-    cursor: &'x Cursor,
+    incremental: &'x Incremental,
     lease: &'x Lease,
     store: &'x mut Store,
     writer: &'x str,

@@ -47,13 +47,13 @@
 //!   `[gte]`, `[lt]`, `[lte]` (Unix seconds) filter; `starting_after` continues after a charge
 //!   of the list (one it does not know is `400 resource_missing`); `limit` 1 to 100, default 10.
 //! - `GET /slack/api/conversations.list?channels=N&limit=L&cursor=C` and
-//!   `GET /slack/api/conversations.history?channel=ID&messages=M&limit=L&oldest=TS&cursor=C`:
+//!   `GET /slack/api/conversations.history?channel=ID&messages=M&limit=L&oldest=TS&latest=TS&cursor=C`:
 //!   Slack's Web API (HTTP 200 always; `{"ok": false, "error": ...}` on a problem: no
 //!   `Authorization: Bearer` [`SLACK_TOKEN`] is `not_authed`, an unknown channel
 //!   `channel_not_found`, a cursor it did not give `invalid_cursor`). N public channels; each
 //!   channel's M messages newest first, one a second from 2026-11-01, `ts` as Slack writes it
-//!   (`"1793491200.000100"`); `oldest` keeps the messages after it (exclusive, as Slack's default
-//!   `inclusive=false`). Both page by `response_metadata.next_cursor`, `""` on the last page;
+//!   (`"1793491200.000100"`); `oldest` keeps the messages after it and `latest` those before
+//!   it (both exclusive, as Slack's default `inclusive=false`). Both page by `response_metadata.next_cursor`, `""` on the last page;
 //!   history says `has_more` too. With `limited=N` the first N history requests are `429`
 //!   with `Retry-After: 1` and `{"ok": false, "error": "ratelimited"}`, as Slack's tier limits.
 //! - `POST /graphql/?seed=S&total=N`: a GraphQL API paged as Relay connections (Linear's
@@ -933,14 +933,21 @@ async fn slack_history(
         .get("messages")
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let oldest: f64 = query
-        .0
-        .get("oldest")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let bound = |name: &str, default: f64| {
+        query
+            .0
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (oldest, latest) = (bound("oldest", 0.0), bound("latest", f64::INFINITY));
     let messages: Vec<serde_json::Value> = (0..m)
         .rev()
-        .filter(|&i| slack_ts(i).parse::<f64>().is_ok_and(|ts| ts > oldest))
+        .filter(|&i| {
+            slack_ts(i)
+                .parse::<f64>()
+                .is_ok_and(|ts| ts > oldest && ts < latest)
+        })
         .map(|i| {
             let mut message = crate::user(channel, 1, i as usize, false);
             message["type"] = json!("message");

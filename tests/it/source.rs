@@ -834,6 +834,131 @@ concurrency = 2"#,
     }
 }
 
+/// Slack's messages of every channel in time windows (`oldest`/`latest`), each channel keeping
+/// its own window cursor: a run does at most two windows per channel; the next run goes on
+/// from each channel's last window, and a channel new since starts at `window.start`. Every
+/// message exactly once in Cassandra. `cursor --set` takes the map of parents' cursors.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_of_every_channel_in_windows_per_channel() {
+    if !services_up("parent_windows") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |channels: u32| {
+        s.spec(
+            dir.path(),
+            &s.url("slack/api/conversations.history", "limit=50&messages=150"),
+            &format!(
+                r#"records = ".messages[]"
+query = {{ channel = "{{{{ $parent.id }}}}", oldest = "{{{{ $start }}}}", latest = "{{{{ $end }}}}" }}
+auth = {{ type = "bearer", token = "{}" }}
+pagination = {{ mode = "cursor", token = ".response_metadata.next_cursor", query = "cursor", max_pages = 10 }}"#,
+                randomuser_standin::apis::SLACK_TOKEN
+            ),
+            &format!(
+                r#"[source.window]
+size = "1m"
+start = "2026-11-01T00:00:00Z"
+format = "epoch_s"
+max_windows = 2
+[source.parent]
+url = "{}"
+records = ".channels[]"
+pagination = {{ mode = "cursor", token = ".response_metadata.next_cursor", query = "cursor", max_pages = 10 }}"#,
+                s.url(
+                    "slack/api/conversations.list",
+                    &format!("channels={channels}&limit=2")
+                )
+            ),
+        )
+    };
+    let messages = |channel: u32, count: u64| -> BTreeSet<String> {
+        (0..count)
+            .map(|i| {
+                randomuser_standin::user(&format!("C0{channel:08}"), 1, i as usize, false)["login"]
+                    ["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+
+    let out = run(aqueduct().args(["run", "--once"]).arg(spec(2))).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // Two windows of a minute each: a message a second, so 120 of each channel's 150.
+    let want: BTreeSet<String> = messages(0, 120)
+        .into_iter()
+        .chain(messages(1, 120))
+        .collect();
+    assert_eq!(s.ids().await, want);
+
+    let before = s.api.stats.uris.lock().unwrap().len();
+    let out = run(aqueduct().args(["run", "--once"]).arg(spec(3))).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let want: BTreeSet<String> = [messages(0, 150), messages(1, 150), messages(2, 120)]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(s.ids().await, want);
+    let uris = s.api.stats.uris.lock().unwrap()[before..].to_vec();
+    let first_of = |channel: &str| {
+        uris.iter()
+            .find(|u| u.contains(&format!("channel={channel}&")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no request for {channel}: {uris:?}"))
+    };
+    // Each channel from its own last window's end; the new one from window.start.
+    let at = |minutes: i64| {
+        format!(
+            "latest={}&oldest={}",
+            1_793_491_200 + 60 * (minutes + 1),
+            1_793_491_200 + 60 * minutes
+        )
+    };
+    assert!(first_of("C000000000").contains(&at(2)), "{uris:?}");
+    assert!(first_of("C000000001").contains(&at(2)), "{uris:?}");
+    assert!(first_of("C000000002").contains(&at(0)), "{uris:?}");
+
+    // A backfill runs each window for every parent, the live cursors untouched.
+    let before = s.api.stats.uris.lock().unwrap().len();
+    let out = run(aqueduct().arg("backfill").arg(spec(3)).args([
+        "--from",
+        "2026-11-01T00:00:00Z",
+        "--to",
+        "2026-11-01T00:01:00Z",
+    ]))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let uris = s.api.stats.uris.lock().unwrap()[before..].to_vec();
+    for channel in ["C000000000", "C000000001", "C000000002"] {
+        let of = format!("channel={channel}&{}", at(0));
+        assert!(uris.iter().any(|u| u.contains(&of)), "{uris:?}");
+    }
+    assert_eq!(s.ids().await, want);
+
+    // The map of parents' cursors, each a time; anything else is refused before Kafka.
+    let out = run(aqueduct()
+        .args(["cursor"])
+        .arg(spec(3))
+        .args(["--set", "5"]))
+    .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("is not a JSON map"), "{out:?}");
+    let out = run(aqueduct()
+        .args(["cursor"])
+        .arg(spec(3))
+        .args(["--set", r#"{"C000000000": "2026-11-01T00:01:00Z"}"#]))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(r#"{"C000000000":"2026-11-01T00:01:00Z"}"#),
+        "{out:?}"
+    );
+}
+
 /// Several pipelines in one process (`aqueduct run A.toml B.toml`): each loads its own API
 /// into its own table with its own Kafka clients. One whose API fails is reported by name and
 /// the run exits 1, while the other's rows all land; when both are fine, both load and the

@@ -80,12 +80,6 @@ pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option
         None => Some(None),
         Some(p) => pagination(c, "source", p, method.as_ref()).map(Some),
     };
-    if parent.as_ref().is_some_and(Option::is_some) && raw.window.is_some() {
-        c.err(
-            "source.window",
-            "windows per parent are not supported yet: with [source.parent], keep a cursor per parent by [source.cursor]",
-        );
-    }
     let incremental = match (raw.cursor, raw.window) {
         (None, None) => Some(None),
         (Some(cursor), None) => {

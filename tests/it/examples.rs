@@ -305,3 +305,49 @@ async fn notion_database_pages_edited_since_the_last_poll() {
     assert_eq!(api.requests(), 4, "{out:?}");
     assert_eq!(titles(pairs::<String, String>(cql).await), want);
 }
+
+/// Every example passes `aqueduct check` offline, run as its opening comment says (each
+/// `AQUEDUCT_...=` of the command there set, a credential read from the shell given a
+/// placeholder): the command each example documents is one that works.
+#[tokio::test]
+async fn every_example_checks_as_its_comment_runs_it() {
+    let dir = repo().join("pipelines/examples");
+    let mut specs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    specs.sort();
+    assert!(specs.len() >= 5, "{specs:?}");
+    for spec in specs {
+        let name = spec.file_name().unwrap().to_str().unwrap();
+        let text = std::fs::read_to_string(&spec).unwrap();
+        // The comment's lines up to the one running this spec.
+        let run_line = format!("aqueduct run pipelines/examples/{name}");
+        let head: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+        let at = head
+            .iter()
+            .position(|l| l.contains(&run_line))
+            .unwrap_or_else(|| panic!("{name}: its opening comment gives no `{run_line}`"));
+        let mut cmd = aqueduct();
+        cmd.arg("check").arg(&spec);
+        let command = head[..=at]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_end() != "#");
+        for word in command.flat_map(|l| l.split_whitespace()) {
+            if let Some((key, value)) = word.split_once('=')
+                && key.starts_with("AQUEDUCT_")
+            {
+                let value = match value.trim_matches('"') {
+                    shell if shell.starts_with('$') => "placeholder",
+                    value => value,
+                };
+                cmd.env(key, value);
+            }
+        }
+        let out = run(&mut cmd).await;
+        assert_eq!(out.code, Some(0), "{name}: {out:?}");
+        assert!(out.stdout.contains(": ok"), "{name}: {out:?}");
+    }
+}

@@ -53,8 +53,9 @@
 //!   `channel_not_found`, a cursor it did not give `invalid_cursor`). N public channels; each
 //!   channel's M messages newest first, one a second from 2026-11-01, `ts` as Slack writes it
 //!   (`"1793491200.000100"`); `oldest` keeps the messages after it and `latest` those before
-//!   it (both exclusive, as Slack's default `inclusive=false`). Both page by `response_metadata.next_cursor`, `""` on the last page;
-//!   history says `has_more` too. With `limited=N` the first N history requests are `429`
+//!   it (both exclusive, as Slack's default `inclusive=false`). Both page by
+//!   `response_metadata.next_cursor`, `""` on the last page, with Slack's edges on request
+//!   (`short`, `empty_last`, `repeat`: [`slack_page`]); history says `has_more` too. With `limited=N` the first N history requests are `429`
 //!   with `Retry-After: 1` and `{"ok": false, "error": "ratelimited"}`, as Slack's tier limits.
 //! - `POST /graphql/?seed=S&total=N`: a GraphQL API paged as Relay connections (Linear's
 //!   `issues(first, after)`): the body is `{"query": ..., "variables": {"first": F, "after":
@@ -830,35 +831,48 @@ fn slack_error(error: &str) -> Response {
     Json(json!({"ok": false, "error": error})).into_response()
 }
 
-/// Slack's cursor paging over `items` (`limit`, `cursor` from `query`): the page's items and
-/// the next cursor (`""` on the last page), or `invalid_cursor`.
+/// One page of `items` as Slack pages them: `limit` (1 to 1000, default 100) from the
+/// `cursor` (one this gave, else `invalid_cursor`), with the next page's cursor (`""` on the
+/// last). Slack's documented edges, on request: `short=K` makes the K-th page one item short
+/// though more follow ("fewer results than your specified limit, even when there are
+/// additional results"); `empty_last=1` gives a cursor on a page that ends the items exactly,
+/// leading to an empty page with `""`; `repeat=K` makes the K-th page give back the cursor it
+/// was asked with (an API that would be walked in a circle).
 fn slack_page(
     query: &HashMap<String, String>,
     items: Vec<serde_json::Value>,
 ) -> Result<(Vec<serde_json::Value>, String), Box<Response>> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let limit = query
-        .get("limit")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
-    let start = match query.get("cursor").filter(|c| !c.is_empty()) {
-        None => 0,
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<usize>().ok());
+    let limit = number("limit").unwrap_or(100).clamp(1, 1000);
+    let asked = query.get("cursor").filter(|c| !c.is_empty());
+    // A cursor is where its page starts and which page it is.
+    let (start, page) = match asked {
+        None => (0, 1),
         Some(cursor) => b64
             .decode(cursor)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| t.strip_prefix("next:")?.parse::<usize>().ok())
+            .and_then(|t| {
+                let (start, page) = t.strip_prefix("next:")?.split_once(':')?;
+                Some((start.parse::<usize>().ok()?, page.parse::<usize>().ok()?))
+            })
             .ok_or_else(|| Box::new(slack_error("invalid_cursor")))?,
     };
-    let end = (start + limit).min(items.len());
-    let next = if end < items.len() {
-        b64.encode(format!("next:{end}"))
-    } else {
-        String::new()
+    let take = match number("short") {
+        Some(short) if short == page && limit > 1 => limit - 1,
+        _ => limit,
     };
-    Ok((items.into_iter().skip(start).take(limit).collect(), next))
+    let end = (start + take).min(items.len());
+    let more = end < items.len()
+        || (number("empty_last") == Some(1) && start < end && end - start == take);
+    let next = match asked {
+        Some(cursor) if number("repeat") == Some(page) => cursor.clone(),
+        _ if more => b64.encode(format!("next:{end}:{}", page + 1)),
+        _ => String::new(),
+    };
+    Ok((items.into_iter().skip(start).take(take).collect(), next))
 }
 
 fn slack_authed(headers: &HeaderMap) -> bool {

@@ -131,8 +131,9 @@ async fn linear_issues_by_graphql_pages() {
 }
 
 /// slack-messages.toml: three channels listed by pages of two, each channel's five messages
-/// by pages of two, a rate-limited answer waited out by the spec's rule; one row per message,
-/// the bot token never shown. The second run asks each channel only for what came after its
+/// by pages of two (with Slack's edges: the first page one short though more follow, and a
+/// cursor on the page ending the messages, leading to an empty last page), a rate-limited
+/// answer waited out by the spec's rule; one row per message, the bot token never shown. The second run asks each channel only for what came after its
 /// own latest message.
 #[tokio::test(flavor = "multi_thread")]
 async fn slack_messages_of_every_channel() {
@@ -142,7 +143,7 @@ async fn slack_messages_of_every_channel() {
     let api = Api::start().await;
     let (name, keyspace) = (unique("slack"), unique("ks"));
     let history = format!(
-        "http://{}/slack/api/conversations.history?limit=2&messages=5&limited=1",
+        "http://{}/slack/api/conversations.history?limit=2&messages=5&limited=1&short=1&empty_last=1",
         api.addr
     );
     let channels = format!(
@@ -164,8 +165,9 @@ async fn slack_messages_of_every_channel() {
     let out = run(&mut slack()).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(!out.stderr.contains(token), "{out:?}");
-    // 2 pages of channels, then 3 pages of each channel's messages, one of them twice.
-    assert_eq!(api.requests(), 2 + 3 * 3 + 1, "{out:?}");
+    // 2 pages of channels, then 4 pages of each channel's messages (1, 2, 2, none), one of
+    // them twice.
+    assert_eq!(api.requests(), 2 + 3 * 4 + 1, "{out:?}");
     assert!(out.stderr.contains("source.on_response.0"), "{out:?}");
     let want: BTreeSet<(String, String)> = (0..3)
         .flat_map(|c| {
@@ -177,7 +179,7 @@ async fn slack_messages_of_every_channel() {
 
     let out = run(&mut slack()).await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    let uris = api.stats.uris.lock().unwrap()[12..].to_vec();
+    let uris = api.stats.uris.lock().unwrap()[15..].to_vec();
     let latest = randomuser_standin::apis::slack_ts(4);
     let history: Vec<&String> = uris.iter().filter(|u| u.contains("history")).collect();
     assert_eq!(history.len(), 3, "{uris:?}");
@@ -331,10 +333,7 @@ async fn every_example_checks_as_its_comment_runs_it() {
             .unwrap_or_else(|| panic!("{name}: its opening comment gives no `{run_line}`"));
         let mut cmd = aqueduct();
         cmd.arg("check").arg(&spec);
-        let command = head[..=at]
-            .iter()
-            .rev()
-            .take_while(|l| l.trim_end() != "#");
+        let command = head[..=at].iter().rev().take_while(|l| l.trim_end() != "#");
         for word in command.flat_map(|l| l.split_whitespace()) {
             if let Some((key, value)) = word.split_once('=')
                 && key.starts_with("AQUEDUCT_")

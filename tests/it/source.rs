@@ -636,6 +636,39 @@ async fn cursor_pages_carry_the_token_until_it_is_empty() {
     assert_eq!(s.ids().await, users("slackpages", 3, 4, 0));
 }
 
+/// An API handing back the cursor it was asked with would be walked in a circle: the poll
+/// stops there with an error naming the token, after two requests, and the run exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_page_token_ends_the_poll_with_an_error() {
+    if !services_up("repeated_token") {
+        return;
+    }
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = s.spec(
+        dir.path(),
+        &s.url(
+            "slack/api/conversations.history",
+            "channel=C000000001&messages=6&limit=2&repeat=2",
+        ),
+        &format!(
+            r#"records = ".messages[]"
+auth = {{ type = "bearer", token = "{}" }}
+pagination = {{ mode = "cursor", token = ".response_metadata.next_cursor", query = "cursor", max_pages = 10 }}"#,
+            randomuser_standin::apis::SLACK_TOKEN
+        ),
+        "",
+    );
+    let out = run(aqueduct().args(["run", "--once"]).arg(&spec)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("again in this poll"), "{out:?}");
+    assert!(
+        out.stderr.contains(".response_metadata.next_cursor"),
+        "{out:?}"
+    );
+    assert_eq!(s.api.requests(), 2, "{out:?}");
+}
+
 /// A GraphQL API (Linear's Relay connections): the page token goes into the POST body's
 /// `variables.after` by a template (null on the first page), the query text with its braces
 /// kept, until `pageInfo.hasNextPage` is false; every user exactly once.

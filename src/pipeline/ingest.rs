@@ -488,9 +488,19 @@ impl Ingest<'_> {
             );
             return Ok(None);
         }
-        let saved = store
+        let size = cursor.to_string().len();
+        let saved = match store
             .save_if_unchanged(self.producer, base, cursor, writer)
-            .await?;
+            .await
+        {
+            Err(e) if e.is_too_large() => {
+                return Err(PollError::Fatal(anyhow::anyhow!(
+                    "the cursor ({size} bytes) is more than the cursor topic {} takes in a message: split the parents among pipelines, or raise the topic's max.message.bytes",
+                    self.spec.kafka.cursor_topic
+                )));
+            }
+            saved => saved?,
+        };
         if saved.is_none() {
             warn!(
                 cursor = %store.seen().map_or(serde_json::Value::Null, |found| found.saved.cursor.clone()),

@@ -992,6 +992,60 @@ pagination = {{ mode = "cursor", token = ".response_metadata.next_cursor", query
     );
 }
 
+/// The parents' cursors are one message on the cursor topic; when the map outgrows what the
+/// topic takes in a message, the run stops saying so (not with Kafka's bare error).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parents_cursor_map_too_large_for_its_topic_is_said() {
+    if !services_up("parents_cursor_too_large") {
+        return;
+    }
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let s = Source::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cursor_topic = unique("cursors");
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    let small = NewTopic::new(&cursor_topic, 1, TopicReplication::Fixed(1))
+        .set("max.message.bytes", "1000")
+        .set("cleanup.policy", "compact");
+    let created = admin
+        .create_topics([&small], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let channels: Vec<String> = (0..40)
+        .map(|i| format!("{{ id = \"C0{i:08}-with-a-long-channel-name\" }}"))
+        .collect();
+    let spec = s.spec(
+        dir.path(),
+        &s.url("slack/api/conversations.history", "messages=3"),
+        &format!(
+            r#"records = ".messages[]"
+query = {{ channel = "{{{{ $parent.id }}}}", oldest = "{{{{ $start }}}}", latest = "{{{{ $end }}}}" }}
+auth = {{ type = "bearer", token = "{}" }}"#,
+            randomuser_standin::apis::SLACK_TOKEN
+        ),
+        &format!(
+            "[source.window]\nsize = \"1h\"\nstart = \"2026-11-01T00:00:00Z\"\nformat = \"epoch_s\"\nmax_windows = 1\n[source.parent]\nlist = [{}]",
+            channels.join(", ")
+        ),
+    );
+    let out = run(aqueduct()
+        .args(["run", "--once"])
+        .arg(&spec)
+        .env("AQUEDUCT_KAFKA__CURSOR_TOPIC", &cursor_topic))
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "is more than the cursor topic {cursor_topic} takes in a message"
+        )),
+        "{out:?}"
+    );
+}
+
 /// Several pipelines in one process (`aqueduct run A.toml B.toml`): each loads its own API
 /// into its own table with its own Kafka clients. One whose API fails is reported by name and
 /// the run exits 1, while the other's rows all land; when both are fine, both load and the

@@ -21,6 +21,12 @@ pub(super) fn source(c: &mut Checker, mut raw: RawSource, base: &Path) -> Option
         None => Some(None),
         Some(parent) => self::parent(c, parent, url.as_ref()).map(Some),
     };
+    if matches!(parent, Some(Some(_))) && !templates.read("$parent") {
+        c.err(
+            "source.parent",
+            "the source's request reads no $parent, so every parent would get the same request: write {{ $parent.id }} (or another field) in source.url, a query or header value, or a string of the body",
+        );
+    }
     let (headers, mut secrets) = super::auth::params(c, raw.headers, raw.query, url.as_mut(), base);
     let auth = match raw.auth {
         None => Some((Vec::new(), None)),

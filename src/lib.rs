@@ -31,6 +31,7 @@
 pub mod backoff;
 pub mod cassandra;
 pub mod cli;
+pub mod codec;
 pub mod cql;
 pub mod dead_letter;
 pub mod incremental;

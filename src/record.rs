@@ -19,9 +19,13 @@ pub struct Rejected {
 }
 
 /// The ingest's verdict on a record (its JSON text, as the API sent it): the message key it is
-/// produced with (`None` without `kafka.key`, or when the key is null), or why it cannot go on
-/// (stage `validate` or `key`).
-pub fn admit(spec: &Spec, text: &str, origin: &Origin) -> Result<Option<String>, Rejected> {
+/// produced with (`None` without `kafka.key`, or when the key is null) and the record parsed,
+/// or why it cannot go on (stage `validate` or `key`).
+pub fn admit(
+    spec: &Spec,
+    text: &str,
+    origin: &Origin,
+) -> Result<(Option<String>, Value), Rejected> {
     let reject = |stage, reason, record, key| Rejected {
         dead_letter: Box::new(DeadLetter::new(
             &spec.name,
@@ -60,7 +64,10 @@ pub fn admit(spec: &Spec, text: &str, origin: &Origin) -> Result<Option<String>,
         rejected.dead_letter.violations = violations;
         return Err(rejected);
     }
-    key.map_err(|reason| reject(Stage::Key, reason, record, None))
+    match key {
+        Ok(key) => Ok((key, record)),
+        Err(reason) => Err(reject(Stage::Key, reason, record, None)),
+    }
 }
 
 /// The loader's decoding of a message payload: the record, borrowing from the payload, or the
@@ -167,7 +174,7 @@ pub type Outcome = Result<(Option<String>, Vec<TableRow>), Box<DeadLetter>>;
 
 /// Both halves on one record, as `run` would take it from the API to rows.
 pub fn through(spec: &Spec, text: &str, origin: &Origin) -> Outcome {
-    let key = admit(spec, text, origin).map_err(|r| r.dead_letter)?;
+    let (key, _) = admit(spec, text, origin).map_err(|r| r.dead_letter)?;
     let rows = to_rows(spec, text.as_bytes(), || origin.clone())?;
     Ok((key, rows))
 }

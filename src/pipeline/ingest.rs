@@ -18,6 +18,7 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::codec::Codec;
 use crate::dead_letter::{self, DeadLetter, Origin, Stage};
 use crate::incremental;
 use crate::incremental::lease::Lease;
@@ -53,6 +54,7 @@ pub enum Mode {
 pub async fn run(
     spec: &Spec,
     producer: &Producer,
+    codec: &Codec,
     metrics: &Metrics,
     stop: &CancellationToken,
     mode: Mode,
@@ -62,6 +64,7 @@ pub async fn run(
         spec,
         client,
         producer,
+        codec,
         metrics,
         stop,
     };
@@ -177,6 +180,7 @@ struct Ingest<'a> {
     spec: &'a Spec,
     client: Client<'a>,
     producer: &'a Producer,
+    codec: &'a Codec,
     metrics: &'a Metrics,
     stop: &'a CancellationToken,
 }
@@ -600,6 +604,7 @@ impl Ingest<'_> {
             spec,
             client,
             producer,
+            codec,
             metrics,
             stop,
         } = self;
@@ -642,7 +647,7 @@ impl Ingest<'_> {
                     if sends.len() >= IN_FLIGHT {
                         sends.next().await.unwrap_or(Ok(()))?;
                     }
-                    sends.push(handle(spec, producer, metrics, record, &origin));
+                    sends.push(handle(spec, producer, codec, metrics, record, &origin));
                 }
                 while let Some(sent) = sends.next().await {
                     sent?;
@@ -705,17 +710,19 @@ struct Received {
 async fn handle(
     spec: &Spec,
     producer: &Producer,
+    codec: &Codec,
     metrics: &Metrics,
     text: &str,
     received: &Received,
 ) -> anyhow::Result<()> {
     match record::admit(spec, text, &received.origin) {
-        Ok(key) => {
+        Ok((key, record)) => {
             metrics.valid.inc();
             let sent = Instant::now();
             let topic = &spec.kafka.topic;
+            let payload = codec.encode(text, &record)?;
             match producer
-                .send(topic, key.as_deref(), text.as_bytes(), Some(received.at_ms))
+                .send(topic, key.as_deref(), &payload, Some(received.at_ms))
                 .await
             {
                 Ok(_) => {

@@ -29,6 +29,7 @@ use crate::backoff::backoff;
 use crate::cassandra::restarts::Restarts;
 use crate::cassandra::rewind::{self, History};
 use crate::cassandra::write::Writer;
+use crate::codec::Codec;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::consume::{Consumer, Message};
 use crate::kafka::offsets::Offsets;
@@ -78,6 +79,7 @@ pub struct Context {
     pub spec: Arc<Spec>,
     pub writer: Writer,
     pub producer: Producer,
+    pub codec: Arc<Codec>,
     pub metrics: Arc<Metrics>,
     pub input: Input,
 }
@@ -472,8 +474,15 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     let spec = &ctx.spec;
     let origin = || origin_of(ctx, m);
     let replayed;
+    let decoded;
     let payload: &[u8] = match (ctx.input, &m.payload) {
-        (Input::Topic, Some(payload)) => payload,
+        (Input::Topic, Some(payload)) => match ctx.codec.decode(payload).await {
+            Ok(text) => {
+                decoded = text;
+                &decoded
+            }
+            Err(e) => match e {},
+        },
         (Input::Topic, None) => {
             let rows = record::tombstone(spec, m.key.as_deref(), m.timestamp_ms, origin);
             return write_rows(ctx, m, &[], rows).await;

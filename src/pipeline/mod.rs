@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info};
 
 use crate::cassandra::{self, write::Writer};
+use crate::codec::Codec;
 use crate::kafka::{self, consume::Consumer, produce::Producer};
 use crate::metrics::Metrics;
 use crate::spec::Spec;
@@ -106,6 +107,7 @@ pub async fn run(
     kafka::check_connection(k).await?;
     kafka::ensure_topics(k).await?;
     let producer = Producer::new(k)?;
+    let codec = Arc::new(Codec::Json);
     let loader = if options.runs(Half::Load) {
         let c = &spec.cassandra;
         let session = Arc::new(cassandra::connect(c).await?);
@@ -149,15 +151,16 @@ pub async fn run(
     };
     let drains = options.mode.drains();
     if let Some(mode) = options.mode.ingest().filter(|_| options.runs(Half::Ingest)) {
-        let (spec, producer, metrics, stop) = (
+        let (spec, producer, codec, metrics, stop) = (
             spec.clone(),
             producer.clone(),
+            codec.clone(),
             metrics.clone(),
             stop.clone(),
         );
         let ingest = tasks.spawn(
             async move {
-                ingest::run(&spec, &producer, &metrics, &stop, mode).await?;
+                ingest::run(&spec, &producer, &codec, &metrics, &stop, mode).await?;
                 if drains {
                     set_drain_target(&spec, drain_topic, &drain_tx).await?;
                 }
@@ -188,6 +191,7 @@ pub async fn run(
             spec: spec.clone(),
             writer,
             producer: producer.clone(),
+            codec,
             metrics: metrics.clone(),
             input,
         };

@@ -73,8 +73,16 @@ pub struct DeadLetter {
     /// The column that failed (stage `map`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
-    /// The original record; for stage `decode`, the payload as text.
+    /// The original record; for stage `decode`, the payload as text (`null` when it is kept
+    /// in `payload_base64`).
     pub record: Value,
+    /// For stage `decode`, a payload that is not UTF-8 text or not JSON's (`codec` other than
+    /// `json`), whole, in base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+    /// The codec that could not read `payload_base64`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec: Option<&'static str>,
     pub origin: Origin,
     /// When it was dead-lettered, RFC 3339.
     pub time: String,
@@ -124,6 +132,8 @@ impl DeadLetter {
             table: None,
             column: None,
             record,
+            payload_base64: None,
+            codec: None,
             origin,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }

@@ -2,6 +2,7 @@
 //! Schema, message key) and the loader's mapping to each table's row. `run` uses them on the hot path;
 //! `preview` and `test` run both in a row on records they read themselves.
 
+use base64::Engine as _;
 use serde_json::Value;
 
 use crate::dead_letter::{DeadLetter, Origin, Stage};
@@ -78,16 +79,30 @@ pub fn decode<'p>(
     origin: impl Fn() -> Origin,
 ) -> Result<Json<'p>, Box<DeadLetter>> {
     serde_json::from_slice(payload).map_err(|e| {
-        let text = Value::String(String::from_utf8_lossy(payload).into_owned());
         let reason = format!("the message is not JSON: {e}");
-        Box::new(DeadLetter::new(
-            &spec.name,
-            Stage::Decode,
-            reason,
-            text,
-            origin(),
-        ))
+        Box::new(undecodable(spec, "json", payload, reason, origin()))
     })
+}
+
+/// The dead letter (stage `decode`) of a payload `codec` could not read: its text when it is
+/// JSON's codec and UTF-8, else the payload whole in base64, the codec named.
+pub fn undecodable(
+    spec: &Spec,
+    codec: &'static str,
+    payload: &[u8],
+    reason: String,
+    origin: Origin,
+) -> DeadLetter {
+    let text = std::str::from_utf8(payload)
+        .ok()
+        .filter(|_| codec == "json");
+    let record = text.map_or(Value::Null, |t| Value::String(t.to_owned()));
+    let mut dl = DeadLetter::new(&spec.name, Stage::Decode, reason, record, origin);
+    if text.is_none() {
+        dl.payload_base64 = Some(base64::engine::general_purpose::STANDARD.encode(payload));
+        dl.codec = Some(codec);
+    }
+    dl
 }
 
 /// The loader's verdict on a record for table `t`: the row it writes there, or the dead letter

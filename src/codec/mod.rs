@@ -1,44 +1,195 @@
 //! The codec layer: the one place where a record becomes a Kafka message payload and a
 //! payload becomes the record again. On either side of it a record is JSON text: the ingest
-//! hands it the text the API sent (with that text parsed), and the loader, replay and `tap`
-//! get JSON text back for the jq mappings. `json` (the default) is that text itself, byte for
-//! byte both ways.
+//! hands it the text the API sent (with that text parsed), and the loader and replay get JSON
+//! text back for the jq mappings.
+//!
+//! - `json` (the default) is that text itself, byte for byte both ways.
+//! - `avro` and `json_schema` are Confluent's wire format: a zero byte, the schema's id in the
+//!   registry (4 bytes, big-endian), then the record (Avro's binary encoding, or the JSON
+//!   text). The schema of the records produced is registered (or looked up) once, at start;
+//!   the writer schemas of the messages read are fetched by id and cached ([`registry`]).
+
+mod avro;
+pub mod registry;
 
 use std::borrow::Cow;
 
+use schema_registry_converter::async_impl::avro::AvroDecoder;
 use serde_json::Value;
 
+use crate::spec::{CodecKind, Kafka};
+
 /// How records are written into a topic's messages and read back.
-#[derive(Debug)]
 pub enum Codec {
     /// The record's JSON text as the payload.
     Json,
+    /// Avro in the wire format.
+    Avro(Box<Avro>),
+    /// JSON text in the wire format; `id`: the schema of the records produced.
+    JsonSchema { id: Option<u32> },
+}
+
+/// The `avro` codec's schemas.
+pub struct Avro {
+    /// The schema of the records produced, and its id.
+    writer: Option<(apache_avro::Schema, u32)>,
+    /// The writer schemas of the messages read, fetched by id and cached.
+    decoder: AvroDecoder,
 }
 
 /// Why a record could not become a payload, or a payload a record.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    #[error("the record does not fit the Avro schema: {0}")]
+    NotAvro(String),
+    #[error(
+        "the message is not in Confluent's wire format (a zero byte, then the schema id): it starts {0}"
+    )]
+    NotWireFormat(String),
+    #[error("the message cannot be read with its schema (id {id} in the registry): {reason}")]
+    Undecodable { id: u32, reason: String },
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+}
+
+impl Error {
+    /// Whether the same payload may decode later (the registry was away): the loader waits and
+    /// tries again instead of dead-lettering it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Registry(e) if e.is_transient())
+    }
+}
 
 impl Codec {
-    /// The codec's name, as dead letters and `tap` say it.
+    /// The codec of `kafka.codec`, its schema registered or looked up now; a registry that
+    /// cannot be reached, or refuses the schema, is an error naming it.
+    pub async fn connect(kafka: &Kafka) -> Result<Codec, registry::Error> {
+        let registry = match (kafka.codec, &kafka.schema_registry) {
+            (CodecKind::Json, _) => return Ok(Codec::Json),
+            (_, Some(registry)) => registry,
+            (_, None) => unreachable!("check requires [kafka.schema_registry] with this codec"),
+        };
+        let client = registry::Client::new(registry)?;
+        let id = match &registry.schema {
+            Some(schema) => Some(client.schema_id(kafka, kafka.codec, schema).await?),
+            None => None,
+        };
+        Ok(match kafka.codec {
+            CodecKind::Json => Codec::Json,
+            CodecKind::JsonSchema => Codec::JsonSchema { id },
+            CodecKind::Avro => {
+                let writer = match (&registry.schema, id) {
+                    (Some(text), Some(id)) => {
+                        let schema = apache_avro::Schema::parse_str(text)
+                            .map_err(|e| registry::Error::Schema(e.to_string()))?;
+                        Some((schema, id))
+                    }
+                    _ => None,
+                };
+                Codec::Avro(Box::new(Avro {
+                    writer,
+                    decoder: AvroDecoder::new(client.settings()?),
+                }))
+            }
+        })
+    }
+
+    /// The codec's name, as dead letters say it.
     pub fn name(&self) -> &'static str {
         match self {
             Codec::Json => "json",
+            Codec::Avro(_) => "avro",
+            Codec::JsonSchema { .. } => "json_schema",
         }
     }
 
     /// The payload of a record: its JSON `text`, which parses as `record`.
-    pub fn encode<'t>(&self, text: &'t str, _record: &Value) -> Result<Cow<'t, [u8]>, Error> {
+    pub fn encode<'t>(&self, text: &'t str, record: &Value) -> Result<Cow<'t, [u8]>, Error> {
         match self {
             Codec::Json => Ok(Cow::Borrowed(text.as_bytes())),
+            Codec::JsonSchema { id } => {
+                let id = id.expect("a producing pipeline registers its schema at start");
+                Ok(Cow::Owned(wire_format(id, text.as_bytes())))
+            }
+            Codec::Avro(avro) => {
+                let (schema, id) = avro
+                    .writer
+                    .as_ref()
+                    .expect("a producing pipeline registers its schema at start");
+                let datum = avro::encode(schema, record).map_err(Error::NotAvro)?;
+                Ok(Cow::Owned(wire_format(*id, &datum)))
+            }
         }
     }
 
-    /// The JSON text of the record in `payload`. For `json` the payload itself, checked only
-    /// when the loader parses it.
+    /// The JSON text of the record in `payload`. For `json` the payload itself (checked only
+    /// when the loader parses it); for `json_schema` the payload after its header.
     pub async fn decode<'p>(&self, payload: &'p [u8]) -> Result<Cow<'p, [u8]>, Error> {
         match self {
             Codec::Json => Ok(Cow::Borrowed(payload)),
+            Codec::JsonSchema { .. } => {
+                let (_, body) = split_wire_format(payload)?;
+                Ok(Cow::Borrowed(body))
+            }
+            Codec::Avro(avro) => {
+                let (id, _) = split_wire_format(payload)?;
+                let decoded = avro
+                    .decoder
+                    .decode_with_schema(Some(payload))
+                    .await
+                    .map_err(|e| match e.retriable {
+                        true => {
+                            Error::Registry(registry::Error::Unreachable(registry::describe(&e)))
+                        }
+                        false => Error::Undecodable {
+                            id,
+                            reason: registry::describe(&e),
+                        },
+                    })?;
+                let Some(decoded) = decoded else {
+                    return Err(Error::NotWireFormat("with nothing".into()));
+                };
+                let json = avro::to_json(decoded.value, Some(&decoded.schema.parsed));
+                Ok(Cow::Owned(json.to_string().into_bytes()))
+            }
         }
+    }
+}
+
+/// `body` behind the wire format's header for schema `id`.
+fn wire_format(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(5 + body.len());
+    payload.push(0);
+    payload.extend_from_slice(&id.to_be_bytes());
+    payload.extend_from_slice(body);
+    payload
+}
+
+/// The schema id and the body of a wire-format payload.
+fn split_wire_format(payload: &[u8]) -> Result<(u32, &[u8]), Error> {
+    match payload {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        _ => {
+            let head: Vec<String> = payload.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Err(Error::NotWireFormat(match head.is_empty() {
+                true => "with nothing".into(),
+                false => format!("with bytes {}", head.join(" ")),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_format_is_a_zero_byte_the_id_and_the_body() {
+        let payload = wire_format(258, b"{}");
+        assert_eq!(payload, [0, 0, 0, 1, 2, b'{', b'}']);
+        assert_eq!(split_wire_format(&payload).unwrap(), (258, &b"{}"[..]));
+        let e = split_wire_format(br#"{"a":1}"#).unwrap_err().to_string();
+        assert!(e.contains("starts with bytes 7b 22 61"), "{e}");
+        assert!(split_wire_format(&[0, 1]).is_err());
     }
 }

@@ -720,7 +720,16 @@ async fn handle(
             metrics.valid.inc();
             let sent = Instant::now();
             let topic = &spec.kafka.topic;
-            let payload = codec.encode(text, &record)?;
+            let payload = match codec.encode(text, &record) {
+                Ok(payload) => payload,
+                // A record the topic's schema cannot hold: poison, not a broken pipeline.
+                Err(e) => {
+                    let origin = received.origin.clone();
+                    let dl =
+                        DeadLetter::new(&spec.name, Stage::Produce, e.to_string(), record, origin);
+                    return dispose(spec, producer, metrics, dl, key, received).await;
+                }
+            };
             match producer
                 .send(topic, key.as_deref(), &payload, Some(received.at_ms))
                 .await

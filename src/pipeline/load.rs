@@ -476,12 +476,16 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     let replayed;
     let decoded;
     let payload: &[u8] = match (ctx.input, &m.payload) {
-        (Input::Topic, Some(payload)) => match ctx.codec.decode(payload).await {
+        (Input::Topic, Some(payload)) => match decode(ctx, m, payload).await {
             Ok(text) => {
                 decoded = text;
                 &decoded
             }
-            Err(e) => match e {},
+            Err(e) => {
+                let reason = e.to_string();
+                let dl = record::undecodable(spec, ctx.codec.name(), payload, reason, origin());
+                return dead_letter(ctx, m, dl).await;
+            }
         },
         (Input::Topic, None) => {
             let rows = record::tombstone(spec, m.key.as_deref(), m.timestamp_ms, origin);
@@ -502,6 +506,27 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
         Err(dl) => return dead_letter(ctx, m, *dl).await,
     };
     write_rows(ctx, m, payload, rows).await
+}
+
+/// The JSON text of message `m`'s `payload`, waiting out a registry that is away (the
+/// schema of a message it has not seen before cannot be fetched until it is back).
+async fn decode<'p>(
+    ctx: &Context,
+    m: &Message,
+    payload: &'p [u8],
+) -> Result<std::borrow::Cow<'p, [u8]>, crate::codec::Error> {
+    let mut attempt = 0u32;
+    loop {
+        match ctx.codec.decode(payload).await {
+            Err(e) if e.is_transient() => {
+                attempt += 1;
+                let delay = backoff(WRITE_BACKOFF.0, WRITE_BACKOFF.1, attempt + 1);
+                warn!(partition = m.partition, offset = m.offset, error = %e, retry_in = ?delay, "the message's schema cannot be fetched; retrying (offset not committed)");
+                tokio::time::sleep(delay).await;
+            }
+            decoded => return decoded,
+        }
+    }
 }
 
 /// Makes each table's change of message `m` (or dead-letters it), tables in parallel.
@@ -599,22 +624,32 @@ async fn original(
 ) -> anyhow::Result<Option<String>> {
     let counts = &ctx.metrics.replay;
     add(&counts.read, 1);
-    match replay::original(m.payload.as_deref().unwrap_or_default(), replay.since) {
-        Original::Record(text) => match record::admit(&ctx.spec, &text, origin) {
-            Ok(_) => Ok(Some(text)),
-            Err(rejected) => dead_letter(ctx, m, *rejected.dead_letter)
-                .await
-                .map(|()| None),
+    let text = match replay::original(m.payload.as_deref().unwrap_or_default(), replay.since) {
+        Original::Record(text) => text,
+        // A payload the codec could not read before: read again (its schema may be back).
+        Original::Payload(payload) => match decode(ctx, m, &payload).await {
+            Ok(text) => String::from_utf8_lossy(&text).into_owned(),
+            Err(e) => {
+                let (spec, codec) = (&ctx.spec, ctx.codec.name());
+                let dl = record::undecodable(spec, codec, &payload, e.to_string(), origin.clone());
+                return dead_letter(ctx, m, dl).await.map(|()| None);
+            }
         },
         Original::Skip => {
             add(&counts.skipped, 1);
-            Ok(None)
+            return Ok(None);
         }
         Original::Unreadable(reason) => {
             add(&counts.unreadable, 1);
             warn!(partition = m.partition, offset = m.offset, %reason, "message of the dead-letter topic left alone");
-            Ok(None)
+            return Ok(None);
         }
+    };
+    match record::admit(&ctx.spec, &text, origin) {
+        Ok(_) => Ok(Some(text)),
+        Err(rejected) => dead_letter(ctx, m, *rejected.dead_letter)
+            .await
+            .map(|()| None),
     }
 }
 

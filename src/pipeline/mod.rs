@@ -107,7 +107,7 @@ pub async fn run(
     kafka::check_connection(k).await?;
     kafka::ensure_topics(k).await?;
     let producer = Producer::new(k)?;
-    let codec = Arc::new(Codec::Json);
+    let codec = Arc::new(Codec::connect(k).await.context("kafka.schema_registry")?);
     let loader = if options.runs(Half::Load) {
         let c = &spec.cassandra;
         let session = Arc::new(cassandra::connect(c).await?);

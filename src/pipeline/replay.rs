@@ -3,6 +3,7 @@
 //! fails is dead-lettered again with its new reason. The consumer group is the pipeline's
 //! plus `-replay`, so a dead letter is replayed once per group, at least once, like the loader.
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,6 +29,7 @@ struct Envelope<'a> {
     time: Option<String>,
     #[serde(default)]
     violations: Vec<serde::de::IgnoredAny>,
+    payload_base64: Option<String>,
 }
 
 /// What to do with one message of the dead-letter topic.
@@ -35,6 +37,8 @@ struct Envelope<'a> {
 pub enum Original {
     /// Replay this record text (as the API sent it, or as the topic held it).
     Record(String),
+    /// Replay this payload, which the topic's codec could not read before.
+    Payload(Vec<u8>),
     /// Older than `--since`.
     Skip,
     /// Not a dead-letter envelope: why.
@@ -58,6 +62,12 @@ pub fn original(payload: &[u8], since: Option<DateTime<Utc>>) -> Original {
             return Original::Skip;
         }
     }
+    if let Some(encoded) = &envelope.payload_base64 {
+        return match base64::engine::general_purpose::STANDARD.decode(encoded) {
+            Ok(payload) => Original::Payload(payload),
+            Err(e) => Original::Unreadable(format!("payload_base64 is not base64: {e}")),
+        };
+    }
     let as_text = envelope.stage == Stage::Decode
         || (envelope.stage == Stage::Validate && envelope.violations.is_empty());
     if as_text && let Ok(Value::String(text)) = serde_json::from_str(envelope.record.get()) {
@@ -80,6 +90,8 @@ mod tests {
         // A payload that was not JSON comes back as its text.
         let dl = br#"{"pipeline":"p","stage":"decode","reason":"r","record":"{not json","origin":{"topic":"t","partition":0,"offset":1},"time":"2026-11-30T04:00:00.000Z"}"#;
         assert_eq!(original(dl, None), Original::Record("{not json".into()));
+        let dl = br#"{"pipeline":"p","stage":"decode","reason":"r","record":null,"payload_base64":"AAAAAAE=","codec":"avro","origin":{"topic":"t","partition":0,"offset":1},"time":"2026-11-30T04:00:00.000Z"}"#;
+        assert_eq!(original(dl, None), Original::Payload(vec![0, 0, 0, 0, 1]));
         let dl = br#"{"pipeline":"p","stage":"validate","reason":"cannot be decoded","record":"{\"n\":1e400}","origin":{"url":"u"},"time":"2026-11-30T04:00:00.000Z"}"#;
         assert_eq!(
             original(dl, None),

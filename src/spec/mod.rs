@@ -379,6 +379,8 @@ pub enum Paging {
 #[derive(Debug)]
 pub struct Validate {
     pub schema: Option<jsonschema::Validator>,
+    /// The schema as written (what `kafka.codec = "json_schema"` registers).
+    pub document: Option<serde_json::Value>,
     pub on_invalid: OnInvalid,
 }
 
@@ -414,6 +416,51 @@ pub struct Kafka {
     pub topic_properties: Vec<(String, String)>,
     pub tls: Option<Tls>,
     pub sasl: Option<Sasl>,
+    /// How records go into the topic's messages.
+    pub codec: CodecKind,
+    pub schema_registry: Option<SchemaRegistry>,
+}
+
+/// `kafka.codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecKind {
+    Json,
+    Avro,
+    JsonSchema,
+}
+
+/// `[kafka.schema_registry]`, checked.
+#[derive(Debug, Clone)]
+pub struct SchemaRegistry {
+    pub url: reqwest::Url,
+    pub auth: RegistryAuth,
+    /// CA certificates to trust; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    pub subject_strategy: SubjectStrategy,
+    /// The schema of the records produced (Avro's from `schema_file`, JSON Schema's from
+    /// `[validate]`), as registered; `None` when nothing is produced.
+    pub schema: Option<String>,
+    /// The schema's full name (Avro's `namespace.name`, JSON Schema's `title`), for the
+    /// record-name strategies.
+    pub record_name: Option<String>,
+    pub auto_register: bool,
+    pub timeout: Duration,
+}
+
+/// How the registry is logged in to.
+#[derive(Debug, Clone)]
+pub enum RegistryAuth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
+}
+
+/// `schema_registry.subject_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectStrategy {
+    TopicName,
+    RecordName,
+    TopicRecordName,
 }
 
 /// `[kafka.tls]` or `[cassandra.tls]`, checked: each file read and holding what it should.

@@ -540,6 +540,59 @@ pub struct RawKafka {
     pub tls: Option<RawTls>,
     /// SASL login to the brokers (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).
     pub sasl: Option<RawSasl>,
+    /// How records are written into the topic's messages: `json` (default: the record's JSON
+    /// text), `avro` or `json_schema` (Confluent's wire format: a zero byte, the schema's id
+    /// in the registry in 4 bytes, then the record; needs `[kafka.schema_registry]`).
+    #[serde(default = "default_codec")]
+    pub codec: String,
+    /// The Schema Registry holding the topic's schemas (Confluent's REST API: Confluent,
+    /// Karapace, Redpanda, Apicurio's ccompat).
+    pub schema_registry: Option<RawSchemaRegistry>,
+}
+
+fn default_codec() -> String {
+    "json".into()
+}
+
+/// `[kafka.schema_registry]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchemaRegistry {
+    /// The registry's address, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+    /// HTTP basic auth: the user, with `password` (or `password_file`).
+    pub username: Option<String>,
+    /// The password (set it with AQUEDUCT_KAFKA__SCHEMA_REGISTRY__PASSWORD).
+    pub password: Option<String>,
+    /// A file holding the password instead (relative to the spec's folder).
+    pub password_file: Option<std::path::PathBuf>,
+    /// A bearer token instead of basic auth.
+    pub token: Option<String>,
+    /// A file holding the token instead.
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA certificates (PEM) to trust for an `https` registry. Default: the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The subject a schema is registered under: `topic_name` (default, `<topic>-value`),
+    /// `record_name` (the schema's full name) or `topic_record_name` (`<topic>-<name>`).
+    #[serde(default = "default_subject_strategy")]
+    pub subject_strategy: String,
+    /// The Avro schema (`.avsc`) of the records produced, relative to the spec's folder.
+    /// For `json_schema`, `[validate]`'s schema is the one registered.
+    pub schema_file: Option<std::path::PathBuf>,
+    /// Register the schema if the subject lacks it (Confluent's `auto.register.schemas`).
+    /// With false it must be registered already. Default true.
+    #[serde(default = "default_true")]
+    pub auto_register: bool,
+    /// How long a registry request may take. Default 10s.
+    #[serde(default = "default_registry_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_subject_strategy() -> String {
+    "topic_name".into()
+}
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_cursor_topic() -> String {
@@ -556,7 +609,6 @@ pub struct RawTls {
     /// A client certificate (PEM), for servers that check clients; with `key_file`.
     pub cert_file: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
-    /// A file holding the key instead (relative to the spec's folder).
     pub key_file: Option<std::path::PathBuf>,
     /// The password of an encrypted `key_file`.
     pub key_password: Option<String>,
@@ -579,7 +631,6 @@ pub struct RawSasl {
     pub password: Option<String>,
     /// A file holding the password instead (relative to the spec's folder; a trailing newline
     /// is dropped), e.g. a mounted secret.
-    /// A file holding the password instead (relative to the spec's folder).
     pub password_file: Option<std::path::PathBuf>,
 }
 
@@ -650,7 +701,6 @@ pub struct RawCassandra {
     pub password: Option<String>,
     /// A file holding the password instead (relative to the spec's folder; a trailing newline
     /// is dropped), e.g. a mounted secret.
-    /// A file holding the password instead (relative to the spec's folder).
     pub password_file: Option<std::path::PathBuf>,
     /// TLS to the nodes (Cassandra's `client_encryption_options`).
     pub tls: Option<RawTls>,

@@ -8,6 +8,7 @@
 //! a binary of their own, tests/faults (`scripts/faults` runs them, and `scripts/test` too).
 
 mod cli;
+mod codec;
 mod docs;
 mod e2e;
 mod examples;

@@ -259,9 +259,23 @@ pub fn topic_messages_at(servers: &str, topic: &str) -> Vec<(Option<String>, ser
 
 /// [`topic_messages`] with a client configured as `config` (servers, security).
 pub fn topic_messages_with(
-    mut config: ClientConfig,
+    config: ClientConfig,
     topic: &str,
 ) -> Vec<(Option<String>, serde_json::Value)> {
+    topic_payloads_with(config, topic)
+        .into_iter()
+        .map(|(key, payload)| (key, serde_json::from_slice(&payload).unwrap()))
+        .collect()
+}
+
+/// Every message of `topic` as its key and payload bytes.
+pub fn topic_payloads(topic: &str) -> Vec<(Option<String>, Vec<u8>)> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", kafka_addr());
+    topic_payloads_with(config, topic)
+}
+
+fn topic_payloads_with(mut config: ClientConfig, topic: &str) -> Vec<(Option<String>, Vec<u8>)> {
     let consumer: BaseConsumer = config
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
@@ -288,8 +302,7 @@ pub fn topic_messages_with(
         if let Some(m) = consumer.poll(Duration::from_millis(500)) {
             let m = m.unwrap();
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            let payload = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-            out.push((key, payload));
+            out.push((key, m.payload().unwrap_or_default().to_vec()));
             remaining -= 1;
         }
     }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Checker, security};
-use crate::spec::Kafka;
-use crate::spec::raw::{RawKafka, Scalar};
+use crate::spec::raw::{RawKafka, RawSchemaRegistry, Scalar};
+use crate::spec::{CodecKind, Kafka, RegistryAuth, SchemaRegistry, SubjectStrategy};
 
 /// librdkafka properties aqueduct sets from typed spec keys or for its guarantees; setting
 /// them in `kafka.properties` is an error naming both.
@@ -55,7 +55,13 @@ const SASL_PROPERTIES: &[&str] = &[
     "sasl.password",
 ];
 
-pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> Option<Kafka> {
+pub(super) fn kafka(
+    c: &mut Checker,
+    raw: RawKafka,
+    name: &str,
+    base: &Path,
+    validated: Option<&serde_json::Value>,
+) -> Option<Kafka> {
     if raw.bootstrap_servers.trim().is_empty() {
         c.err("kafka.bootstrap_servers", "is empty");
     }
@@ -129,6 +135,29 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> 
         raw.consumer_properties,
         &owned,
     );
+    let codec = match raw.codec.as_str() {
+        "json" => Some(CodecKind::Json),
+        "avro" => Some(CodecKind::Avro),
+        "json_schema" => Some(CodecKind::JsonSchema),
+        other => {
+            c.err(
+                "kafka.codec",
+                format!("`{other}` is not json, avro or json_schema"),
+            );
+            None
+        }
+    };
+    let schema_registry = match (raw.schema_registry, codec) {
+        (None, Some(CodecKind::Avro | CodecKind::JsonSchema)) => {
+            c.err(
+                "kafka.codec",
+                format!("`{}` needs [kafka.schema_registry]: the messages carry the schema's id in the registry", raw.codec),
+            );
+            None
+        }
+        (Some(raw), Some(codec)) => schema_registry(c, raw, codec, base, validated),
+        _ => None,
+    };
     let topic_properties = raw
         .topic_properties
         .into_iter()
@@ -154,6 +183,166 @@ pub(super) fn kafka(c: &mut Checker, raw: RawKafka, name: &str, base: &Path) -> 
             Some(sasl) => Some(sasl?),
             None => None,
         },
+        codec: codec?,
+        schema_registry,
+    })
+}
+
+/// `[kafka.schema_registry]` for `codec`: the schema of the records produced read and parsed
+/// here, so a broken one is named by `check`, not by the registry at start.
+fn schema_registry(
+    c: &mut Checker,
+    raw: RawSchemaRegistry,
+    codec: CodecKind,
+    base: &Path,
+    validated: Option<&serde_json::Value>,
+) -> Option<SchemaRegistry> {
+    let key = |k: &str| format!("kafka.schema_registry.{k}");
+    let url = match reqwest::Url::parse(&raw.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(url) => {
+            c.err(&key("url"), format!("`{url}` is not an http or https URL"));
+            None
+        }
+        Err(e) => {
+            c.err(&key("url"), format!("`{}` is not a URL: {e}", raw.url));
+            None
+        }
+    };
+    let password = security::secret(c, &key("password"), raw.password, raw.password_file, base);
+    let token = security::secret(c, &key("token"), raw.token, raw.token_file, base);
+    let auth = match (raw.username, password, token) {
+        (None, None, None) => Some(RegistryAuth::None),
+        (Some(username), Some(password), None) => Some(RegistryAuth::Basic { username, password }),
+        (None, None, Some(token)) => Some(RegistryAuth::Bearer(token)),
+        (Some(_), None, None) => {
+            c.err(
+                &key("username"),
+                "needs `password` (or `password_file`, or AQUEDUCT_KAFKA__SCHEMA_REGISTRY__PASSWORD)",
+            );
+            None
+        }
+        (None, Some(_), None) => {
+            c.err(&key("password"), "needs `username`");
+            None
+        }
+        _ => {
+            c.err(
+                &key("token"),
+                "set `username` and `password`, or `token`, not both",
+            );
+            None
+        }
+    };
+    let ca_file = raw.ca_file.map(|file| base.join(file));
+    if let Some(file) = &ca_file
+        && let Err(e) = std::fs::metadata(file)
+    {
+        c.err(
+            &key("ca_file"),
+            format!("cannot read {}: {e}", file.display()),
+        );
+    }
+    let subject_strategy = match raw.subject_strategy.as_str() {
+        "topic_name" => Some(SubjectStrategy::TopicName),
+        "record_name" => Some(SubjectStrategy::RecordName),
+        "topic_record_name" => Some(SubjectStrategy::TopicRecordName),
+        other => {
+            c.err(
+                &key("subject_strategy"),
+                format!("`{other}` is not topic_name, record_name or topic_record_name"),
+            );
+            None
+        }
+    };
+    let (schema, record_name) = match codec {
+        CodecKind::Json => {
+            c.err(
+                "kafka.schema_registry",
+                "is used only with kafka.codec = \"avro\" or \"json_schema\"",
+            );
+            return None;
+        }
+        CodecKind::Avro => match &raw.schema_file {
+            None => {
+                c.err(
+                    &key("schema_file"),
+                    "is needed with kafka.codec = \"avro\": the Avro schema (.avsc) of the records produced",
+                );
+                return None;
+            }
+            Some(file) => {
+                let full = base.join(file);
+                let text = std::fs::read_to_string(&full)
+                    .map_err(|e| {
+                        c.err(
+                            &key("schema_file"),
+                            format!("cannot read {}: {e}", full.display()),
+                        )
+                    })
+                    .ok()?;
+                match apache_avro::Schema::parse_str(&text) {
+                    Ok(schema) => {
+                        let name = match &schema {
+                            apache_avro::Schema::Record(r) => Some(r.name.fullname(None)),
+                            _ => None,
+                        };
+                        (Some(text), name)
+                    }
+                    Err(e) => {
+                        c.err(
+                            &key("schema_file"),
+                            format!("{} is not an Avro schema: {e}", full.display()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        },
+        CodecKind::JsonSchema => {
+            if raw.schema_file.is_some() {
+                c.err(
+                    &key("schema_file"),
+                    "is for Avro; with json_schema, [validate]'s schema is the one registered",
+                );
+            }
+            if validated.is_none() {
+                c.err(
+                    "kafka.codec",
+                    "`json_schema` registers [validate]'s schema: set validate.schema or validate.schema_file",
+                );
+            }
+            let title = validated
+                .and_then(|doc| doc.get("title"))
+                .and_then(|t| t.as_str())
+                .map(str::to_owned);
+            (validated.map(|doc| doc.to_string()), title)
+        }
+    };
+    let record_strategy = subject_strategy.is_some_and(|s| s != SubjectStrategy::TopicName);
+    if record_strategy && schema.is_some() && record_name.is_none() {
+        c.err(
+            &key("subject_strategy"),
+            match codec {
+                CodecKind::Avro => {
+                    "names the subject by the record's name, and the Avro schema is no named record"
+                }
+                _ => "names the subject by the record's name: give [validate]'s schema a `title`",
+            },
+        );
+    }
+    if raw.timeout.is_zero() {
+        c.err(&key("timeout"), "must be longer than 0s");
+    }
+    Some(SchemaRegistry {
+        url: url?,
+        auth: auth?,
+        ca_file,
+        subject_strategy: subject_strategy?,
+        schema,
+        record_name,
+        auto_register: raw.auto_register,
+        timeout: raw.timeout,
     })
 }
 

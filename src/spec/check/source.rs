@@ -695,6 +695,7 @@ pub(super) fn validate(c: &mut Checker, raw: RawValidate, base: &Path) -> Option
         (None, None) => {
             return Some(Validate {
                 schema: None,
+                document: None,
                 on_invalid: on_invalid?,
             });
         }
@@ -736,6 +737,7 @@ pub(super) fn validate(c: &mut Checker, raw: RawValidate, base: &Path) -> Option
     match jsonschema::validator_for(&document) {
         Ok(schema) => Some(Validate {
             schema: Some(schema),
+            document: Some(document),
             on_invalid: on_invalid?,
         }),
         Err(e) => {

@@ -1,0 +1,143 @@
+//! The Schema Registry (`[kafka.schema_registry]`), through `schema_registry_converter`: the
+//! subject a schema goes under, and its id, registered or looked up.
+
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, perform_sr_call, post_schema,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SrCall, SuppliedSchema};
+
+use crate::spec::{CodecKind, Kafka, RegistryAuth, SchemaRegistry, SubjectStrategy};
+
+/// What went wrong with the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the schema registry cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the schema registry refused the schema for subject {subject}: {reason}")]
+    Refused { subject: String, reason: String },
+    #[error(
+        "subject {subject} has no version of the spec's schema and auto_register is false: register it first ({reason})"
+    )]
+    NotRegistered { subject: String, reason: String },
+    #[error("the schema registry's client cannot be set up: {0}")]
+    Setup(String),
+    #[error("the schema cannot be parsed: {0}")]
+    Schema(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unreachable(_))
+    }
+}
+
+/// The registry of a spec, ready for calls.
+pub struct Client<'s> {
+    registry: &'s SchemaRegistry,
+}
+
+impl<'s> Client<'s> {
+    pub fn new(registry: &'s SchemaRegistry) -> Result<Client<'s>, Error> {
+        let client = Client { registry };
+        client.settings()?;
+        Ok(client)
+    }
+
+    /// The converter's settings: the URL, the login, the CA and the timeout.
+    pub fn settings(&self) -> Result<SrSettings, Error> {
+        let r = self.registry;
+        let url = r.url.as_str().trim_end_matches('/').to_owned();
+        let mut builder = SrSettings::new_builder(url);
+        builder.set_timeout(r.timeout);
+        match &r.auth {
+            RegistryAuth::None => {}
+            RegistryAuth::Basic { username, password } => {
+                builder.set_basic_authorization(username, Some(&password.0));
+            }
+            RegistryAuth::Bearer(token) => {
+                builder.set_token_authorization(&token.0);
+            }
+        }
+        let mut client = reqwest::Client::builder();
+        if let Some(file) = &r.ca_file {
+            let pem = std::fs::read(file)
+                .map_err(|e| Error::Setup(format!("cannot read {}: {e}", file.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Setup(format!("{}: {e}", file.display())))?;
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        builder
+            .build_with(client)
+            .map_err(|e| Error::Setup(describe(&e)))
+    }
+
+    /// The subject the records' schema goes under, by the spec's strategy.
+    pub fn subject(&self, kafka: &Kafka) -> String {
+        let name = self.registry.record_name.as_deref().unwrap_or_default();
+        match self.registry.subject_strategy {
+            SubjectStrategy::TopicName => format!("{}-value", kafka.topic),
+            SubjectStrategy::RecordName => name.to_owned(),
+            SubjectStrategy::TopicRecordName => format!("{}-{name}", kafka.topic),
+        }
+    }
+
+    /// The id of `schema` under the spec's subject: registered there (a new version if the
+    /// subject's compatibility allows it), or with `auto_register = false` looked up.
+    pub async fn schema_id(
+        &self,
+        kafka: &Kafka,
+        codec: CodecKind,
+        schema: &str,
+    ) -> Result<u32, Error> {
+        let settings = self.settings()?;
+        let subject = self.subject(kafka);
+        let kind = match codec {
+            CodecKind::Avro => SchemaType::Avro,
+            _ => SchemaType::Json,
+        };
+        let refused = |e: SRCError, subject: String| match e.retriable {
+            true => Error::Unreachable(format!("{}: {}", self.registry.url, describe(&e))),
+            false => Error::Refused {
+                subject,
+                reason: describe(&e),
+            },
+        };
+        if self.registry.auto_register {
+            let supplied = SuppliedSchema::new(None, kind, schema.to_owned());
+            return post_schema(&settings, subject.clone(), supplied)
+                .await
+                .map(|registered| registered.id)
+                .map_err(|e| refused(e, subject));
+        }
+        let kind = match codec {
+            CodecKind::Avro => "AVRO",
+            _ => "JSON",
+        };
+        let body = serde_json::json!({ "schema": schema, "schemaType": kind }).to_string();
+        let found = perform_sr_call(&settings, SrCall::PostForVersion(&subject, &body))
+            .await
+            .map_err(|e| match e.retriable {
+                true => refused(e, subject.clone()),
+                false => Error::NotRegistered {
+                    subject: subject.clone(),
+                    reason: describe(&e),
+                },
+            })?;
+        found.id.ok_or_else(|| Error::NotRegistered {
+            subject,
+            reason: "the registry's answer has no id".into(),
+        })
+    }
+}
+
+/// The converter's error, without its flags.
+pub(super) fn describe(e: &SRCError) -> String {
+    match &e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error.clone(),
+    }
+}

@@ -1,0 +1,225 @@
+//! Codecs through the local stack's real Schema Registry (Karapace): Avro and JSON Schema
+//! records in Confluent's wire format, the schema registered under the topic's subject, rows in
+//! Cassandra as with JSON; an incompatible schema change refused at start with the registry's
+//! reason; a payload the codec cannot read dead-lettered whole.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+fn registry_addr() -> String {
+    std::env::var("AQUEDUCT_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:8081".into())
+}
+
+/// Whether Kafka, Cassandra and the registry are up; a missing one fails the test.
+fn registry_up(test: &str) -> bool {
+    if !services_up(test) {
+        return false;
+    }
+    let addr = registry_addr();
+    let up = std::net::TcpStream::connect(&addr).is_ok();
+    if !up {
+        skip_or_fail(&format!(
+            "{test}: the schema registry at {addr} is not reachable; start the local stack with `scripts/stack up`"
+        ));
+    }
+    up
+}
+
+/// The subject's latest version as the registry has it.
+async fn latest(subject: &str) -> serde_json::Value {
+    let url = format!(
+        "http://{}/subjects/{subject}/versions/latest",
+        registry_addr()
+    );
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+const USER_AVSC: &str = r#"{
+  "type": "record", "name": "User", "namespace": "randomuser",
+  "fields": [
+    {"name": "login", "type": {"type": "record", "name": "Login", "fields": [{"name": "uuid", "type": "string"}]}},
+    {"name": "email", "type": "string"},
+    {"name": "phone", "type": ["null", "string"], "default": null}
+  ]
+}"#;
+
+/// A spec loading the stand-in's users of `seed` through `codec`, written into `dir`.
+fn spec(dir: &Path, api: &Api, seed: &str, names: &(String, String), codec: &str) -> PathBuf {
+    let (topic, keyspace) = names;
+    let text = format!(
+        r#"
+name = "{topic}"
+[source]
+url = "{url}"
+schedule = {{ every = "1h" }}
+records = ".results[]"
+[validate]
+schema = {{ title = "User", type = "object", required = ["login", "email"], properties = {{ login = {{ type = "object", required = ["uuid"] }} }} }}
+[kafka]
+bootstrap_servers = "{kafka}"
+topic = "{topic}"
+key = ".login.uuid"
+{codec}
+[cassandra]
+contact_points = ["{cassandra}"]
+keyspace = "{keyspace}"
+table = "t"
+partition_key = ["id"]
+columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+columns.email = {{ type = "text", jq = ".email" }}
+"#,
+        url = api.url(&format!("seed={seed}&results=5")),
+        kafka = kafka_addr(),
+        cassandra = cassandra_addr(),
+    );
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The users of `seed` on the stand-in's first page of 5, as (id, email).
+fn users(seed: &str) -> BTreeSet<(String, String)> {
+    (0..5)
+        .map(|i| {
+            let u = randomuser_standin::user(seed, 1, i, false);
+            let id = u["login"]["uuid"].as_str().unwrap().to_owned();
+            (id, u["email"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+async fn rows(keyspace: &str) -> BTreeSet<(String, String)> {
+    let rows = session()
+        .await
+        .query_unpaged(format!("SELECT id, email FROM {keyspace}.t"), ())
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    rows.rows::<(uuid::Uuid, String)>()
+        .unwrap()
+        .map(|r| {
+            let (id, email) = r.unwrap();
+            (id.to_string(), email)
+        })
+        .collect()
+}
+
+/// Avro: the schema registered under `<topic>-value`, every message a zero byte, its id and
+/// the Avro record, every user in Cassandra. A schema change the subject's compatibility
+/// refuses (a new field without a default) stops the next run before any poll, naming the
+/// subject and the registry's reason. A message that is not in the wire format is
+/// dead-lettered whole (base64), its codec named.
+#[tokio::test(flavor = "multi_thread")]
+async fn avro_records_go_through_the_registry_into_cassandra() {
+    if !registry_up("avro_codec") {
+        return;
+    }
+    let api = Api::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("user.avsc"), USER_AVSC).unwrap();
+    let names = (unique("avro"), unique("ks"));
+    let codec = format!(
+        "codec = \"avro\"\n[kafka.schema_registry]\nurl = \"http://{}\"\nschema_file = \"user.avsc\"",
+        registry_addr()
+    );
+    let path = spec(dir.path(), &api, "avro", &names, &codec);
+    let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(rows(&names.1).await, users("avro"));
+
+    let registered = latest(&format!("{}-value", names.0)).await;
+    let id = registered["id"].as_u64().unwrap() as u32;
+    let payloads = topic_payloads(&names.0);
+    assert_eq!(payloads.len(), 5);
+    for (_, payload) in &payloads {
+        assert_eq!(payload[0], 0, "{payload:?}");
+        assert_eq!(u32::from_be_bytes(payload[1..5].try_into().unwrap()), id);
+        assert_ne!(payload[5], b'{', "Avro's binary encoding, not JSON text");
+    }
+
+    // A new required field: BACKWARD (the registry's default) refuses it.
+    let changed = USER_AVSC.replace(
+        r#"{"name": "email", "type": "string"},"#,
+        r#"{"name": "email", "type": "string"}, {"name": "nickname", "type": "string"},"#,
+    );
+    std::fs::write(dir.path().join("user.avsc"), changed).unwrap();
+    let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("refused the schema for subject {}-value", names.0)),
+        "{out:?}"
+    );
+    std::fs::write(dir.path().join("user.avsc"), USER_AVSC).unwrap();
+
+    // Someone else's JSON on the topic: dead-lettered whole, the others' rows untouched.
+    produce(&names.0, br#"{"login": {"uuid": "x"}}"#).await;
+    let out = run(aqueduct()
+        .args(["run", "--only", "load", "--once"])
+        .arg(&path))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let dead = topic_messages(&format!("{}_dlq", names.0));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dl = &dead[0].1;
+    assert_eq!(dl["stage"], "decode", "{dl}");
+    assert_eq!(dl["codec"], "avro", "{dl}");
+    assert_eq!(
+        dl["payload_base64"], "eyJsb2dpbiI6IHsidXVpZCI6ICJ4In19",
+        "{dl}"
+    );
+    assert!(
+        dl["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in Confluent's wire format"),
+        "{dl}"
+    );
+    assert_eq!(rows(&names.1).await, users("avro"));
+}
+
+/// JSON Schema: `[validate]`'s schema registered under `<topic>-value` as a JSON schema,
+/// every message the wire format's header then the record's JSON text as the API sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_schema_records_carry_the_registered_schema_id() {
+    if !registry_up("json_schema_codec") {
+        return;
+    }
+    let api = Api::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let names = (unique("jsonschema"), unique("ks"));
+    let codec = format!(
+        "codec = \"json_schema\"\n[kafka.schema_registry]\nurl = \"http://{}\"",
+        registry_addr()
+    );
+    let path = spec(dir.path(), &api, "jsonschema", &names, &codec);
+    let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(rows(&names.1).await, users("jsonschema"));
+    let registered = latest(&format!("{}-value", names.0)).await;
+    assert_eq!(registered["schemaType"], "JSON", "{registered}");
+    let id = registered["id"].as_u64().unwrap() as u32;
+    for (_, payload) in topic_payloads(&names.0) {
+        assert_eq!(payload[..5], [[0].as_slice(), &id.to_be_bytes()].concat());
+        let record: serde_json::Value = serde_json::from_slice(&payload[5..]).unwrap();
+        assert!(record["login"]["uuid"].is_string(), "{record}");
+    }
+}
+
+/// Produces `payload` to `topic` unkeyed, as another producer would.
+async fn produce(topic: &str, payload: &[u8]) {
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(topic).payload(payload),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}

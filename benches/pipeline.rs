@@ -249,7 +249,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         env.run, args.records
     );
 
-    kafka::ensure_topics(&spec.kafka).await?;
+    kafka::ensure_topics(&spec.kafka, true).await?;
     let (rows, preload) = preload(&spec, args.records)?;
     println!(
         "preloaded {} messages into topic {} in {:.1} s",
@@ -439,7 +439,7 @@ async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
     if env.cassandra_pids.len() != 3 {
         bail!("the cluster's three Cassandra pids were not found (scripts/stack up --cluster)");
     }
-    kafka::ensure_topics(&spec.kafka).await?;
+    kafka::ensure_topics(&spec.kafka, true).await?;
     let (rows, preload) = preload(&spec, args.records)?;
     println!(
         "preloaded {} messages into topic {} in {:.1} s",

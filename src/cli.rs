@@ -279,7 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             only,
         } => {
             let spec = load(&spec)?;
-            let Some(spec::Incremental::Window(window)) = &spec.source.incremental else {
+            let Some(spec::Incremental::Window(window)) = spec.incremental() else {
                 return Err(Invalid(format!(
                     "backfill: {} has no [source.window]; backfill fetches time windows",
                     spec.path.display()
@@ -307,7 +307,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `aqueduct status`: the saved cursor.
 async fn status(spec: &spec::Spec) -> anyhow::Result<ExitCode> {
-    let Some(kind) = &spec.source.incremental else {
+    let Some(kind) = spec.incremental() else {
         return Err(Invalid(format!(
             "status: {} polls the same request each time (no [source.cursor] or [source.window]): it has no cursor",
             spec.path.display()
@@ -345,7 +345,7 @@ fn parents_cursor(kind: &spec::Incremental, text: &str) -> Result<serde_json::Va
 
 /// `aqueduct cursor --set`.
 async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
-    let value = match &spec.source.incremental {
+    let value = match spec.incremental() {
         None => {
             return Err(Invalid(format!(
                 "cursor: {} has no [source.cursor] or [source.window]",
@@ -353,7 +353,7 @@ async fn set_cursor(spec: &spec::Spec, text: &str) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        Some(kind) if spec.source.parent.is_some() => {
+        Some(kind) if spec.source.as_ref().is_some_and(|s| s.parent.is_some()) => {
             parents_cursor(kind, text).map_err(|e| Invalid(format!("cursor: --set {e}")))?
         }
         Some(spec::Incremental::Window(_)) => match parse_since(text) {

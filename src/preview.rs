@@ -40,7 +40,12 @@ pub struct Input {
 /// An incremental source asks as a new pipeline's first poll does (the initial cursor, the
 /// first window).
 pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
-    let source = &spec.source;
+    let Some(source) = &spec.source else {
+        return Err(format!(
+            "{} has no [source] to ask: preview a file of its topic's records with --file and --records",
+            spec.path.display()
+        ));
+    };
     let client = Client::new(source, None).map_err(|e| e.to_string())?;
     let first =
         incremental::first_bindings(source, chrono::Utc::now()).map_err(|e| e.to_string())?;
@@ -103,19 +108,21 @@ pub fn from_text(
         }
         let document =
             document.map_err(|e| format!("{file}: document {} is not JSON: {e}", i + 1))?;
-        let texts = if records_only {
-            vec![document.get().into()]
-        } else {
-            spec.source.endpoint
+        // Without a source, the records are the topic's: each document is one.
+        let texts = if let (false, Some(source)) = (records_only, &spec.source) {
+            source
+                .endpoint
                 .records
                 .records(document.get().as_bytes())
                 .map_err(|message| {
                     format!(
                         "{file}: the records expression `{}` failed on document {}: {message} (use --records if the file holds records, not API responses)",
-                        spec.source.endpoint.records.code(),
+                        source.endpoint.records.code(),
                         i + 1
                     )
                 })?
+        } else {
+            vec![document.get().into()]
         };
         for text in texts {
             if out.len() >= limit {

@@ -56,11 +56,7 @@ pub fn admit(
     };
     let violations = validate::violations(spec.validate.schema.as_ref(), &record);
     if !violations.is_empty() {
-        let reason = violations
-            .iter()
-            .map(|v| format!("{} at {:?}: {}", v.keyword, v.pointer, v.message))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let reason = violations_reason(&violations);
         let mut rejected = reject(Stage::Validate, reason, record, key.ok().flatten());
         rejected.dead_letter.violations = violations;
         return Err(rejected);
@@ -69,6 +65,39 @@ pub fn admit(
         Ok(key) => Ok((key, record)),
         Err(reason) => Err(reject(Stage::Key, reason, record, None)),
     }
+}
+
+/// One line naming every violation.
+fn violations_reason(violations: &[validate::Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{} at {:?}: {}", v.keyword, v.pointer, v.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The loader's schema check of a record of a topic others produce (a spec without
+/// `[source]`, with a `[validate]` schema): the dead letter (stage `validate`) of a record
+/// that fails it. A payload that is no JSON passes here, for the decoding to name.
+pub fn validate_loaded(
+    spec: &Spec,
+    payload: &[u8],
+    origin: impl Fn() -> Origin,
+) -> Result<(), Box<DeadLetter>> {
+    let Some(schema) = spec.validate.schema.as_ref() else {
+        return Ok(());
+    };
+    let Ok(record) = serde_json::from_slice::<Value>(payload) else {
+        return Ok(());
+    };
+    let violations = validate::violations(Some(schema), &record);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let reason = violations_reason(&violations);
+    let mut dl = DeadLetter::new(&spec.name, Stage::Validate, reason, record, origin());
+    dl.violations = violations;
+    Err(Box::new(dl))
 }
 
 /// The loader's decoding of a message payload: the record, borrowing from the payload, or the

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
@@ -41,6 +42,10 @@ pub enum Error {
         servers: String,
         message: String,
     },
+    #[error(
+        "topic {topic} is not at {servers}: a pipeline without [source] loads a topic others produce, and never creates it"
+    )]
+    MissingTopic { topic: String, servers: String },
     #[error("producing to topic {topic}: {source}")]
     Produce {
         topic: String,
@@ -315,8 +320,15 @@ pub async fn check_connection(k: &spec::Kafka) -> Result<(), Error> {
 }
 
 /// Creates the topic and dead-letter topic if they are missing (when the spec allows).
-pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
-    let mut names = vec![&k.topic, &k.dead_letter_topic];
+pub async fn ensure_topics(k: &spec::Kafka, produces: bool) -> Result<(), Error> {
+    // A topic others produce is theirs: it must be there, and is never created.
+    if !produces {
+        topic_exists(k).await?;
+    }
+    let mut names = vec![&k.dead_letter_topic];
+    if produces {
+        names.insert(0, &k.topic);
+    }
     // One name once: a replay reads the dead-letter topic, and a request naming a topic twice
     // is refused.
     names.dedup();
@@ -334,6 +346,39 @@ pub async fn ensure_topics(k: &spec::Kafka) -> Result<(), Error> {
         })
         .collect();
     create_missing(k, &topics).await
+}
+
+/// Fails unless `kafka.topic` exists (asked without creating it).
+async fn topic_exists(k: &spec::Kafka) -> Result<(), Error> {
+    let config = base_config(k);
+    let (topic, servers) = (k.topic.clone(), k.bootstrap_servers.clone());
+    let ask = move || {
+        let client: BaseConsumer = config
+            .clone()
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(|source| Error::client("client", &servers, source))?;
+        let metadata = client
+            .fetch_metadata(Some(&topic), CONNECT_TIMEOUT)
+            .map_err(|e| Error::Unreachable {
+                servers: servers.clone(),
+                message: e.to_string(),
+            })?;
+        match metadata
+            .topics()
+            .first()
+            .map(|t| (t.error(), t.partitions().len()))
+        {
+            Some((None, n)) if n > 0 => Ok(()),
+            _ => Err(Error::MissingTopic { topic, servers }),
+        }
+    };
+    tokio::task::spawn_blocking(ask).await.unwrap_or_else(|e| {
+        Err(Error::Unreachable {
+            servers: k.bootstrap_servers.clone(),
+            message: format!("the topic check panicked: {e}"),
+        })
+    })
 }
 
 /// Creates those of `topics` that are missing, when the spec allows (`create_topics`).

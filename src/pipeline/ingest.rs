@@ -30,7 +30,7 @@ use crate::source::http::poll::Interrupted;
 use crate::source::http::request::TimeWindow;
 use crate::source::http::{self, Bindings, Client, FetchError};
 use crate::source::schedule::Ticker;
-use crate::spec::{Cursor, Incremental, OnInvalid, Parent, Spec, Window};
+use crate::spec::{Cursor, Incremental, OnInvalid, Parent, Source, Spec, Window};
 
 /// Records of a page produced and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 1024;
@@ -59,9 +59,17 @@ pub async fn run(
     stop: &CancellationToken,
     mode: Mode,
 ) -> anyhow::Result<()> {
-    let client = Client::new(&spec.source, Some(metrics))?;
+    let Some(source) = &spec.source else {
+        bail!(
+            "{} has no [source]: it loads topic {} as others produce it",
+            spec.path.display(),
+            spec.kafka.topic
+        );
+    };
+    let client = Client::new(source, Some(metrics))?;
     let ingest = Ingest {
         spec,
+        source,
         client,
         producer,
         codec,
@@ -73,7 +81,7 @@ pub async fn run(
     }
     // An incremental source polls only while this process holds the pipeline's lease, from
     // the cursor in its store.
-    let (mut lease, mut store) = match spec.source.incremental {
+    let (mut lease, mut store) = match source.incremental {
         Some(_) => {
             store::ensure_topic(&spec.kafka).await?;
             let lease = Lease::join(&spec.kafka)?;
@@ -82,7 +90,7 @@ pub async fn run(
         None => (None, None),
     };
     let writer = store::writer_name();
-    let mut ticker = Ticker::new(&spec.source.schedule);
+    let mut ticker = Ticker::new(&source.schedule);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -103,10 +111,8 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
-        let polled = match (&spec.source.incremental, &lease, &mut store) {
-            (Some(incremental), Some(lease), Some(store))
-                if let Some(parent) = &spec.source.parent =>
-            {
+        let polled = match (&source.incremental, &lease, &mut store) {
+            (Some(incremental), Some(lease), Some(store)) if let Some(parent) = &source.parent => {
                 let cursors = Cursors {
                     incremental,
                     lease,
@@ -115,7 +121,7 @@ pub async fn run(
                 };
                 ingest.poll_parents(parent, Some(cursors)).await
             }
-            _ if let Some(parent) = &spec.source.parent => ingest.poll_parents(parent, None).await,
+            _ if let Some(parent) = &source.parent => ingest.poll_parents(parent, None).await,
             (Some(Incremental::Cursor(cursor)), Some(lease), Some(store)) => {
                 ingest.poll_cursor(cursor, lease, store, &writer).await
             }
@@ -178,6 +184,7 @@ impl From<crate::kafka::Error> for PollError {
 /// What every poll needs.
 struct Ingest<'a> {
     spec: &'a Spec,
+    source: &'a Source,
     client: Client<'a>,
     producer: &'a Producer,
     codec: &'a Codec,
@@ -230,7 +237,7 @@ impl Ingest<'_> {
         count: usize,
     ) -> Result<(), String> {
         let next = incremental::advance(cursor, value, page).map_err(|e| e.to_string())?;
-        let page_size = (self.spec.source.endpoint.pagination.as_ref()).and_then(|p| p.page_size);
+        let page_size = (self.source.endpoint.pagination.as_ref()).and_then(|p| p.page_size);
         if page_size.is_some_and(|size| count >= size as usize) && next == *value {
             self.metrics.cursor_stalls.inc();
             warn!(
@@ -516,10 +523,10 @@ impl Ingest<'_> {
 
     /// `aqueduct backfill`: every window from `from` to `to`, once, the live cursor untouched.
     async fn backfill(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
-        let Some(Incremental::Window(window)) = &self.spec.source.incremental else {
+        let Some(Incremental::Window(window)) = &self.source.incremental else {
             bail!("backfill needs a [source.window] in the spec: it fetches time windows");
         };
-        let parents = match &self.spec.source.parent {
+        let parents = match &self.source.parent {
             None => None,
             Some(parent) => {
                 let listed = http::parents::list(&self.client, parent, self.stop)
@@ -602,6 +609,7 @@ impl Ingest<'_> {
     ) -> Result<usize, PollError> {
         let Ingest {
             spec,
+            source,
             client,
             producer,
             codec,
@@ -611,15 +619,14 @@ impl Ingest<'_> {
         // A request the spec cannot build (a value that cannot go where it says) would fail
         // every poll alike; for a parent, it is that parent's failure, and the others go on.
         let for_parent = !bindings.parent.is_null();
-        let mut poll =
-            client
-                .poll(&spec.source.endpoint, bindings)
-                .map_err(|e| match for_parent {
-                    true => PollError::Fetch(FetchError::Parents(format!(
-                        "the request for this parent cannot be built: {e}"
-                    ))),
-                    false => PollError::Fatal(e.into()),
-                })?;
+        let mut poll = client
+            .poll(&source.endpoint, bindings)
+            .map_err(|e| match for_parent {
+                true => PollError::Fetch(FetchError::Parents(format!(
+                    "the request for this parent cannot be built: {e}"
+                ))),
+                false => PollError::Fatal(e.into()),
+            })?;
         let mut received = 0;
         while let Some(page) = poll.next_page(stop).await? {
             let url = &page.request.url;

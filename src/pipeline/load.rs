@@ -36,6 +36,7 @@ use crate::kafka::offsets::Offsets;
 use crate::kafka::produce::Producer;
 use crate::metrics::{Metrics, add};
 use crate::record;
+use crate::spec::OnInvalid;
 use crate::spec::{Kafka, Spec};
 
 use super::Mode;
@@ -499,6 +500,27 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
             None => return Ok(()),
         },
     };
+    // A topic others produce is checked against [validate]'s schema here, as the ingest
+    // checks what aqueduct produces.
+    if spec.source.is_none()
+        && let Err(dl) = record::validate_loaded(spec, payload, origin)
+    {
+        ctx.metrics.invalid.inc();
+        return match spec.validate.on_invalid {
+            OnInvalid::DeadLetter => dead_letter(ctx, m, *dl).await,
+            OnInvalid::Drop => {
+                warn!(partition = m.partition, offset = m.offset, reason = %dl.reason, "invalid record dropped");
+                ctx.metrics.dropped.inc();
+                Ok(())
+            }
+            OnInvalid::Fail => bail!(
+                "the record at offset {} of partition {} is invalid and validate.on_invalid = \"fail\": {}",
+                m.offset,
+                m.partition,
+                dl.reason
+            ),
+        };
+    }
     // Every table's row, mapped before any is written: the record made ready for jq is not
     // `Send`, so it must not live across a write.
     let rows = match record::to_rows(spec, payload, origin) {

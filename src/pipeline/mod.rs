@@ -105,7 +105,15 @@ pub async fn run(
 
     let k = &spec.kafka;
     kafka::check_connection(k).await?;
-    kafka::ensure_topics(k).await?;
+    let produces = spec.source.is_some() && options.runs(Half::Ingest);
+    if spec.source.is_none() && options.only == Some(Half::Ingest) {
+        anyhow::bail!(
+            "--only ingest: {} has no [source]; it loads topic {} as others produce it",
+            spec.path.display(),
+            k.topic
+        );
+    }
+    kafka::ensure_topics(k, spec.source.is_some()).await?;
     let producer = Producer::new(k)?;
     let codec = Arc::new(Codec::connect(k).await.context("kafka.schema_registry")?);
     let loader = if options.runs(Half::Load) {
@@ -150,7 +158,7 @@ pub async fn run(
         None => k.topic.clone(),
     };
     let drains = options.mode.drains();
-    if let Some(mode) = options.mode.ingest().filter(|_| options.runs(Half::Ingest)) {
+    if let Some(mode) = options.mode.ingest().filter(|_| produces) {
         let (spec, producer, codec, metrics, stop) = (
             spec.clone(),
             producer.clone(),

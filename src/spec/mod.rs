@@ -29,12 +29,20 @@ pub struct Spec {
     pub name: String,
     pub path: PathBuf,
     pub shutdown_timeout: Duration,
-    pub source: Source,
+    /// `None`: the pipeline loads a topic others produce.
+    pub source: Option<Source>,
     pub validate: Validate,
     pub kafka: Kafka,
     pub cassandra: Cassandra,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl Spec {
+    /// How the source polls incrementally, if it has a source and it does.
+    pub fn incremental(&self) -> Option<&Incremental> {
+        self.source.as_ref()?.incremental.as_ref()
+    }
 }
 
 /// `[source]`, checked.

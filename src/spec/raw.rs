@@ -17,7 +17,8 @@ pub struct RawSpec {
     /// How long a stop (SIGINT/SIGTERM) may take to flush, finish writes and commit. Default 30s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    pub source: RawSource,
+    /// The API polled. Without it the pipeline loads a topic others produce.
+    pub source: Option<RawSource>,
     #[serde(default)]
     pub validate: RawValidate,
     pub kafka: RawKafka,

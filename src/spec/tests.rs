@@ -43,7 +43,7 @@ pub(crate) fn cursor_spec(cursor: &str) -> crate::spec::Spec {
 
 /// The spec's `[source.window]`.
 pub(crate) fn the_window(spec: &crate::spec::Spec) -> &Window {
-    match &spec.source.incremental {
+    match &spec.source.as_ref().unwrap().incremental {
         Some(Incremental::Window(w)) => w,
         other => panic!("not a window source: {other:?}"),
     }
@@ -51,7 +51,7 @@ pub(crate) fn the_window(spec: &crate::spec::Spec) -> &Window {
 
 /// The spec's `[source.cursor]`.
 pub(crate) fn the_cursor(spec: &crate::spec::Spec) -> &Cursor {
-    match &spec.source.incremental {
+    match &spec.source.as_ref().unwrap().incremental {
         Some(Incremental::Cursor(c)) => c,
         other => panic!("not a cursor source: {other:?}"),
     }
@@ -88,9 +88,11 @@ fn minimal_spec_gets_defaults() {
     assert_eq!(spec.validate.on_invalid, OnInvalid::DeadLetter);
     assert_eq!(spec.cassandra.concurrency, 256);
     assert_eq!(spec.kafka.commit_interval, Duration::from_secs(1));
-    assert_eq!(spec.source.endpoint.records.code(), ".[]");
-    assert_eq!(spec.source.retry.attempts, 5);
-    assert!(matches!(spec.source.schedule, Schedule::Every(d) if d == Duration::from_secs(10)));
+    assert_eq!(spec.source.as_ref().unwrap().endpoint.records.code(), ".[]");
+    assert_eq!(spec.source.as_ref().unwrap().retry.attempts, 5);
+    assert!(
+        matches!(spec.source.as_ref().unwrap().schedule, Schedule::Every(d) if d == Duration::from_secs(10))
+    );
 }
 
 #[test]
@@ -101,7 +103,7 @@ fn query_parameters_are_merged_into_the_url() {
     ))
     .unwrap();
     assert_eq!(
-        spec.source.endpoint.url.as_str(),
+        spec.source.as_ref().unwrap().endpoint.url.as_str(),
         "http://127.0.0.1:8080/api/?nat=us%2Cgb&results=50"
     );
 }
@@ -514,7 +516,7 @@ fn incremental_keys_are_checked() {
     let window = "[source.window]\nstart_param = \"starttime\"\nend_param = \"endtime\"\nsize = \"1h\"\nstart = \"2026-11-01T00:00:00Z\"\n";
     let spec = spec_from(&with(window)).unwrap();
     assert_eq!(spec.kafka.cursor_topic, "aqueduct-cursors");
-    let Some(Incremental::Window(w)) = &spec.source.incremental else {
+    let Some(Incremental::Window(w)) = &spec.source.as_ref().unwrap().incremental else {
         panic!("no window")
     };
     assert_eq!(
@@ -523,7 +525,7 @@ fn incremental_keys_are_checked() {
     );
     // A relative start is rounded down to a whole window.
     let spec = spec_from(&with(&window.replace("2026-11-01T00:00:00Z", "1d"))).unwrap();
-    let Some(Incremental::Window(w)) = &spec.source.incremental else {
+    let Some(Incremental::Window(w)) = &spec.source.as_ref().unwrap().incremental else {
         panic!("no window")
     };
     let now = "2026-11-30T10:42:17Z".parse().unwrap();
@@ -787,6 +789,8 @@ fn static_credentials_and_secret_values_become_secret_parameters() {
     };
     let secrets = |spec: &Spec| -> Vec<(String, String)> {
         spec.source
+            .as_ref()
+            .unwrap()
             .secrets
             .iter()
             .map(|s| {
@@ -819,13 +823,20 @@ fn static_credentials_and_secret_values_become_secret_parameters() {
             ("query api_key".into(), "from-a-file".into()),
         ]
     );
-    assert_eq!(spec.source.headers["accept"], "application/json");
-    assert!(spec.source.headers.get("x-key").is_none());
     assert_eq!(
-        Request::build(&spec.source, &spec.source.endpoint, &Default::default())
-            .unwrap()
-            .url
-            .as_str(),
+        spec.source.as_ref().unwrap().headers["accept"],
+        "application/json"
+    );
+    assert!(spec.source.as_ref().unwrap().headers.get("x-key").is_none());
+    assert_eq!(
+        Request::build(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+            &Default::default()
+        )
+        .unwrap()
+        .url
+        .as_str(),
         "http://127.0.0.1:8080/api/?results=5&token=REDACTED&api_key=REDACTED"
     );
     assert!(format!("{:?}", spec.source).contains("***"));

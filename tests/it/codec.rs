@@ -223,3 +223,134 @@ async fn produce(topic: &str, payload: &[u8]) {
         .await
         .unwrap();
 }
+
+/// A Python with Confluent's serializer (scripts/install-test-python), or `None` after
+/// failing (in CI) or skipping.
+fn confluent_python(test: &str) -> Option<String> {
+    let python = std::env::var("AQUEDUCT_TEST_PYTHON").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/aqueduct/python/bin/python")
+    });
+    if Path::new(&python).exists() {
+        return Some(python);
+    }
+    skip_or_fail(&format!(
+        "{test}: no Python with confluent-kafka at {python}; run scripts/install-test-python"
+    ));
+    None
+}
+
+/// A pipeline without [source] loads a topic others produce: Debezium-shaped change events
+/// written by Confluent's own AvroSerializer (snapshot reads, updates, deletes) land in
+/// Cassandra as the table's current state: deleted rows gone (by the delete event and by the
+/// tombstone after it), updated ones with their new
+/// email, Avro's decimal and date as CQL decimal and date, each row written at its event's
+/// `ts_ms`. A topic that is not there is an error, never created.
+#[tokio::test(flavor = "multi_thread")]
+async fn change_events_from_confluents_avro_serializer_land_in_cassandra() {
+    if !registry_up("debezium_events") {
+        return;
+    }
+    let Some(python) = confluent_python("debezium_events") else {
+        return;
+    };
+    let (topic, keyspace) = (unique("dbserver1"), unique("ks"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.toml");
+    let text = format!(
+        r#"
+name = "{topic}"
+[validate]
+schema = {{ type = "object", required = ["op"], properties = {{ op = {{ enum = ["c", "r", "u", "d"] }} }} }}
+[kafka]
+bootstrap_servers = "{kafka}"
+topic = "{topic}"
+codec = "avro"
+[kafka.schema_registry]
+url = "http://{registry}"
+[cassandra]
+contact_points = ["{cassandra}"]
+keyspace = "{keyspace}"
+table = "customers"
+partition_key = ["id"]
+delete = '.op == "d"'
+writetime = ".ts_ms"
+columns.id = {{ type = "int", jq = "(.after // .before).id" }}
+columns.email = {{ type = "text", jq = "(.after // .before).email" }}
+columns.balance = {{ type = "decimal", jq = "(.after // .before).balance" }}
+columns.born = {{ type = "date", jq = "(.after // .before).born" }}
+"#,
+        kafka = kafka_addr(),
+        registry = registry_addr(),
+        cassandra = cassandra_addr(),
+    );
+    std::fs::write(&path, text).unwrap();
+
+    let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("topic {topic} is not at")),
+        "{out:?}"
+    );
+
+    let produced = tokio::process::Command::new(&python)
+        .arg(repo().join("tests/debezium/produce.py"))
+        .args([
+            kafka_addr(),
+            format!("http://{}", registry_addr()),
+            topic.clone(),
+            "12".into(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(produced.status.success(), "{produced:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&produced.stdout),
+        "r 12\nu 6\nd 4\ntombstones 4\n"
+    );
+
+    let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let rows = session()
+        .await
+        .query_unpaged(
+            format!("SELECT id, email, balance, born, writetime(email) FROM {keyspace}.customers"),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    type Row = (i32, String, bigdecimal::BigDecimal, chrono::NaiveDate, i64);
+    let got: BTreeSet<(i32, String, String, String, i64)> = rows
+        .rows::<Row>()
+        .unwrap()
+        .map(|r| {
+            let (id, email, balance, born, written) = r.unwrap();
+            (id, email, balance.to_string(), born.to_string(), written)
+        })
+        .collect();
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+    // produce.py's ts_ms: customer i's read at T + i, the even ones' updates after all reads.
+    let t = 1_767_225_600_000_i64;
+    let want: BTreeSet<(i32, String, String, String, i64)> = (1..=12)
+        .filter(|i| i % 3 != 0)
+        .map(|i| {
+            let (email, ts) = match i % 2 {
+                0 => (format!("new{i}@example.com"), t + 12 + i as i64 / 2),
+                _ => (format!("c{i}@example.com"), t + i as i64),
+            };
+            let born = epoch + chrono::Duration::days(7000 + i as i64);
+            (i, email, format!("{i}.25"), born.to_string(), ts * 1000)
+        })
+        .collect();
+    assert_eq!(got, want);
+    // The topic was Confluent's: aqueduct registered nothing of its own under it.
+    let registered = latest(&format!("{topic}-value")).await;
+    assert!(
+        registered["schema"].as_str().unwrap().contains("Envelope"),
+        "{registered}"
+    );
+}

@@ -292,7 +292,12 @@ mod tests {
     use serde_json::json;
 
     fn pages_of(spec: &crate::spec::Spec) -> Pages<'_> {
-        Pages::new(&spec.source, &spec.source.endpoint, Bindings::default()).unwrap()
+        Pages::new(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+            Bindings::default(),
+        )
+        .unwrap()
     }
 
     /// The next page's URL (there must be one).

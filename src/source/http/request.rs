@@ -315,7 +315,11 @@ mod tests {
             let from = time("2026-11-01T00:00:00Z");
             let first =
                 crate::incremental::windows(w, from, time("2026-11-02T00:00:00Z"), Some(1))[0];
-            let request = Request::of(&spec.source, &spec.source.endpoint).with_window(w, first);
+            let request = Request::of(
+                spec.source.as_ref().unwrap(),
+                &spec.source.as_ref().unwrap().endpoint,
+            )
+            .with_window(w, first);
             let pairs: Vec<(String, String)> = request
                 .url
                 .query_pairs()
@@ -358,8 +362,12 @@ format = "epoch_s""#,
             start: time("2026-11-01T00:00:00Z"),
             end: time("2026-11-01T01:00:00Z"),
         };
-        let request =
-            Request::build(&spec.source, &spec.source.endpoint, &Bindings::window(w)).unwrap();
+        let request = Request::build(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+            &Bindings::window(w),
+        )
+        .unwrap();
         assert_eq!(
             request.url.as_str(),
             "http://example.test/v2/2026/items?limit=100&updated_at%5Bbetween%5D=%5B1793491200%2C1793494800%5D"
@@ -392,8 +400,12 @@ mode = "cursor"
 token = ".data.issues.pageInfo.endCursor"
 max_pages = 5"#,
         );
-        let first =
-            Request::build(&spec.source, &spec.source.endpoint, &Bindings::default()).unwrap();
+        let first = Request::build(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+            &Bindings::default(),
+        )
+        .unwrap();
         // null leaves a parameter out, and is null in the body.
         assert_eq!(first.url.as_str(), "http://example.test/graphql");
         assert_eq!(
@@ -405,7 +417,12 @@ max_pages = 5"#,
             token: json!("c2"),
             ..Bindings::default()
         };
-        let page = Request::build(&spec.source, &spec.source.endpoint, &later).unwrap();
+        let page = Request::build(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+            &later,
+        )
+        .unwrap();
         assert_eq!(
             page.url.as_str(),
             "http://example.test/graphql?since=2026-11-02T00%3A00%3A00Z&token=c2"
@@ -433,8 +450,8 @@ max_pages = 5"#,
             "url = \"http://example.test/items/{{ $cursor | tonumber }}\"\n[source.cursor]\nvalue = \".n\"",
         );
         let err = Request::build(
-            &spec.source,
-            &spec.source.endpoint,
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
             &Bindings::cursor(json!("abc")),
         )
         .unwrap_err()
@@ -445,9 +462,12 @@ max_pages = 5"#,
     #[test]
     fn a_cursor_goes_in_a_query_parameter_a_header_or_the_body_formatted() {
         let spec = cursor_spec("value = '.next'\nquery = \"since\"\nformat = '. / 1000 | todate'");
-        let request = Request::of(&spec.source, &spec.source.endpoint)
-            .with_cursor(the_cursor(&spec), &json!(1793491200000_i64))
-            .unwrap();
+        let request = Request::of(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+        )
+        .with_cursor(the_cursor(&spec), &json!(1793491200000_i64))
+        .unwrap();
         assert!(
             request
                 .url
@@ -457,25 +477,34 @@ max_pages = 5"#,
             request.url
         );
         let spec = cursor_spec("value = '.next'\nheader = \"X-Since\"");
-        let request = Request::of(&spec.source, &spec.source.endpoint)
-            .with_cursor(the_cursor(&spec), &json!("tok"))
-            .unwrap();
+        let request = Request::of(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+        )
+        .with_cursor(the_cursor(&spec), &json!("tok"))
+        .unwrap();
         assert_eq!(request.headers["x-since"], "tok");
         let spec = spec_with(
             "records = \".items[]\"\nmethod = \"POST\"\nbody = { filter = { kind = \"a\" } }\n[source.cursor]\nvalue = '.next'\nbody = \"/filter/since\"",
             "table = \"t\"\npartition_key = [\"id\"]\ncolumns.id = { type = \"text\", jq = \".id\" }",
         );
-        let request = Request::of(&spec.source, &spec.source.endpoint)
-            .with_cursor(the_cursor(&spec), &json!(42))
-            .unwrap();
+        let request = Request::of(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+        )
+        .with_cursor(the_cursor(&spec), &json!(42))
+        .unwrap();
         assert_eq!(
             request.body,
             Some(json!({"filter": {"kind": "a", "since": 42}}))
         );
         // No cursor yet: the request as written.
-        let request = Request::of(&spec.source, &spec.source.endpoint)
-            .with_cursor(the_cursor(&spec), &Value::Null)
-            .unwrap();
+        let request = Request::of(
+            spec.source.as_ref().unwrap(),
+            &spec.source.as_ref().unwrap().endpoint,
+        )
+        .with_cursor(the_cursor(&spec), &Value::Null)
+        .unwrap();
         assert_eq!(request.body, Some(json!({"filter": {"kind": "a"}})));
     }
 }

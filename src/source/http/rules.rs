@@ -94,7 +94,7 @@ jq = '.ok == false and .error == "ratelimited"'
 action = "retry"
 "#,
         );
-        let rules = &spec.source.rules;
+        let rules = &spec.source.as_ref().unwrap().rules;
         let key = |status: u16, h: &[(&'static str, &'static str)], body: &str| {
             matching(
                 rules,

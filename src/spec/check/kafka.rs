@@ -61,6 +61,7 @@ pub(super) fn kafka(
     name: &str,
     base: &Path,
     validated: Option<&serde_json::Value>,
+    produces: bool,
 ) -> Option<Kafka> {
     if raw.bootstrap_servers.trim().is_empty() {
         c.err("kafka.bootstrap_servers", "is empty");
@@ -103,6 +104,13 @@ pub(super) fn kafka(
         c.err("kafka.replication_factor", "must be at least 1");
     }
     let key = match &raw.key {
+        Some(_) if !produces => {
+            c.err(
+                "kafka.key",
+                "keys the records aqueduct produces, and without [source] it produces none (it loads the topic as others keyed it)",
+            );
+            None
+        }
         Some(code) => Some(c.jq("kafka.key", code)?),
         None => None,
     };
@@ -155,7 +163,7 @@ pub(super) fn kafka(
             );
             None
         }
-        (Some(raw), Some(codec)) => schema_registry(c, raw, codec, base, validated),
+        (Some(raw), Some(codec)) => schema_registry(c, raw, codec, base, validated, produces),
         _ => None,
     };
     let topic_properties = raw
@@ -196,6 +204,7 @@ fn schema_registry(
     codec: CodecKind,
     base: &Path,
     validated: Option<&serde_json::Value>,
+    produces: bool,
 ) -> Option<SchemaRegistry> {
     let key = |k: &str| format!("kafka.schema_registry.{k}");
     let url = match reqwest::Url::parse(&raw.url) {
@@ -264,6 +273,7 @@ fn schema_registry(
             return None;
         }
         CodecKind::Avro => match &raw.schema_file {
+            None if !produces => (None, None),
             None => {
                 c.err(
                     &key("schema_file"),
@@ -306,7 +316,7 @@ fn schema_registry(
                     "is for Avro; with json_schema, [validate]'s schema is the one registered",
                 );
             }
-            if validated.is_none() {
+            if produces && validated.is_none() {
                 c.err(
                     "kafka.codec",
                     "`json_schema` registers [validate]'s schema: set validate.schema or validate.schema_file",
@@ -316,7 +326,10 @@ fn schema_registry(
                 .and_then(|doc| doc.get("title"))
                 .and_then(|t| t.as_str())
                 .map(str::to_owned);
-            (validated.map(|doc| doc.to_string()), title)
+            (
+                validated.filter(|_| produces).map(|doc| doc.to_string()),
+                title,
+            )
         }
     };
     let record_strategy = subject_strategy.is_some_and(|s| s != SubjectStrategy::TopicName);

@@ -68,10 +68,14 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
         );
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let source = source::source(&mut c, raw.source, base);
+    let produces = raw.source.is_some();
+    let source = match raw.source {
+        Some(raw) => source::source(&mut c, raw, base).map(Some),
+        None => Some(None),
+    };
     let validate = source::validate(&mut c, raw.validate, base);
     let validated = validate.as_ref().and_then(|v| v.document.as_ref());
-    let kafka = kafka::kafka(&mut c, raw.kafka, &name, base, validated);
+    let kafka = kafka::kafka(&mut c, raw.kafka, &name, base, validated, produces);
     let cassandra = cassandra::cassandra(&mut c, raw.cassandra, base);
     let metrics_address = match raw.metrics.address.map(|a| (a.parse(), a)) {
         None => None,

@@ -156,6 +156,27 @@ pub enum Command {
         #[arg(long, value_name = "VALUE")]
         set: String,
     },
+    /// Print what is on the pipeline's topic (or its dead-letter topic), each message decoded
+    /// through the spec's codec; reads outside any consumer group and commits nothing.
+    Tap {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// The dead-letter topic instead.
+        #[arg(long)]
+        dead_letters: bool,
+        /// Every message from each partition's first, not the last N.
+        #[arg(long, conflicts_with = "last")]
+        from_beginning: bool,
+        /// The last N messages of the topic.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        last: usize,
+        /// Then go on printing what arrives (JSON lines), until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// `json` (a line per message) or `table`. Default: a table on a terminal, else json.
+        #[arg(long, value_enum)]
+        format: Option<crate::tap::Format>,
+    },
     /// Run the cases kept with each spec (`pipelines/tests/users.toml` for
     /// `pipelines/users.toml`), offline: exit 1 if one fails, 2 if a file is broken.
     Test {
@@ -301,6 +322,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_pipeline(spec, options).await
         }
         Command::Status { spec } => status(&load(&spec)?).await,
+        Command::Tap {
+            spec,
+            dead_letters,
+            from_beginning,
+            last,
+            follow,
+            format,
+        } => {
+            let stdout = std::io::stdout();
+            let format = format.unwrap_or(match stdout.is_terminal() {
+                true => crate::tap::Format::Table,
+                false => crate::tap::Format::Json,
+            });
+            let options = crate::tap::Options {
+                dead_letters,
+                from_beginning,
+                last,
+                follow,
+                format,
+            };
+            let stop = CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_signal.cancel();
+                }
+            });
+            match crate::tap::run(&load(&spec)?, options, &mut stdout.lock(), &stop).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.context("tap")),
+            }
+        }
         Command::Cursor { spec, set } => set_cursor(&load(&spec)?, &set).await,
     }
 }
@@ -617,6 +671,12 @@ fn log_summary(metrics: &Metrics) {
         seconds = s.seconds,
         "summary"
     );
+}
+
+/// `tap ... | head`: the reader has what it wanted.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 async fn run_pipeline(spec: spec::Spec, options: Options) -> anyhow::Result<ExitCode> {

@@ -48,6 +48,7 @@ pub mod shutdown;
 pub mod source;
 pub mod spec;
 pub mod spec_test;
+pub mod tap;
 pub mod template;
 pub mod text;
 pub mod validate;

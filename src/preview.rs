@@ -42,7 +42,7 @@ pub struct Input {
 pub async fn from_api(spec: &Spec, limit: usize) -> Result<Vec<Input>, String> {
     let Some(source) = &spec.source else {
         return Err(format!(
-            "{} has no [source] to ask: preview a file of its topic's records with --file and --records",
+            "{} has no [source] to ask: preview a file of its topic's records with --input FILE",
             spec.path.display()
         ));
     };

@@ -61,9 +61,10 @@ impl Error {
 }
 
 impl Codec {
-    /// The codec of `kafka.codec`, its schema registered or looked up now; a registry that
-    /// cannot be reached, or refuses the schema, is an error naming it.
-    pub async fn connect(kafka: &Kafka) -> Result<Codec, registry::Error> {
+    /// The codec of `kafka.codec`; for a pipeline that `produces`, its schema registered or
+    /// looked up now: a registry that cannot be reached, or refuses the schema, is an error
+    /// naming it.
+    pub async fn connect(kafka: &Kafka, produces: bool) -> Result<Codec, registry::Error> {
         let registry = match (kafka.codec, &kafka.schema_registry) {
             (CodecKind::Json, _) => return Ok(Codec::Json),
             (_, Some(registry)) => registry,
@@ -71,8 +72,8 @@ impl Codec {
         };
         let client = registry::Client::new(registry)?;
         let id = match &registry.schema {
-            Some(schema) => Some(client.schema_id(kafka, kafka.codec, schema).await?),
-            None => None,
+            Some(schema) if produces => Some(client.schema_id(kafka, kafka.codec, schema).await?),
+            _ => None,
         };
         Ok(match kafka.codec {
             CodecKind::Json => Codec::Json,

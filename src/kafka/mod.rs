@@ -97,6 +97,20 @@ impl Error {
 
 /// Settings shared by every client: the servers, TLS and SASL, then the spec's extra
 /// properties (none of which collides with those).
+/// A consumer's config for reading a topic outside any group (`tap`): assigned partitions,
+/// nothing committed.
+pub fn reader_config(k: &spec::Kafka) -> ClientConfig {
+    let mut config = base_config(k);
+    config
+        .set("group.id", format!("aqueduct-tap-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (key, value) in &k.consumer_properties {
+        config.set(key, value);
+    }
+    config
+}
+
 fn base_config(k: &spec::Kafka) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &k.bootstrap_servers);

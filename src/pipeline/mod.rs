@@ -115,7 +115,11 @@ pub async fn run(
     }
     kafka::ensure_topics(k, spec.source.is_some()).await?;
     let producer = Producer::new(k)?;
-    let codec = Arc::new(Codec::connect(k).await.context("kafka.schema_registry")?);
+    let codec = Arc::new(
+        Codec::connect(k, produces)
+            .await
+            .context("kafka.schema_registry")?,
+    );
     let loader = if options.runs(Half::Load) {
         let c = &spec.cassandra;
         let session = Arc::new(cassandra::connect(c).await?);

@@ -179,6 +179,46 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
         "{dl}"
     );
     assert_eq!(rows(&names.1).await, users("avro"));
+
+    // tap: the topic's messages decoded (the last 2 of 6: a user and the stranger's JSON,
+    // which the Avro codec cannot read), and the dead letter on its topic.
+    let out = run(aqueduct()
+        .args(["tap", "--last", "2", "--format", "json"])
+        .arg(&path))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let shown: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(shown.len(), 2, "{out:?}");
+    let ids: BTreeSet<String> = users("avro").into_iter().map(|(id, _)| id).collect();
+    assert!(
+        ids.contains(shown[0]["record"]["login"]["uuid"].as_str().unwrap()),
+        "{shown:?}"
+    );
+    assert!(shown[0]["record"]["email"].is_string(), "{shown:?}");
+    assert!(
+        shown[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in Confluent's wire format"),
+        "{shown:?}"
+    );
+    let out = run(aqueduct()
+        .args([
+            "tap",
+            "--dead-letters",
+            "--from-beginning",
+            "--format",
+            "json",
+        ])
+        .arg(&path))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(shown["record"]["stage"], "decode", "{shown}");
 }
 
 /// JSON Schema: `[validate]`'s schema registered under `<topic>-value` as a JSON schema,

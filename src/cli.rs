@@ -90,6 +90,10 @@ pub enum Command {
     Check {
         #[arg(required = true)]
         specs: Vec<PathBuf>,
+        /// Also ask each spec's schema registry whether the spec's schema may be registered
+        /// under its subject (exit 2 if not, naming the subject, the level and the reasons).
+        #[arg(long)]
+        registry: bool,
     },
     /// Print the CREATE KEYSPACE and CREATE TABLE a spec implies.
     Ddl { spec: PathBuf },
@@ -254,7 +258,7 @@ fn progress_display(format: LogFormat) -> anyhow::Result<progress::Display> {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.log_format;
     match cli.command {
-        Command::Check { specs } => Ok(check(&specs)),
+        Command::Check { specs, registry } => check(&specs, registry).await,
         Command::Ddl { spec } => {
             say(&ddl::script(&load(&spec)?.cassandra));
             Ok(ExitCode::SUCCESS)
@@ -432,10 +436,17 @@ fn say(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn check(paths: &[PathBuf]) -> ExitCode {
+async fn check(paths: &[PathBuf], registry: bool) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for path in paths {
         match spec::load(path) {
+            Ok(spec) if registry => match registry_verdict(&spec).await? {
+                None => say(&format!("{}: ok\n", path.display())),
+                Some(refusal) => {
+                    eprintln!("{}: {refusal}", path.display());
+                    ok = false;
+                }
+            },
             Ok(_) => say(&format!("{}: ok\n", path.display())),
             Err(errors) => {
                 eprintln!("{errors}");
@@ -443,11 +454,46 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_INVALID)
-    }
+    Ok(match ok {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(EXIT_INVALID),
+    })
+}
+
+/// `check --registry`: why the registry would refuse the spec's schema, if it would; an
+/// error when it cannot be asked.
+async fn registry_verdict(spec: &spec::Spec) -> anyhow::Result<Option<String>> {
+    use crate::codec::registry::{Client, Compatibility};
+    let k = &spec.kafka;
+    let (Some(registry), Some(schema)) = (
+        &k.schema_registry,
+        spec.source
+            .as_ref()
+            .and(k.schema_registry.as_ref().and_then(|r| r.schema.as_ref())),
+    ) else {
+        return Ok(None);
+    };
+    let client = Client::new(registry)?;
+    let subject = client.subject(k);
+    let verdict = client
+        .compatibility(k, k.codec, schema)
+        .await
+        .with_context(|| {
+            format!(
+                "check --registry: asking {} about subject {subject}",
+                registry.url
+            )
+        })?;
+    Ok(match verdict {
+        Compatibility::NewSubject | Compatibility::Compatible => None,
+        Compatibility::Incompatible { level, reasons } => Some(format!(
+            "the schema registry would refuse the spec's schema for subject {subject} (compatibility {level}): {}",
+            match reasons.is_empty() {
+                true => "no reason given".to_owned(),
+                false => reasons.join("; "),
+            }
+        )),
+    })
 }
 
 async fn preview(

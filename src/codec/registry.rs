@@ -60,8 +60,15 @@ impl<'s> Client<'s> {
                 builder.set_token_authorization(&token.0);
             }
         }
+        builder
+            .build_with(self.http_builder()?)
+            .map_err(|e| Error::Setup(describe(&e)))
+    }
+
+    /// An HTTP client trusting the spec's CA.
+    fn http_builder(&self) -> Result<reqwest::ClientBuilder, Error> {
         let mut client = reqwest::Client::builder();
-        if let Some(file) = &r.ca_file {
+        if let Some(file) = &self.registry.ca_file {
             let pem = std::fs::read(file)
                 .map_err(|e| Error::Setup(format!("cannot read {}: {e}", file.display())))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
@@ -70,9 +77,13 @@ impl<'s> Client<'s> {
                 client = client.add_root_certificate(certificate);
             }
         }
-        builder
-            .build_with(client)
-            .map_err(|e| Error::Setup(describe(&e)))
+        Ok(client)
+    }
+
+    fn http(&self) -> Result<reqwest::Client, Error> {
+        self.http_builder()?
+            .build()
+            .map_err(|e| Error::Setup(e.to_string()))
     }
 
     /// The subject the records' schema goes under, by the spec's strategy.
@@ -107,6 +118,15 @@ impl<'s> Client<'s> {
             },
         };
         if self.registry.auto_register {
+            // Asked first, for the registry's reasons (a refused registration gives none).
+            if let Compatibility::Incompatible { level, reasons } =
+                self.compatibility(kafka, codec, schema).await?
+            {
+                return Err(Error::Refused {
+                    subject,
+                    reason: format!("compatibility {level}: {}", reasons.join("; ")),
+                });
+            }
             let supplied = SuppliedSchema::new(None, kind, schema.to_owned());
             return post_schema(&settings, subject.clone(), supplied)
                 .await
@@ -131,6 +151,116 @@ impl<'s> Client<'s> {
             subject,
             reason: "the registry's answer has no id".into(),
         })
+    }
+}
+
+/// The registry's verdict on a schema against its subject.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Compatibility {
+    /// The subject has no version yet: anything may be registered.
+    NewSubject,
+    Compatible,
+    /// Refused at the subject's compatibility level, for the registry's reasons.
+    Incompatible {
+        level: String,
+        reasons: Vec<String>,
+    },
+}
+
+impl Client<'_> {
+    /// Whether the spec's `schema` may be registered under its subject (Confluent's
+    /// `POST /compatibility/subjects/{subject}/versions/latest?verbose=true`), and at which
+    /// level (the subject's, else the registry's).
+    pub async fn compatibility(
+        &self,
+        kafka: &Kafka,
+        codec: CodecKind,
+        schema: &str,
+    ) -> Result<Compatibility, Error> {
+        let subject = self.subject(kafka);
+        let kind = match codec {
+            CodecKind::Avro => "AVRO",
+            _ => "JSON",
+        };
+        let path = format!("compatibility/subjects/{subject}/versions/latest?verbose=true");
+        let body = serde_json::json!({ "schema": schema, "schemaType": kind });
+        let (status, answer) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Compatibility::NewSubject);
+        }
+        if !status.is_success() {
+            return Err(Error::Refused {
+                subject,
+                reason: format!("{status}: {answer}"),
+            });
+        }
+        if answer["is_compatible"] == true {
+            return Ok(Compatibility::Compatible);
+        }
+        let reasons = match &answer["messages"] {
+            serde_json::Value::Array(m) => m
+                .iter()
+                .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let level = match self
+            .call(
+                reqwest::Method::GET,
+                &format!("config/{subject}?defaultToGlobal=true"),
+                None,
+            )
+            .await
+        {
+            Ok((status, config)) if status.is_success() => {
+                config["compatibilityLevel"].as_str().map(str::to_owned)
+            }
+            _ => None,
+        };
+        let level = match level {
+            Some(level) => level,
+            None => self.call(reqwest::Method::GET, "config", None).await?.1["compatibilityLevel"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+        };
+        Ok(Compatibility::Incompatible { level, reasons })
+    }
+
+    /// One REST call: the status and the JSON answered (null when none).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), Error> {
+        let r = self.registry;
+        let url = format!("{}/{path}", r.url.as_str().trim_end_matches('/'));
+        let mut request = self.http()?.request(method, url).timeout(r.timeout);
+        request = match &r.auth {
+            RegistryAuth::None => request,
+            RegistryAuth::Basic { username, password } => {
+                request.basic_auth(username, Some(&password.0))
+            }
+            RegistryAuth::Bearer(token) => request.bearer_auth(&token.0),
+        };
+        if let Some(body) = body {
+            request = request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/vnd.schemaregistry.v1+json",
+                )
+                .body(body.to_string());
+        }
+        let unreachable =
+            |e: reqwest::Error| Error::Unreachable(format!("{}: {}", r.url, e.without_url()));
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
     }
 }
 

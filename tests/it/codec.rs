@@ -109,8 +109,8 @@ async fn rows(keyspace: &str) -> BTreeSet<(String, String)> {
 
 /// Avro: the schema registered under `<topic>-value`, every message a zero byte, its id and
 /// the Avro record, every user in Cassandra. A schema change the subject's compatibility
-/// refuses (a new field without a default) stops the next run before any poll, naming the
-/// subject and the registry's reason. A message that is not in the wire format is
+/// refuses (a new field without a default) fails `check --registry` (exit 2) and stops the
+/// next run before any poll, each naming the subject, the level and the registry's reason. A message that is not in the wire format is
 /// dead-lettered whole (base64), its codec named.
 #[tokio::test(flavor = "multi_thread")]
 async fn avro_records_go_through_the_registry_into_cassandra() {
@@ -146,11 +146,18 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
         r#"{"name": "email", "type": "string"}, {"name": "nickname", "type": "string"},"#,
     );
     std::fs::write(dir.path().join("user.avsc"), changed).unwrap();
+    let out = run(aqueduct().args(["check", "--registry"]).arg(&path)).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let subject = format!("subject {}-value (compatibility BACKWARD)", names.0);
+    assert!(out.stderr.contains(&subject), "{out:?}");
+    assert!(out.stderr.contains("nickname"), "{out:?}");
     let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
-        out.stderr
-            .contains(&format!("refused the schema for subject {}-value", names.0)),
+        out.stderr.contains(&format!(
+            "refused the schema for subject {}-value: compatibility BACKWARD",
+            names.0
+        )),
         "{out:?}"
     );
     std::fs::write(dir.path().join("user.avsc"), USER_AVSC).unwrap();

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Offline checks of docker-compose.yml, Dockerfile and .dockerignore, for machines without
-Docker (CI here): the six services, their images, ports, healthchecks and start order, and
-that aqueduct's overrides point at the other services the way they listen. Every problem is
+Docker (CI here): the seven services, their images, ports, healthchecks and start order, and
+that aqueduct's and the Schema Registry's settings point at the other services the way they
+listen. Every problem is
 reported, not just the first.
 
 Usage: scripts/check-compose.py [COMPOSE_FILE]   (default: docker-compose.yml in the repo)
@@ -19,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = {"kafka", "cassandra", "standin", "aqueduct", "prometheus", "grafana"}
+SERVICES = {"kafka", "cassandra", "schema-registry", "standin", "aqueduct", "prometheus", "grafana"}
 
 problems: list[str] = []
 
@@ -35,6 +36,21 @@ KAFKA_NODE_KEYS = {
     "controller.quorum.bootstrap.servers",
     "controller.quorum.voters",
     "log.dirs",
+}
+
+
+# The registry's settings live once too, in stack/templates/karapace.env (the KARAPACE_*
+# variables scripts/stack gives Karapace); the compose registry carries each of them but these,
+# which say where this one listens, which broker it uses and its group. Its image is the
+# release of the archive scripts/stack installs (vendor/karapace-<version>.tar.gz).
+REGISTRY_TEMPLATE = REPO / "stack/templates/karapace.env"
+REGISTRY_NODE_KEYS = {
+    "KARAPACE_HOST",
+    "KARAPACE_PORT",
+    "KARAPACE_ADVERTISED_HOSTNAME",
+    "KARAPACE_BOOTSTRAP_URI",
+    "KARAPACE_GROUP_ID",
+    "KARAPACE_CLIENT_ID",
 }
 
 
@@ -137,6 +153,49 @@ def check_kafka(kafka: dict) -> None:
     test = healthcheck_command("kafka", kafka)
     if test and not re.search(r"kafka-(broker-api-versions|topics)\.sh", test):
         problem("kafka", "healthcheck should ask the broker (kafka-broker-api-versions.sh or kafka-topics.sh)")
+
+
+def vendored_karapace() -> str | None:
+    """The version of the Karapace archive in vendor/, which scripts/stack installs."""
+    found = sorted(REPO.glob("vendor/karapace-*.tar.gz"))
+    if len(found) != 1:
+        problem("vendor", f"expected one karapace-<version>.tar.gz, found {[p.name for p in found]}")
+        return None
+    return found[0].name.removeprefix("karapace-").removesuffix(".tar.gz")
+
+
+def check_registry(registry: dict, kafka: dict) -> None:
+    where = "schema-registry"
+    version = vendored_karapace()
+    image = str(registry.get("image", ""))
+    if version and image != f"ghcr.io/aiven-open/karapace:{version}":
+        problem(where, f"image {image!r} is not ghcr.io/aiven-open/karapace:{version}, the Karapace of vendor/ that scripts/stack runs")
+    argv = [*(registry.get("entrypoint") or []), *(registry.get("command") or [])]
+    if argv[-2:] != ["-m", "karapace"]:
+        problem(where, f"runs {argv!r}, not Karapace's registry (python3 -m karapace)")
+    env = env_of(registry)
+    text = REGISTRY_TEMPLATE.read_text()
+    lines = (line for line in text.splitlines() if re.match(r"KARAPACE_[A-Z0-9_]+=", line))
+    for key, value in (line.split("=", 1) for line in lines):
+        if key not in REGISTRY_NODE_KEYS and env.get(key) != value:
+            problem(where, f"{key} is {env.get(key)!r}, not {value!r} as in {REGISTRY_TEMPLATE.relative_to(REPO)}")
+    if env.get("KARAPACE_HOST") != "0.0.0.0":
+        problem(where, "KARAPACE_HOST must be 0.0.0.0, for the other containers and the published port")
+    if env.get("KARAPACE_ADVERTISED_HOSTNAME") != where:
+        problem(where, f"KARAPACE_ADVERTISED_HOSTNAME should be {where}, where the other containers reach it")
+    kafka_plain = listeners(env_of(kafka).get("KAFKA_ADVERTISED_LISTENERS", "")).get("PLAINTEXT")
+    if kafka_plain and env.get("KARAPACE_BOOTSTRAP_URI") != f"{kafka_plain[0]}:{kafka_plain[1]}":
+        problem(where, "KARAPACE_BOOTSTRAP_URI should be Kafka's advertised PLAINTEXT listener")
+    port = env.get("KARAPACE_PORT", "")
+    if not port.isdigit() or ("127.0.0.1", 8081, int(port)) not in published(registry):
+        problem(where, "KARAPACE_PORT not published as 127.0.0.1:8081 (the port scripts/stack gives the registry)")
+    depends = registry.get("depends_on") or {}
+    condition = depends.get("kafka", {}).get("condition") if isinstance(depends, dict) else None
+    if condition != "service_healthy":
+        problem(where, f"depends_on kafka should have condition: service_healthy, not {condition!r}")
+    test = healthcheck_command(where, registry)
+    if test and not (f"127.0.0.1:{port}/_health" in test and "schema_registry_ready" in test):
+        problem(where, f"healthcheck should ask 127.0.0.1:{port}/_health whether schema_registry_ready")
 
 
 def check_cassandra(cassandra: dict) -> None:
@@ -298,6 +357,7 @@ def main() -> int:
         problem(str(path), f"services are {sorted(services)}, expected {sorted(SERVICES)}")
     if SERVICES <= set(services):
         check_kafka(services["kafka"])
+        check_registry(services["schema-registry"], services["kafka"])
         check_cassandra(services["cassandra"])
         port = check_standin(services["standin"], services["aqueduct"])
         check_aqueduct(services["aqueduct"], services["kafka"], port)

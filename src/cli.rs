@@ -201,10 +201,6 @@ impl Cli {
     }
 }
 
-const COMMANDS: &[&str] = &[
-    "run", "check", "ddl", "preview", "test", "replay", "backfill", "status", "cursor", "help",
-];
-
 /// `--since`: an RFC 3339 time, or a duration before now.
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -231,7 +227,11 @@ pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStri
         } else if word.starts_with('-') {
             i += 1;
         } else {
-            if !COMMANDS.contains(&word.as_ref()) {
+            // The commands as clap knows them (`help` among them), so a new one is never
+            // taken for a spec.
+            let command = <Cli as clap::CommandFactory>::command();
+            let known = command.get_subcommands().any(|c| c.get_name() == word) || word == "help";
+            if !known {
                 args.insert(i, "run".into());
             }
             break;
@@ -788,6 +788,12 @@ mod tests {
             norm(&["aqueduct", "--threads", "1", "p.toml"]),
             ["aqueduct", "--threads", "1", "run", "p.toml"]
         );
+        // Every command is one (`tap` was taken for a spec, and run given `--last`).
+        assert_eq!(
+            norm(&["aqueduct", "tap", "p.toml"]),
+            ["aqueduct", "tap", "p.toml"]
+        );
+        assert_eq!(norm(&["aqueduct", "help"]), ["aqueduct", "help"]);
     }
 
     /// Every global flag that takes a value is in VALUE_FLAGS.

@@ -5,6 +5,7 @@
 //! its value alone (no `{"type": value}` wrapper).
 
 use apache_avro::Schema;
+use apache_avro::schema::{Names, ResolvedSchema};
 use apache_avro::types::Value as Avro;
 use base64::Engine;
 use bigdecimal::BigDecimal;
@@ -23,8 +24,25 @@ pub fn encode(schema: &Schema, record: &Value) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// An Avro value as JSON; `schema` (where known) gives a decimal its scale.
-pub fn to_json(value: Avro, schema: Option<&Schema>) -> Value {
+/// The named types of `schema` (records, enums, fixed), by full name: what a reference to
+/// one by name (`"type": "Value"`) stands for.
+pub fn names(schema: &Schema) -> Names {
+    ResolvedSchema::try_from(schema)
+        .map(|resolved| {
+            (resolved.get_names().iter())
+                .map(|(name, schema)| (name.clone(), (*schema).clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An Avro value as JSON; `schema` (where known, references looked up in `names`) gives a
+/// decimal its scale.
+pub fn to_json(value: Avro, schema: Option<&Schema>, names: &Names) -> Value {
+    let schema = match schema {
+        Some(Schema::Ref { name }) => names.get(name),
+        schema => schema,
+    };
     match value {
         Avro::Null => Value::Null,
         Avro::Boolean(b) => Value::Bool(b),
@@ -41,14 +59,19 @@ pub fn to_json(value: Avro, schema: Option<&Schema>) -> Value {
                 Some(Schema::Union(union)) => union.variants().get(branch as usize),
                 _ => None,
             };
-            to_json(*value, schema)
+            to_json(*value, schema, names)
         }
         Avro::Array(items) => {
             let schema = match schema {
                 Some(Schema::Array(array)) => Some(&*array.items),
                 _ => None,
             };
-            Value::Array(items.into_iter().map(|v| to_json(v, schema)).collect())
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| to_json(v, schema, names))
+                    .collect(),
+            )
         }
         Avro::Map(map) => {
             let schema = match schema {
@@ -57,7 +80,7 @@ pub fn to_json(value: Avro, schema: Option<&Schema>) -> Value {
             };
             Value::Object(
                 map.into_iter()
-                    .map(|(k, v)| (k, to_json(v, schema)))
+                    .map(|(k, v)| (k, to_json(v, schema, names)))
                     .collect(),
             )
         }
@@ -72,7 +95,7 @@ pub fn to_json(value: Avro, schema: Option<&Schema>) -> Value {
                     .enumerate()
                     .map(|(i, (name, v))| {
                         let schema = schemas.and_then(|f| f.get(i)).map(|f| &f.schema);
-                        (name, to_json(v, schema))
+                        (name, to_json(v, schema, names))
                     })
                     .collect(),
             )
@@ -171,7 +194,7 @@ mod tests {
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build();
         let back = reader.unwrap().read_value(&mut &bytes[..]).unwrap();
         assert_eq!(
-            to_json(back, Some(&schema)),
+            to_json(back, Some(&schema), &names(&schema)),
             json!({
                 "id": 7, "name": "ada", "at": 1_767_225_600_123_i64,
                 "at_us": "2026-01-01T00:00:00.123456Z", "born": "2024-10-04",
@@ -183,6 +206,33 @@ mod tests {
         assert!(!e.is_empty());
     }
 
+    /// Debezium's envelope names its row type once (`before`) and refers to it by name
+    /// (`after`): the decimal behind the reference keeps its scale (it lost it before).
+    #[test]
+    fn a_decimal_behind_a_named_reference_keeps_its_scale() {
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "Envelope", "fields": [
+                {"name": "before", "type": ["null", {"type": "record", "name": "Value", "fields": [
+                    {"name": "balance", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}}]}]},
+                {"name": "after", "type": ["null", "Value"]}]}"#,
+        )
+        .unwrap();
+        let row = || {
+            Avro::Record(vec![(
+                "balance".into(),
+                Avro::Decimal(apache_avro::Decimal::from(vec![0x01, 0xf5])),
+            )])
+        };
+        let value = Avro::Record(vec![
+            ("before".into(), Avro::Union(1, Box::new(row()))),
+            ("after".into(), Avro::Union(1, Box::new(row()))),
+        ]);
+        assert_eq!(
+            to_json(value, Some(&schema), &names(&schema)),
+            json!({"before": {"balance": "5.01"}, "after": {"balance": "5.01"}})
+        );
+    }
+
     #[test]
     fn a_decimal_takes_its_scale_from_the_schema() {
         let schema = Schema::parse_str(
@@ -190,6 +240,9 @@ mod tests {
         )
         .unwrap();
         let value = Avro::Decimal(apache_avro::Decimal::from(vec![0x30, 0x39]));
-        assert_eq!(to_json(value, Some(&schema)), json!("123.45"));
+        assert_eq!(
+            to_json(value, Some(&schema), &Names::new()),
+            json!("123.45")
+        );
     }
 }

@@ -13,6 +13,8 @@ mod avro;
 pub mod registry;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use serde_json::Value;
@@ -35,6 +37,8 @@ pub struct Avro {
     writer: Option<(apache_avro::Schema, u32)>,
     /// The writer schemas of the messages read, fetched by id and cached.
     decoder: AvroDecoder,
+    /// The named types of each writer schema, by its id.
+    names: std::sync::Mutex<HashMap<u32, Arc<apache_avro::schema::Names>>>,
 }
 
 /// Why a record could not become a payload, or a payload a record.
@@ -90,6 +94,7 @@ impl Codec {
                 Codec::Avro(Box::new(Avro {
                     writer,
                     decoder: AvroDecoder::new(client.settings()?),
+                    names: Default::default(),
                 }))
             }
         })
@@ -150,7 +155,15 @@ impl Codec {
                 let Some(decoded) = decoded else {
                     return Err(Error::NotWireFormat("with nothing".into()));
                 };
-                let json = avro::to_json(decoded.value, Some(&decoded.schema.parsed));
+                let schema = &decoded.schema.parsed;
+                let names = {
+                    let mut known = avro.names.lock().unwrap_or_else(|e| e.into_inner());
+                    let names = known
+                        .entry(id)
+                        .or_insert_with(|| Arc::new(avro::names(schema)));
+                    names.clone()
+                };
+                let json = avro::to_json(decoded.value, Some(schema), &names);
                 Ok(Cow::Owned(json.to_string().into_bytes()))
             }
         }

@@ -341,6 +341,8 @@ columns.born = {{ type = "date", jq = "(.after // .before).born" }}
         "{out:?}"
     );
 
+    // Debezium's Kafka Connect creates its topics; here the test does.
+    create_topic(&topic).await;
     let produced = tokio::process::Command::new(&python)
         .arg(repo().join("tests/debezium/produce.py"))
         .args([
@@ -400,4 +402,19 @@ columns.born = {{ type = "date", jq = "(.after // .before).born" }}
         registered["schema"].as_str().unwrap().contains("Envelope"),
         "{registered}"
     );
+}
+
+/// Creates `topic` (3 partitions), as Kafka Connect creates a connector's topics.
+async fn create_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(topic, 3, TopicReplication::Fixed(1));
+    let created = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
 }

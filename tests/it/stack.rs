@@ -187,7 +187,7 @@ fn stack_runs_installed_distributions() {
         "apache-cassandra",
     );
 
-    let ports: Vec<u16> = (0..5).map(|_| crate::support::free_port()).collect();
+    let ports: Vec<u16> = (0..6).map(|_| crate::support::free_port()).collect();
     let stack = |command: &[&str]| {
         let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>();
         stack_output(
@@ -201,6 +201,7 @@ fn stack_runs_installed_distributions() {
                 ("AQUEDUCT_CASSANDRA_PORT", ports[2].as_ref()),
                 ("AQUEDUCT_CASSANDRA_STORAGE_PORT", ports[3].as_ref()),
                 ("AQUEDUCT_CASSANDRA_JMX_PORT", ports[4].as_ref()),
+                ("AQUEDUCT_REGISTRY_PORT", ports[5].as_ref()),
                 ("AQUEDUCT_KAFKA_HEAP", "256m".as_ref()),
                 ("AQUEDUCT_CASSANDRA_HEAP", "512M".as_ref()),
             ],

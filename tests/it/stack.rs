@@ -297,7 +297,7 @@ fn stack_cluster_refuses_bad_requests_and_names_its_nodes() {
         (&["up", "--secure", "--cluster"][..], "are two stacks"),
         (
             &["up", "kafka2"][..],
-            "takes kafka or cassandra, not 'kafka2'",
+            "takes kafka, cassandra or registry, not 'kafka2'",
         ),
         (&["up", "--cluster", "kafka4"][..], "not 'kafka4'"),
         (&["down", "--cluster", "zookeeper"][..], "not 'zookeeper'"),

@@ -265,3 +265,45 @@ async fn refusals_name_the_server_and_the_reason() {
         );
     }
 }
+
+/// The secure stack's registry serves HTTPS signed by the stack's CA and wants a login:
+/// records go through it as JSON Schema (the user and password file, the CA file), every
+/// valid user lands, and the password shows nowhere at trace level; a wrong password stops
+/// the run at start with exit 1 and the registry's refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_over_https_with_a_login() {
+    let Some(stack) = SecureStack::find("registry_over_https") else {
+        return;
+    };
+    let api = Api::start().await;
+    let p = Pipeline::users(api.url("seed=secure-registry&invalid=2"), 12);
+    let registry =
+        std::env::var("AQUEDUCT_TEST_SECURE_REGISTRY").unwrap_or_else(|_| "127.0.0.1:8091".into());
+    let command = |password_file: &str| {
+        let mut cmd = stack.command(&p, &["run", "--once"]);
+        for (key, value) in [
+            ("CODEC", "json_schema".to_owned()),
+            ("SCHEMA_REGISTRY__URL", format!("https://{registry}")),
+            ("SCHEMA_REGISTRY__USERNAME", "aqueduct".into()),
+            ("SCHEMA_REGISTRY__PASSWORD_FILE", password_file.to_owned()),
+            ("SCHEMA_REGISTRY__CA_FILE", stack.file("ca.pem")),
+        ] {
+            cmd.env(format!("AQUEDUCT_KAFKA__{key}"), value);
+        }
+        cmd.env("AQUEDUCT_LOG", "trace");
+        cmd
+    };
+    let password = stack.secret("registry-password");
+    let out = run(&mut command(&stack.file("registry-password"))).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(!format!("{out:?}").contains(&password), "{out:?}");
+    let session = stack.session().await;
+    assert_eq!(count_rows(&session, &p.table()).await, 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    let out = run(&mut command(&wrong.to_string_lossy())).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("401"), "{out:?}");
+}

@@ -341,3 +341,53 @@ fn stack_cluster_refuses_bad_requests_and_names_its_nodes() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("holds a plain stack"), "{out}");
 }
+
+/// A step of making the secure stack's certificates that fails stops `up --secure` there,
+/// saying so, with no `made` marker left to pass the broken secrets off as finished (before,
+/// bash ignored errexit in the subshell and went on past the failure). Here every `openssl`
+/// fails; nothing is started (the ports are its own and free).
+#[test]
+fn a_failed_certificate_step_stops_up_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let openssl = bin.join("openssl");
+    std::fs::write(
+        &openssl,
+        "#!/bin/sh\necho \"openssl $*: refused\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &openssl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let ports: Vec<String> = (0..6)
+        .map(|_| crate::support::free_port().to_string())
+        .collect();
+    let state = dir.path().join("state");
+    let mut vars: Vec<(&str, &std::ffi::OsStr)> = vec![
+        ("PATH", path.as_ref()),
+        ("AQUEDUCT_SECURE_STACK_DIR", state.as_os_str()),
+    ];
+    let names = [
+        "AQUEDUCT_SECURE_KAFKA_PORT",
+        "AQUEDUCT_SECURE_KAFKA_CONTROLLER_PORT",
+        "AQUEDUCT_SECURE_CASSANDRA_PORT",
+        "AQUEDUCT_SECURE_CASSANDRA_STORAGE_PORT",
+        "AQUEDUCT_SECURE_CASSANDRA_JMX_PORT",
+        "AQUEDUCT_SECURE_REGISTRY_PORT",
+    ];
+    for (name, port) in names.iter().zip(&ports) {
+        vars.push((name, port.as_ref()));
+    }
+    let (code, out) = stack_output(&["up", "--secure", "kafka"], &vars);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("making the secure stack's certificates failed"),
+        "{out}"
+    );
+    assert!(out.contains("refused"), "{out}");
+    assert!(!state.join("secrets/made").exists(), "{out}");
+}

@@ -9,19 +9,176 @@ use apache_avro::schema::{Names, ResolvedSchema};
 use apache_avro::types::Value as Avro;
 use base64::Engine;
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, NaiveDate, NaiveTime};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike};
 use serde_json::{Value, json};
 
 /// `record` encoded by `schema` (Avro's binary encoding, no header): its JSON resolved to the
-/// schema's types (numbers to int/long/float, objects to records, a value to its union branch).
-pub fn encode(schema: &Schema, record: &Value) -> Result<Vec<u8>, String> {
-    let value = Avro::try_from(record.clone())
-        .and_then(|value| value.resolve(schema))
+/// schema's types (numbers to int/long/float, objects to records, a value to its union branch),
+/// logical types taken as the decoding writes them (RFC 3339 or epoch milliseconds for a
+/// timestamp, `YYYY-MM-DD` for a date, `HH:MM:SS.f` for a time, decimal text or a number for a
+/// decimal). `names`: the schema's named types.
+pub fn encode(schema: &Schema, names: &Names, record: &Value) -> Result<Vec<u8>, String> {
+    let value = prepare(record, schema, names)?
+        .resolve(schema)
         .map_err(|e| e.to_string())?;
     apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()
         .and_then(|writer| writer.write_value_to_vec(value))
         .map_err(|e| e.to_string())
+}
+
+/// `json` as an Avro value for `schema` to resolve: the logical types' text made their
+/// values (what plain resolution cannot), the rest as JSON converts.
+fn prepare(json: &Value, schema: &Schema, names: &Names) -> Result<Avro, String> {
+    let schema = match schema {
+        Schema::Ref { name } => names.get(name).unwrap_or(schema),
+        schema => schema,
+    };
+    let not = |what: &str| format!("{json} is not {what}");
+    Ok(match (schema, json) {
+        (Schema::Record(record), Value::Object(fields)) => Avro::Map(
+            fields
+                .iter()
+                .map(|(name, value)| {
+                    let field = record.fields.iter().find(|f| &f.name == name);
+                    let value = match field {
+                        Some(field) => prepare(value, &field.schema, names)?,
+                        None => Avro::try_from(value.clone()).map_err(|e| e.to_string())?,
+                    };
+                    Ok((name.clone(), value))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        (Schema::Map(map), Value::Object(fields)) => Avro::Map(
+            fields
+                .iter()
+                .map(|(name, value)| Ok((name.clone(), prepare(value, &map.types, names)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        (Schema::Array(array), Value::Array(items)) => Avro::Array(
+            items
+                .iter()
+                .map(|item| prepare(item, &array.items, names))
+                .collect::<Result<_, _>>()?,
+        ),
+        (Schema::Union(union), value) if !value.is_null() => {
+            // The first branch taking this kind of JSON value; resolution checks the rest.
+            let branch = union.variants().iter().find(|v| takes(v, value, names));
+            match branch {
+                Some(branch) => prepare(value, branch, names)?,
+                None => Avro::try_from(value.clone()).map_err(|e| e.to_string())?,
+            }
+        }
+        (Schema::TimestampMillis | Schema::LocalTimestampMillis, Value::String(t)) => {
+            Avro::TimestampMillis(
+                instant(t)
+                    .ok_or_else(|| not("an RFC 3339 time"))?
+                    .timestamp_millis(),
+            )
+        }
+        (Schema::TimestampMicros | Schema::LocalTimestampMicros, Value::String(t)) => {
+            Avro::TimestampMicros(
+                instant(t)
+                    .ok_or_else(|| not("an RFC 3339 time"))?
+                    .timestamp_micros(),
+            )
+        }
+        (Schema::TimestampNanos | Schema::LocalTimestampNanos, Value::String(t)) => {
+            let t = instant(t).ok_or_else(|| not("an RFC 3339 time"))?;
+            Avro::TimestampNanos(
+                t.timestamp_nanos_opt()
+                    .ok_or_else(|| not("a time nanoseconds reach"))?,
+            )
+        }
+        (Schema::Date, Value::String(d)) => {
+            let d =
+                NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| not("a date (YYYY-MM-DD)"))?;
+            Avro::Date(d.num_days_from_ce() - 719_163)
+        }
+        (Schema::TimeMillis | Schema::TimeMicros, Value::String(t)) => {
+            let t = NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
+                .map_err(|_| not("a time (HH:MM:SS)"))?;
+            let micros = i64::from(t.num_seconds_from_midnight()) * 1_000_000
+                + i64::from(t.nanosecond() / 1_000);
+            match schema {
+                Schema::TimeMillis => Avro::TimeMillis((micros / 1_000) as i32),
+                _ => Avro::TimeMicros(micros),
+            }
+        }
+        (Schema::Decimal(decimal), Value::String(_) | Value::Number(_)) => {
+            let text = json
+                .as_str()
+                .map_or_else(|| json.to_string(), str::to_owned);
+            let number: BigDecimal = text.trim().parse().map_err(|_| not("a decimal"))?;
+            let (unscaled, _) = number
+                .with_scale(decimal.scale as i64)
+                .into_bigint_and_exponent();
+            if unscaled.magnitude().to_string().len() > decimal.precision {
+                return Err(not(&format!(
+                    "a decimal of precision {}",
+                    decimal.precision
+                )));
+            }
+            // Sign-extended to the bytes the precision takes, as Avro's writer wants them.
+            let mut bytes = unscaled.to_signed_bytes_be();
+            let bits = decimal.precision as f64 / 2f64.log10();
+            let width = ((bits + 1.0) / 8.0).ceil() as usize;
+            let fill = match unscaled.sign() {
+                num_bigint::Sign::Minus => 0xff,
+                _ => 0,
+            };
+            while bytes.len() < width {
+                bytes.insert(0, fill);
+            }
+            Avro::Decimal(apache_avro::Decimal::from(bytes))
+        }
+        (_, value) => Avro::try_from(value.clone()).map_err(|e| e.to_string())?,
+    })
+}
+
+/// Whether a union's `branch` can hold the JSON `value` (its kind, not its content).
+fn takes(branch: &Schema, value: &Value, names: &Names) -> bool {
+    let branch = match branch {
+        Schema::Ref { name } => match names.get(name) {
+            Some(schema) => schema,
+            None => return false,
+        },
+        branch => branch,
+    };
+    match value {
+        Value::Null => matches!(branch, Schema::Null),
+        Value::Bool(_) => matches!(branch, Schema::Boolean),
+        Value::Number(n) if n.is_i64() || n.is_u64() => !matches!(
+            branch,
+            Schema::Null
+                | Schema::Boolean
+                | Schema::String
+                | Schema::Record(_)
+                | Schema::Map(_)
+                | Schema::Array(_)
+                | Schema::Enum(_)
+        ),
+        Value::Number(_) => matches!(branch, Schema::Float | Schema::Double | Schema::Decimal(_)),
+        Value::String(_) => !matches!(
+            branch,
+            Schema::Null
+                | Schema::Boolean
+                | Schema::Int
+                | Schema::Long
+                | Schema::Float
+                | Schema::Double
+                | Schema::Record(_)
+                | Schema::Map(_)
+                | Schema::Array(_)
+        ),
+        Value::Array(_) => matches!(branch, Schema::Array(_)),
+        Value::Object(_) => matches!(branch, Schema::Record(_) | Schema::Map(_)),
+    }
+}
+
+/// An RFC 3339 time.
+fn instant(text: &str) -> Option<DateTime<chrono::Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
 }
 
 /// The named types of `schema` (records, enums, fixed), by full name: what a reference to
@@ -173,37 +330,45 @@ mod tests {
     #[test]
     fn a_record_goes_through_avro_and_back_as_the_cql_conversions_take_it() {
         let schema = Schema::parse_str(SCHEMA).unwrap();
-        let record = json!({
-            "id": 7, "name": "ada", "at": 1_767_225_600_123_i64, "at_us": 1_767_225_600_123_456_i64,
-            "born": 20_000, "price": "AQI=", "uid": "6f3c1a52-9d0e-4b8e-8f7a-2a3b4c5d6e7f",
-            "tags": ["a", "b"]
+        let names = names(&schema);
+        let back = |record: &Value| {
+            let bytes = encode(&schema, &names, record)?;
+            let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build();
+            let value = reader.unwrap().read_value(&mut &bytes[..]).unwrap();
+            Ok::<_, String>(to_json(value, Some(&schema), &names))
+        };
+        // As the decoding writes them: they come back the same.
+        let decoded = json!({
+            "id": 7, "name": "ada", "at": 1_767_225_600_123_i64,
+            "at_us": "2026-01-01T00:00:00.123456Z", "born": "2024-10-04", "price": "1234.50",
+            "uid": "6f3c1a52-9d0e-4b8e-8f7a-2a3b4c5d6e7f", "tags": ["a", "b"], "extra": true
         });
-        // JSON has no bytes: a decimal is given as the bytes of its unscaled value.
-        let mut record = record;
-        record["price"] = json!([1, 2]);
-        let bytes = encode(&schema, &record);
-        // Resolution from JSON cannot make bytes from an array: say so, do not guess.
-        assert!(bytes.is_err(), "{bytes:?}");
-        record.as_object_mut().unwrap().remove("price");
-        let schema = Schema::parse_str(&SCHEMA.replace(
-            r#"{"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},"#,
-            "",
-        ))
-        .unwrap();
-        let bytes = encode(&schema, &record).unwrap();
-        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build();
-        let back = reader.unwrap().read_value(&mut &bytes[..]).unwrap();
-        assert_eq!(
-            to_json(back, Some(&schema), &names(&schema)),
-            json!({
-                "id": 7, "name": "ada", "at": 1_767_225_600_123_i64,
-                "at_us": "2026-01-01T00:00:00.123456Z", "born": "2024-10-04",
-                "uid": "6f3c1a52-9d0e-4b8e-8f7a-2a3b4c5d6e7f", "tags": ["a", "b"]
-            })
-        );
-        // A record missing a field without a default does not fit.
-        let e = encode(&schema, &json!({"id": 1})).unwrap_err();
+        let mut want = decoded.clone();
+        want.as_object_mut().unwrap().remove("extra");
+        assert_eq!(back(&decoded).unwrap(), want);
+        // As APIs send them: a timestamp as text, a decimal as a number, a null union.
+        let sent = json!({
+            "id": 7, "name": null, "at": "2026-01-01T00:00:00.123Z",
+            "at_us": 1_767_225_600_123_456_i64, "born": 20_000, "price": 12.5,
+            "uid": "6f3c1a52-9d0e-4b8e-8f7a-2a3b4c5d6e7f", "tags": []
+        });
+        let got = back(&sent).unwrap();
+        assert_eq!(got["name"], Value::Null);
+        assert_eq!(got["at"], json!(1_767_225_600_123_i64));
+        assert_eq!(got["at_us"], json!("2026-01-01T00:00:00.123456Z"));
+        assert_eq!(got["born"], json!("2024-10-04"));
+        assert_eq!(got["price"], json!("12.50"));
+        let mut negative = sent.clone();
+        negative["price"] = json!("-3.1");
+        assert_eq!(back(&negative).unwrap()["price"], json!("-3.10"));
+        negative["price"] = json!("12345678.9");
+        assert!(back(&negative).unwrap_err().contains("precision 9"));
+        // What does not fit says what.
+        let e = back(&json!({"id": 1})).unwrap_err();
         assert!(!e.is_empty());
+        let mut bad = decoded.clone();
+        bad["born"] = json!("4 October");
+        assert!(back(&bad).unwrap_err().contains("is not a date"));
     }
 
     /// Debezium's envelope names its row type once (`before`) and refers to it by name

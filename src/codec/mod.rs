@@ -35,6 +35,8 @@ pub enum Codec {
 pub struct Avro {
     /// The schema of the records produced, and its id.
     writer: Option<(apache_avro::Schema, u32)>,
+    /// Its named types.
+    writer_names: apache_avro::schema::Names,
     /// The writer schemas of the messages read, fetched by id and cached.
     decoder: AvroDecoder,
     /// The named types of each writer schema, by its id.
@@ -91,8 +93,13 @@ impl Codec {
                     }
                     _ => None,
                 };
+                let writer_names = writer
+                    .as_ref()
+                    .map(|(schema, _)| avro::names(schema))
+                    .unwrap_or_default();
                 Codec::Avro(Box::new(Avro {
                     writer,
+                    writer_names,
                     decoder: AvroDecoder::new(client.settings()?),
                     names: Default::default(),
                 }))
@@ -122,7 +129,8 @@ impl Codec {
                     .writer
                     .as_ref()
                     .expect("a producing pipeline registers its schema at start");
-                let datum = avro::encode(schema, record).map_err(Error::NotAvro)?;
+                let datum =
+                    avro::encode(schema, &avro.writer_names, record).map_err(Error::NotAvro)?;
                 Ok(Cow::Owned(wire_format(*id, &datum)))
             }
         }

@@ -63,51 +63,75 @@ pub fn change_of(t: &Table, input: &Input) -> Result<Change, MapError> {
     Ok(Change::Delete(key))
 }
 
-/// The delete a Kafka tombstone with message key `key` makes of table `t`: by the key, when
-/// the table's primary key is one column, with `timestamp_ms` (else now) as the write time
-/// where the table takes one from its records.
+/// The delete a Kafka tombstone makes of table `t`: its message `key` gives the primary key,
+/// as the value of a one-column key, or as a JSON object naming each key column (Debezium's
+/// and Kafka Connect's keys; an object of one field also gives a one-column key); with the
+/// message's timestamp as the write time where the table takes one.
 pub fn tombstone_change(
     t: &Table,
     key: &serde_json::Value,
     timestamp_ms: Option<i64>,
 ) -> Result<Change, MapError> {
     let columns: Vec<usize> = t.key_columns().collect();
-    let &[i] = columns.as_slice() else {
-        let names: Vec<&str> = columns
-            .iter()
-            .map(|&i| t.columns[i].name.as_str())
-            .collect();
-        return Err(MapError {
-            column: names.join(", "),
-            message: format!(
-                "a tombstone deletes by its message key, which gives a one-column primary key; this table's has {} ({})",
-                names.len(),
-                names.join(", ")
-            ),
-        });
-    };
-    let col = &t.columns[i];
-    let fail = |message: String| MapError {
-        column: col.name.clone(),
-        message: format!("the tombstone's message key: {message}"),
-    };
-    let value = match (&col.cql_type, key) {
-        // A numeric or boolean key text for a text column stays text.
-        (CqlType::Text | CqlType::Ascii, v) if !v.is_string() => {
-            serde_json::Value::String(v.to_string())
+    let names: Vec<&str> = columns
+        .iter()
+        .map(|&i| t.columns[i].name.as_str())
+        .collect();
+    let values: Vec<(usize, serde_json::Value)> = match key {
+        serde_json::Value::Object(fields) if names.iter().all(|n| fields.contains_key(*n)) => {
+            columns
+                .iter()
+                .zip(&names)
+                .map(|(&i, n)| (i, fields[*n].clone()))
+                .collect()
         }
-        (_, v) => v.clone(),
+        serde_json::Value::Object(fields) if columns.len() == 1 && fields.len() == 1 => {
+            vec![(
+                columns[0],
+                fields.values().next().cloned().unwrap_or_default(),
+            )]
+        }
+        serde_json::Value::Object(_) | serde_json::Value::Array(_) if columns.len() > 1 => {
+            return Err(MapError {
+                column: names.join(", "),
+                message: format!(
+                    "the tombstone's message key {key} does not name every primary key column ({})",
+                    names.join(", ")
+                ),
+            });
+        }
+        v if columns.len() == 1 => vec![(columns[0], v.clone())],
+        _ => {
+            return Err(MapError {
+                column: names.join(", "),
+                message: format!(
+                    "a tombstone deletes by its message key, which gives a one-column primary key or a JSON object naming each key column; this table's has {} ({})",
+                    names.len(),
+                    names.join(", ")
+                ),
+            });
+        }
     };
-    let value = col
-        .cql_type
-        .to_cql(value)
-        .map_err(|e| fail(e.to_string()))?;
-    let mut row = Vec::with_capacity(2);
+    let mut row = Vec::with_capacity(values.len() + 1);
     if t.writetime.is_some() {
         let ms = timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         row.push(Some(CqlValue::BigInt(ms.saturating_mul(1000))));
     }
-    row.push(value);
+    for (i, value) in values {
+        let col = &t.columns[i];
+        let value = match (&col.cql_type, value) {
+            // A numeric or boolean key text for a text column stays text.
+            (CqlType::Text | CqlType::Ascii, v) if !v.is_string() => {
+                serde_json::Value::String(v.to_string())
+            }
+            (_, v) => v,
+        };
+        let value = col.cql_type.to_cql(value).map_err(|e| MapError {
+            column: col.name.clone(),
+            message: format!("the tombstone's message key: {e}"),
+        })?;
+        row.push(value);
+    }
     Ok(Change::Delete(row))
 }
 
@@ -355,9 +379,21 @@ mod tests {
         ));
         let err = change(json!({"id": "a", "n": 1, "gone": "yes", "at": 1})).unwrap_err();
         assert_eq!(err.column, DELETE);
-        // A tombstone finds a row by a one-column primary key only.
+        // A tombstone's key text finds a row by a one-column primary key only; a JSON object
+        // (Debezium's, Kafka Connect's keys) names each key column.
         let err = tombstone_change(t, &json!("a"), Some(5)).unwrap_err();
         assert!(err.message.contains("has 2 (id, n)"), "{err}");
+        let Ok(Change::Delete(row)) = tombstone_change(t, &json!({"n": 1, "id": "a"}), Some(5))
+        else {
+            panic!("an object naming both key columns deletes");
+        };
+        assert_eq!(row.len(), 3, "{row:?}");
+        let err = tombstone_change(t, &json!({"id": "a"}), Some(5)).unwrap_err();
+        assert!(
+            err.message
+                .contains("does not name every primary key column (id, n)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -176,10 +176,8 @@ pub fn to_rows(
 }
 
 /// What a Kafka tombstone (a message key without a value) makes of each table: the delete of
-/// the row whose one-column primary key is the message key (JSON when it parses as JSON, else
-/// its text), with the message's timestamp as the write time where the table takes one; a
-/// table whose primary key has more columns cannot be found by the key, and its dead letter
-/// says so.
+/// the row its key names ([`map::tombstone_change`]; the key is JSON when it parses as JSON,
+/// else its text), or the dead letter of a table the key cannot name a row of.
 pub fn tombstone(
     spec: &Spec,
     key: Option<&[u8]>,

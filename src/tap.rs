@@ -2,13 +2,14 @@
 //! decoded through the pipeline's codec, read by an assigned consumer outside any group: it
 //! commits nothing and moves no loader's offsets (Control Center's topic view, `vector tap`).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +51,11 @@ pub async fn run(
         false => (&k.topic, Codec::connect(k, false).await?),
     };
     crate::kafka::check_connection(k).await?;
-    let consumer: StreamConsumer = crate::kafka::reader_config(k).create()?;
+    // The end of each partition is signalled (as far as committed transactions reach: a
+    // transaction's marker is never delivered, so offsets cannot tell).
+    let consumer: StreamConsumer = crate::kafka::reader_config(k)
+        .set("enable.partition.eof", "true")
+        .create()?;
     // Where each partition starts, and where it ended when tap began.
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata
@@ -61,7 +66,7 @@ pub async fn run(
         .filter(|p| !p.is_empty())
         .ok_or_else(|| anyhow::anyhow!("tap: topic {topic} is not at {}", k.bootstrap_servers))?;
     let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
+    let mut unread = HashSet::new();
     for &p in &partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         let start = match options.from_beginning {
@@ -70,27 +75,25 @@ pub async fn run(
         };
         assignment.add_partition_offset(topic, p, Offset::Offset(start))?;
         if high > start {
-            ends.insert(p, high);
+            unread.insert(p);
         }
     }
     consumer.assign(&assignment)?;
     let mut stream = consumer.stream();
     let mut history = Vec::new();
     // What was there when tap began (the last `last` of it, oldest first).
-    while !ends.is_empty() {
+    while !unread.is_empty() {
         let m = tokio::select! {
             m = stream.next() => m,
             _ = stop.cancelled() => return Ok(()),
         };
-        let Some(m) = m else { break };
-        let m = m?;
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            ends.remove(&m.partition());
+        match m {
+            None => break,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                unread.remove(&p);
+            }
+            Some(m) => history.push(shown(topic, &codec, &m?).await),
         }
-        history.push(shown(topic, &codec, &m).await);
     }
     history.sort_by_key(|m| {
         (
@@ -112,8 +115,11 @@ pub async fn run(
             m = stream.next() => m,
             _ = stop.cancelled() => return Ok(()),
         };
-        let Some(m) = m else { return Ok(()) };
-        let m = shown(topic, &codec, &m?).await;
+        let m = match m {
+            None => return Ok(()),
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(m) => shown(topic, &codec, &m?).await,
+        };
         print(&[m], Format::Json, out)?;
     }
 }

@@ -69,21 +69,35 @@ fn prepare(json: &Value, schema: &Schema, names: &Names) -> Result<Avro, String>
                 None => Avro::try_from(value.clone()).map_err(|e| e.to_string())?,
             }
         }
-        (Schema::TimestampMillis | Schema::LocalTimestampMillis, Value::String(t)) => {
-            Avro::TimestampMillis(
-                instant(t)
-                    .ok_or_else(|| not("an RFC 3339 time"))?
-                    .timestamp_millis(),
-            )
+        (
+            Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos,
+            Value::String(t),
+        ) => {
+            let t = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+                .map_err(|_| not("a local time (YYYY-MM-DDTHH:MM:SS)"))?
+                .and_utc();
+            match schema {
+                Schema::LocalTimestampMillis => Avro::LocalTimestampMillis(t.timestamp_millis()),
+                Schema::LocalTimestampMicros => Avro::LocalTimestampMicros(t.timestamp_micros()),
+                _ => Avro::LocalTimestampNanos(
+                    t.timestamp_nanos_opt()
+                        .ok_or_else(|| not("a time nanoseconds reach"))?,
+                ),
+            }
         }
-        (Schema::TimestampMicros | Schema::LocalTimestampMicros, Value::String(t)) => {
-            Avro::TimestampMicros(
-                instant(t)
-                    .ok_or_else(|| not("an RFC 3339 time"))?
-                    .timestamp_micros(),
-            )
-        }
-        (Schema::TimestampNanos | Schema::LocalTimestampNanos, Value::String(t)) => {
+        (Schema::TimestampMillis, Value::String(t)) => Avro::TimestampMillis(
+            instant(t)
+                .ok_or_else(|| not("an RFC 3339 time"))?
+                .timestamp_millis(),
+        ),
+        (Schema::TimestampMicros, Value::String(t)) => Avro::TimestampMicros(
+            instant(t)
+                .ok_or_else(|| not("an RFC 3339 time"))?
+                .timestamp_micros(),
+        ),
+        (Schema::TimestampNanos, Value::String(t)) => {
             let t = instant(t).ok_or_else(|| not("an RFC 3339 time"))?;
             Avro::TimestampNanos(
                 t.timestamp_nanos_opt()
@@ -110,9 +124,14 @@ fn prepare(json: &Value, schema: &Schema, names: &Names) -> Result<Avro, String>
                 .as_str()
                 .map_or_else(|| json.to_string(), str::to_owned);
             let number: BigDecimal = text.trim().parse().map_err(|_| not("a decimal"))?;
-            let (unscaled, _) = number
-                .with_scale(decimal.scale as i64)
-                .into_bigint_and_exponent();
+            let scaled = number.with_scale(decimal.scale as i64);
+            if scaled != number {
+                let scale = decimal.scale;
+                return Err(not(&format!(
+                    "a decimal of scale {scale} (digits would be lost)"
+                )));
+            }
+            let (unscaled, _) = scaled.into_bigint_and_exponent();
             if unscaled.magnitude().to_string().len() > decimal.precision {
                 return Err(not(&format!(
                     "a decimal of precision {}",
@@ -257,7 +276,10 @@ pub fn to_json(value: Avro, schema: Option<&Schema>, names: &Names) -> Value {
                     .collect(),
             )
         }
-        Avro::Date(days) => match NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
+        Avro::Date(days) => match days
+            .checked_add(719_163)
+            .and_then(NaiveDate::from_num_days_from_ce_opt)
+        {
             Some(date) => Value::String(date.format("%Y-%m-%d").to_string()),
             None => json!(days),
         },
@@ -267,17 +289,19 @@ pub fn to_json(value: Avro, schema: Option<&Schema>, names: &Names) -> Value {
                 _ => 0,
             };
             let unscaled = num_bigint::BigInt::from(decimal);
-            Value::String(BigDecimal::new(unscaled, scale).to_string())
+            Value::String(BigDecimal::new(unscaled, scale).to_plain_string())
         }
-        Avro::BigDecimal(decimal) => Value::String(decimal.to_string()),
-        Avro::TimeMillis(ms) => time(i64::from(ms) * 1_000_000),
-        Avro::TimeMicros(us) => time(us * 1_000),
-        Avro::TimestampMillis(ms) | Avro::LocalTimestampMillis(ms) => json!(ms),
-        Avro::TimestampMicros(us) | Avro::LocalTimestampMicros(us) => {
-            timestamp(DateTime::from_timestamp_micros(us), us)
-        }
-        Avro::TimestampNanos(ns) | Avro::LocalTimestampNanos(ns) => {
-            timestamp(Some(DateTime::from_timestamp_nanos(ns)), ns)
+        Avro::BigDecimal(decimal) => Value::String(decimal.to_plain_string()),
+        Avro::TimeMillis(ms) => time(i64::from(ms).saturating_mul(1_000_000)),
+        Avro::TimeMicros(us) => time(us.saturating_mul(1_000)),
+        Avro::TimestampMillis(ms) => json!(ms),
+        Avro::TimestampMicros(us) => timestamp(DateTime::from_timestamp_micros(us), us, true),
+        Avro::TimestampNanos(ns) => timestamp(Some(DateTime::from_timestamp_nanos(ns)), ns, true),
+        // A local time has no zone: written without one.
+        Avro::LocalTimestampMillis(ms) => timestamp(DateTime::from_timestamp_millis(ms), ms, false),
+        Avro::LocalTimestampMicros(us) => timestamp(DateTime::from_timestamp_micros(us), us, false),
+        Avro::LocalTimestampNanos(ns) => {
+            timestamp(Some(DateTime::from_timestamp_nanos(ns)), ns, false)
         }
         Avro::Duration(d) => json!({
             "months": u32::from(d.months()),
@@ -288,9 +312,15 @@ pub fn to_json(value: Avro, schema: Option<&Schema>, names: &Names) -> Value {
     }
 }
 
-/// A float as JSON; NaN and the infinities, which JSON lacks, as text.
+/// A float as JSON; NaN and the infinities, which JSON lacks, as the text Java's and
+/// JavaScript's parsers know (`NaN`, `Infinity`, `-Infinity`).
 fn number(x: f64) -> Value {
-    serde_json::Number::from_f64(x).map_or_else(|| Value::String(x.to_string()), Value::Number)
+    match serde_json::Number::from_f64(x) {
+        Some(n) => Value::Number(n),
+        None if x.is_nan() => Value::String("NaN".into()),
+        None if x > 0.0 => Value::String("Infinity".into()),
+        None => Value::String("-Infinity".into()),
+    }
 }
 
 fn time(nanos: i64) -> Value {
@@ -302,10 +332,11 @@ fn time(nanos: i64) -> Value {
     }
 }
 
-fn timestamp(t: Option<DateTime<chrono::Utc>>, raw: i64) -> Value {
-    match t {
-        Some(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-        None => json!(raw),
+fn timestamp(t: Option<DateTime<chrono::Utc>>, raw: i64, zoned: bool) -> Value {
+    match (t, zoned) {
+        (Some(t), true) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        (Some(t), false) => Value::String(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+        (None, _) => json!(raw),
     }
 }
 
@@ -363,6 +394,12 @@ mod tests {
         assert_eq!(back(&negative).unwrap()["price"], json!("-3.10"));
         negative["price"] = json!("12345678.9");
         assert!(back(&negative).unwrap_err().contains("precision 9"));
+        negative["price"] = json!("1.239");
+        assert!(
+            back(&negative)
+                .unwrap_err()
+                .contains("digits would be lost")
+        );
         // What does not fit says what.
         let e = back(&json!({"id": 1})).unwrap_err();
         assert!(!e.is_empty());
@@ -395,6 +432,32 @@ mod tests {
         assert_eq!(
             to_json(value, Some(&schema), &names(&schema)),
             json!({"before": {"balance": "5.01"}, "after": {"balance": "5.01"}})
+        );
+    }
+
+    #[test]
+    fn local_times_small_decimals_and_odd_floats_come_out_as_text_that_reads_back() {
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "R", "fields": [
+                {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+                {"name": "tiny", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 8}},
+                {"name": "x", "type": "double"}]}"#,
+        )
+        .unwrap();
+        let names = names(&schema);
+        let record = json!({"local": "2026-12-07T09:30:00.250", "tiny": "0.00000001", "x": 1.5});
+        let bytes = encode(&schema, &names, &record).unwrap();
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build();
+        let value = reader.unwrap().read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(
+            to_json(value, Some(&schema), &names),
+            json!({"local": "2026-12-07T09:30:00.250", "tiny": "0.00000001", "x": 1.5})
+        );
+        assert_eq!(number(f64::NAN), json!("NaN"));
+        assert_eq!(number(f64::NEG_INFINITY), json!("-Infinity"));
+        assert_eq!(
+            to_json(Avro::Date(i32::MAX), None, &Names::new()),
+            json!(i32::MAX)
         );
     }
 

@@ -142,27 +142,43 @@ impl Codec {
         match self {
             Codec::Json => Ok(Cow::Borrowed(payload)),
             Codec::JsonSchema { .. } => {
-                let (_, body) = split_wire_format(payload)?;
+                let (id, body) = split_wire_format(payload)?;
+                // Checked here, so a body that is no JSON is dead-lettered whole, header too.
+                serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
+                    Error::Undecodable {
+                        id,
+                        reason: format!("the record is not JSON: {e}"),
+                    }
+                })?;
                 Ok(Cow::Borrowed(body))
             }
             Codec::Avro(avro) => {
                 let (id, _) = split_wire_format(payload)?;
+                // The writer schema first: a registry that fails to give it is waited for
+                // (the converter caches its failures, so they are cleared for the next try);
+                // only an id the registry does not know makes the message undecodable.
+                if let Err(e) = avro.decoder.get_schema(id).await {
+                    avro.decoder.remove_errors_from_cache();
+                    return Err(match registry::status(&e) {
+                        Some(404) => Error::Undecodable {
+                            id,
+                            reason: format!(
+                                "the registry has no schema {id}: {}",
+                                registry::describe(&e)
+                            ),
+                        },
+                        _ => Error::Registry(registry::Error::Unreachable(registry::describe(&e))),
+                    });
+                }
                 let decoded = avro
                     .decoder
                     .decode_with_schema(Some(payload))
                     .await
-                    .map_err(|e| match e.retriable {
-                        true => {
-                            Error::Registry(registry::Error::Unreachable(registry::describe(&e)))
-                        }
-                        false => Error::Undecodable {
-                            id,
-                            reason: registry::describe(&e),
-                        },
-                    })?;
-                let Some(decoded) = decoded else {
-                    return Err(Error::NotWireFormat("with nothing".into()));
-                };
+                    .map_err(|e| Error::Undecodable {
+                        id,
+                        reason: registry::describe(&e),
+                    })?
+                    .ok_or_else(|| Error::NotWireFormat("with nothing".into()))?;
                 let schema = &decoded.schema.parsed;
                 let names = {
                     let mut known = avro.names.lock().unwrap_or_else(|e| e.into_inner());

@@ -20,6 +20,12 @@ pub enum Error {
         "subject {subject} has no version of the spec's schema and auto_register is false: register it first ({reason})"
     )]
     NotRegistered { subject: String, reason: String },
+    #[error("the schema registry at {url} answered {status}: {answer}")]
+    Answered {
+        url: String,
+        status: String,
+        answer: String,
+    },
     #[error("the schema registry's client cannot be set up: {0}")]
     Setup(String),
     #[error("the schema cannot be parsed: {0}")]
@@ -110,6 +116,7 @@ impl<'s> Client<'s> {
             CodecKind::Avro => SchemaType::Avro,
             _ => SchemaType::Json,
         };
+        let type_name = schema_type(codec);
         let refused = |e: SRCError, subject: String| match e.retriable {
             true => Error::Unreachable(format!("{}: {}", self.registry.url, describe(&e))),
             false => Error::Refused {
@@ -133,11 +140,7 @@ impl<'s> Client<'s> {
                 .map(|registered| registered.id)
                 .map_err(|e| refused(e, subject));
         }
-        let kind = match codec {
-            CodecKind::Avro => "AVRO",
-            _ => "JSON",
-        };
-        let body = serde_json::json!({ "schema": schema, "schemaType": kind }).to_string();
+        let body = serde_json::json!({ "schema": schema, "schemaType": type_name }).to_string();
         let found = perform_sr_call(&settings, SrCall::PostForVersion(&subject, &body))
             .await
             .map_err(|e| match e.retriable {
@@ -178,10 +181,7 @@ impl Client<'_> {
         schema: &str,
     ) -> Result<Compatibility, Error> {
         let subject = self.subject(kafka);
-        let kind = match codec {
-            CodecKind::Avro => "AVRO",
-            _ => "JSON",
-        };
+        let kind = schema_type(codec);
         let path = format!("compatibility/subjects/{subject}/versions/latest?verbose=true");
         let body = serde_json::json!({ "schema": schema, "schemaType": kind });
         let (status, answer) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
@@ -189,9 +189,10 @@ impl Client<'_> {
             return Ok(Compatibility::NewSubject);
         }
         if !status.is_success() {
-            return Err(Error::Refused {
-                subject,
-                reason: format!("{status}: {answer}"),
+            return Err(Error::Answered {
+                url: self.registry.url.to_string(),
+                status: status.to_string(),
+                answer: answer.to_string(),
             });
         }
         if answer["is_compatible"] == true {
@@ -225,6 +226,19 @@ impl Client<'_> {
                 .to_owned(),
         };
         Ok(Compatibility::Incompatible { level, reasons })
+    }
+
+    /// Fails unless the registry answers, and takes the login (`GET /subjects`).
+    pub async fn reach(&self) -> Result<(), Error> {
+        let (status, answer) = self.call(reqwest::Method::GET, "subjects", None).await?;
+        match status.is_success() {
+            true => Ok(()),
+            false => Err(Error::Answered {
+                url: self.registry.url.to_string(),
+                status: status.to_string(),
+                answer: answer.to_string(),
+            }),
+        }
     }
 
     /// One REST call: the status and the JSON answered (null when none).
@@ -262,6 +276,20 @@ impl Client<'_> {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         ))
     }
+}
+
+/// The registry's name of a codec's schema type.
+fn schema_type(codec: CodecKind) -> &'static str {
+    match codec {
+        CodecKind::Avro => "AVRO",
+        _ => "JSON",
+    }
+}
+
+/// The HTTP status the registry answered a converter's call with, if it answered.
+pub(super) fn status(e: &SRCError) -> Option<u16> {
+    let (_, rest) = e.error.split_once("failed with status ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// The converter's error, without its flags.

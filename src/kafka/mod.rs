@@ -95,8 +95,6 @@ impl Error {
     }
 }
 
-/// Settings shared by every client: the servers, TLS and SASL, then the spec's extra
-/// properties (none of which collides with those).
 /// A consumer's config for reading a topic outside any group (`tap`): assigned partitions,
 /// nothing committed.
 pub fn reader_config(k: &spec::Kafka) -> ClientConfig {
@@ -111,6 +109,8 @@ pub fn reader_config(k: &spec::Kafka) -> ClientConfig {
     config
 }
 
+/// Settings shared by every client: the servers, TLS and SASL, then the spec's extra
+/// properties (none of which collides with those).
 fn base_config(k: &spec::Kafka) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &k.bootstrap_servers);

@@ -1,7 +1,8 @@
 """Debezium-shaped change events of a `customers` table, produced with Confluent's own Avro
 serializer (confluent-kafka's AvroSerializer and SchemaRegistryClient), as Debezium's
 AvroConverter writes them: the envelope (`before`, `after`, `op`, `ts_ms`) in the Confluent
-wire format, its schema registered under `<topic>-value`, the key the row's id as text.
+wire format, its schema registered under `<topic>-value`; the key as Debezium's JsonConverter
+with `schemas.enable=false` writes it, `{"id": 3}`.
 
 Usage: produce.py BOOTSTRAP REGISTRY_URL TOPIC CUSTOMERS
 
@@ -10,6 +11,7 @@ Customer i (1..CUSTOMERS) is read by the snapshot (`r`); the even ones are then 
 (the key, no value). Prints one line per kind with its count.
 """
 
+import json
 import sys
 
 from confluent_kafka import Producer
@@ -39,6 +41,10 @@ ENVELOPE = """
 """
 
 
+def key(i):
+    return json.dumps({"id": i})
+
+
 def customer(i, email):
     return {
         "id": i,
@@ -62,7 +68,7 @@ def main():
         nonlocal ts
         ts += 1
         event["ts_ms"] = ts
-        producer.produce(topic, key=str(i), value=serializer(event, context))
+        producer.produce(topic, key=key(i), value=serializer(event, context))
         counts[event["op"]] += 1
 
     for i in range(1, count + 1):
@@ -74,7 +80,7 @@ def main():
         email = f"new{i}@example.com" if i % 2 == 0 else f"c{i}@example.com"
         send(i, {"before": customer(i, email), "after": None, "op": "d"})
         # Debezium's tombstones.on.delete (default true): the key alone, for compaction.
-        producer.produce(topic, key=str(i), value=None)
+        producer.produce(topic, key=key(i), value=None)
         counts["tombstones"] += 1
     if producer.flush(30) != 0:
         sys.exit("produce.py: some events were not acknowledged")

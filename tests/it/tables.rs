@@ -592,7 +592,7 @@ async fn a_delete_condition_and_a_kafka_tombstone_delete_rows_by_primary_key() {
         letter["reason"]
             .as_str()
             .unwrap()
-            .contains("one-column primary key; this table's has 2 (code, id)"),
+            .contains("one-column primary key or a JSON object naming each key column; this table's has 2 (code, id)"),
         "{letter}"
     );
 }

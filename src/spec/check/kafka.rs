@@ -208,6 +208,13 @@ fn schema_registry(
 ) -> Option<SchemaRegistry> {
     let key = |k: &str| format!("kafka.schema_registry.{k}");
     let url = match reqwest::Url::parse(&raw.url) {
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            c.err(
+                &key("url"),
+                "holds a login: give it as `username` and `password` (or `password_file`), which are never printed",
+            );
+            None
+        }
         Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
         Ok(url) => {
             c.err(&key("url"), format!("`{url}` is not an http or https URL"));

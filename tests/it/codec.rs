@@ -160,7 +160,38 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
         )),
         "{out:?}"
     );
-    std::fs::write(dir.path().join("user.avsc"), USER_AVSC).unwrap();
+    // With auto_register = false the schema is looked up: the registered one is found (its
+    // id on the new messages), a changed one is not, and the run says to register it.
+    let lookup = |avsc: &str| {
+        std::fs::write(dir.path().join("user.avsc"), avsc).unwrap();
+        let mut cmd = aqueduct();
+        cmd.args(["run", "--once"])
+            .arg(&path)
+            .env("AQUEDUCT_KAFKA__SCHEMA_REGISTRY__AUTO_REGISTER", "false");
+        cmd
+    };
+    let out = run(&mut lookup(&USER_AVSC.replace(
+        r#""default": null}"#,
+        r#""default": null}, {"name": "cell", "type": ["null", "string"], "default": null}"#,
+    )))
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "subject {}-value has no version of the spec's schema and auto_register is false",
+            names.0
+        )),
+        "{out:?}"
+    );
+    let out = run(&mut lookup(USER_AVSC)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let payloads = topic_payloads(&names.0);
+    assert_eq!(
+        payloads.len(),
+        10,
+        "the second run's users again, same schema"
+    );
+    assert!(payloads.iter().all(|(_, p)| p[1..5] == id.to_be_bytes()));
 
     // Someone else's JSON on the topic: dead-lettered whole, the others' rows untouched.
     produce(&names.0, br#"{"login": {"uuid": "x"}}"#).await;
@@ -187,7 +218,7 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
     );
     assert_eq!(rows(&names.1).await, users("avro"));
 
-    // tap: the topic's messages decoded (the last 2 of 6: a user and the stranger's JSON,
+    // tap: the topic's messages decoded (the last 2 of 11: a user and the stranger's JSON,
     // which the Avro codec cannot read), and the dead letter on its topic.
     let out = run(aqueduct()
         .args(["tap", "--last", "2", "--format", "json"])

@@ -460,40 +460,45 @@ async fn check(paths: &[PathBuf], registry: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `check --registry`: why the registry would refuse the spec's schema, if it would; an
-/// error when it cannot be asked.
+/// `check --registry`: why the registry would refuse the spec's schemas (the records', and
+/// the keys' when aqueduct produces them), if it would; an error when it cannot be asked.
 async fn registry_verdict(spec: &spec::Spec) -> anyhow::Result<Option<String>> {
     use crate::codec::registry::{Client, Compatibility};
     let k = &spec.kafka;
-    let (Some(registry), Some(schema)) = (
-        &k.schema_registry,
-        spec.source
-            .as_ref()
-            .and(k.schema_registry.as_ref().and_then(|r| r.schema.as_ref())),
-    ) else {
+    let Some(registry) = k.schema_registry.as_ref().filter(|_| spec.source.is_some()) else {
         return Ok(None);
     };
     let client = Client::new(registry)?;
-    let subject = client.subject(k);
-    let verdict = client
-        .compatibility(k, k.codec, schema)
-        .await
-        .with_context(|| {
-            format!(
-                "check --registry: asking {} about subject {subject}",
-                registry.url
-            )
-        })?;
-    Ok(match verdict {
-        Compatibility::NewSubject | Compatibility::Compatible => None,
-        Compatibility::Incompatible { level, reasons } => Some(format!(
-            "the schema registry would refuse the spec's schema for subject {subject} (compatibility {level}): {}",
-            match reasons.is_empty() {
-                true => "no reason given".to_owned(),
-                false => reasons.join("; "),
-            }
-        )),
-    })
+    let mut refusals = Vec::new();
+    for part in [spec::Part::Value, spec::Part::Key] {
+        let Some(schema) = &registry.writer(part).schema else {
+            continue;
+        };
+        let subject = client.subject(k, part);
+        let verdict = client
+            .compatibility(k, part, schema)
+            .await
+            .with_context(|| {
+                format!(
+                    "check --registry: asking {} about subject {subject}",
+                    registry.url
+                )
+            })?;
+        if let Compatibility::Incompatible { level, reasons } = verdict {
+            refusals.push(format!(
+                "the schema registry would refuse the spec's {}schema for subject {subject} (compatibility {level}): {}",
+                match part {
+                    spec::Part::Key => "key ",
+                    spec::Part::Value => "",
+                },
+                match reasons.is_empty() {
+                    true => "no reason given".to_owned(),
+                    false => reasons.join("; "),
+                }
+            ));
+        }
+    }
+    Ok((!refusals.is_empty()).then(|| refusals.join("\n")))
 }
 
 async fn preview(

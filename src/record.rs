@@ -16,17 +16,13 @@ use crate::validate;
 pub struct Rejected {
     pub dead_letter: Box<DeadLetter>,
     /// The record's message key when it could be computed: its dead letter is keyed alike.
-    pub key: Option<String>,
+    pub key: Option<Value>,
 }
 
 /// The ingest's verdict on a record (its JSON text, as the API sent it): the message key it is
 /// produced with (`None` without `kafka.key`, or when the key is null) and the record parsed,
 /// or why it cannot go on (stage `validate` or `key`).
-pub fn admit(
-    spec: &Spec,
-    text: &str,
-    origin: &Origin,
-) -> Result<(Option<String>, Value), Rejected> {
+pub fn admit(spec: &Spec, text: &str, origin: &Origin) -> Result<(Option<Value>, Value), Rejected> {
     let reject = |stage, reason, record, key| Rejected {
         dead_letter: Box::new(DeadLetter::new(
             &spec.name,
@@ -49,8 +45,7 @@ pub fn admit(
         None => Ok(None),
         Some(jq) => match jq.run_one(&record) {
             Ok(Value::Null) => Ok(None),
-            Ok(Value::String(s)) => Ok(Some(s)),
-            Ok(other) => Ok(Some(other.to_string())),
+            Ok(key) => Ok(Some(key)),
             Err(e) => Err(format!("kafka.key `{}` failed: {e}", jq.code())),
         },
     };
@@ -64,6 +59,15 @@ pub fn admit(
     match key {
         Ok(key) => Ok((key, record)),
         Err(reason) => Err(reject(Stage::Key, reason, record, None)),
+    }
+}
+
+/// A message key as text, as `json` keys are written: a string as itself, any other value as
+/// JSON.
+pub fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -176,29 +180,26 @@ pub fn to_rows(
 }
 
 /// What a Kafka tombstone (a message key without a value) makes of each table: the delete of
-/// the row its key names ([`map::tombstone_change`]; the key is JSON when it parses as JSON,
-/// else its text), or the dead letter of a table the key cannot name a row of.
+/// the row its key names ([`map::tombstone_change`]; the key as its codec decoded it), or the
+/// dead letter of a table the key cannot name a row of.
 pub fn tombstone(
     spec: &Spec,
-    key: Option<&[u8]>,
+    key: Option<&Value>,
     timestamp_ms: Option<i64>,
     origin: impl Fn() -> Origin,
 ) -> Vec<TableRow> {
-    let key_text = key.map(|k| String::from_utf8_lossy(k).into_owned());
-    let key_json = key_text
-        .as_deref()
-        .map(|k| serde_json::from_str(k).unwrap_or_else(|_| Value::String(k.to_owned())));
+    let text = key.map(key_text);
     spec.cassandra
         .tables
         .iter()
         .map(|t| {
             let fail = |reason: String| {
-                let record = key_text.clone().map_or(Value::Null, Value::String);
+                let record = text.clone().map_or(Value::Null, Value::String);
                 let mut dl = DeadLetter::new(&spec.name, Stage::Map, reason, record, origin());
                 dl.table = Some(t.name.clone());
                 Box::new(dl)
             };
-            let Some(key) = &key_json else {
+            let Some(key) = key else {
                 return Err(fail("a tombstone without a key deletes nothing".into()));
             };
             map::tombstone_change(t, key, timestamp_ms).map_err(|e| fail(e.to_string()))
@@ -217,6 +218,7 @@ pub type Outcome = Result<(Option<String>, Vec<TableRow>), Box<DeadLetter>>;
 /// Both halves on one record, as `run` would take it from the API to rows.
 pub fn through(spec: &Spec, text: &str, origin: &Origin) -> Outcome {
     let (key, _) = admit(spec, text, origin).map_err(|r| r.dead_letter)?;
+    let key = key.as_ref().map(key_text);
     let rows = to_rows(spec, text.as_bytes(), || origin.clone())?;
     Ok((key, rows))
 }

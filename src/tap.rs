@@ -14,7 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Codecs};
 use crate::spec::Spec;
 
 /// Where `tap` starts and whether it ends.
@@ -46,9 +46,17 @@ pub async fn run(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let k = &spec.kafka;
-    let (topic, codec) = match options.dead_letters {
-        true => (&k.dead_letter_topic, Codec::Json),
-        false => (&k.topic, Codec::connect(k, false).await?),
+    // Dead letters are JSON, keyed as the messages they stand for.
+    let codecs = Codecs::connect(k, false).await?;
+    let (topic, codecs) = match options.dead_letters {
+        true => (
+            &k.dead_letter_topic,
+            Codecs {
+                value: Codec::Json,
+                ..codecs
+            },
+        ),
+        false => (&k.topic, codecs),
     };
     crate::kafka::check_connection(k).await?;
     // The end of each partition is signalled (as far as committed transactions reach: a
@@ -92,7 +100,7 @@ pub async fn run(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 unread.remove(&p);
             }
-            Some(m) => history.push(shown(topic, &codec, &m?).await),
+            Some(m) => history.push(shown(topic, &codecs, &m?).await),
         }
     }
     history.sort_by_key(|m| {
@@ -118,15 +126,15 @@ pub async fn run(
         let m = match m {
             None => return Ok(()),
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
-            Some(m) => shown(topic, &codec, &m?).await,
+            Some(m) => shown(topic, &codecs, &m?).await,
         };
         print(&[m], Format::Json, out)?;
     }
 }
 
-/// A message as tap shows it: where it is, when, its key, and its record decoded (or why it
-/// could not be, with the payload in base64).
-async fn shown(topic: &str, codec: &Codec, m: &impl Message) -> Value {
+/// A message as tap shows it: where it is, when, its key and its record decoded (or why they
+/// could not be, with their bytes in base64).
+async fn shown(topic: &str, codecs: &Codecs, m: &impl Message) -> Value {
     let timestamp_ms = m.timestamp().to_millis();
     let time = timestamp_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
@@ -137,11 +145,21 @@ async fn shown(topic: &str, codec: &Codec, m: &impl Message) -> Value {
         "offset": m.offset(),
         "timestamp": time,
         "timestamp_ms": timestamp_ms,
-        "key": m.key().map(String::from_utf8_lossy),
     });
+    match m.key() {
+        None => shown["key"] = Value::Null,
+        Some(key) => match codecs.key.decode_key(key).await {
+            Ok(key) => shown["key"] = key,
+            Err(e) => {
+                shown["key_error"] = Value::String(e.to_string());
+                shown["key_base64"] =
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(key));
+            }
+        },
+    }
     let decoded = match m.payload() {
         None => Ok(Value::Null),
-        Some(payload) => match codec.decode(payload).await {
+        Some(payload) => match codecs.value.decode(payload).await {
             Ok(text) => serde_json::from_slice(&text).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         },

@@ -8,6 +8,9 @@
 //!   registry (4 bytes, big-endian), then the record (Avro's binary encoding, or the JSON
 //!   text). The schema of the records produced is registered (or looked up) once, at start;
 //!   the writer schemas of the messages read are fetched by id and cached ([`registry`]).
+//!
+//! Keys have their own codec (`kafka.key_codec`, [`Codecs`]): `json` writes a string key as
+//! its text and any other value as JSON text, as aqueduct always has.
 
 mod avro;
 pub mod registry;
@@ -19,9 +22,26 @@ use std::sync::Arc;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use serde_json::Value;
 
-use crate::spec::{CodecKind, Kafka};
+use crate::spec::{CodecKind, Kafka, Part};
 
-/// How records are written into a topic's messages and read back.
+/// The codecs of a pipeline's messages: their keys' and their records'.
+pub struct Codecs {
+    pub key: Codec,
+    pub value: Codec,
+}
+
+impl Codecs {
+    /// Both codecs of `kafka` ([`Codec::connect`]); `produces`: whether the pipeline produces
+    /// messages (their keys only with `kafka.key`).
+    pub async fn connect(kafka: &Kafka, produces: bool) -> Result<Codecs, registry::Error> {
+        Ok(Codecs {
+            key: Codec::connect(kafka, Part::Key, produces && kafka.key.is_some()).await?,
+            value: Codec::connect(kafka, Part::Value, produces).await?,
+        })
+    }
+}
+
+/// How records (or keys) are written into a topic's messages and read back.
 pub enum Codec {
     /// The record's JSON text as the payload.
     Json,
@@ -67,25 +87,31 @@ impl Error {
 }
 
 impl Codec {
-    /// The codec of `kafka.codec`; for a pipeline that `produces`, its schema registered or
-    /// looked up now: a registry that cannot be reached, or refuses the schema, is an error
-    /// naming it.
-    pub async fn connect(kafka: &Kafka, produces: bool) -> Result<Codec, registry::Error> {
-        let registry = match (kafka.codec, &kafka.schema_registry) {
+    /// The codec of `part` of the messages (`kafka.codec` or `kafka.key_codec`); when the
+    /// pipeline `produces` that part, its schema registered or looked up now: a registry that
+    /// cannot be reached, or refuses the schema, is an error naming it.
+    pub async fn connect(
+        kafka: &Kafka,
+        part: Part,
+        produces: bool,
+    ) -> Result<Codec, registry::Error> {
+        let codec = kafka.codec_of(part);
+        let registry = match (codec, &kafka.schema_registry) {
             (CodecKind::Json, _) => return Ok(Codec::Json),
             (_, Some(registry)) => registry,
             (_, None) => unreachable!("check requires [kafka.schema_registry] with this codec"),
         };
         let client = registry::Client::new(registry)?;
-        let id = match &registry.schema {
-            Some(schema) if produces => Some(client.schema_id(kafka, kafka.codec, schema).await?),
+        let schema = &registry.writer(part).schema;
+        let id = match schema {
+            Some(schema) if produces => Some(client.schema_id(kafka, part, schema).await?),
             _ => None,
         };
-        Ok(match kafka.codec {
+        Ok(match codec {
             CodecKind::Json => Codec::Json,
             CodecKind::JsonSchema => Codec::JsonSchema { id },
             CodecKind::Avro => {
-                let writer = match (&registry.schema, id) {
+                let writer = match (schema, id) {
                     (Some(text), Some(id)) => {
                         let schema = apache_avro::Schema::parse_str(text)
                             .map_err(|e| registry::Error::Schema(e.to_string()))?;
@@ -134,6 +160,22 @@ impl Codec {
                 Ok(Cow::Owned(wire_format(*id, &datum)))
             }
         }
+    }
+
+    /// The payload of a message key computed by `kafka.key`.
+    pub fn encode_key(&self, key: &Value) -> Result<Vec<u8>, Error> {
+        let text = match (self, key) {
+            (Codec::Json, Value::String(text)) => Cow::Borrowed(text.as_str()),
+            _ => Cow::Owned(key.to_string()),
+        };
+        self.encode(&text, key).map(Cow::into_owned)
+    }
+
+    /// The value of a message key: its JSON, or (`json` only) its text when it is no JSON.
+    pub async fn decode_key(&self, key: &[u8]) -> Result<Value, Error> {
+        let text = self.decode(key).await?;
+        Ok(serde_json::from_slice(&text)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&text).into_owned())))
     }
 
     /// The JSON text of the record in `payload`. For `json` the payload itself (checked only
@@ -220,6 +262,41 @@ fn split_wire_format(payload: &[u8]) -> Result<(u32, &[u8]), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn json_keys_are_a_strings_text_or_a_values_json_and_read_back() {
+        let json = Codec::Json;
+        assert_eq!(json.encode_key(&"u-1".into()).unwrap(), b"u-1");
+        assert_eq!(
+            json.encode_key(&serde_json::json!({"id": 3})).unwrap(),
+            br#"{"id":3}"#
+        );
+        assert_eq!(json.decode_key(b"u-1").await.unwrap(), "u-1");
+        assert_eq!(json.decode_key(b"42").await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn an_avro_key_is_the_wire_format_around_its_avro_encoding() {
+        let schema = apache_avro::Schema::parse_str(r#""string""#).unwrap();
+        let settings = schema_registry_converter::async_impl::schema_registry::SrSettings::new(
+            "http://127.0.0.1:9".into(),
+        );
+        let avro = Codec::Avro(Box::new(Avro {
+            writer_names: avro::names(&schema),
+            writer: Some((schema, 7)),
+            decoder: AvroDecoder::new(settings),
+            names: Default::default(),
+        }));
+        assert_eq!(
+            avro.encode_key(&"ab".into()).unwrap(),
+            [0, 0, 0, 0, 7, 4, b'a', b'b']
+        );
+        let e = avro.encode_key(&serde_json::json!(5)).unwrap_err();
+        assert!(
+            e.to_string().contains("does not fit the Avro schema"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_wire_format_is_a_zero_byte_the_id_and_the_body() {

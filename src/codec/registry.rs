@@ -7,7 +7,7 @@ use schema_registry_converter::async_impl::schema_registry::{
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SrCall, SuppliedSchema};
 
-use crate::spec::{CodecKind, Kafka, RegistryAuth, SchemaRegistry, SubjectStrategy};
+use crate::spec::{CodecKind, Kafka, Part, RegistryAuth, SchemaRegistry, SubjectStrategy};
 
 /// What went wrong with the registry.
 #[derive(Debug, thiserror::Error)]
@@ -92,26 +92,24 @@ impl<'s> Client<'s> {
             .map_err(|e| Error::Setup(e.to_string()))
     }
 
-    /// The subject the records' schema goes under, by the spec's strategy.
-    pub fn subject(&self, kafka: &Kafka) -> String {
-        let name = self.registry.record_name.as_deref().unwrap_or_default();
+    /// The subject the schema of `part` goes under, by the spec's strategy.
+    pub fn subject(&self, kafka: &Kafka, part: Part) -> String {
+        let writer = self.registry.writer(part);
+        let name = writer.record_name.as_deref().unwrap_or_default();
         match self.registry.subject_strategy {
-            SubjectStrategy::TopicName => format!("{}-value", kafka.topic),
+            SubjectStrategy::TopicName => format!("{}-{}", kafka.topic, part.name()),
             SubjectStrategy::RecordName => name.to_owned(),
             SubjectStrategy::TopicRecordName => format!("{}-{name}", kafka.topic),
         }
     }
 
-    /// The id of `schema` under the spec's subject: registered there (a new version if the
-    /// subject's compatibility allows it), or with `auto_register = false` looked up.
-    pub async fn schema_id(
-        &self,
-        kafka: &Kafka,
-        codec: CodecKind,
-        schema: &str,
-    ) -> Result<u32, Error> {
+    /// The id of the spec's `schema` of `part` under its subject: registered there (a new
+    /// version if the subject's compatibility allows it), or with `auto_register = false`
+    /// looked up.
+    pub async fn schema_id(&self, kafka: &Kafka, part: Part, schema: &str) -> Result<u32, Error> {
         let settings = self.settings()?;
-        let subject = self.subject(kafka);
+        let codec = kafka.codec_of(part);
+        let subject = self.subject(kafka, part);
         let kind = match codec {
             CodecKind::Avro => SchemaType::Avro,
             _ => SchemaType::Json,
@@ -127,7 +125,7 @@ impl<'s> Client<'s> {
         if self.registry.auto_register {
             // Asked first, for the registry's reasons (a refused registration gives none).
             if let Compatibility::Incompatible { level, reasons } =
-                self.compatibility(kafka, codec, schema).await?
+                self.compatibility(kafka, part, schema).await?
             {
                 return Err(Error::Refused {
                     subject,
@@ -171,17 +169,17 @@ pub enum Compatibility {
 }
 
 impl Client<'_> {
-    /// Whether the spec's `schema` may be registered under its subject (Confluent's
-    /// `POST /compatibility/subjects/{subject}/versions/latest?verbose=true`), and at which
-    /// level (the subject's, else the registry's).
+    /// Whether the spec's `schema` of `part` may be registered under its subject
+    /// (Confluent's `POST /compatibility/subjects/{subject}/versions/latest?verbose=true`),
+    /// and at which level (the subject's, else the registry's).
     pub async fn compatibility(
         &self,
         kafka: &Kafka,
-        codec: CodecKind,
+        part: Part,
         schema: &str,
     ) -> Result<Compatibility, Error> {
-        let subject = self.subject(kafka);
-        let kind = schema_type(codec);
+        let subject = self.subject(kafka, part);
+        let kind = schema_type(kafka.codec_of(part));
         let path = format!("compatibility/subjects/{subject}/versions/latest?verbose=true");
         let body = serde_json::json!({ "schema": schema, "schemaType": kind });
         let (status, answer) = self.call(reqwest::Method::POST, &path, Some(body)).await?;

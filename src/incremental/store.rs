@@ -144,7 +144,7 @@ impl Store {
         };
         let payload = serde_json::to_vec(&saved).expect("a cursor serializes");
         let offset = producer
-            .send(&self.topic, Some(&self.pipeline), &payload, None)
+            .send(&self.topic, Some(self.pipeline.as_bytes()), &payload, None)
             .await?;
         Ok(Found { offset, saved })
     }

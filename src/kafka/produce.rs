@@ -35,11 +35,11 @@ impl Producer {
     pub async fn send(
         &self,
         topic: &str,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         payload: &[u8],
         received_at_ms: Option<i64>,
     ) -> Result<i64, Error> {
-        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -62,10 +62,11 @@ impl Producer {
 
     /// Produces a dead letter to `topic`, its record cut when the whole would be larger than a
     /// Kafka message (a poison record failing the schema can be as large as one Kafka refused).
+    /// `key`: the key of the message dead-lettered, as it was.
     pub async fn dead_letter(
         &self,
         topic: &str,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         dead_letter: DeadLetter,
         received_at_ms: Option<i64>,
     ) -> Result<(), Error> {

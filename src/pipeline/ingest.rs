@@ -18,7 +18,7 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::codec::Codec;
+use crate::codec::Codecs;
 use crate::dead_letter::{self, DeadLetter, Origin, Stage};
 use crate::incremental;
 use crate::incremental::lease::Lease;
@@ -54,7 +54,7 @@ pub enum Mode {
 pub async fn run(
     spec: &Spec,
     producer: &Producer,
-    codec: &Codec,
+    codecs: &Codecs,
     metrics: &Metrics,
     stop: &CancellationToken,
     mode: Mode,
@@ -72,7 +72,7 @@ pub async fn run(
         source,
         client,
         producer,
-        codec,
+        codecs,
         metrics,
         stop,
     };
@@ -187,7 +187,7 @@ struct Ingest<'a> {
     source: &'a Source,
     client: Client<'a>,
     producer: &'a Producer,
-    codec: &'a Codec,
+    codecs: &'a Codecs,
     metrics: &'a Metrics,
     stop: &'a CancellationToken,
 }
@@ -612,7 +612,7 @@ impl Ingest<'_> {
             source,
             client,
             producer,
-            codec,
+            codecs,
             metrics,
             stop,
         } = self;
@@ -654,7 +654,7 @@ impl Ingest<'_> {
                     if sends.len() >= IN_FLIGHT {
                         sends.next().await.unwrap_or(Ok(()))?;
                     }
-                    sends.push(handle(spec, producer, codec, metrics, record, &origin));
+                    sends.push(handle(spec, producer, codecs, metrics, record, &origin));
                 }
                 while let Some(sent) = sends.next().await {
                     sent?;
@@ -717,7 +717,7 @@ struct Received {
 async fn handle(
     spec: &Spec,
     producer: &Producer,
-    codec: &Codec,
+    codecs: &Codecs,
     metrics: &Metrics,
     text: &str,
     received: &Received,
@@ -727,7 +727,17 @@ async fn handle(
             metrics.valid.inc();
             let sent = Instant::now();
             let topic = &spec.kafka.topic;
-            let payload = match codec.encode(text, &record) {
+            let key = match key.map(|k| codecs.key.encode_key(&k)).transpose() {
+                Ok(key) => key,
+                // A key the keys' schema cannot hold.
+                Err(e) => {
+                    let reason = format!("kafka.key's value: {e}");
+                    let origin = received.origin.clone();
+                    let dl = DeadLetter::new(&spec.name, Stage::Key, reason, record, origin);
+                    return dispose(spec, producer, metrics, dl, None, received).await;
+                }
+            };
+            let payload = match codecs.value.encode(text, &record) {
                 Ok(payload) => payload,
                 // A record the topic's schema cannot hold: poison, not a broken pipeline.
                 Err(e) => {
@@ -760,6 +770,8 @@ async fn handle(
             if dead_letter.stage == Stage::Validate {
                 metrics.invalid.inc();
             }
+            // Keyed as its message would have been, when its key fits the keys' schema.
+            let key = key.and_then(|k| codecs.key.encode_key(&k).ok());
             dispose(spec, producer, metrics, *dead_letter, key, received).await
         }
     }
@@ -790,7 +802,7 @@ async fn dispose(
     producer: &Producer,
     metrics: &Metrics,
     dead_letter: DeadLetter,
-    key: Option<String>,
+    key: Option<Vec<u8>>,
     received: &Received,
 ) -> anyhow::Result<()> {
     let k = &spec.kafka;

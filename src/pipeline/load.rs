@@ -29,7 +29,7 @@ use crate::backoff::backoff;
 use crate::cassandra::restarts::Restarts;
 use crate::cassandra::rewind::{self, History};
 use crate::cassandra::write::Writer;
-use crate::codec::Codec;
+use crate::codec::Codecs;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::kafka::consume::{Consumer, Message};
 use crate::kafka::offsets::Offsets;
@@ -80,7 +80,7 @@ pub struct Context {
     pub spec: Arc<Spec>,
     pub writer: Writer,
     pub producer: Producer,
-    pub codec: Arc<Codec>,
+    pub codecs: Arc<Codecs>,
     pub metrics: Arc<Metrics>,
     pub input: Input,
 }
@@ -484,12 +484,25 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
             }
             Err(e) => {
                 let reason = e.to_string();
-                let dl = record::undecodable(spec, ctx.codec.name(), payload, reason, origin());
+                let codec = ctx.codecs.value.name();
+                let dl = record::undecodable(spec, codec, payload, reason, origin());
                 return dead_letter(ctx, m, dl).await;
             }
         },
         (Input::Topic, None) => {
-            let rows = record::tombstone(spec, m.key.as_deref(), m.timestamp_ms, origin);
+            let key = match &m.key {
+                None => None,
+                Some(key) => match patiently(m, || ctx.codecs.key.decode_key(key)).await {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        let reason = format!("the tombstone's key cannot be read: {e}");
+                        let codec = ctx.codecs.key.name();
+                        let dl = record::undecodable(spec, codec, key, reason, origin());
+                        return dead_letter(ctx, m, dl).await;
+                    }
+                },
+            };
+            let rows = record::tombstone(spec, key.as_ref(), m.timestamp_ms, origin);
             return write_rows(ctx, m, &[], rows).await;
         }
         (Input::DeadLetters(replay), _) => match original(ctx, replay, m, &origin()).await? {
@@ -530,16 +543,27 @@ async fn write(ctx: &Context, m: &Message) -> anyhow::Result<()> {
     write_rows(ctx, m, payload, rows).await
 }
 
-/// The JSON text of message `m`'s `payload`, waiting out a registry that is away (the
-/// schema of a message it has not seen before cannot be fetched until it is back).
+/// The JSON text of message `m`'s `payload`, waiting out a registry that is away.
 async fn decode<'p>(
     ctx: &Context,
     m: &Message,
     payload: &'p [u8],
 ) -> Result<std::borrow::Cow<'p, [u8]>, crate::codec::Error> {
+    patiently(m, || ctx.codecs.value.decode(payload)).await
+}
+
+/// `decoded`'s answer for message `m`, asked again while the registry is away (the schema of
+/// a message it has not seen before cannot be fetched until it is back).
+async fn patiently<T, F>(
+    m: &Message,
+    mut decoded: impl FnMut() -> F,
+) -> Result<T, crate::codec::Error>
+where
+    F: std::future::Future<Output = Result<T, crate::codec::Error>>,
+{
     let mut attempt = 0u32;
     loop {
-        match ctx.codec.decode(payload).await {
+        match decoded().await {
             Err(e) if e.is_transient() => {
                 attempt += 1;
                 let delay = backoff(WRITE_BACKOFF.0, WRITE_BACKOFF.1, attempt + 1);
@@ -652,7 +676,7 @@ async fn original(
         Original::Payload(payload) => match decode(ctx, m, &payload).await {
             Ok(text) => String::from_utf8_lossy(&text).into_owned(),
             Err(e) => {
-                let (spec, codec) = (&ctx.spec, ctx.codec.name());
+                let (spec, codec) = (&ctx.spec, ctx.codecs.value.name());
                 let dl = record::undecodable(spec, codec, &payload, e.to_string(), origin.clone());
                 return dead_letter(ctx, m, dl).await.map(|()| None);
             }
@@ -683,10 +707,9 @@ async fn dead_letter(ctx: &Context, m: &Message, dl: DeadLetter) -> anyhow::Resu
         return Ok(());
     }
     warn!(partition = m.partition, offset = m.offset, dead_letter_topic = %topic, reason = %dl.reason, "record dead-lettered");
-    let key = m.key.as_deref().map(String::from_utf8_lossy);
     let stage = dl.stage;
     ctx.producer
-        .dead_letter(topic, key.as_deref(), dl, m.received_at_ms)
+        .dead_letter(topic, m.key.as_deref(), dl, m.received_at_ms)
         .await
         .with_context(|| {
             format!(

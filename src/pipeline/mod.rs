@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info};
 
 use crate::cassandra::{self, write::Writer};
-use crate::codec::Codec;
+use crate::codec::Codecs;
 use crate::kafka::{self, consume::Consumer, produce::Producer};
 use crate::metrics::Metrics;
 use crate::spec::Spec;
@@ -115,8 +115,8 @@ pub async fn run(
     }
     kafka::ensure_topics(k, spec.source.is_some()).await?;
     let producer = Producer::new(k)?;
-    let codec = Arc::new(
-        Codec::connect(k, produces)
+    let codecs = Arc::new(
+        Codecs::connect(k, produces)
             .await
             .context("kafka.schema_registry")?,
     );
@@ -163,16 +163,16 @@ pub async fn run(
     };
     let drains = options.mode.drains();
     if let Some(mode) = options.mode.ingest().filter(|_| produces) {
-        let (spec, producer, codec, metrics, stop) = (
+        let (spec, producer, codecs, metrics, stop) = (
             spec.clone(),
             producer.clone(),
-            codec.clone(),
+            codecs.clone(),
             metrics.clone(),
             stop.clone(),
         );
         let ingest = tasks.spawn(
             async move {
-                ingest::run(&spec, &producer, &codec, &metrics, &stop, mode).await?;
+                ingest::run(&spec, &producer, &codecs, &metrics, &stop, mode).await?;
                 if drains {
                     set_drain_target(&spec, drain_topic, &drain_tx).await?;
                 }
@@ -203,7 +203,7 @@ pub async fn run(
             spec: spec.clone(),
             writer,
             producer: producer.clone(),
-            codec,
+            codecs,
             metrics: metrics.clone(),
             input,
         };

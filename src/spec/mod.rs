@@ -426,15 +426,27 @@ pub struct Kafka {
     pub sasl: Option<Sasl>,
     /// How records go into the topic's messages.
     pub codec: CodecKind,
+    /// How message keys go into the topic's messages.
+    pub key_codec: CodecKind,
     pub schema_registry: Option<SchemaRegistry>,
 }
 
-/// `kafka.codec`.
+/// `kafka.codec`, `kafka.key_codec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodecKind {
     Json,
     Avro,
     JsonSchema,
+}
+
+impl Kafka {
+    /// The codec of `part` of the messages.
+    pub fn codec_of(&self, part: Part) -> CodecKind {
+        match part {
+            Part::Key => self.key_codec,
+            Part::Value => self.codec,
+        }
+    }
 }
 
 /// `[kafka.schema_registry]`, checked.
@@ -446,13 +458,49 @@ pub struct SchemaRegistry {
     pub ca_file: Option<PathBuf>,
     pub subject_strategy: SubjectStrategy,
     /// The schema of the records produced (Avro's from `schema_file`, JSON Schema's from
-    /// `[validate]`), as registered; `None` when nothing is produced.
-    pub schema: Option<String>,
-    /// The schema's full name (Avro's `namespace.name`, JSON Schema's `title`), for the
-    /// record-name strategies.
-    pub record_name: Option<String>,
+    /// `[validate]`).
+    pub value: Writer,
+    /// The schema of the message keys produced (from `key_schema_file`).
+    pub key: Writer,
     pub auto_register: bool,
     pub timeout: Duration,
+}
+
+impl SchemaRegistry {
+    /// The schema of what is produced into `part` of the messages.
+    pub fn writer(&self, part: Part) -> &Writer {
+        match part {
+            Part::Key => &self.key,
+            Part::Value => &self.value,
+        }
+    }
+}
+
+/// The schema a pipeline registers for one part of the messages it produces.
+#[derive(Debug, Clone, Default)]
+pub struct Writer {
+    /// The schema as registered; `None` when that part is not produced with a registry codec.
+    pub schema: Option<String>,
+    /// Its full name (Avro's `namespace.name`, JSON Schema's `title`), for the record-name
+    /// strategies.
+    pub record_name: Option<String>,
+}
+
+/// The two parts of a Kafka message a codec writes: the key and the value (the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Key,
+    Value,
+}
+
+impl Part {
+    /// As the topic-name strategy suffixes subjects: `key` or `value`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Key => "key",
+            Part::Value => "value",
+        }
+    }
 }
 
 /// How the registry is logged in to.

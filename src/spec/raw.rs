@@ -546,6 +546,12 @@ pub struct RawKafka {
     /// in the registry in 4 bytes, then the record; needs `[kafka.schema_registry]`).
     #[serde(default = "default_codec")]
     pub codec: String,
+    /// How message keys are written: `json` (default: a string key as its text, any other
+    /// value as JSON), `avro` or `json_schema` (the wire format, with the schema of
+    /// `schema_registry.key_schema_file` when aqueduct produces the keys). Keys read are
+    /// decoded with it for tombstones and `tap`.
+    #[serde(default = "default_codec")]
+    pub key_codec: String,
     /// The Schema Registry holding the topic's schemas (Confluent's REST API: Confluent,
     /// Karapace, Redpanda, Apicurio's ccompat).
     pub schema_registry: Option<RawSchemaRegistry>,
@@ -580,6 +586,10 @@ pub struct RawSchemaRegistry {
     /// The Avro schema (`.avsc`) of the records produced, relative to the spec's folder.
     /// For `json_schema`, `[validate]`'s schema is the one registered.
     pub schema_file: Option<std::path::PathBuf>,
+    /// The schema of the message keys produced with `kafka.key_codec` `avro` (an `.avsc`) or
+    /// `json_schema` (a JSON Schema), relative to the spec's folder; registered under
+    /// `<topic>-key` with the topic-name strategy.
+    pub key_schema_file: Option<std::path::PathBuf>,
     /// Register the schema if the subject lacks it (Confluent's `auto.register.schemas`).
     /// With false it must be registered already. Default true.
     #[serde(default = "default_true")]

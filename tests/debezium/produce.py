@@ -1,8 +1,8 @@
 """Debezium-shaped change events of a `customers` table, produced with Confluent's own Avro
 serializer (confluent-kafka's AvroSerializer and SchemaRegistryClient), as Debezium's
 AvroConverter writes them: the envelope (`before`, `after`, `op`, `ts_ms`) in the Confluent
-wire format, its schema registered under `<topic>-value`; the key as Debezium's JsonConverter
-with `schemas.enable=false` writes it, `{"id": 3}`.
+wire format, its schema registered under `<topic>-value`; the key (the row's primary key, a
+record `Key` of `id`) likewise under `<topic>-key`, as with `key.converter` AvroConverter.
 
 Usage: produce.py BOOTSTRAP REGISTRY_URL TOPIC CUSTOMERS
 
@@ -11,7 +11,7 @@ Customer i (1..CUSTOMERS) is read by the snapshot (`r`); the even ones are then 
 (the key, no value). Prints one line per kind with its count.
 """
 
-import json
+import decimal
 import sys
 
 from confluent_kafka import Producer
@@ -41,8 +41,12 @@ ENVELOPE = """
 """
 
 
-def key(i):
-    return json.dumps({"id": i})
+KEY = """
+{
+  "type": "record", "name": "Key", "namespace": "dbserver1.inventory.customers",
+  "fields": [{"name": "id", "type": "int"}]
+}
+"""
 
 
 def customer(i, email):
@@ -51,16 +55,23 @@ def customer(i, email):
         "first_name": f"first{i}",
         "last_name": f"last{i}",
         "email": email,
-        "balance": __import__("decimal").Decimal(f"{i}.25"),
+        "balance": decimal.Decimal(f"{i}.25"),
         "born": 7000 + i,
     }
 
 
 def main():
     bootstrap, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    serializer = AvroSerializer(SchemaRegistryClient({"url": registry}), ENVELOPE)
+    registry = SchemaRegistryClient({"url": registry})
+    serializer = AvroSerializer(registry, ENVELOPE)
+    key_serializer = AvroSerializer(registry, KEY)
     producer = Producer({"bootstrap.servers": bootstrap})
     context = SerializationContext(topic, MessageField.VALUE)
+    key_context = SerializationContext(topic, MessageField.KEY)
+
+    def key(i):
+        return key_serializer({"id": i}, key_context)
+
     ts = 1_767_225_600_000
     counts = {"r": 0, "u": 0, "d": 0, "tombstones": 0}
 

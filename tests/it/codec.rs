@@ -108,7 +108,7 @@ async fn rows(keyspace: &str) -> BTreeSet<(String, String)> {
 }
 
 /// Avro: the schema registered under `<topic>-value`, every message a zero byte, its id and
-/// the Avro record, every user in Cassandra. A schema change the subject's compatibility
+/// the Avro record, every user in Cassandra; the keys Avro strings under `<topic>-key`. A schema change the subject's compatibility
 /// refuses (a new field without a default) fails `check --registry` (exit 2) and stops the
 /// next run before any poll, each naming the subject, the level and the registry's reason. A message that is not in the wire format is
 /// dead-lettered whole (base64), its codec named.
@@ -120,9 +120,11 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
     let api = Api::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("user.avsc"), USER_AVSC).unwrap();
+    // Confluent's schema of string keys: Avro's primitive `string`.
+    std::fs::write(dir.path().join("key.avsc"), r#""string""#).unwrap();
     let names = (unique("avro"), unique("ks"));
     let codec = format!(
-        "codec = \"avro\"\n[kafka.schema_registry]\nurl = \"http://{}\"\nschema_file = \"user.avsc\"",
+        "codec = \"avro\"\nkey_codec = \"avro\"\n[kafka.schema_registry]\nurl = \"http://{}\"\nschema_file = \"user.avsc\"\nkey_schema_file = \"key.avsc\"",
         registry_addr()
     );
     let path = spec(dir.path(), &api, "avro", &names, &codec);
@@ -132,12 +134,26 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
 
     let registered = latest(&format!("{}-value", names.0)).await;
     let id = registered["id"].as_u64().unwrap() as u32;
-    let payloads = topic_payloads(&names.0);
-    assert_eq!(payloads.len(), 5);
-    for (_, payload) in &payloads {
+    let key_registered = latest(&format!("{}-key", names.0)).await;
+    assert_eq!(key_registered["schema"], r#""string""#, "{key_registered}");
+    let key_id = key_registered["id"].as_u64().unwrap() as u32;
+    let messages = topic_bytes(&names.0);
+    assert_eq!(messages.len(), 5);
+    let ids: BTreeSet<String> = users("avro").into_iter().map(|(id, _)| id).collect();
+    for (key, payload) in &messages {
         assert_eq!(payload[0], 0, "{payload:?}");
         assert_eq!(u32::from_be_bytes(payload[1..5].try_into().unwrap()), id);
         assert_ne!(payload[5], b'{', "Avro's binary encoding, not JSON text");
+        // The wire format's header, then Avro's string: its length (36, zigzag: 72), its bytes.
+        let key = key.as_deref().unwrap();
+        assert_eq!(
+            key[..6],
+            [[0].as_slice(), &key_id.to_be_bytes(), &[72]].concat()
+        );
+        assert!(
+            ids.contains(std::str::from_utf8(&key[6..]).unwrap()),
+            "{key:?}"
+        );
     }
 
     // A new required field: BACKWARD (the registry's default) refuses it.
@@ -231,9 +247,12 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(shown.len(), 2, "{out:?}");
-    let ids: BTreeSet<String> = users("avro").into_iter().map(|(id, _)| id).collect();
     assert!(
         ids.contains(shown[0]["record"]["login"]["uuid"].as_str().unwrap()),
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown[0]["key"], shown[0]["record"]["login"]["uuid"],
         "{shown:?}"
     );
     assert!(shown[0]["record"]["email"].is_string(), "{shown:?}");
@@ -260,7 +279,8 @@ async fn avro_records_go_through_the_registry_into_cassandra() {
 }
 
 /// JSON Schema: `[validate]`'s schema registered under `<topic>-value` as a JSON schema,
-/// every message the wire format's header then the record's JSON text as the API sent it.
+/// every message the wire format's header then the record's JSON text as the API sent it;
+/// the keys JSON strings under `<topic>-key`'s schema.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_schema_records_carry_the_registered_schema_id() {
     if !registry_up("json_schema_codec") {
@@ -269,8 +289,10 @@ async fn json_schema_records_carry_the_registered_schema_id() {
     let api = Api::start().await;
     let dir = tempfile::tempdir().unwrap();
     let names = (unique("jsonschema"), unique("ks"));
+    let key_schema = r#"{"type": "string", "format": "uuid"}"#;
+    std::fs::write(dir.path().join("key.json"), key_schema).unwrap();
     let codec = format!(
-        "codec = \"json_schema\"\n[kafka.schema_registry]\nurl = \"http://{}\"",
+        "codec = \"json_schema\"\nkey_codec = \"json_schema\"\n[kafka.schema_registry]\nurl = \"http://{}\"\nkey_schema_file = \"key.json\"",
         registry_addr()
     );
     let path = spec(dir.path(), &api, "jsonschema", &names, &codec);
@@ -280,10 +302,17 @@ async fn json_schema_records_carry_the_registered_schema_id() {
     let registered = latest(&format!("{}-value", names.0)).await;
     assert_eq!(registered["schemaType"], "JSON", "{registered}");
     let id = registered["id"].as_u64().unwrap() as u32;
-    for (_, payload) in topic_payloads(&names.0) {
+    let key_registered = latest(&format!("{}-key", names.0)).await;
+    assert_eq!(key_registered["schemaType"], "JSON", "{key_registered}");
+    let key_id = key_registered["id"].as_u64().unwrap() as u32;
+    for (key, payload) in topic_bytes(&names.0) {
         assert_eq!(payload[..5], [[0].as_slice(), &id.to_be_bytes()].concat());
         let record: serde_json::Value = serde_json::from_slice(&payload[5..]).unwrap();
         assert!(record["login"]["uuid"].is_string(), "{record}");
+        let key = key.unwrap();
+        assert_eq!(key[..5], [[0].as_slice(), &key_id.to_be_bytes()].concat());
+        let key: serde_json::Value = serde_json::from_slice(&key[5..]).unwrap();
+        assert_eq!(key, record["login"]["uuid"]);
     }
 }
 
@@ -320,9 +349,9 @@ fn confluent_python(test: &str) -> Option<String> {
 }
 
 /// A pipeline without [source] loads a topic others produce: Debezium-shaped change events
-/// written by Confluent's own AvroSerializer (snapshot reads, updates, deletes) land in
-/// Cassandra as the table's current state: deleted rows gone (by the delete event and by the
-/// tombstone after it), updated ones with their new
+/// written by Confluent's own AvroSerializer (snapshot reads, updates, deletes; Avro keys)
+/// land in Cassandra as the table's current state: deleted rows gone (by the delete event and
+/// by the tombstone after it, its Avro key read), updated ones with their new
 /// email, Avro's decimal and date as CQL decimal and date, each row written at its event's
 /// `ts_ms`. A topic that is not there is an error, never created.
 #[tokio::test(flavor = "multi_thread")]
@@ -345,6 +374,7 @@ schema = {{ type = "object", required = ["op"], properties = {{ op = {{ enum = [
 bootstrap_servers = "{kafka}"
 topic = "{topic}"
 codec = "avro"
+key_codec = "avro"
 [kafka.schema_registry]
 url = "http://{registry}"
 [cassandra]
@@ -427,6 +457,9 @@ columns.born = {{ type = "date", jq = "(.after // .before).born" }}
         })
         .collect();
     assert_eq!(got, want);
+    // Every tombstone's key read and its row deleted: nothing dead-lettered.
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert!(dead.is_empty(), "{dead:?}");
     // The topic was Confluent's: aqueduct registered nothing of its own under it.
     let registered = latest(&format!("{topic}-value")).await;
     assert!(

@@ -275,7 +275,26 @@ pub fn topic_payloads(topic: &str) -> Vec<(Option<String>, Vec<u8>)> {
     topic_payloads_with(config, topic)
 }
 
-fn topic_payloads_with(mut config: ClientConfig, topic: &str) -> Vec<(Option<String>, Vec<u8>)> {
+fn topic_payloads_with(config: ClientConfig, topic: &str) -> Vec<(Option<String>, Vec<u8>)> {
+    topic_bytes_with(config, topic)
+        .into_iter()
+        .map(|(key, payload)| {
+            (
+                key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                payload,
+            )
+        })
+        .collect()
+}
+
+/// Every message of `topic` as its key's bytes and its payload's.
+pub fn topic_bytes(topic: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", kafka_addr());
+    topic_bytes_with(config, topic)
+}
+
+fn topic_bytes_with(mut config: ClientConfig, topic: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     let consumer: BaseConsumer = config
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
@@ -301,8 +320,10 @@ fn topic_payloads_with(mut config: ClientConfig, topic: &str) -> Vec<(Option<Str
         );
         if let Some(m) = consumer.poll(Duration::from_millis(500)) {
             let m = m.unwrap();
-            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            out.push((key, m.payload().unwrap_or_default().to_vec()));
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
             remaining -= 1;
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{Checker, security};
 use crate::spec::raw::{RawKafka, RawSchemaRegistry, Scalar};
-use crate::spec::{CodecKind, Kafka, RegistryAuth, SchemaRegistry, SubjectStrategy};
+use crate::spec::{CodecKind, Kafka, RegistryAuth, SchemaRegistry, SubjectStrategy, Writer};
 
 /// librdkafka properties aqueduct sets from typed spec keys or for its guarantees; setting
 /// them in `kafka.properties` is an error naming both.
@@ -143,27 +143,40 @@ pub(super) fn kafka(
         raw.consumer_properties,
         &owned,
     );
-    let codec = match raw.codec.as_str() {
-        "json" => Some(CodecKind::Json),
-        "avro" => Some(CodecKind::Avro),
-        "json_schema" => Some(CodecKind::JsonSchema),
-        other => {
-            c.err(
-                "kafka.codec",
-                format!("`{other}` is not json, avro or json_schema"),
-            );
+    let codec = codec_kind(c, "kafka.codec", &raw.codec);
+    let key_codec = codec_kind(c, "kafka.key_codec", &raw.key_codec);
+    let produces_keys = produces && raw.key.is_some();
+    if key_codec.is_some_and(|k| k != CodecKind::Json) && produces && !produces_keys {
+        c.err(
+            "kafka.key_codec",
+            "writes the message keys, and without kafka.key the records have none",
+        );
+    }
+    let schema_registry = match (raw.schema_registry, codec, key_codec) {
+        (None, Some(codec), Some(key_codec)) => {
+            for (field, kind, name) in [
+                ("kafka.codec", codec, &raw.codec),
+                ("kafka.key_codec", key_codec, &raw.key_codec),
+            ] {
+                if kind != CodecKind::Json {
+                    c.err(
+                        field,
+                        format!("`{name}` needs [kafka.schema_registry]: the messages carry the schema's id in the registry"),
+                    );
+                }
+            }
             None
         }
-    };
-    let schema_registry = match (raw.schema_registry, codec) {
-        (None, Some(CodecKind::Avro | CodecKind::JsonSchema)) => {
-            c.err(
-                "kafka.codec",
-                format!("`{}` needs [kafka.schema_registry]: the messages carry the schema's id in the registry", raw.codec),
-            );
-            None
+        (Some(raw), Some(codec), Some(key_codec)) => {
+            let parts = Parts {
+                codec,
+                key_codec,
+                validated,
+                produces,
+                produces_keys,
+            };
+            schema_registry(c, raw, parts, base)
         }
-        (Some(raw), Some(codec)) => schema_registry(c, raw, codec, base, validated, produces),
         _ => None,
     };
     let topic_properties = raw
@@ -192,20 +205,27 @@ pub(super) fn kafka(
             None => None,
         },
         codec: codec?,
+        key_codec: key_codec?,
         schema_registry,
     })
 }
 
-/// `[kafka.schema_registry]` for `codec`: the schema of the records produced read and parsed
-/// here, so a broken one is named by `check`, not by the registry at start.
+/// `[kafka.schema_registry]` for the codecs of `parts`: the schemas of the records and keys
+/// produced read and parsed here, so a broken one is named by `check`, not by the registry at
+/// start.
 fn schema_registry(
     c: &mut Checker,
     raw: RawSchemaRegistry,
-    codec: CodecKind,
+    parts: Parts,
     base: &Path,
-    validated: Option<&serde_json::Value>,
-    produces: bool,
 ) -> Option<SchemaRegistry> {
+    let Parts {
+        codec,
+        key_codec,
+        validated,
+        produces,
+        produces_keys,
+    } = parts;
     let key = |k: &str| format!("kafka.schema_registry.{k}");
     let url = match reqwest::Url::parse(&raw.url) {
         Ok(url) if !url.username().is_empty() || url.password().is_some() => {
@@ -271,50 +291,30 @@ fn schema_registry(
             None
         }
     };
-    let (schema, record_name) = match codec {
+    if codec == CodecKind::Json && key_codec == CodecKind::Json {
+        c.err(
+            "kafka.schema_registry",
+            "is used only with kafka.codec or kafka.key_codec \"avro\" or \"json_schema\"",
+        );
+        return None;
+    }
+    let value = match codec {
         CodecKind::Json => {
-            c.err(
-                "kafka.schema_registry",
-                "is used only with kafka.codec = \"avro\" or \"json_schema\"",
-            );
-            return None;
+            if raw.schema_file.is_some() {
+                c.err(&key("schema_file"), "is for kafka.codec = \"avro\"");
+            }
+            Some(Writer::default())
         }
         CodecKind::Avro => match &raw.schema_file {
-            None if !produces => (None, None),
+            None if !produces => Some(Writer::default()),
             None => {
                 c.err(
                     &key("schema_file"),
                     "is needed with kafka.codec = \"avro\": the Avro schema (.avsc) of the records produced",
                 );
-                return None;
+                None
             }
-            Some(file) => {
-                let full = base.join(file);
-                let text = std::fs::read_to_string(&full)
-                    .map_err(|e| {
-                        c.err(
-                            &key("schema_file"),
-                            format!("cannot read {}: {e}", full.display()),
-                        )
-                    })
-                    .ok()?;
-                match apache_avro::Schema::parse_str(&text) {
-                    Ok(schema) => {
-                        let name = match &schema {
-                            apache_avro::Schema::Record(r) => Some(r.name.fullname(None)),
-                            _ => None,
-                        };
-                        (Some(text), name)
-                    }
-                    Err(e) => {
-                        c.err(
-                            &key("schema_file"),
-                            format!("{} is not an Avro schema: {e}", full.display()),
-                        );
-                        return None;
-                    }
-                }
-            }
+            Some(file) => avro_writer(c, &key("schema_file"), &base.join(file)),
         },
         CodecKind::JsonSchema => {
             if raw.schema_file.is_some() {
@@ -329,27 +329,76 @@ fn schema_registry(
                     "`json_schema` registers [validate]'s schema: set validate.schema or validate.schema_file",
                 );
             }
-            let title = validated
-                .and_then(|doc| doc.get("title"))
-                .and_then(|t| t.as_str())
-                .map(str::to_owned);
-            (
-                validated.filter(|_| produces).map(|doc| doc.to_string()),
-                title,
-            )
+            Some(json_schema_writer(validated.filter(|_| produces)))
+        }
+    };
+    let key_writer = match (key_codec, &raw.key_schema_file) {
+        (CodecKind::Json, None) => Some(Writer::default()),
+        (CodecKind::Json, Some(_)) => {
+            c.err(
+                &key("key_schema_file"),
+                "is for kafka.key_codec = \"avro\" or \"json_schema\"",
+            );
+            None
+        }
+        (_, None) if !produces_keys => Some(Writer::default()),
+        (_, None) => {
+            c.err(
+                &key("key_schema_file"),
+                "is needed with this kafka.key_codec: the schema of the keys kafka.key computes",
+            );
+            None
+        }
+        (_, Some(_)) if !produces_keys => {
+            c.err(
+                &key("key_schema_file"),
+                "is the schema of the keys aqueduct produces, and this pipeline produces none (it needs [source] and kafka.key)",
+            );
+            None
+        }
+        (CodecKind::Avro, Some(file)) => avro_writer(c, &key("key_schema_file"), &base.join(file)),
+        (_, Some(file)) => {
+            let full = base.join(file);
+            let document = std::fs::read_to_string(&full)
+                .map_err(|e| format!("cannot read {}: {e}", full.display()))
+                .and_then(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|e| format!("{} is not JSON: {e}", full.display()))
+                })
+                .and_then(|doc| match jsonschema::validator_for(&doc) {
+                    Ok(_) => Ok(doc),
+                    Err(e) => Err(format!(
+                        "{} is not a valid JSON Schema: {e}",
+                        full.display()
+                    )),
+                });
+            match document {
+                Ok(doc) => Some(json_schema_writer(Some(&doc))),
+                Err(e) => {
+                    c.err(&key("key_schema_file"), e);
+                    None
+                }
+            }
         }
     };
     let record_strategy = subject_strategy.is_some_and(|s| s != SubjectStrategy::TopicName);
-    if record_strategy && schema.is_some() && record_name.is_none() {
-        c.err(
-            &key("subject_strategy"),
-            match codec {
-                CodecKind::Avro => {
-                    "names the subject by the record's name, and the Avro schema is no named record"
-                }
-                _ => "names the subject by the record's name: give [validate]'s schema a `title`",
-            },
-        );
+    for (writer, kind, field) in [
+        (&value, codec, "schema_file"),
+        (&key_writer, key_codec, "key_schema_file"),
+    ] {
+        let Some(writer) = writer else { continue };
+        if record_strategy && writer.schema.is_some() && writer.record_name.is_none() {
+            c.err(
+                &key("subject_strategy"),
+                match kind {
+                    CodecKind::Avro => format!(
+                        "names the subject by the record's name, and the Avro schema of {field} is no named record"
+                    ),
+                    _ if field == "schema_file" => "names the subject by the record's name: give [validate]'s schema a `title`".to_owned(),
+                    _ => format!("names the subject by the record's name: give the JSON Schema of {field} a `title`"),
+                },
+            );
+        }
     }
     if raw.timeout.is_zero() {
         c.err(&key("timeout"), "must be longer than 0s");
@@ -359,11 +408,71 @@ fn schema_registry(
         auth: auth?,
         ca_file,
         subject_strategy: subject_strategy?,
-        schema,
-        record_name,
+        value: value?,
+        key: key_writer?,
         auto_register: raw.auto_register,
         timeout: raw.timeout,
     })
+}
+
+/// What the registry serves: each part's codec and whether aqueduct produces it.
+struct Parts<'v> {
+    codec: CodecKind,
+    key_codec: CodecKind,
+    /// `[validate]`'s schema, registered by `json_schema`.
+    validated: Option<&'v serde_json::Value>,
+    produces: bool,
+    produces_keys: bool,
+}
+
+/// `kafka.codec` or `kafka.key_codec`.
+fn codec_kind(c: &mut Checker, field: &str, name: &str) -> Option<CodecKind> {
+    match name {
+        "json" => Some(CodecKind::Json),
+        "avro" => Some(CodecKind::Avro),
+        "json_schema" => Some(CodecKind::JsonSchema),
+        other => {
+            c.err(field, format!("`{other}` is not json, avro or json_schema"));
+            None
+        }
+    }
+}
+
+/// The Avro schema (`.avsc`) in `file`, read and parsed.
+fn avro_writer(c: &mut Checker, field: &str, file: &Path) -> Option<Writer> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| c.err(field, format!("cannot read {}: {e}", file.display())))
+        .ok()?;
+    match apache_avro::Schema::parse_str(&text) {
+        Ok(schema) => {
+            let record_name = match &schema {
+                apache_avro::Schema::Record(r) => Some(r.name.fullname(None)),
+                _ => None,
+            };
+            Some(Writer {
+                schema: Some(text),
+                record_name,
+            })
+        }
+        Err(e) => {
+            c.err(
+                field,
+                format!("{} is not an Avro schema: {e}", file.display()),
+            );
+            None
+        }
+    }
+}
+
+/// A JSON Schema as registered, named by its `title`.
+fn json_schema_writer(document: Option<&serde_json::Value>) -> Writer {
+    Writer {
+        schema: document.map(|doc| doc.to_string()),
+        record_name: document
+            .and_then(|doc| doc.get("title"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned),
+    }
 }
 
 /// Pass-through librdkafka properties, refusing those aqueduct sets itself (`owned`: property,

@@ -342,16 +342,30 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Commits the finished positions now, off the runtime's workers (a broker round trip).
+    /// Commits the finished positions now, off the runtime's workers (a broker round trip);
+    /// stored first, so librdkafka's own commit when the consumer closes commits the same. A
+    /// refused commit (the group rebalancing, its coordinator moving) is tried twice more.
     async fn commit(&self) {
         if self.ctx.dry_run() {
             return;
         }
         let positions = self.offsets.committable();
         let consumer = self.consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.commit(&positions).map(|()| positions))
-                .await;
+        let committed = tokio::task::spawn_blocking(move || {
+            consumer.store(&positions);
+            let mut attempt = 1;
+            loop {
+                match consumer.commit(&positions) {
+                    Err(e) if attempt < 3 => {
+                        warn!(error = %e, attempt, "final offset commit failed; trying again");
+                        std::thread::sleep(Duration::from_millis(200 * attempt));
+                        attempt += 1;
+                    }
+                    done => return done.map(|()| positions),
+                }
+            }
+        })
+        .await;
         match committed {
             Ok(Ok(positions)) => info!(positions = ?positions, "offsets committed"),
             Ok(Err(e)) => {

@@ -402,9 +402,12 @@ async fn sigterm_stops_gracefully_and_commits() {
         "{stderr}"
     );
     // Everything written was committed: a loader of the same group has nothing to do.
-    let out = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stderr.contains("written=0"), "{out:?}");
+    let again = run(&mut p.command(&["run", "--only", "load", "--once"])).await;
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(
+        again.stderr.contains("written=0"),
+        "{again:?}\n--- the stopped run's stderr:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,11 @@
 //! 3. load: `aqueduct run --only load --once` draining the topic;
 //! 4. ingest: `aqueduct run --only ingest --once` from the stand-in API, large and small pages.
 //!
+//! With `--codecs`, the load half reading Avro through the Schema Registry beside JSON: the
+//! same N records preloaded into two topics (JSON text, and Avro by
+//! `pipelines/schemas/randomuser-user.avsc`), then rounds alternating the two, medians
+//! compared: records/s, CPU per record, peak memory, and bytes per message.
+//!
 //! With `--cluster`, on the cluster of `scripts/stack up --cluster` instead (topic and keyspace
 //! replicated 3 times, rows at `local_quorum`, as `scripts/stack env --cluster` says): the
 //! ceiling, then the load half with 1, 2 and 3 loaders in one group, Cassandra's CPU summed over
@@ -38,7 +43,7 @@ use serde_json::json;
 use aqueduct::{cassandra, cql, kafka, map, spec};
 use randomuser_standin as standin;
 
-const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--cluster]";
+const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--cluster | --codecs [--rounds R]]";
 
 struct Args {
     records: usize,
@@ -51,6 +56,10 @@ struct Args {
     steady_seconds: u64,
     /// On the cluster stack: the ceiling and the load half with 1, 2 and 3 loaders.
     cluster: bool,
+    /// The load half reading Avro beside JSON: the same records, alternating rounds.
+    codecs: bool,
+    /// Rounds of `--codecs`, each a JSON and an Avro run.
+    rounds: usize,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -66,6 +75,8 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         baseline: None,
         steady_seconds: 20,
         cluster: false,
+        codecs: false,
+        rounds: 3,
     };
     let mut it = argv.into_iter().filter(|a| a != "--bench");
     while let Some(flag) = it.next() {
@@ -86,11 +97,16 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--baseline" => args.baseline = Some(value()?.into()),
             "--steady-seconds" => args.steady_seconds = value()?.parse()?,
             "--cluster" => args.cluster = true,
+            "--codecs" => args.codecs = true,
+            "--rounds" => args.rounds = value()?.parse()?,
             _ => bail!("unknown argument {flag}\n{USAGE}"),
         }
     }
     if args.records < 5000 || args.ingest_records < 5000 {
         bail!("--records and --ingest-records must be at least 5000");
+    }
+    if args.cluster && args.codecs || args.rounds == 0 {
+        bail!("--codecs runs on the local stack, at least one round\n{USAGE}");
     }
     Ok(Some(args))
 }
@@ -241,6 +257,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let env = Env::new(args.cluster);
     if args.cluster {
         return bench_cluster(args, env).await;
+    }
+    if args.codecs {
+        return bench_codecs(args, env).await;
     }
     let mut spec = env.spec(Path::new(USERS))?;
     let machine = machine();
@@ -408,6 +427,217 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
     println!("figures written to {}", args.json.display());
     Ok(())
+}
+
+/// One figure of a run, read from its [`Figure`].
+type Measure = fn(&Figure) -> f64;
+
+/// `--codecs`: the load half on the same records as JSON and as Avro, in alternating rounds.
+async fn bench_codecs(args: Args, env: Env) -> anyhow::Result<()> {
+    let machine = machine();
+    println!(
+        "aqueduct bench {} --codecs: users.toml's first table, {} records, {} rounds, {machine}",
+        env.run, args.records, args.rounds
+    );
+    let registry = std::env::var("AQUEDUCT_TEST_REGISTRY")
+        .map(|addr| format!("http://{addr}"))
+        .unwrap_or_else(|_| "http://127.0.0.1:8081".into());
+    let one_table = one_table_spec()?;
+    let avro_file = avro_spec(&one_table, &registry)?;
+    let json = env.spec(&one_table)?;
+    let mut avro = env.spec(&avro_file)?;
+    avro.kafka.topic = format!("{}_avro", env.run);
+    avro.kafka.dead_letter_topic = format!("{}_avro_dlq", env.run);
+    kafka::ensure_topics(&json.kafka, true).await?;
+    kafka::ensure_topics(&avro.kafka, true).await?;
+    let codecs = aqueduct::codec::Codecs::connect(&avro.kafka, true)
+        .await
+        .context("registering users.avsc")?;
+    let started = Instant::now();
+    let bytes = preload_codecs(&json, &avro, &codecs.value, args.records)?;
+    println!(
+        "preloaded {} messages into topics {} (JSON) and {} (Avro) in {:.1} s",
+        args.records,
+        json.kafka.topic,
+        avro.kafka.topic,
+        started.elapsed().as_secs_f64()
+    );
+
+    let session = SessionBuilder::new()
+        .known_nodes(&env.cassandra)
+        .build()
+        .await?;
+    let mut figures: Vec<(&str, Figure)> = Vec::new();
+    let runs = [("json", &one_table, json), ("avro", &avro_file, avro)];
+    let mut runs = runs.map(|(codec, file, spec)| (codec, file.clone(), spec));
+    for round in 0..args.rounds {
+        // Alternating which goes first, so neither always runs on a warmer machine.
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (codec, file, spec) = &mut runs[i];
+            let prefix = format!("{codec}_load_{round}");
+            let mut vars = table_names(&mut spec.cassandra, &prefix, true);
+            fresh_table(&session, &spec.cassandra).await?;
+            vars.extend([
+                ("AQUEDUCT_KAFKA__TOPIC".into(), spec.kafka.topic.clone()),
+                (
+                    "AQUEDUCT_KAFKA__DEAD_LETTER_TOPIC".into(),
+                    spec.kafka.dead_letter_topic.clone(),
+                ),
+                (
+                    "AQUEDUCT_KAFKA__GROUP_ID".into(),
+                    format!("{}_{prefix}", env.run),
+                ),
+            ]);
+            let f = run_aqueduct(
+                &env,
+                &env.bin.join("aqueduct"),
+                file,
+                &format!("load half, {codec}, round {}", round + 1),
+                Until::Done(args.records),
+                &["--only", "load", "--once"],
+                &vars,
+                1,
+            )?;
+            drop_table(&session, &spec.cassandra).await?;
+            println!(
+                "  {}: {:.0} records/s, {:.1} µs CPU/record",
+                f.what, f.per_second, f.client_cpu_us
+            );
+            figures.push((codec, f));
+        }
+    }
+    let median = |codec: &str, value: Measure| {
+        let mut v: Vec<f64> = figures
+            .iter()
+            .filter(|(c, _)| *c == codec)
+            .map(|(_, f)| value(f))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let per_message =
+        |codec: &str| bytes[usize::from(codec == "avro")] as f64 / args.records as f64;
+    println!();
+    println!(
+        "{:<10} {:>10} {:>12} {:>10} {:>14}",
+        "medians", "records/s", "CPU µs/rec", "peak MiB", "bytes/message"
+    );
+    let metrics: [(&str, Measure); 3] = [
+        ("per_second", |f| f.per_second),
+        ("client_cpu_us", |f| f.client_cpu_us),
+        ("peak_rss_mib", |f| f.peak_rss_mib.unwrap_or(0.0)),
+    ];
+    let mut medians = serde_json::Map::new();
+    for codec in ["json", "avro"] {
+        let [rate, cpu, peak] = metrics.map(|(_, m)| median(codec, m));
+        println!(
+            "{codec:<10} {rate:>10.0} {cpu:>12.1} {peak:>10.0} {:>14.0}",
+            per_message(codec)
+        );
+        let mut m: serde_json::Map<String, serde_json::Value> = metrics
+            .iter()
+            .map(|(name, f)| (name.to_string(), json!(median(codec, *f))))
+            .collect();
+        m.insert("bytes_per_message".into(), json!(per_message(codec)));
+        medians.insert(codec.into(), m.into());
+    }
+    println!(
+        "avro / json: records/s x{:.2}, CPU per record x{:.2}, peak memory x{:.2}, bytes per message x{:.2}",
+        median("avro", metrics[0].1) / median("json", metrics[0].1),
+        median("avro", metrics[1].1) / median("json", metrics[1].1),
+        median("avro", metrics[2].1) / median("json", metrics[2].1),
+        per_message("avro") / per_message("json"),
+    );
+    clean_up(&session, &env).await?;
+    let json = json!({
+        "run": env.run,
+        "machine": machine,
+        "records": args.records,
+        "rounds": args.rounds,
+        "medians": medians,
+        "figures": figures.iter().map(|(c, f)| json!({"codec": c, "figure": f})).collect::<Vec<_>>(),
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    println!("figures written to {}", args.json.display());
+    Ok(())
+}
+
+/// The one-table spec reading Avro through the registry at `registry`, by users.avsc.
+fn avro_spec(one_table: &Path, registry: &str) -> anyhow::Result<PathBuf> {
+    let avsc = std::fs::canonicalize("pipelines/schemas/randomuser-user.avsc")?;
+    let text = std::fs::read_to_string(one_table)?;
+    let text = text
+        .replacen("[kafka]\n", "[kafka]\ncodec = \"avro\"\n", 1)
+        .replacen(
+            "[cassandra]\n",
+            &format!(
+                "[kafka.schema_registry]\nurl = {registry:?}\nschema_file = {:?}\n\n[cassandra]\n",
+                avsc.display().to_string()
+            ),
+            1,
+        );
+    let path = one_table.with_file_name("users-one-table-avro.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The same `n` stand-in users into `json`'s topic as JSON text and into `avro`'s through
+/// `codec`, keyed alike; the payload bytes of each.
+fn preload_codecs(
+    json: &spec::Spec,
+    avro: &spec::Spec,
+    codec: &aqueduct::codec::Codec,
+    n: usize,
+) -> anyhow::Result<[usize; 2]> {
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka::producer_config(&json.kafka)
+        .set("linger.ms", "20")
+        .create()?;
+    let mut bytes = [0; 2];
+    for i in 0..n {
+        let user = standin::user(&json.kafka.topic, (i / 5000) as u64 + 1, i % 5000, false);
+        let text = serde_json::to_string(&user)?;
+        let encoded = codec
+            .encode(&text, &user)
+            .map_err(|e| anyhow::anyhow!("user {i} as Avro: {e}"))?;
+        let key = user["login"]["uuid"].as_str().unwrap_or_default();
+        for (slot, topic, payload) in [
+            (0, &json.kafka.topic, text.as_bytes()),
+            (1, &avro.kafka.topic, &encoded[..]),
+        ] {
+            bytes[slot] += payload.len();
+            let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).payload(payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, r))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(e).context("preloading the topics"),
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    for spec in [json, avro] {
+        let held: i64 = kafka::consume::high_watermarks(&spec.kafka, &spec.kafka.topic)?
+            .values()
+            .sum();
+        if held != n as i64 {
+            bail!(
+                "topic {} holds {held} messages after the preload, not {n}",
+                spec.kafka.topic
+            );
+        }
+    }
+    Ok(bytes)
 }
 
 /// The cores and load of this machine, to print beside the figures.

@@ -474,3 +474,33 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod users {
+    use super::*;
+    use crate::jq::Json;
+
+    /// The stand-in's users through `pipelines/schemas/randomuser-user.avsc` and back map to
+    /// the rows their JSON maps to, in every table of users.toml: the schema the bench and an
+    /// Avro users pipeline use holds what the API sends (a postcode number or text, a null
+    /// id, non-Latin names, timestamps that become `timestamp-millis`).
+    #[test]
+    fn users_through_their_avro_schema_make_the_rows_their_json_makes() {
+        let text = std::fs::read_to_string("pipelines/schemas/randomuser-user.avsc").unwrap();
+        let schema = Schema::parse_str(&text).unwrap();
+        let names = names(&schema);
+        let spec = crate::spec::load(std::path::Path::new("pipelines/users.toml")).unwrap();
+        for i in 0..300 {
+            let user = randomuser_standin::user("avro", 1 + i / 100, (i % 100) as usize, false);
+            let bytes = encode(&schema, &names, &user).unwrap();
+            let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build();
+            let value = reader.unwrap().read_value(&mut &bytes[..]).unwrap();
+            let back = to_json(value, Some(&schema), &names);
+            for t in &spec.cassandra.tables {
+                let want = crate::map::row(t, &Json::from(&user)).unwrap();
+                let got = crate::map::row(t, &Json::from(&back)).unwrap();
+                assert_eq!(got, want, "user {i}, table {}: {back}", t.name);
+            }
+        }
+    }
+}

@@ -609,20 +609,8 @@ fn preload_codecs(
             (1, &avro.kafka.topic, &encoded[..]),
         ] {
             bytes[slot] += payload.len();
-            let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).payload(payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, r))
-                        if e.rdkafka_error_code()
-                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => return Err(e).context("preloading the topics"),
-                }
-            }
+            let record = BaseRecord::<str, [u8]>::to(topic).key(key).payload(payload);
+            send_waiting(&producer, record).context("preloading the topics")?;
         }
     }
     producer.flush(Duration::from_secs(120))?;
@@ -784,22 +772,10 @@ fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> 
             &spec.cassandra.tables[0],
             &aqueduct::jq::Json::from(&user),
         )?);
-        let mut record = BaseRecord::<str, [u8]>::to(&spec.kafka.topic)
+        let record = BaseRecord::<str, [u8]>::to(&spec.kafka.topic)
             .key(&key)
             .payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).context("preloading the topic"),
-            }
-        }
+        send_waiting(&producer, record).context("preloading the topic")?;
     }
     producer.flush(Duration::from_secs(120))?;
     let held: i64 = kafka::consume::high_watermarks(&spec.kafka, &spec.kafka.topic)?
@@ -809,6 +785,25 @@ fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> 
         bail!("the topic holds {held} messages after the preload, not {n}");
     }
     Ok((rows, started.elapsed().as_secs_f64()))
+}
+
+/// Queues `record`, waiting while the producer's queue is full.
+fn send_waiting(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, str, [u8]>,
+) -> rdkafka::error::KafkaResult<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// A plain loop of prepared inserts, `concurrency` in flight, into a fresh table of the spec's

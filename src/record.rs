@@ -5,10 +5,11 @@
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::codec;
 use crate::dead_letter::{DeadLetter, Origin, Stage};
 use crate::jq::{Input, Json};
 use crate::map::{self, Change};
-use crate::spec::{Spec, Table};
+use crate::spec::{Part, Spec, Table};
 use crate::validate;
 
 /// A record the ingest does not produce to the topic.
@@ -215,10 +216,30 @@ pub type TableRow = Result<Change, Box<DeadLetter>>;
 /// dead letter of the whole record.
 pub type Outcome = Result<(Option<String>, Vec<TableRow>), Box<DeadLetter>>;
 
-/// Both halves on one record, as `run` would take it from the API to rows.
+/// Both halves on one record, as `run` would take it from the API to rows: through the
+/// topic's codecs too (an Avro record is mapped as the loader reads it back; one the schema
+/// cannot hold is dead-lettered at stage `produce`, a key at stage `key`).
 pub fn through(spec: &Spec, text: &str, origin: &Origin) -> Outcome {
-    let (key, _) = admit(spec, text, origin).map_err(|r| r.dead_letter)?;
+    let (key, record) = admit(spec, text, origin).map_err(|r| r.dead_letter)?;
+    let fail = |stage, e: codec::Error, record: &Value| {
+        let dl = DeadLetter::new(
+            &spec.name,
+            stage,
+            e.to_string(),
+            record.clone(),
+            origin.clone(),
+        );
+        Box::new(dl)
+    };
+    if let Some(key) = &key {
+        codec::offline(&spec.kafka, Part::Key, key).map_err(|e| fail(Stage::Key, e, &record))?;
+    }
+    let read = codec::offline(&spec.kafka, Part::Value, &record)
+        .map_err(|e| fail(Stage::Produce, e, &record))?
+        .map(|read| read.to_string());
     let key = key.as_ref().map(key_text);
-    let rows = to_rows(spec, text.as_bytes(), || origin.clone())?;
+    let rows = to_rows(spec, read.as_deref().unwrap_or(text).as_bytes(), || {
+        origin.clone()
+    })?;
     Ok((key, rows))
 }

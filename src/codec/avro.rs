@@ -27,6 +27,18 @@ pub fn encode(schema: &Schema, names: &Names, record: &Value) -> Result<Vec<u8>,
         .map_err(|e| e.to_string())
 }
 
+/// `record` written by `schema` and read back, as the loader sees it: what `preview` and
+/// `test` map.
+pub fn round_trip(schema: &Schema, record: &Value) -> Result<Value, String> {
+    let names = names(schema);
+    let bytes = encode(schema, &names, record)?;
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()
+        .and_then(|reader| reader.read_value(&mut &bytes[..]))
+        .map_err(|e| e.to_string())?;
+    Ok(to_json(value, Some(schema), &names))
+}
+
 /// `json` as an Avro value for `schema` to resolve: the logical types' text made their
 /// values (what plain resolution cannot), the rest as JSON converts.
 fn prepare(json: &Value, schema: &Schema, names: &Names) -> Result<Avro, String> {
@@ -488,14 +500,10 @@ mod users {
     fn users_through_their_avro_schema_make_the_rows_their_json_makes() {
         let text = std::fs::read_to_string("pipelines/schemas/randomuser-user.avsc").unwrap();
         let schema = Schema::parse_str(&text).unwrap();
-        let names = names(&schema);
         let spec = crate::spec::load(std::path::Path::new("pipelines/users.toml")).unwrap();
         for i in 0..300 {
             let user = randomuser_standin::user("avro", 1 + i / 100, (i % 100) as usize, false);
-            let bytes = encode(&schema, &names, &user).unwrap();
-            let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build();
-            let value = reader.unwrap().read_value(&mut &bytes[..]).unwrap();
-            let back = to_json(value, Some(&schema), &names);
+            let back = round_trip(&schema, &user).unwrap();
             for t in &spec.cassandra.tables {
                 let want = crate::map::row(t, &Json::from(&user)).unwrap();
                 let got = crate::map::row(t, &Json::from(&back)).unwrap();

@@ -32,8 +32,13 @@ pub struct Codecs {
 
 impl Codecs {
     /// Both codecs of `kafka` ([`Codec::connect`]); `produces`: whether the pipeline produces
-    /// messages (their keys only with `kafka.key`).
+    /// messages (their keys only with `kafka.key`). The registry, when the spec names one,
+    /// must answer now: one that is down at start is an error, even for a loader that would
+    /// ask it only when the first message comes.
     pub async fn connect(kafka: &Kafka, produces: bool) -> Result<Codecs, registry::Error> {
+        if let Some(registry) = &kafka.schema_registry {
+            registry::Client::new(registry)?.reach().await?;
+        }
         Ok(Codecs {
             key: Codec::connect(kafka, Part::Key, produces && kafka.key.is_some()).await?,
             value: Codec::connect(kafka, Part::Value, produces).await?,
@@ -233,6 +238,27 @@ impl Codec {
                 Ok(Cow::Owned(json.to_string().into_bytes()))
             }
         }
+    }
+}
+
+/// What the loader would read of `value` (a record, or a key) once `part`'s codec wrote it,
+/// found without a registry for `preview` and `test`: `None` when it reads `value` itself;
+/// for Avro, `value` written by the spec's schema and read back. An error says why that
+/// schema cannot hold it.
+pub fn offline(kafka: &Kafka, part: Part, value: &Value) -> Result<Option<Value>, Error> {
+    let schema = kafka
+        .schema_registry
+        .as_ref()
+        .and_then(|r| r.writer(part).schema.as_deref());
+    match (kafka.codec_of(part), schema) {
+        (CodecKind::Avro, Some(schema)) => {
+            let schema = apache_avro::Schema::parse_str(schema)
+                .map_err(|e| Error::NotAvro(e.to_string()))?;
+            avro::round_trip(&schema, value)
+                .map(Some)
+                .map_err(Error::NotAvro)
+        }
+        _ => Ok(None),
     }
 }
 

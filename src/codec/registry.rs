@@ -170,8 +170,8 @@ pub enum Compatibility {
 
 impl Client<'_> {
     /// Whether the spec's `schema` of `part` may be registered under its subject
-    /// (Confluent's `POST /compatibility/subjects/{subject}/versions/latest?verbose=true`),
-    /// and at which level (the subject's, else the registry's).
+    /// (Confluent's `POST /compatibility/subjects/{subject}/versions?verbose=true`), and at
+    /// which level (the subject's, else the registry's).
     pub async fn compatibility(
         &self,
         kafka: &Kafka,
@@ -180,9 +180,22 @@ impl Client<'_> {
     ) -> Result<Compatibility, Error> {
         let subject = self.subject(kafka, part);
         let kind = schema_type(kafka.codec_of(part));
-        let path = format!("compatibility/subjects/{subject}/versions/latest?verbose=true");
         let body = serde_json::json!({ "schema": schema, "schemaType": kind });
-        let (status, answer) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        // Against the versions the subject's level names (the latest, or every one for the
+        // TRANSITIVE levels); a registry without that route (Karapace) does the same on the
+        // latest version's route.
+        let path = format!("compatibility/subjects/{subject}/versions?verbose=true");
+        let (mut status, mut answer) = self
+            .call(reqwest::Method::POST, &path, Some(body.clone()))
+            .await?;
+        // Confluent's "subject not found" and "version not found"; any other 404 (or a 405)
+        // is a route the registry does not have.
+        let not_found = matches!(answer["error_code"].as_u64(), Some(40401 | 40402));
+        let no_route = matches!(status.as_u16(), 404 | 405) && !not_found;
+        if no_route {
+            let path = format!("compatibility/subjects/{subject}/versions/latest?verbose=true");
+            (status, answer) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        }
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Compatibility::NewSubject);
         }

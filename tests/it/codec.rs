@@ -482,3 +482,334 @@ async fn create_topic(topic: &str) {
         .unwrap();
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
+
+/// Registers `schema` under `subject` at the registry itself; its id.
+async fn register(subject: &str, schema: &str) -> u32 {
+    let url = format!("http://{}/subjects/{subject}/versions", registry_addr());
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({ "schema": schema }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["id"].as_u64().unwrap_or_else(|| panic!("{answer}")) as u32
+}
+
+/// The stand-in user `i` of `seed` as `schema` (USER_AVSC's fields), in the wire format with `id`.
+fn avro_user(schema: &str, id: u32, seed: &str, i: usize) -> (String, Vec<u8>) {
+    use apache_avro::types::Value as Avro;
+    let parsed = apache_avro::Schema::parse_str(schema).unwrap();
+    let u = randomuser_standin::user(seed, 1, i, false);
+    let text = |v: &serde_json::Value| Avro::String(v.as_str().unwrap().to_owned());
+    let mut fields = vec![
+        (
+            "login".to_owned(),
+            Avro::Record(vec![("uuid".to_owned(), text(&u["login"]["uuid"]))]),
+        ),
+        ("email".to_owned(), text(&u["email"])),
+        (
+            "phone".to_owned(),
+            Avro::Union(1, Box::new(text(&u["phone"]))),
+        ),
+    ];
+    if schema.contains("\"cell\"") {
+        fields.push(("cell".to_owned(), Avro::Union(0, Box::new(Avro::Null))));
+    }
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&parsed)
+        .build()
+        .unwrap()
+        .write_value_to_vec(Avro::Record(fields))
+        .unwrap();
+    let payload = [[0].as_slice(), &id.to_be_bytes(), &datum].concat();
+    (u["email"].as_str().unwrap().to_owned(), payload)
+}
+
+/// Rows of `keyspace.t`, 0 while the table is not there yet.
+async fn row_count(keyspace: &str) -> usize {
+    let counted = session()
+        .await
+        .query_unpaged(format!("SELECT id FROM {keyspace}.t"), ())
+        .await;
+    counted
+        .ok()
+        .and_then(|r| r.into_rows_result().ok())
+        .map_or(0, |r| r.rows_num())
+}
+
+/// A registry that is down when a loader starts stops it (exit 1, naming it). One that goes
+/// away later does not stop a loader holding the schemas it needs: messages of a schema it
+/// has fetched are still loaded; a message of a schema it has not seen waits (offset not
+/// committed, nothing dead-lettered) until the registry is back. `tap --follow` shows
+/// messages as they come, and `--format table` a table.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loader_outlives_its_registry_with_the_schemas_it_has() {
+    if !registry_up("registry_away") {
+        return;
+    }
+    let (topic, keyspace) = (unique("away"), unique("ks"));
+    create_topic(&topic).await;
+    let proxy = Proxy::start(registry_addr()).await;
+    let text = format!(
+        r#"
+name = "{topic}"
+[kafka]
+bootstrap_servers = "{kafka}"
+topic = "{topic}"
+codec = "avro"
+[kafka.schema_registry]
+url = "http://{proxy}"
+timeout = "2s"
+[cassandra]
+contact_points = ["{cassandra}"]
+keyspace = "{keyspace}"
+table = "t"
+partition_key = ["id"]
+columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+columns.email = {{ type = "text", jq = ".email" }}
+"#,
+        kafka = kafka_addr(),
+        proxy = proxy.addr,
+        cassandra = cassandra_addr(),
+    );
+    let (_dir, path) = spec_file(&text);
+
+    proxy.set_up(false);
+    let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the schema registry cannot be reached: http://{}",
+            proxy.addr
+        )),
+        "{out:?}"
+    );
+    proxy.set_up(true);
+
+    let v1 = register(&format!("{topic}-value"), USER_AVSC).await;
+    for i in 0..5 {
+        produce(&topic, &avro_user(USER_AVSC, v1, "away", i).1).await;
+    }
+    let mut loader = Background::spawn(aqueduct().arg("run").arg(&path));
+    wait_until("5 rows", 60, || async { row_count(&keyspace).await == 5 }).await;
+
+    // Away: the schema it has is enough.
+    proxy.set_up(false);
+    for i in 5..10 {
+        produce(&topic, &avro_user(USER_AVSC, v1, "away", i).1).await;
+    }
+    wait_until("10 rows", 60, || async { row_count(&keyspace).await == 10 }).await;
+    // A schema it has not seen: waited for, not dead-lettered.
+    let v2_schema = USER_AVSC.replace(
+        r#""default": null}"#,
+        r#""default": null}, {"name": "cell", "type": ["null", "string"], "default": null}"#,
+    );
+    let v2 = register(&format!("{topic}-value"), &v2_schema).await;
+    assert_ne!(v1, v2);
+    let (email, payload) = avro_user(&v2_schema, v2, "away", 10);
+    produce(&topic, &payload).await;
+    loader
+        .wait_for("the message's schema cannot be fetched; retrying", 30)
+        .await;
+    assert_eq!(row_count(&keyspace).await, 10);
+    proxy.set_up(true);
+    wait_until("11 rows", 60, || async { row_count(&keyspace).await == 11 }).await;
+    assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
+    let dead = topic_messages(&format!("{topic}_dlq"));
+    assert!(dead.is_empty(), "{dead:?}");
+
+    // tap: a table of the last two; --follow prints what comes next.
+    let out = run(aqueduct()
+        .args(["tap", "--last", "2", "--format", "table"])
+        .arg(&path))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for word in ["partition", "offset", "timestamp", "record"] {
+        assert!(out.stdout.contains(word), "{out:?}");
+    }
+    assert!(out.stdout.contains(&email), "{out:?}");
+    let mut tap = aqueduct()
+        .args(["tap", "--last", "0", "--follow", "--format", "json"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = {
+        use tokio::io::AsyncBufReadExt;
+        tokio::io::BufReader::new(tap.stdout.take().unwrap()).lines()
+    };
+    // The consumer takes a moment to be assigned; what comes after that is printed.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (email, payload) = avro_user(USER_AVSC, v1, "away", 11);
+    produce(&topic, &payload).await;
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("tap --follow printed the new message")
+        .unwrap()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(shown["record"]["email"], email.as_str(), "{shown}");
+    tap.kill().await.unwrap();
+}
+
+/// The record-name strategies name the subject by the Avro record's full name
+/// (`record_name`) or the topic and that name (`topic_record_name`); `check --registry` holds
+/// a schema against every version of a subject at a TRANSITIVE level, not only the latest.
+#[tokio::test(flavor = "multi_thread")]
+async fn subjects_follow_the_strategy_and_transitive_levels_hold_every_version() {
+    if !registry_up("subject_strategies") {
+        return;
+    }
+    let api = Api::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = unique("ns");
+    let avsc = USER_AVSC.replace("randomuser", &namespace);
+    std::fs::write(dir.path().join("user.avsc"), &avsc).unwrap();
+    let names = (unique("strategy"), unique("ks"));
+    let codec = |strategy: &str| {
+        format!(
+            "codec = \"avro\"\n[kafka.schema_registry]\nurl = \"http://{}\"\nschema_file = \"user.avsc\"\nsubject_strategy = \"{strategy}\"",
+            registry_addr()
+        )
+    };
+    for (strategy, subject) in [
+        ("record_name", format!("{namespace}.User")),
+        ("topic_record_name", format!("{}-{namespace}.User", names.0)),
+    ] {
+        let path = spec(dir.path(), &api, "strategy", &names, &codec(strategy));
+        let out = run(aqueduct().args(["run", "--once"]).arg(&path)).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let registered = latest(&subject).await;
+        assert_eq!(registered["version"], 1, "{strategy}: {registered}");
+    }
+    assert_eq!(rows(&names.1).await, users("strategy"));
+
+    // v1 {email}, v2 {email, nickname with a default}: a v3 {nickname without a default} reads
+    // v2's records but not v1's, so BACKWARD takes it and BACKWARD_TRANSITIVE does not.
+    let subject = format!("{}-value", names.0);
+    let record = |fields: &str| {
+        format!(
+            r#"{{"type": "record", "name": "Nick", "namespace": "{namespace}", "fields": [{fields}]}}"#
+        )
+    };
+    let email = r#"{"name": "email", "type": "string"}"#;
+    register(&subject, &record(email)).await;
+    let with_default = r#"{"name": "nickname", "type": "string", "default": "none"}"#;
+    register(&subject, &record(&format!("{email}, {with_default}"))).await;
+    let v3 = record(r#"{"name": "nickname", "type": "string"}"#);
+    std::fs::write(dir.path().join("user.avsc"), &v3).unwrap();
+    let path = spec(dir.path(), &api, "strategy", &names, &codec("topic_name"));
+    let level = |level: &str| {
+        let url = format!("http://{}/config/{subject}", registry_addr());
+        let body = serde_json::json!({ "compatibility": level });
+        async move {
+            let answer = reqwest::Client::new()
+                .put(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(answer.status().is_success(), "{answer:?}");
+        }
+    };
+    level("BACKWARD").await;
+    let out = run(aqueduct().args(["check", "--registry"]).arg(&path)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    level("BACKWARD_TRANSITIVE").await;
+    let out = run(aqueduct().args(["check", "--registry"]).arg(&path)).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "subject {subject} (compatibility BACKWARD_TRANSITIVE)"
+        )),
+        "{out:?}"
+    );
+}
+
+/// `preview` (and so `test`) goes through the Avro schema offline, no registry asked: a record
+/// maps as the loader reads it back (a timestamp as `timestamp-millis`: the same rows as
+/// JSON), and one the schema cannot hold is dead-lettered at stage `produce`, as `run` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn preview_maps_records_as_they_come_back_from_avro() {
+    let dir = tempfile::tempdir().unwrap();
+    let avsc = repo().join("pipelines/schemas/randomuser-user.avsc");
+    let spec = |codec: &str| {
+        let text = format!(
+            r#"
+[source]
+url = "http://127.0.0.1:1/api"
+schedule = {{ every = "1h" }}
+records = ".results[]"
+[kafka]
+bootstrap_servers = "127.0.0.1:1"
+topic = "users"
+key = ".login.uuid"
+{codec}
+[cassandra]
+contact_points = ["127.0.0.1:1"]
+keyspace = "ks"
+table = "t"
+partition_key = ["id"]
+columns.id = {{ type = "uuid", jq = ".login.uuid" }}
+columns.dob = {{ type = "timestamp", jq = ".dob.date" }}
+columns.post_code = {{ type = "text", jq = ".location.postcode | tostring" }}
+"#
+        );
+        let path = dir.path().join(format!("{}.toml", codec.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let json = spec("");
+    let avro = spec(&format!(
+        "codec = \"avro\"\nkey_codec = \"avro\"\n[kafka.schema_registry]\nurl = \"http://127.0.0.1:1\"\nschema_file = {:?}\nkey_schema_file = \"key.avsc\"",
+        avsc.display().to_string()
+    ));
+    std::fs::write(dir.path().join("key.avsc"), r#""string""#).unwrap();
+    let users: Vec<serde_json::Value> = (0..5)
+        .map(|i| randomuser_standin::user("preview-avro", 1, i, false))
+        .collect();
+    let mut broken = users[0].clone();
+    broken.as_object_mut().unwrap().remove("nat");
+    let input = dir.path().join("records.json");
+    let lines: Vec<String> = users
+        .iter()
+        .chain([&broken])
+        .map(|u| u.to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let preview = |path: PathBuf| {
+        let input = input.clone();
+        async move {
+            let mut cmd = aqueduct();
+            cmd.args(["preview", "--records", "--format", "json", "--input"])
+                .arg(&input)
+                .arg(&path);
+            run(&mut cmd).await
+        }
+    };
+    let (json, avro) = (preview(json).await, preview(avro).await);
+    assert_eq!(json.code, Some(0), "{json:?}");
+    assert_eq!(avro.code, Some(0), "{avro:?}");
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (json, avro) = (lines(&json.stdout), lines(&avro.stdout));
+    // The JSON spec writes the broken user's row too; Avro refuses it.
+    assert_eq!(json.len(), 6, "{json:?}");
+    assert_eq!(avro[..5], json[..5]);
+    let dead = &avro[5]["dead_letter"];
+    assert_eq!(dead["stage"], "produce", "{dead}");
+    assert!(
+        dead["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not fit the Avro schema"),
+        "{dead}"
+    );
+}

@@ -187,6 +187,9 @@ pub enum Command {
         #[arg(required = true)]
         specs: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of a spec file, for editors (taplo / Even Better TOML) to complete
+    /// and check specs with: `#:schema` at a spec's top, or a `.taplo.toml` naming it.
+    Schema,
 }
 
 impl Cli {
@@ -271,6 +274,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => preview(&load(&spec)?, input.as_deref(), records, limit, format).await,
         Command::Test { specs } => Ok(test(&specs)),
+        Command::Schema => {
+            say(&format!("{}\n", spec::json_schema()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             spec,
             since,

@@ -691,6 +691,17 @@ impl fmt::Display for SpecErrors {
 impl std::error::Error for SpecErrors {}
 
 /// Reads, checks and compiles the spec at `path`, with environment overrides.
+/// The JSON Schema of a spec file, from the spec's own structs and their doc comments: what
+/// `aqueduct schema` prints and `schemas/aqueduct-spec.json` holds.
+pub fn json_schema() -> String {
+    // Draft 7: what editors' JSON Schema support (taplo's among them) reads.
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<raw::RawSpec>();
+    schema.insert("title".into(), "aqueduct pipeline spec".into());
+    serde_json::to_string_pretty(&schema).expect("a JSON Schema serialises")
+}
+
 pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
     let whole = |message: String| {
         SpecErrors(vec![SpecError {

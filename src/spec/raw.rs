@@ -5,10 +5,33 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
+/// A duration as `humantime` reads it: `30s`, `1m 30s`, `500ms`, `2h`, `1day`.
+pub const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*[a-zA-Zµ]+\s*)+$";
+/// A size as `bytesize` reads it: `10MiB`, `512 KB`, `1048576`.
+pub const SIZE_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtTpP]i?)?[bB]?\s*$";
+
+/// The words a key takes, one of a few: the schema's `enum`s, and what `check` lists when a
+/// spec gives another.
+pub const AUTH_TYPES: &[&str] = &["bearer", "basic", "api_key", "oauth2"];
+pub const RULE_ACTIONS: &[&str] = &["retry", "rate_limited", "ignore", "fail"];
+pub const PAGINATION_MODES: &[&str] = &[
+    "single",
+    "page",
+    "offset",
+    "next_link",
+    "link_header",
+    "cursor",
+];
+pub const ON_INVALID: &[&str] = &["dead_letter", "drop", "fail"];
+pub const CODECS: &[&str] = &["json", "avro", "json_schema"];
+pub const SUBJECT_STRATEGIES: &[&str] = &["topic_name", "record_name", "topic_record_name"];
+pub const NULLS: &[&str] = &["null", "unset"];
+
 /// A whole pipeline spec.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpec {
     /// Pipeline name, used in logs and in the default consumer group id. Default: the file name
@@ -16,6 +39,7 @@ pub struct RawSpec {
     pub name: Option<String>,
     /// How long a stop (SIGINT/SIGTERM) may take to flush, finish writes and commit. Default 30s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub shutdown_timeout: Duration,
     /// The API polled. Without it the pipeline loads a topic others produce.
     pub source: Option<RawSource>,
@@ -28,7 +52,7 @@ pub struct RawSpec {
 }
 
 /// `[metrics]`: Prometheus exposition of the run's counters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     /// `host:port` to serve `GET /metrics` on, e.g. "127.0.0.1:9898". Default: not served.
@@ -40,7 +64,7 @@ fn default_shutdown_timeout() -> Duration {
 }
 
 /// `[source]`: the HTTP JSON API that is polled.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     /// The URL, with or without a query string.
@@ -63,10 +87,12 @@ pub struct RawSource {
     pub schedule: RawSchedule,
     /// Timeout of one request, connect to last byte. Default 30s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub timeout: Duration,
     /// The largest response body read, e.g. `"64 MiB"` (default) or `"500KB"`: a larger one
     /// fails the attempt before any of its records is produced.
     #[serde(default = "default_max_body_size")]
+    #[schemars(with = "String", extend("pattern" = SIZE_PATTERN))]
     pub max_body_size: bytesize::ByteSize,
     /// jq expression selecting the records from a response, e.g. `.results[]`. Default `.[]`.
     #[serde(default = "default_records")]
@@ -94,7 +120,7 @@ pub struct RawSource {
 /// The parents are a `list`, or the records of their own request (`url`, with its own `query`,
 /// `body`, `records` and `pagination`; `[source]`'s headers, auth, rules, budget and retries
 /// apply to it too).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawParent {
     /// The parents as written, e.g. `[{ full_name = "rust-lang/rust" }, { full_name = "tokio-rs/tokio" }]`.
@@ -134,7 +160,7 @@ fn default_parent_concurrency() -> usize {
 }
 
 /// A header or query parameter value: as written, or a secret given inline or in a file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawParam {
     Plain(Scalar),
@@ -142,7 +168,7 @@ pub enum RawParam {
 }
 
 /// `{ value = "...", secret = true }` or `{ file = "...", prefix = "..." }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawParamDetail {
     /// The value.
@@ -161,13 +187,14 @@ pub struct RawParamDetail {
 /// `[source.auth]`: how requests authenticate. Every credential may be given inline, by an
 /// environment override (`AQUEDUCT_SOURCE__AUTH__TOKEN`), or from a file (`<key>_file`,
 /// relative to the spec's folder); none ever shows in any output.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// `bearer` (an `Authorization: Bearer` token), `basic` (username and password),
     /// `api_key` (a key in a header or a query parameter) or `oauth2` (an access token from a
     /// token endpoint, cached until it expires and refreshed on a 401).
     #[serde(rename = "type")]
+    #[schemars(extend("enum" = AUTH_TYPES))]
     pub kind: String,
     /// `bearer`: the token.
     pub token: Option<String>,
@@ -220,7 +247,7 @@ pub struct RawAuth {
 
 /// `[[source.on_response]]`: a rule for responses. A response matches when every condition
 /// given holds (at least one is needed); the first rule that matches decides.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// HTTP status codes, e.g. `[403, 404]`.
@@ -235,6 +262,7 @@ pub struct RawRule {
     /// `retry` (a failed attempt, retried per `[source.retry]`), `rate_limited` (wait, then
     /// try again, not counted as an attempt), `ignore` (the page has no records and ends the
     /// poll's pagination; the poll succeeds) or `fail` (the poll fails).
+    #[schemars(extend("enum" = RULE_ACTIONS))]
     pub action: String,
     /// The header saying how long to wait (`retry`, `rate_limited`), e.g. `Retry-After` or
     /// `X-RateLimit-Reset`. Default: the backoff.
@@ -246,13 +274,14 @@ pub struct RawRule {
 
 /// `[source.rate_limit]`: the source keeps to the API's published limit rather than finding
 /// it by hitting it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// At most this many requests per `per`, evenly spaced. Default: no budget of our own.
     pub requests: Option<u32>,
     /// The interval of `requests`, e.g. "1m". Default 1s.
     #[serde(default = "default_rate_per", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub per: Duration,
     /// The header in which the API reports requests left, e.g. `X-RateLimit-Remaining`.
     pub remaining_header: Option<String>,
@@ -282,7 +311,7 @@ fn default_records() -> String {
 }
 
 /// A TOML scalar used as a query parameter value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Scalar {
     String(String),
@@ -303,11 +332,12 @@ impl std::fmt::Display for Scalar {
 }
 
 /// `schedule`: exactly one of `every` and `cron`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
     /// Fixed interval between the starts of two polls, e.g. "30s". The first poll is at once.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub every: Option<Duration>,
     /// Cron expression (5 fields, or 6 with seconds first), in UTC.
     pub cron: Option<String>,
@@ -315,7 +345,7 @@ pub struct RawSchedule {
 
 /// `[source.retry]`: retries of one request, with exponential backoff and full jitter. 429 and
 /// 503 honour `Retry-After`. Retried: connection errors, timeouts, 408, 429 and 5xx.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     /// Attempts in all, the first included. Default 5.
@@ -323,9 +353,11 @@ pub struct RawRetry {
     pub attempts: u32,
     /// Backoff before the second attempt; doubles each time. Default 500ms.
     #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub initial_backoff: Duration,
     /// Cap on one backoff (and on a `Retry-After`). Default 30s.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub max_backoff: Duration,
 }
 
@@ -350,7 +382,7 @@ fn default_max_backoff() -> Duration {
 }
 
 /// `[source.pagination]`: several requests per poll.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPagination {
     /// `page` (a page number parameter), `offset` (an offset parameter advanced by the records
@@ -360,6 +392,7 @@ pub struct RawPagination {
     /// otherwise the poll's first: Stripe, Slack, Notion, Jira, GraphQL); `single` (default):
     /// one request per poll, whose `page_size` tells a full page.
     #[serde(default = "default_mode")]
+    #[schemars(extend("enum" = PAGINATION_MODES))]
     pub mode: String,
     /// Query parameter carrying the page number or offset (`page` / `offset` modes).
     pub param: Option<String>,
@@ -407,7 +440,7 @@ fn default_mode() -> String {
 /// `[source.cursor]`: each poll asks only for what is new since the last one. The cursor is a
 /// value computed from the responses, sent with the next poll's request, and kept on
 /// `kafka.cursor_topic` once every record of the poll is acknowledged by Kafka.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCursor {
     /// jq expression on each response page giving the cursor after it, with `$cursor` the value
@@ -431,7 +464,7 @@ pub struct RawCursor {
 /// `[source.window]`: each poll asks for the time windows after the cursor (the end of the
 /// last window done) up to now, oldest first, a bounded number per poll, so a pipeline that
 /// was down catches up. `aqueduct backfill` runs the windows of a past range once.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWindow {
     /// Query parameter taking a window's start (inclusive), e.g. `starttime`; or write
@@ -441,12 +474,14 @@ pub struct RawWindow {
     pub end_param: Option<String>,
     /// Length of a full window, e.g. "1h".
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub size: Duration,
     /// Where the first window starts when no cursor is saved: an RFC 3339 time, e.g.
     /// "2026-11-01T00:00:00Z", or a duration before the first poll, e.g. "7d".
     pub start: String,
     /// How far behind now the last window ends, for data that arrives late. Default 0s.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub lag: Duration,
     /// Most windows fetched per poll while catching up. Default 24.
     #[serde(default = "default_max_windows")]
@@ -466,7 +501,7 @@ fn default_time_format() -> String {
 }
 
 /// `[validate]`: the JSON Schema every record must pass.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawValidate {
     /// Path of a JSON Schema file, relative to the spec file.
@@ -475,6 +510,7 @@ pub struct RawValidate {
     pub schema: Option<serde_json::Value>,
     /// What to do with an invalid record: `dead_letter` (default), `drop` or `fail`.
     #[serde(default = "default_on_invalid")]
+    #[schemars(extend("enum" = ON_INVALID))]
     pub on_invalid: String,
 }
 
@@ -493,7 +529,7 @@ fn default_on_invalid() -> String {
 }
 
 /// `[kafka]`: the topic records stream through.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKafka {
     /// `host:port[,host:port...]`.
@@ -523,6 +559,7 @@ pub struct RawKafka {
     /// How often the loader commits the offsets of written rows. A crashed loader writes again
     /// at most what was written in this window. Default 1s.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub commit_interval: Duration,
     /// Extra librdkafka properties for both producer and consumer, e.g. security settings.
     #[serde(default)]
@@ -545,12 +582,14 @@ pub struct RawKafka {
     /// text), `avro` or `json_schema` (Confluent's wire format: a zero byte, the schema's id
     /// in the registry in 4 bytes, then the record; needs `[kafka.schema_registry]`).
     #[serde(default = "default_codec")]
+    #[schemars(extend("enum" = CODECS))]
     pub codec: String,
     /// How message keys are written: `json` (default: a string key as its text, any other
     /// value as JSON), `avro` or `json_schema` (the wire format, with the schema of
     /// `schema_registry.key_schema_file` when aqueduct produces the keys). Keys read are
     /// decoded with it for tombstones and `tap`.
     #[serde(default = "default_codec")]
+    #[schemars(extend("enum" = CODECS))]
     pub key_codec: String,
     /// The Schema Registry holding the topic's schemas (Confluent's REST API: Confluent,
     /// Karapace, Redpanda, Apicurio's ccompat).
@@ -562,7 +601,7 @@ fn default_codec() -> String {
 }
 
 /// `[kafka.schema_registry]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchemaRegistry {
     /// The registry's address, e.g. `http://127.0.0.1:8081`.
@@ -582,6 +621,7 @@ pub struct RawSchemaRegistry {
     /// The subject a schema is registered under: `topic_name` (default, `<topic>-value`),
     /// `record_name` (the schema's full name) or `topic_record_name` (`<topic>-<name>`).
     #[serde(default = "default_subject_strategy")]
+    #[schemars(extend("enum" = SUBJECT_STRATEGIES))]
     pub subject_strategy: String,
     /// The Avro schema (`.avsc`) of the records produced, relative to the spec's folder.
     /// For `json_schema`, `[validate]`'s schema is the one registered.
@@ -596,6 +636,7 @@ pub struct RawSchemaRegistry {
     pub auto_register: bool,
     /// How long a registry request may take. Default 10s.
     #[serde(default = "default_registry_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub timeout: Duration,
 }
 
@@ -612,7 +653,7 @@ fn default_cursor_topic() -> String {
 
 /// `[kafka.tls]`, `[cassandra.tls]`: speak TLS to the servers. Files are relative to the spec's
 /// folder.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// CA certificates (PEM) to trust. Default: the system's trusted CAs.
@@ -632,7 +673,7 @@ pub struct RawTls {
 }
 
 /// `[kafka.sasl]`: log in to the brokers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSasl {
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
@@ -661,7 +702,7 @@ fn default_true() -> bool {
 /// `[cassandra]`: the nodes, and the table that receives the rows (`table`, `partition_key`,
 /// `columns` here), or several tables that each receive a row of every record
 /// (`[cassandra.tables.<name>]`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCassandra {
     /// `host:port` of one or more nodes.
@@ -691,6 +732,7 @@ pub struct RawCassandra {
     /// cell and leaves a tombstone; "unset" leaves the column as it is (no tombstone), for
     /// records that carry only some fields. Every table's unless it sets its own.
     #[serde(default)]
+    #[schemars(extend("enum" = NULLS))]
     pub nulls: Option<String>,
     /// A jq condition on the record, e.g. `.deleted == true`: when it yields true the row is
     /// deleted by its primary key instead of written. Every table's unless it sets its own.
@@ -705,6 +747,7 @@ pub struct RawCassandra {
     pub concurrency: usize,
     /// Timeout of one write. Default 10s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub request_timeout: Duration,
     /// Username for password authentication.
     pub username: Option<String>,
@@ -750,17 +793,21 @@ pub struct RawCassandra {
 }
 
 /// A time to live: fixed, or computed per row.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawTtl {
     /// A duration, e.g. "30d".
-    Fixed(#[serde(with = "humantime_serde")] Duration),
+    Fixed(
+        #[serde(with = "humantime_serde")]
+        #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
+        Duration,
+    ),
     /// `{ jq = "<expression>" }`: seconds from the record; null for none.
     Jq { jq: String },
 }
 
 /// One table of `[cassandra.tables.<name>]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTable {
     /// Keyspace name. Default: `cassandra.keyspace`.
@@ -778,6 +825,7 @@ pub struct RawTable {
     /// backfill) never overwrites a newer one. Default: `cassandra.writetime`.
     pub writetime: Option<String>,
     /// "null" or "unset": what a null does to its column. Default: `cassandra.nulls`.
+    #[schemars(extend("enum" = NULLS))]
     pub nulls: Option<String>,
     /// A jq condition on the record, e.g. `.deleted == true`: when it yields true the row is
     /// deleted by its primary key instead of written. Default: `cassandra.delete`.
@@ -801,7 +849,7 @@ pub struct RawTable {
 /// A storage-attached index: `indexes.<name> = { column = "embedding", options = {
 /// similarity_function = "cosine" } }`, created with the table (`CREATE INDEX ... USING
 /// 'sai'`); a `vector<float, n>` column so indexed answers `ORDER BY col ANN OF [...]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIndex {
     /// The column indexed.
@@ -826,7 +874,7 @@ fn default_request_timeout() -> Duration {
 }
 
 /// One column of `[cassandra.columns]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawColumn {
     /// CQL type, e.g. `text`, `timestamp`, `list<int>`, `map<text, double>`.

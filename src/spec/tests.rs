@@ -759,7 +759,7 @@ fn table_mistakes_are_named_by_the_tables_key_path() {
             format!(
                 "{base}[cassandra.tables.b]\nnulls = \"skip\"\npartition_key = [\"id\"]\ncolumns.id = {{ type = \"int\", jq = \".id\" }}\n"
             ),
-            "cassandra.tables.b.nulls: `skip` is neither \"null\" nor \"unset\"",
+            "cassandra.tables.b.nulls: `skip` is not null or unset",
         ),
     ];
     for (text, expected) in cases {

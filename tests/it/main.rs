@@ -11,6 +11,7 @@ mod cli;
 mod codec;
 mod docs;
 mod e2e;
+mod editor;
 mod examples;
 mod incremental;
 mod secure;

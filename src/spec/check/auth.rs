@@ -160,7 +160,10 @@ pub(super) fn auth(
         other => {
             c.err(
                 "source.auth.type",
-                format!("`{other}` is not bearer, basic, api_key or oauth2"),
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::AUTH_TYPES)
+                ),
             );
             return None;
         }

@@ -280,7 +280,13 @@ fn nulls_of(c: &mut Checker, key: &str, text: Option<&str>) -> Option<Nulls> {
         "null" => Some(Nulls::Null),
         "unset" => Some(Nulls::Unset),
         other => {
-            c.err(key, format!("`{other}` is neither \"null\" nor \"unset\""));
+            c.err(
+                key,
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::NULLS)
+                ),
+            );
             None
         }
     }

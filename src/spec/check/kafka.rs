@@ -286,7 +286,10 @@ fn schema_registry(
         other => {
             c.err(
                 &key("subject_strategy"),
-                format!("`{other}` is not topic_name, record_name or topic_record_name"),
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::SUBJECT_STRATEGIES)
+                ),
             );
             None
         }
@@ -432,7 +435,13 @@ fn codec_kind(c: &mut Checker, field: &str, name: &str) -> Option<CodecKind> {
         "avro" => Some(CodecKind::Avro),
         "json_schema" => Some(CodecKind::JsonSchema),
         other => {
-            c.err(field, format!("`{other}` is not json, avro or json_schema"));
+            c.err(
+                field,
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::CODECS)
+                ),
+            );
             None
         }
     }

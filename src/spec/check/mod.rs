@@ -104,3 +104,12 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
         _ => Err(SpecErrors(c.errors)),
     }
 }
+
+/// `words` as a message lists them: "a, b or c".
+pub(super) fn one_of(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}

@@ -56,7 +56,10 @@ fn rule(c: &mut Checker, key: String, raw: RawRule) -> Option<Rule> {
         other => {
             c.err(
                 &format!("{key}.action"),
-                format!("`{other}` is not retry, rate_limited, ignore or fail"),
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::RULE_ACTIONS)
+                ),
             );
             None
         }

@@ -664,7 +664,10 @@ fn paging(
         other => {
             c.err(
                 &format!("{at}.pagination.mode"),
-                format!("`{other}` is not single, page, offset, next_link, link_header or cursor"),
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::PAGINATION_MODES)
+                ),
             );
             None
         }
@@ -679,7 +682,10 @@ pub(super) fn validate(c: &mut Checker, raw: RawValidate, base: &Path) -> Option
         other => {
             c.err(
                 "validate.on_invalid",
-                format!("`{other}` is not dead_letter, drop or fail"),
+                format!(
+                    "`{other}` is not {}",
+                    super::one_of(crate::spec::raw::ON_INVALID)
+                ),
             );
             None
         }

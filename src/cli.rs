@@ -189,7 +189,11 @@ pub enum Command {
     },
     /// Print the JSON Schema of a spec file, for editors (taplo / Even Better TOML) to complete
     /// and check specs with: `#:schema` at a spec's top, or a `.taplo.toml` naming it.
-    Schema,
+    Schema {
+        /// The spec reference in Markdown (docs/spec.md) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 impl Cli {
@@ -274,8 +278,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => preview(&load(&spec)?, input.as_deref(), records, limit, format).await,
         Command::Test { specs } => Ok(test(&specs)),
-        Command::Schema => {
-            say(&format!("{}\n", spec::json_schema()));
+        Command::Schema { markdown } => {
+            let schema = spec::json_schema();
+            say(&match markdown {
+                true => spec::reference::markdown(&schema),
+                false => format!("{schema:#}\n"),
+            });
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

@@ -6,6 +6,7 @@ mod check;
 pub mod infer;
 mod locate;
 mod raw;
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -693,13 +694,13 @@ impl std::error::Error for SpecErrors {}
 /// Reads, checks and compiles the spec at `path`, with environment overrides.
 /// The JSON Schema of a spec file, from the spec's own structs and their doc comments: what
 /// `aqueduct schema` prints and `schemas/aqueduct-spec.json` holds.
-pub fn json_schema() -> String {
+pub fn json_schema() -> serde_json::Value {
     // Draft 7: what editors' JSON Schema support (taplo's among them) reads.
     let mut schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
         .into_root_schema_for::<raw::RawSpec>();
     schema.insert("title".into(), "aqueduct pipeline spec".into());
-    serde_json::to_string_pretty(&schema).expect("a JSON Schema serialises")
+    schema.to_value()
 }
 
 pub fn load(path: &Path) -> Result<Spec, SpecErrors> {

@@ -43,10 +43,14 @@ pub struct RawSpec {
     pub shutdown_timeout: Duration,
     /// The API polled. Without it the pipeline loads a topic others produce.
     pub source: Option<RawSource>,
+    /// The JSON Schema every record must pass, and what happens to one that does not.
     #[serde(default)]
     pub validate: RawValidate,
+    /// The topic the records stream through, and how they are written into it.
     pub kafka: RawKafka,
+    /// The Cassandra nodes and the tables that receive the rows.
     pub cassandra: RawCassandra,
+    /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: RawMetrics,
 }
@@ -97,8 +101,10 @@ pub struct RawSource {
     /// jq expression selecting the records from a response, e.g. `.results[]`. Default `.[]`.
     #[serde(default = "default_records")]
     pub records: String,
+    /// How failed requests are retried.
     #[serde(default)]
     pub retry: RawRetry,
+    /// How the pages of one poll follow each other. Default: one request a poll.
     pub pagination: Option<RawPagination>,
     /// Incremental polling by a value taken from the responses (a timestamp, a token).
     pub cursor: Option<RawCursor>,
@@ -138,6 +144,7 @@ pub struct RawParent {
     /// jq selecting the parents from a response. Default `.[]`.
     #[serde(default = "default_records")]
     pub records: String,
+    /// How the pages of the parents' request follow each other, as for the source's.
     pub pagination: Option<RawPagination>,
     /// jq on a parent giving what identifies it (a string or a number): its cursor is kept
     /// under it. Default `.id`.

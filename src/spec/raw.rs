@@ -1,6 +1,7 @@
 //! The spec file as written: a serde mirror of the TOML. The `///` comments here are the spec
-//! reference; the README's table is kept in step with them. Nothing outside `spec` uses these
-//! types: `spec::check` turns them into the checked [`crate::spec::Spec`].
+//! reference: `aqueduct schema` derives the JSON Schema from these types (schemars) and
+//! renders docs/spec.md from it. Nothing else outside `spec` uses them: `spec::check` turns
+//! them into the checked [`crate::spec::Spec`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -29,7 +29,7 @@ let
             }
           '';
           description = ''
-            The pipeline spec (the keys of the README's spec reference), rendered to
+            The pipeline spec (the keys of the spec reference, docs/src/reference/spec.md), rendered to
             TOML. `name` defaults to the attribute name. The rendered file lives alone
             in the Nix store, so give `validate.schema_file` as an absolute path, e.g.
             `"''${./schemas/users.json}"`. Set this or `specFile`, not both.

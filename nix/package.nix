@@ -78,7 +78,8 @@ rustPlatform.buildRustPackage {
   preCheck = ''
     unset CI
   '';
-  # tests/it/docs.rs compares README.md with this file, neither of which is in `src`.
+  # tests/it/docs.rs compares docs/ (the book, the generated references) and README.md with
+  # the code and the NixOS module; neither is in `src`.
   checkFlags = [ "--skip=docs::" ];
   # The stand-in API tests listen on 127.0.0.1.
   __darwinAllowLocalNetworking = true;

@@ -189,10 +189,14 @@ pub enum Command {
     },
     /// Print the JSON Schema of a spec file, for editors (taplo / Even Better TOML) to complete
     /// and check specs with: `#:schema` at a spec's top, or a `.taplo.toml` naming it.
-    Schema {
-        /// The spec reference in Markdown (docs/spec.md) instead.
-        #[arg(long)]
-        markdown: bool,
+    Schema,
+    /// Write the pages generated from the code (the spec's JSON Schema and reference, the CLI
+    /// and metrics references) into the repository at ROOT; for aqueduct's developers.
+    #[command(hide = true)]
+    Docs {
+        /// The repository's root.
+        #[arg(default_value = ".")]
+        root: PathBuf,
     },
 }
 
@@ -278,12 +282,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => preview(&load(&spec)?, input.as_deref(), records, limit, format).await,
         Command::Test { specs } => Ok(test(&specs)),
-        Command::Schema { markdown } => {
-            let schema = spec::json_schema();
-            say(&match markdown {
-                true => spec::reference::markdown(&schema),
-                false => format!("{schema:#}\n"),
-            });
+        Command::Schema => {
+            say(&format!("{:#}\n", spec::json_schema()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Docs { root } => {
+            for path in crate::docs::write(&root).context("docs")? {
+                say(&format!("wrote {path}\n"));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

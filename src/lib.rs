@@ -27,6 +27,7 @@
 //! - [`metrics`]: every metric, served at `/metrics` and summed up at exit.
 //! - [`progress`]: the progress bar or lines of a run that ends by itself.
 //! - [`cli`]: the command line.
+//! - [`docs`]: the book's pages generated from the code.
 
 pub mod backoff;
 pub mod cassandra;
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod codec;
 pub mod cql;
 pub mod dead_letter;
+pub mod docs;
 pub mod incremental;
 pub mod jq;
 pub mod kafka;

@@ -112,6 +112,19 @@ pub struct Metrics {
     first_row_ms: AtomicU64,
 }
 
+/// One metric family as [`Metrics::reference`] reads it back from the served text.
+#[derive(Default)]
+struct Declared {
+    name: String,
+    kind: String,
+    unit: String,
+    help: String,
+    /// The names its samples carry (`_total`, or `_bucket`, `_sum`, `_count`).
+    samples: Vec<String>,
+    /// Each label but `pipeline` and `le`, with the values it takes from the start.
+    labels: Vec<(String, Vec<String>)>,
+}
+
 /// A histogram of latencies in whole milliseconds, exact up to [`Latency::MAX_MS`].
 #[derive(Debug)]
 pub struct Latency {
@@ -177,7 +190,7 @@ impl Metrics {
         let records = Family::<StageLabel, Counter>::default();
         registry.register(
             "records",
-            "Records by stage: polled from the API, valid, invalid (failed the schema), dropped, produced to the topic, consumed by the loader, written to Cassandra",
+            "Records by stage: polled from the API, valid (schema and key passed), invalid (failed the schema), dropped (on_invalid = \"drop\"), produced (acknowledged on the topic), consumed (taken off it by the loader), written (acknowledged by Cassandra in every table)",
             records.clone(),
         );
         let stage = |stage| records.get_or_create_owned(&StageLabel { stage });
@@ -204,7 +217,7 @@ impl Metrics {
         let retries = Family::<KindLabel, Counter>::default();
         registry.register(
             "retries",
-            "Retries by kind: HTTP requests, Kafka consumer errors, Cassandra writes",
+            "Retries by kind: HTTP requests (http), Kafka consumer errors carried on past (kafka), Cassandra writes (cql)",
             retries.clone(),
         );
         let retry = |kind| retries.get_or_create_owned(&KindLabel { kind });
@@ -260,13 +273,13 @@ impl Metrics {
         );
         let end_to_end = seconds(
             "end_to_end_latency",
-            "API response received to row acknowledged by Cassandra",
+            "API response received to row acknowledged by Cassandra (from the aqueduct-received-at header the ingest puts on each message)",
             Histogram::new(exponential_buckets(0.005, 2.0, 14)),
         );
         let lag = Family::<PartitionLabel, Gauge>::default();
         registry.register(
             "consumer_lag",
-            "Messages between the loader's position and the end of each assigned partition",
+            "Messages between the loader's position and the end of each assigned partition (updated each second from what librdkafka last fetched)",
             lag.clone(),
         );
         let writes_in_flight = Gauge::default();
@@ -432,6 +445,106 @@ impl Metrics {
     /// The lag left over every assigned partition, as last reported.
     pub fn lag_total(&self) -> u64 {
         self.lag_total.load(Ordering::Relaxed)
+    }
+
+    /// The metrics reference (the book's `reference/metrics.md`): every family declared in
+    /// [`Metrics::new`], read back from what a fresh run serves, so its name, type, unit, help
+    /// and labels are the declarations' own.
+    pub fn reference() -> String {
+        let metrics = Metrics::new("<name>", &["<table>"]);
+        metrics.set_lag(&[(0, 0)]);
+        let mut families: Vec<Declared> = Vec::new();
+        for line in metrics.render().lines() {
+            match line
+                .strip_prefix("# ")
+                .map(|meta| meta.splitn(3, ' ').collect::<Vec<_>>())
+            {
+                Some(meta) if meta.len() == 3 => {
+                    if families.last().is_none_or(|f| f.name != meta[1]) {
+                        families.push(Declared {
+                            name: meta[1].to_owned(),
+                            ..Declared::default()
+                        });
+                    }
+                    let family = families.last_mut().expect("pushed above");
+                    match meta[0] {
+                        "TYPE" => family.kind = meta[2].to_owned(),
+                        "HELP" => family.help = meta[2].to_owned(),
+                        "UNIT" => family.unit = meta[2].to_owned(),
+                        _ => {}
+                    }
+                }
+                Some(_) => {} // `# EOF`
+                None => {
+                    let (sample, labels) = line
+                        .split_once('{')
+                        .and_then(|(name, rest)| Some((name, rest.split_once('}')?.0)))
+                        .unwrap_or((line.split(' ').next().unwrap_or_default(), ""));
+                    let Some(family) = families.last_mut() else {
+                        continue;
+                    };
+                    if !family.samples.iter().any(|s| s == sample) {
+                        family.samples.push(sample.to_owned());
+                    }
+                    for pair in labels.split(',').filter(|p| !p.is_empty()) {
+                        let (label, value) = pair.split_once('=').unwrap_or((pair, ""));
+                        if label == "le" || label == "pipeline" {
+                            continue;
+                        }
+                        let value = value.trim_matches('"').to_owned();
+                        match family.labels.iter_mut().find(|(l, _)| l == label) {
+                            Some((_, values)) if !values.contains(&value) => values.push(value),
+                            Some(_) => {}
+                            None => family.labels.push((label.to_owned(), vec![value])),
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = String::from(
+            "# Metrics reference\n\n\
+             Every metric a run serves at `GET /metrics` (`[metrics] address`, OpenMetrics text,\n\
+             which Prometheus scrapes), generated from their declarations in `src/metrics.rs` by\n\
+             `aqueduct docs` (a test fails when this file differs). Each is labelled\n\
+             `pipeline=\"<name>\"` (the spec's `name`), and every series a run can know of at its\n\
+             start exists from then on, at 0.\n\n\
+             | metric | type | labels | meaning |\n|---|---|---|---|\n",
+        );
+        for mut family in families {
+            let names: Vec<String> = match family.kind.as_str() {
+                "histogram" => vec![format!("`{}`", family.name)],
+                _ => family.samples.iter().map(|s| format!("`{s}`")).collect(),
+            };
+            let kind = match family.unit.as_str() {
+                "" => family.kind,
+                unit => format!("{} ({unit})", family.kind),
+            };
+            let labels: Vec<String> = family
+                .labels
+                .iter_mut()
+                .map(|(label, values)| {
+                    values.sort(); // a family's samples come in its hash map's order
+                    (label, values)
+                })
+                .map(|(label, values)| match values.as_slice() {
+                    [_] => format!("`{label}`"),
+                    many => format!(
+                        "`{label}`: {}",
+                        many.iter()
+                            .map(|v| format!("`{v}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+                .collect();
+            out.push_str(&format!(
+                "| {} | {kind} | {} | {} |\n",
+                names.join(", "),
+                labels.join("; "),
+                family.help.replace('|', "\\|")
+            ));
+        }
+        out
     }
 
     /// Every metric in the OpenMetrics text format.

@@ -1,7 +1,7 @@
 //! The spec file as written: a serde mirror of the TOML. The `///` comments here are the spec
-//! reference: `aqueduct schema` derives the JSON Schema from these types (schemars) and
-//! renders docs/spec.md from it. Nothing else outside `spec` uses them: `spec::check` turns
-//! them into the checked [`crate::spec::Spec`].
+//! reference: `aqueduct schema` derives the JSON Schema from these types (schemars), and
+//! `aqueduct docs` renders the book's reference/spec.md from it. Nothing else outside `spec`
+//! uses them: `spec::check` turns them into the checked [`crate::spec::Spec`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -60,7 +60,10 @@ pub struct RawSpec {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
-    /// `host:port` to serve `GET /metrics` on, e.g. "127.0.0.1:9898". Default: not served.
+    /// `host:port` to serve, while the pipeline runs, `GET /metrics` (OpenMetrics text),
+    /// `GET /health` (200 while the process answers) and `GET /ready` (200 once the loader has
+    /// partitions, or an ingest-only run its clients; 503 until then), e.g. "127.0.0.1:9898".
+    /// Default: not served.
     pub address: Option<String>,
 }
 

@@ -21,12 +21,12 @@ const FLOW: [&str; 5] = [
     "[metrics]",
 ];
 
-/// The reference: `docs/spec.md`.
+/// The reference: the book's `reference/spec.md`.
 pub fn markdown(schema: &Value) -> String {
     let mut out = String::from(
         "# Spec reference\n\n\
          Every key of a pipeline spec, generated from the spec's structs and their doc comments\n\
-         by `aqueduct schema --markdown` (a test fails when this file differs). `aqueduct check`\n\
+         by `aqueduct docs` (a test fails when this file differs). `aqueduct check`\n\
          says more about what goes together; `aqueduct schema` gives the same as a JSON Schema.\n",
     );
     let mut book = Book {
@@ -55,7 +55,7 @@ impl Book<'_> {
         if let Some(name) = definition {
             self.written.insert(name.to_owned(), path.to_owned());
         }
-        let _ = write!(self.out, "\n## {path}\n\n");
+        let _ = write!(self.out, "\n## `{path}`\n\n");
         if let Some(text) = schema["description"].as_str() {
             let _ = write!(self.out, "{}\n\n", text.replace('\n', " "));
         }

@@ -35,6 +35,7 @@ pub mod codec;
 pub mod cql;
 pub mod dead_letter;
 pub mod incremental;
+pub mod init;
 pub mod jq;
 pub mod kafka;
 pub mod map;

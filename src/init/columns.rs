@@ -258,8 +258,12 @@ pub fn choose_key(columns: &mut Vec<Column>, records: &[Value]) -> Key {
             why: format!("`{}` is present and different in each of {sample}", c.name),
         };
     }
+    let name = ["record", "record_json", "whole_record"]
+        .into_iter()
+        .find(|n| !columns.iter().any(|c| c.name == *n))
+        .unwrap_or("aqueduct_record");
     columns.push(Column {
-        name: "record".into(),
+        name: name.into(),
         cql: "text".into(),
         jq: "tojson".into(),
         path: Vec::new(),

@@ -385,6 +385,76 @@ mod tests {
         }
     }
 
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("id".to_owned()),
+            Just("a".to_owned()),
+            Just("b-c".to_owned()),
+            Just("if".to_owned()),
+            Just("Ä".to_owned()),
+            Just(String::new()),
+            Just("1x".to_owned()),
+            Just("aB".to_owned()),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            "[a-z@.]{0,6}".prop_map(Value::from),
+            Just(Value::from("2026-11-01T10:00:00Z")),
+            Just(Value::from("7a0eed16-9430-4d68-901f-c0d4c1c3bf00")),
+        ];
+        let object_key = key.clone();
+        let value = leaf.prop_recursive(3, 30, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec((key.clone(), inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        });
+        let record = proptest::collection::vec((object_key, value), 0..6)
+            .prop_map(|kv| Value::Object(kv.into_iter().collect()));
+        let records = proptest::collection::vec(record, 1..6);
+        prop_oneof![
+            records.clone().prop_map(Value::from),
+            records.prop_map(|r| serde_json::json!({"data": r, "next": "https://x.io/?p=2"})),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever the response, init either refuses it or writes a spec that `check` accepts
+        /// and that maps every record of the same response to a row, without a dead letter.
+        #[test]
+        fn any_response_is_refused_or_makes_a_spec_that_checks_and_previews(response in json()) {
+            let sample = sample(vec![response.clone()]);
+            let text = match draft("p", &sample, None, None) {
+                Ok(text) => text,
+                // Records without fields make no columns.
+                Err(Error::Invalid(m)) if m.contains("have no fields") => return Ok(()),
+                Err(e) => panic!("{e}: {response}"),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("p.toml");
+            std::fs::write(&path, &text).unwrap();
+            let spec = match spec::load(&path) {
+                Ok(spec) => spec,
+                Err(e) => panic!("{e}\n{text}"),
+            };
+            let inputs = crate::preview::from_text(&spec, &response.to_string(), "sample", false, 1000).unwrap();
+            proptest::prop_assert!(!inputs.is_empty());
+            for outcome in crate::preview::outcomes(&spec, &inputs) {
+                match outcome {
+                    Ok((_, rows)) => proptest::prop_assert!(rows.iter().all(Result::is_ok), "{}\n{}", response, text),
+                    Err(dl) => proptest::prop_assert!(false, "{:?}\n{}\n{}", dl.reason, response, text),
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_schema_directive_points_at_the_nearest_docs_folder() {
         let dir = tempfile::tempdir().unwrap();

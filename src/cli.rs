@@ -187,6 +187,31 @@ pub enum Command {
         #[arg(required = true)]
         specs: Vec<PathBuf>,
     },
+    /// Write a starting spec from one sample response: where the records are, their JSON
+    /// Schema, a column per field, a partition key and the pagination, each guess marked
+    /// `guessed` for review. Never overwrites a file (exit 2 if the output exists).
+    #[command(group(clap::ArgGroup::new("sample").required(true).args(["url", "response", "source"])))]
+    Init {
+        /// The pipeline's name; its topic, keyspace and table are named after it.
+        name: String,
+        /// Ask this URL once (GET, no credentials).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Read a saved response (JSON documents, one after another) from FILE, or `-` for
+        /// stdin.
+        #[arg(long, value_name = "FILE")]
+        response: Option<PathBuf>,
+        /// Ask once as the `[source]` table of the TOML file FILE says (url, query, headers,
+        /// auth, ...; environment overrides apply), and copy that table into the spec.
+        #[arg(long, value_name = "FILE")]
+        source: Option<PathBuf>,
+        /// The jq expression selecting the records of a response, instead of the guess.
+        #[arg(long, value_name = "EXPR")]
+        records: Option<String>,
+        /// Write the spec to FILE, which must not exist [default: stdout, also `-`].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print the JSON Schema of a spec file, for editors (taplo / Even Better TOML) to complete
     /// and check specs with: `#:schema` at a spec's top, or a `.taplo.toml` naming it.
     Schema,
@@ -270,6 +295,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.log_format;
     match cli.command {
         Command::Check { specs, registry } => check(&specs, registry).await,
+        Command::Init {
+            name,
+            url,
+            response,
+            source,
+            records,
+            output,
+        } => {
+            let from = match (url, response, source) {
+                (Some(url), _, _) => crate::init::Input::Url(url),
+                (_, Some(file), _) => crate::init::Input::Response(file),
+                // clap requires one of the three.
+                (_, _, file) => crate::init::Input::Source(file.unwrap_or_default()),
+            };
+            let out = output.filter(|o| o != Path::new("-"));
+            match crate::init::run(&name, &from, records.as_deref(), out.as_deref()).await {
+                Ok(text) if out.is_some() => eprint!("{text}"),
+                Ok(text) => say(&text),
+                Err(crate::init::Error::Invalid(m)) => return Err(Invalid(m).into()),
+                Err(crate::init::Error::Failed(m)) => return Err(anyhow::anyhow!(m)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ddl { spec } => {
             say(&ddl::script(&load(&spec)?.cassandra));
             Ok(ExitCode::SUCCESS)

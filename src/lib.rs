@@ -37,6 +37,7 @@ pub mod cql;
 pub mod dead_letter;
 pub mod docs;
 pub mod incremental;
+pub mod init;
 pub mod jq;
 pub mod kafka;
 pub mod map;

@@ -736,6 +736,30 @@ pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
     check::check(raw, path, &locator)
 }
 
+/// Reads and checks the `[source]` table alone of `text` (TOML; other tables are passed
+/// over), with the `AQUEDUCT_SOURCE__` environment overrides a spec gets: what `aqueduct init`
+/// asks an API with. `path` names the text in errors, and its folder is where relative files
+/// (`token_file`, ...) are read from.
+pub fn load_source(path: &Path, text: &str) -> Result<Source, SpecErrors> {
+    #[derive(serde::Deserialize)]
+    struct SourceAlone {
+        source: raw::RawSource,
+    }
+    let locator = locate::Locator::new(path, text);
+    let figment = Figment::new()
+        .merge(Toml::string(text))
+        .merge(env_overrides());
+    match figment.extract::<SourceAlone>() {
+        Ok(raw) => check::source_alone(raw.source, path, &locator),
+        Err(errors) => Err(SpecErrors(
+            errors
+                .into_iter()
+                .map(|e| locator.figment_error(e))
+                .collect(),
+        )),
+    }
+}
+
 /// `AQUEDUCT_SECTION__KEY=value` variables, plus the top-level keys (`AQUEDUCT_NAME`,
 /// `AQUEDUCT_SHUTDOWN_TIMEOUT`). Others without `__` (such as the local stack's
 /// `AQUEDUCT_KAFKA_PORT`) are not spec keys and are left alone.

@@ -14,6 +14,7 @@ mod e2e;
 mod editor;
 mod examples;
 mod incremental;
+mod init;
 mod secure;
 mod source;
 mod stack;

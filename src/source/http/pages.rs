@@ -251,7 +251,7 @@ fn headers_value(headers: &HeaderMap) -> Value {
 /// The URL of the link of relation `rel` in the `Link` headers (RFC 8288: any number of
 /// headers and links, quoted parameters, several relations in one), or `None` when there is
 /// none or it carries every `stop_if` parameter (Sentry's `results="false"`).
-fn next_link(
+pub fn next_link(
     headers: &HeaderMap,
     rel: &str,
     stop_if: &[(String, String)],

@@ -13,7 +13,7 @@ mod templates;
 use std::path::Path;
 
 use super::locate::Locator;
-use super::raw::RawSpec;
+use super::raw::{RawSource, RawSpec};
 use super::{Spec, SpecError, SpecErrors};
 use crate::jq::Jq;
 
@@ -101,6 +101,23 @@ pub(super) fn check(raw: RawSpec, path: &Path, locator: &Locator) -> Result<Spec
                 metrics_address,
             })
         }
+        _ => Err(SpecErrors(c.errors)),
+    }
+}
+
+/// Checks a `[source]` table alone (`aqueduct init --source`).
+pub(super) fn source_alone(
+    raw: RawSource,
+    path: &Path,
+    locator: &Locator,
+) -> Result<super::Source, SpecErrors> {
+    let mut c = Checker {
+        locator,
+        errors: Vec::new(),
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    match source::source(&mut c, raw, base) {
+        Some(source) if c.errors.is_empty() => Ok(source),
         _ => Err(SpecErrors(c.errors)),
     }
 }

@@ -19,6 +19,7 @@
 //! - [`record`]: one record through both halves' checks and mapping, without a server.
 //! - [`pipeline`]: ingest and load, shutdown, `--once` draining.
 //! - [`preview`], [`spec_test`]: `aqueduct preview` and `aqueduct test`, offline.
+//! - [`init`]: `aqueduct init`, a starting spec from a sample response.
 //! - [`backoff`]: the wait before a retry, for every retry loop.
 //! - [`pointer`]: editing JSON at a JSON pointer.
 //! - [`template`]: `{{ jq }}` placeholders in a request's path, query, headers and body.

@@ -26,6 +26,11 @@ struct KindLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
     table: String,
 }
@@ -74,6 +79,9 @@ pub struct Metrics {
     /// `aqueduct_failed_parents_total`: `[source.parent]` parents whose requests failed after
     /// their retries (asked again next poll).
     pub failed_parents: Counter,
+    /// `aqueduct_node_restarts_total{decision}`: Cassandra node restarts the loader saw, by
+    /// whether it wrote their unsynced windows again (`rewound`) or not (`not_needed`).
+    node_restarts: [Counter; 2],
     /// `aqueduct_poll_duration_seconds`: a whole poll, every page fetched and produced.
     pub poll_duration: Histogram,
     /// `aqueduct_produce_latency_seconds`: a record sent to its acknowledgement by Kafka.
@@ -252,6 +260,14 @@ impl Metrics {
             "Parents (source.parent) whose requests failed after their retries; asked again next poll",
             failed_parents.clone(),
         );
+        let restarts = Family::<DecisionLabel, Counter>::default();
+        registry.register(
+            "node_restarts",
+            "Cassandra node restarts the loader saw, by what it decided: rewound (as many nodes as acknowledge each write may have lost their unsynced windows together, so those were written again) or not_needed (fewer did: the other replicas hold every write)",
+            restarts.clone(),
+        );
+        let node_restarts = ["rewound", "not_needed"]
+            .map(|decision| restarts.get_or_create_owned(&DecisionLabel { decision }));
         let mut seconds = |name: &str, help: &str, buckets: Histogram| {
             registry.register_with_unit(name, help, Unit::Seconds, buckets.clone());
             buckets
@@ -322,6 +338,7 @@ impl Metrics {
             ignored_responses,
             cursor_stalls,
             failed_parents,
+            node_restarts,
             poll_duration,
             produce_latency,
             write_latency,
@@ -416,6 +433,11 @@ impl Metrics {
     /// Notes a record acknowledged on the dead-letter topic.
     pub fn dead_lettered(&self, stage: Stage) {
         self.dead_letters[stage.index()].inc();
+    }
+
+    /// Counts a Cassandra node restart, by whether the loader writes its window again.
+    pub fn node_restart(&self, rewound: bool) {
+        self.node_restarts[usize::from(!rewound)].inc();
     }
 
     /// Notes a poll that succeeded, and how long it took.

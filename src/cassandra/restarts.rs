@@ -8,16 +8,28 @@
 //! (they are still in Kafka; rows are upserts). It also says how far back such a moment could
 //! lie, so the loader keeps its history of positions exactly that long, however long a node
 //! stays down.
+//!
+//! A write is lost only when every replica that acknowledged it lost its window: at RF 3 and
+//! `local_quorum` two replicas acknowledge each write, so one node restarting loses nothing the
+//! others do not hold. So a restart is reported only when as many nodes as acknowledge each
+//! write ([`acks_per_write`]) lost overlapping windows: the node that restarted, others that
+//! restarted, and nodes down now (each may come back having lost its window). Each node is
+//! asked on its own, so a node down is known as such within a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scylla::client::session::Session;
+use scylla::cluster::Node;
+use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancingPolicy};
+use scylla::statement::Consistency;
+use scylla::statement::unprepared::Statement;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::metrics::Metrics;
 use crate::spec;
 
 /// How often the nodes are asked.
@@ -87,6 +99,120 @@ fn window_of(settings: &HashMap<String, String>) -> Result<Duration, String> {
     }
 }
 
+/// How many replicas acknowledge each write, for the table of the spec that has the fewest:
+/// as many nodes must lose their unsynced windows together for an acknowledged write to be
+/// lost. From each table's consistency level and its keyspace's replication as the cluster
+/// holds it; 1 (every restart counts, as at RF 1) when the replication cannot be read.
+pub async fn acks_per_write(session: &Session, c: &spec::Cassandra) -> usize {
+    let mut fewest = usize::MAX;
+    for table in &c.tables {
+        let replication = match keyspace_replication(session, &table.keyspace).await {
+            Ok(replication) => replication,
+            Err(e) => {
+                warn!(keyspace = %table.keyspace, error = %e, "cannot read the keyspace's replication; taking every node restart as a loss");
+                return 1;
+            }
+        };
+        fewest = fewest.min(acks(table.consistency, &replication));
+    }
+    fewest.max(1)
+}
+
+/// `system_schema.keyspaces`' replication map of `keyspace`.
+async fn keyspace_replication(
+    session: &Session,
+    keyspace: &str,
+) -> Result<HashMap<String, String>, String> {
+    let rows = session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .into_rows_result()
+        .map_err(|e| e.to_string())?;
+    rows.single_row::<(HashMap<String, String>,)>()
+        .map(|(replication,)| replication)
+        .map_err(|e| e.to_string())
+}
+
+/// The replicas that acknowledge a write at `consistency` under `replication` (a keyspace's
+/// map: `class` and `replication_factor`, or a factor per data centre). `local_quorum` and
+/// `each_quorum` take the data centre with the fewest replicas, as the one this loader writes
+/// to is not known here; a factor like `3/1` (transient replicas) counts its full replicas.
+fn acks(consistency: Consistency, replication: &HashMap<String, String>) -> usize {
+    let factor = |text: &str| {
+        let full = text.split('/').next().unwrap_or(text).trim();
+        full.parse::<usize>().unwrap_or(1)
+    };
+    let per_dc: Vec<usize> = match replication.get("class").map(String::as_str) {
+        Some(class) if class.ends_with("SimpleStrategy") => {
+            vec![
+                replication
+                    .get("replication_factor")
+                    .map_or(1, |f| factor(f)),
+            ]
+        }
+        Some(class) if class.ends_with("NetworkTopologyStrategy") => replication
+            .iter()
+            .filter(|(key, _)| *key != "class")
+            .map(|(_, f)| factor(f))
+            .collect(),
+        _ => vec![1],
+    };
+    let total: usize = per_dc.iter().sum::<usize>().max(1);
+    let local = per_dc.iter().copied().min().unwrap_or(1).max(1);
+    let quorum = |n: usize| n / 2 + 1;
+    let needed = match consistency {
+        Consistency::Any | Consistency::One | Consistency::LocalOne => 1,
+        Consistency::Two => 2,
+        Consistency::Three => 3,
+        Consistency::Quorum | Consistency::Serial => quorum(total),
+        Consistency::LocalQuorum | Consistency::EachQuorum | Consistency::LocalSerial => {
+            quorum(local)
+        }
+        Consistency::All => total,
+    };
+    needed.clamp(1, total)
+}
+
+/// What a node may have lost: the writes it acknowledged from `from` to `to` (its last
+/// sighting), if it crashed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Exposure {
+    from: Instant,
+    to: Instant,
+}
+
+impl Exposure {
+    fn of(last_seen: Instant, depth: Duration) -> Exposure {
+        Exposure {
+            from: last_seen.checked_sub(depth).unwrap_or(last_seen),
+            to: last_seen,
+        }
+    }
+
+    fn overlaps(&self, other: &Exposure) -> bool {
+        self.from <= other.to && other.from <= self.to
+    }
+}
+
+/// Whether a restart with `exposure` can have lost acknowledged writes, given the exposures of
+/// the other nodes that restarted or are down: `Ok(moment)`, the earliest moment such a write
+/// can have been made, when at least `acks` nodes' windows overlap; else `Err(n)`, how many do.
+fn lost_after(exposure: Exposure, others: &[Exposure], acks: usize) -> Result<Instant, usize> {
+    let overlapping: Vec<&Exposure> = others.iter().filter(|o| o.overlaps(&exposure)).collect();
+    let nodes = 1 + overlapping.len();
+    if nodes < acks {
+        return Err(nodes);
+    }
+    Ok(overlapping
+        .iter()
+        .map(|o| o.from)
+        .fold(exposure.from, Instant::min))
+}
+
 /// A node not seen for this long no longer holds the horizon back (a node removed for good
 /// would keep the loader's history growing); if it does come back, what it lost before the
 /// oldest position kept is not written again, and the loader says so.
@@ -115,12 +241,16 @@ impl Restarts {
     }
 }
 
-/// Asks the nodes every second until `stop`, reporting through the returned [`Restarts`]: for
-/// each node that came back with a new generation, when it was last seen before the restart,
-/// less `depth`; and, after each sighting, the horizon.
+/// Asks each node every second until `stop`, reporting through the returned [`Restarts`]: for
+/// each node that came back with a new generation and, with the nodes that restarted or are
+/// down in overlapping windows, makes `acks` nodes that may have lost a write, the earliest
+/// moment of those windows; and, after each round, the horizon. Every restart is counted in
+/// `aqueduct_node_restarts_total` by what was decided.
 pub fn watch(
     session: Arc<Session>,
     depth: Duration,
+    acks: usize,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> (
     Restarts,
@@ -132,64 +262,130 @@ pub fn watch(
         lost_after,
         horizon,
     };
-    (
-        restarts,
-        watch_nodes(session, depth, lost_after_tx, horizon_tx, stop),
-    )
+    let watcher = Watcher {
+        depth,
+        acks,
+        metrics,
+        nodes: HashMap::new(),
+        restarted: Vec::new(),
+        lost_after: lost_after_tx,
+    };
+    (restarts, watcher.run(session, horizon_tx, stop))
 }
 
-async fn watch_nodes(
-    session: Arc<Session>,
+/// A node as the watcher last saw it.
+struct Seen {
+    generation: i32,
+    last_seen: Instant,
+    /// Whether it answered the last round.
+    up: bool,
+}
+
+struct Watcher {
     depth: Duration,
-    restarts: mpsc::UnboundedSender<Instant>,
-    horizon: watch::Sender<Option<Instant>>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    // host_id -> (gossip generation, when last seen with it)
-    let mut seen: HashMap<uuid::Uuid, (i32, Instant)> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
-        }
-        let (host, generation) = match node(&session).await {
-            Ok(node) => node,
-            Err(e) => {
-                debug!(error = %e, "node check failed");
-                continue;
+    acks: usize,
+    metrics: Arc<Metrics>,
+    nodes: HashMap<uuid::Uuid, Seen>,
+    /// The windows of the restarts seen within [`MAX_OUTAGE`].
+    restarted: Vec<Exposure>,
+    lost_after: mpsc::UnboundedSender<Instant>,
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        session: Arc<Session>,
+        horizon: watch::Sender<Option<Instant>>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
             }
+            let cluster = session.get_cluster_state();
+            let asked = cluster.get_nodes_info().iter().map(|node| {
+                let session = session.clone();
+                let node = node.clone();
+                async move { (node.host_id, ask(&session, node).await) }
+            });
+            let answers = futures::future::join_all(asked).await;
+            let now = Instant::now();
+            for (host_id, answer) in answers {
+                match answer {
+                    Ok((host, generation)) => self.seen(host, generation, now),
+                    Err(e) => {
+                        debug!(host = %host_id, error = %e, "node check failed");
+                        if let Some(node) = self.nodes.get_mut(&host_id) {
+                            node.up = false;
+                        }
+                    }
+                }
+            }
+            self.restarted
+                .retain(|e| now.duration_since(e.to) <= MAX_OUTAGE);
+            // Sent after the restart, so the loader has the moment before it may forget it.
+            horizon.send_replace(horizon_of(&self.nodes, now, self.depth));
+        }
+    }
+
+    /// A node answered with `generation` at `now`.
+    fn seen(&mut self, host: uuid::Uuid, generation: i32, now: Instant) {
+        let before = self.nodes.insert(
+            host,
+            Seen {
+                generation,
+                last_seen: now,
+                up: true,
+            },
+        );
+        let Some(before) = before.filter(|b| b.generation != generation) else {
+            return;
         };
-        let now = Instant::now();
-        if let Some((before, last_seen)) = seen.insert(host, (generation, now)) {
-            if before != generation {
-                let lost_after = last_seen.checked_sub(depth).unwrap_or(last_seen);
-                info!(%host, ?depth, "a Cassandra node restarted: what it acknowledged in its unsynced window is written again");
-                let _ = restarts.send(lost_after);
+        let exposure = Exposure::of(before.last_seen, self.depth);
+        let down = self
+            .nodes
+            .iter()
+            .filter(|(other, node)| **other != host && !node.up)
+            .map(|(_, node)| Exposure::of(node.last_seen, self.depth));
+        let others: Vec<Exposure> = self.restarted.iter().copied().chain(down).collect();
+        self.restarted.push(exposure);
+        let acks = self.acks;
+        match lost_after(exposure, &others, acks) {
+            Ok(moment) => {
+                self.metrics.node_restart(true);
+                info!(%host, depth = ?self.depth, acks, "a Cassandra node restarted: with the others that restarted or are down, as many nodes as acknowledge each write may have lost their unsynced windows; what was acknowledged in them is written again");
+                let _ = self.lost_after.send(moment);
+            }
+            Err(nodes) => {
+                self.metrics.node_restart(false);
+                info!(%host, nodes, acks, "a Cassandra node restarted: nothing to write again, as {nodes} of the {acks} replicas that acknowledge each write restarted or are down within one unsynced window");
             }
         }
-        // Sent after the restart, so the loader has the moment before it may forget it.
-        horizon.send_replace(horizon_of(&seen, now, depth));
     }
 }
 
 /// The earliest moment a later restart could name: the oldest last sighting (of the nodes
 /// seen within [`MAX_OUTAGE`]) less `depth`.
-fn horizon_of(
-    seen: &HashMap<uuid::Uuid, (i32, Instant)>,
-    now: Instant,
-    depth: Duration,
-) -> Option<Instant> {
-    seen.values()
-        .map(|(_, last_seen)| *last_seen)
+fn horizon_of(nodes: &HashMap<uuid::Uuid, Seen>, now: Instant, depth: Duration) -> Option<Instant> {
+    nodes
+        .values()
+        .map(|node| node.last_seen)
         .filter(|last_seen| now.duration_since(*last_seen) <= MAX_OUTAGE)
         .min()
         .map(|oldest| oldest.checked_sub(depth).unwrap_or(oldest))
 }
 
-/// The coordinator's host id and gossip generation.
-async fn node(session: &Session) -> Result<(uuid::Uuid, i32), String> {
+/// A node's host id and gossip generation, asked of that node alone (within 2 s).
+async fn ask(session: &Session, node: Arc<Node>) -> Result<(uuid::Uuid, i32), String> {
+    let mut statement = Statement::new("SELECT host_id, gossip_generation FROM system.local");
+    statement.set_load_balancing_policy(Some(SingleTargetLoadBalancingPolicy::new(
+        NodeIdentifier::Node(node),
+        None,
+    )));
+    statement.set_request_timeout(Some(Duration::from_secs(2)));
     let rows = session
-        .query_unpaged("SELECT host_id, gossip_generation FROM system.local", &[])
+        .query_unpaged(statement, &[])
         .await
         .map_err(|e| e.to_string())?
         .into_rows_result()
@@ -237,15 +433,98 @@ mod tests {
         let at = |s| start + Duration::from_secs(s);
         let depth = Duration::from_secs(25);
         let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
-        let mut seen = HashMap::new();
-        assert_eq!(horizon_of(&seen, at(100), depth), None, "nothing seen");
-        seen.insert(a, (1, at(100)));
-        seen.insert(b, (1, at(40)));
-        assert_eq!(horizon_of(&seen, at(100), depth), Some(at(15)), "b is down");
+        let seen = |last_seen| Seen {
+            generation: 1,
+            last_seen,
+            up: true,
+        };
+        let mut nodes = HashMap::new();
+        assert_eq!(horizon_of(&nodes, at(100), depth), None, "nothing seen");
+        nodes.insert(a, seen(at(100)));
+        nodes.insert(b, seen(at(40)));
         assert_eq!(
-            horizon_of(&seen, at(40 + 3601), depth),
+            horizon_of(&nodes, at(100), depth),
+            Some(at(15)),
+            "b is down"
+        );
+        assert_eq!(
+            horizon_of(&nodes, at(40 + 3601), depth),
             Some(at(75)),
             "b gone for more than an hour"
+        );
+    }
+
+    fn replication(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        settings(pairs)
+    }
+
+    #[test]
+    fn acknowledgements_follow_the_consistency_and_the_replication() {
+        let simple = |rf| {
+            replication(&[
+                ("class", "org.apache.cassandra.locator.SimpleStrategy"),
+                ("replication_factor", rf),
+            ])
+        };
+        assert_eq!(acks(Consistency::LocalQuorum, &simple("1")), 1, "RF 1");
+        assert_eq!(acks(Consistency::One, &simple("3")), 1, "one");
+        assert_eq!(
+            acks(Consistency::LocalQuorum, &simple("3")),
+            2,
+            "quorum of 3"
+        );
+        assert_eq!(acks(Consistency::Quorum, &simple("5")), 3, "quorum of 5");
+        assert_eq!(acks(Consistency::All, &simple("3")), 3, "all");
+        assert_eq!(
+            acks(Consistency::Three, &simple("2")),
+            2,
+            "no more than the replicas"
+        );
+        assert_eq!(
+            acks(Consistency::LocalQuorum, &simple("3/1")),
+            2,
+            "transient"
+        );
+        let nts = replication(&[
+            (
+                "class",
+                "org.apache.cassandra.locator.NetworkTopologyStrategy",
+            ),
+            ("dc1", "3"),
+            ("dc2", "2"),
+        ]);
+        assert_eq!(
+            acks(Consistency::LocalQuorum, &nts),
+            2,
+            "the smaller data centre"
+        );
+        assert_eq!(acks(Consistency::Quorum, &nts), 3, "quorum of 5 in all");
+        assert_eq!(
+            acks(Consistency::One, &replication(&[])),
+            1,
+            "unknown class"
+        );
+    }
+
+    #[test]
+    fn a_restart_loses_writes_only_with_as_many_overlapping_windows_as_acknowledgements() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let depth = Duration::from_secs(25);
+        let crash_at = |s| Exposure::of(at(s), depth);
+        // RF 1 or `one`: every restart.
+        assert_eq!(lost_after(crash_at(100), &[], 1), Ok(at(75)));
+        // RF 3 at quorum: one node alone, or a second whose window ended long before, no.
+        assert_eq!(lost_after(crash_at(100), &[], 2), Err(1));
+        assert_eq!(lost_after(crash_at(100), &[crash_at(60)], 2), Err(1));
+        // Two within one window: yes, from the earlier window's start.
+        assert_eq!(lost_after(crash_at(100), &[crash_at(90)], 2), Ok(at(65)));
+        assert_eq!(lost_after(crash_at(100), &[crash_at(110)], 2), Ok(at(75)));
+        // `all` at RF 3: three.
+        assert_eq!(lost_after(crash_at(100), &[crash_at(90)], 3), Err(2));
+        assert_eq!(
+            lost_after(crash_at(100), &[crash_at(90), crash_at(95)], 3),
+            Ok(at(65))
         );
     }
 }

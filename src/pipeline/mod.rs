@@ -125,10 +125,11 @@ pub async fn run(
         let session = Arc::new(cassandra::connect(c).await?);
         cassandra::ddl::ensure(&session, c).await?;
         let unsynced = cassandra::restarts::depth(&session, c).await;
+        let acks = cassandra::restarts::acks_per_write(&session, c).await;
         let writer = Writer::prepare(session, c).await?;
         let input = load::Input::of(options.mode);
         let consumer = Consumer::new(k, input.topic(k), &input.group(k), metrics.clone())?;
-        Some((consumer, input, writer, unsynced))
+        Some((consumer, input, writer, (unsynced, acks)))
     } else {
         None
     };
@@ -188,14 +189,19 @@ pub async fn run(
         let report = progress::report(metrics.clone(), display, work_done.clone());
         tasks.spawn(report.map(Ok));
     }
-    if let Some((consumer, input, writer, unsynced)) = loader {
+    if let Some((consumer, input, writer, (unsynced, acks))) = loader {
         // Node restarts, for the loader to write again what they may have lost.
         let restarts = if unsynced.is_zero() {
             cassandra::restarts::Restarts::none()
         } else {
             let session = writer.session().clone();
-            let (restarts, watch) =
-                cassandra::restarts::watch(session, unsynced, work_done.clone());
+            let (restarts, watch) = cassandra::restarts::watch(
+                session,
+                unsynced,
+                acks,
+                metrics.clone(),
+                work_done.clone(),
+            );
             tasks.spawn(watch);
             restarts
         };

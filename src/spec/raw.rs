@@ -771,10 +771,13 @@ pub struct RawCassandra {
     pub tls: Option<RawTls>,
     /// How long a node may hold acknowledged writes only in memory: Cassandra acknowledges a
     /// write before its commit log reaches the disk (`commitlog_sync: periodic`, the default,
-    /// syncs every 10 s), so a node that crashes loses that window. When a node restarts,
-    /// aqueduct writes again what it wrote in that window. "auto" (default) reads it from the
-    /// node (`system_views.settings`); "0s" turns this off (`commitlog_sync: batch`, or RF 3 at
-    /// QUORUM, where a single crash loses nothing).
+    /// syncs every 10 s), so a node that crashes loses that window. When a node restarts and
+    /// as many nodes as acknowledge each write (from each table's consistency and its
+    /// keyspace's replication: one at RF 1 or at `one`, two at RF 3 and `local_quorum`) have
+    /// restarted or are down within overlapping windows, aqueduct writes again what it wrote in
+    /// them; one node of three restarting at `local_quorum` loses nothing, and nothing is
+    /// written again. "auto" (default) reads it from the node (`system_views.settings`); "0s"
+    /// turns the watch off (`commitlog_sync: batch`).
     #[serde(default = "default_unsynced_window")]
     pub unsynced_window: String,
     /// Partition key columns, in order (one table).

@@ -363,8 +363,9 @@ async fn cassandra_outage(kill: bool) {
     assert_eq!(loader.terminate().await, Some(0), "{}", loader.log());
     if kill {
         assert!(
-            loader.log().contains("a Cassandra node restarted"),
-            "{}",
+            loader.log().contains("a Cassandra node restarted")
+                && loader.log().contains("is written again"),
+            "the one node's restart was not rewound:\n{}",
             loader.log()
         );
     }

@@ -33,6 +33,30 @@ pub struct Draft<'a> {
 /// Credentials a `[source.auth]` table may hold inline: never copied into the spec.
 const INLINE_SECRETS: &[&str] = &["token", "password", "key", "client_secret", "refresh_token"];
 
+/// Drops the `[source]` headers or query parameters (`what`) whose value is a secret written
+/// inline (`{ value = "...", secret = true }`), saying so; one read from a file stays, as the
+/// file's name is no secret.
+fn drop_inline_secrets(out: &mut String, what: &str, values: &mut toml::Table, file: &Path) {
+    let secret = |v: &toml::Value| {
+        v.get("secret").and_then(toml::Value::as_bool) == Some(true) && v.get("value").is_some()
+    };
+    let names: Vec<String> = values
+        .iter()
+        .filter(|(_, v)| secret(v))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in names {
+        values.remove(&name);
+        comment(
+            out,
+            &format!(
+                "source.{what}.{name} was a secret written inline in {}: not copied here. Give it from a file: {name} = {{ file = \"...\" }}.",
+                file.display()
+            ),
+        );
+    }
+}
+
 /// A TOML value's text (strings quoted as TOML quotes them).
 fn value(v: impl Into<toml::Value>) -> String {
     v.into().to_string()
@@ -144,6 +168,11 @@ fn source(out: &mut String, d: &Draft) {
                     );
                 }
             }
+        }
+        if matches!(key.as_str(), "headers" | "query")
+            && let (toml::Value::Table(values), Some(file)) = (&mut v, d.source_file)
+        {
+            drop_inline_secrets(out, key, values, file);
         }
         line(out, key, v);
     }

@@ -332,6 +332,37 @@ async fn a_source_file_with_auth_asks_through_it_and_guesses_stripes_cursor() {
         text.contains("source.auth.token was written inline"),
         "{text}"
     );
+
+    // A header marked secret is not copied either, nor printed when the spec goes to stdout.
+    let header = dir.path().join("header.toml");
+    std::fs::write(
+        &header,
+        std::fs::read_to_string(&source).unwrap().replace(
+            "auth = { type = \"bearer\" }",
+            &format!(
+                "headers = {{ Authorization = {{ value = \"Bearer {key}\", secret = true }}, Accept = \"application/json\" }}"
+            ),
+        ),
+    )
+    .unwrap();
+    let run3 = init(&["charges", "--source", header.to_str().unwrap()]).await;
+    assert_eq!(run3.code, Some(0), "{run3:?}");
+    assert!(
+        !run3.stdout.contains(key) && !run3.stderr.contains(key),
+        "{run3:?}"
+    );
+    assert!(
+        run3.stdout
+            .contains("source.headers.Authorization was a secret written inline"),
+        "{}",
+        run3.stdout
+    );
+    let written: toml::Table = run3.stdout.parse().unwrap();
+    assert_eq!(
+        written["source"]["headers"]["Accept"].as_str(),
+        Some("application/json")
+    );
+    assert!(written["source"]["headers"].get("Authorization").is_none());
 }
 
 #[tokio::test]

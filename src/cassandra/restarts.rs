@@ -14,7 +14,7 @@
 //! others do not hold. So a restart is reported only when as many nodes as acknowledge each
 //! write ([`acks_per_write`]) lost overlapping windows: the node that restarted, others that
 //! restarted, and nodes down now (each may come back having lost its window). Each node is
-//! asked on its own, so a node down is known as such within a second.
+//! asked on its own every second (within 2 s), so a node down is known as such within 3 s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -177,8 +177,10 @@ fn acks(consistency: Consistency, replication: &HashMap<String, String>) -> usiz
     needed.clamp(1, total)
 }
 
-/// What a node may have lost: the writes it acknowledged from `from` to `to` (its last
-/// sighting), if it crashed.
+/// What a node may have lost: the writes it acknowledged from `from`, its last answer less
+/// the depth, to `to`. A node that stops answering may still be acknowledging writes (a busy
+/// node's checks time out too), so its window runs until it is seen back, or for a node still
+/// down, until now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Exposure {
     from: Instant,
@@ -186,10 +188,10 @@ struct Exposure {
 }
 
 impl Exposure {
-    fn of(last_seen: Instant, depth: Duration) -> Exposure {
+    fn of(last_seen: Instant, depth: Duration, until: Instant) -> Exposure {
         Exposure {
             from: last_seen.checked_sub(depth).unwrap_or(last_seen),
-            to: last_seen,
+            to: until,
         }
     }
 
@@ -198,19 +200,39 @@ impl Exposure {
     }
 }
 
-/// Whether a restart with `exposure` can have lost acknowledged writes, given the exposures of
-/// the other nodes that restarted or are down: `Ok(moment)`, the earliest moment such a write
-/// can have been made, when at least `acks` nodes' windows overlap; else `Err(n)`, how many do.
-fn lost_after(exposure: Exposure, others: &[Exposure], acks: usize) -> Result<Instant, usize> {
-    let overlapping: Vec<&Exposure> = others.iter().filter(|o| o.overlaps(&exposure)).collect();
-    let nodes = 1 + overlapping.len();
-    if nodes < acks {
-        return Err(nodes);
+/// Whether `host`'s restart with `exposure` can have lost acknowledged writes, given the
+/// exposures of the nodes that restarted or are down (`others`; `host`'s own earlier ones are
+/// passed over, each node counts once): `Ok(moment)`, the earliest moment such a write can
+/// have been made, when `acks` nodes' windows overlap `exposure` (pairwise, which counts
+/// more than overlap all at once where `acks` is 3 or more: a rewind too many, never one too
+/// few); else `Err(n)`, how many nodes do.
+fn lost_after(
+    host: uuid::Uuid,
+    exposure: Exposure,
+    others: &[(uuid::Uuid, Exposure)],
+    acks: usize,
+) -> Result<Instant, usize> {
+    if acks <= 1 {
+        return Ok(exposure.from);
     }
-    Ok(overlapping
+    let mut hosts = Vec::new();
+    let mut moment: Option<Instant> = None;
+    for (other, o) in others
         .iter()
-        .map(|o| o.from)
-        .fold(exposure.from, Instant::min))
+        .filter(|(h, o)| *h != host && o.overlaps(&exposure))
+    {
+        if !hosts.contains(other) {
+            hosts.push(*other);
+        }
+        // A write both lost was made where both windows run.
+        let start = exposure.from.max(o.from);
+        moment = Some(moment.map_or(start, |m| m.min(start)));
+    }
+    let nodes = 1 + hosts.len();
+    match moment {
+        Some(moment) if nodes >= acks => Ok(moment),
+        _ => Err(nodes),
+    }
 }
 
 /// A node not seen for this long no longer holds the horizon back (a node removed for good
@@ -286,8 +308,8 @@ struct Watcher {
     acks: usize,
     metrics: Arc<Metrics>,
     nodes: HashMap<uuid::Uuid, Seen>,
-    /// The windows of the restarts seen within [`MAX_OUTAGE`].
-    restarted: Vec<Exposure>,
+    /// The windows of the restarts seen within [`MAX_OUTAGE`], by node.
+    restarted: Vec<(uuid::Uuid, Exposure)>,
     lost_after: mpsc::UnboundedSender<Instant>,
 }
 
@@ -316,14 +338,12 @@ impl Watcher {
                     Ok((host, generation)) => self.seen(host, generation, now),
                     Err(e) => {
                         debug!(host = %host_id, error = %e, "node check failed");
-                        if let Some(node) = self.nodes.get_mut(&host_id) {
-                            node.up = false;
-                        }
+                        self.missed(host_id);
                     }
                 }
             }
             self.restarted
-                .retain(|e| now.duration_since(e.to) <= MAX_OUTAGE);
+                .retain(|(_, e)| now.duration_since(e.to) <= MAX_OUTAGE);
             // Sent after the restart, so the loader has the moment before it may forget it.
             horizon.send_replace(horizon_of(&self.nodes, now, self.depth));
         }
@@ -342,16 +362,17 @@ impl Watcher {
         let Some(before) = before.filter(|b| b.generation != generation) else {
             return;
         };
-        let exposure = Exposure::of(before.last_seen, self.depth);
+        let exposure = Exposure::of(before.last_seen, self.depth, now);
         let down = self
             .nodes
             .iter()
-            .filter(|(other, node)| **other != host && !node.up)
-            .map(|(_, node)| Exposure::of(node.last_seen, self.depth));
-        let others: Vec<Exposure> = self.restarted.iter().copied().chain(down).collect();
-        self.restarted.push(exposure);
+            .filter(|(_, node)| !node.up)
+            .map(|(other, node)| (*other, Exposure::of(node.last_seen, self.depth, now)));
+        let others: Vec<(uuid::Uuid, Exposure)> =
+            self.restarted.iter().copied().chain(down).collect();
+        self.restarted.push((host, exposure));
         let acks = self.acks;
-        match lost_after(exposure, &others, acks) {
+        match lost_after(host, exposure, &others, acks) {
             Ok(moment) => {
                 self.metrics.node_restart(true);
                 info!(%host, depth = ?self.depth, acks, "a Cassandra node restarted: with the others that restarted or are down, as many nodes as acknowledge each write may have lost their unsynced windows; what was acknowledged in them is written again");
@@ -361,6 +382,13 @@ impl Watcher {
                 self.metrics.node_restart(false);
                 info!(%host, nodes, acks, "a Cassandra node restarted: nothing to write again, as {nodes} of the {acks} replicas that acknowledge each write restarted or are down within one unsynced window");
             }
+        }
+    }
+
+    /// A node did not answer this round.
+    fn missed(&mut self, host: uuid::Uuid) {
+        if let Some(node) = self.nodes.get_mut(&host) {
+            node.up = false;
         }
     }
 }
@@ -511,20 +539,97 @@ mod tests {
         let start = Instant::now();
         let at = |s| start + Duration::from_secs(s);
         let depth = Duration::from_secs(25);
-        let crash_at = |s| Exposure::of(at(s), depth);
-        // RF 1 or `one`: every restart.
-        assert_eq!(lost_after(crash_at(100), &[], 1), Ok(at(75)));
-        // RF 3 at quorum: one node alone, or a second whose window ended long before, no.
-        assert_eq!(lost_after(crash_at(100), &[], 2), Err(1));
-        assert_eq!(lost_after(crash_at(100), &[crash_at(60)], 2), Err(1));
-        // Two within one window: yes, from the earlier window's start.
-        assert_eq!(lost_after(crash_at(100), &[crash_at(90)], 2), Ok(at(65)));
-        assert_eq!(lost_after(crash_at(100), &[crash_at(110)], 2), Ok(at(75)));
-        // `all` at RF 3: three.
-        assert_eq!(lost_after(crash_at(100), &[crash_at(90)], 3), Err(2));
-        assert_eq!(
-            lost_after(crash_at(100), &[crash_at(90), crash_at(95)], 3),
-            Ok(at(65))
+        let (a, b, c) = (
+            uuid::Uuid::from_u128(1),
+            uuid::Uuid::from_u128(2),
+            uuid::Uuid::from_u128(3),
         );
+        // Last answered at `seen`, back (or still down) at `until`.
+        let window = |seen, until| Exposure::of(at(seen), depth, at(until));
+        let back = window(100, 130);
+        // RF 1 or `one`: every restart, from its window's start.
+        assert_eq!(lost_after(a, back, &[], 1), Ok(at(75)));
+        // RF 3 at quorum: one node alone, or with another whose window ended long before, no.
+        assert_eq!(lost_after(a, back, &[], 2), Err(1));
+        assert_eq!(lost_after(a, back, &[(b, window(30, 45))], 2), Err(1));
+        // The same node's earlier restart is the same node.
+        assert_eq!(lost_after(a, back, &[(a, window(90, 95))], 2), Err(1));
+        // Another down or back within the window: yes, from where both windows run.
+        assert_eq!(lost_after(a, back, &[(b, window(90, 130))], 2), Ok(at(75)));
+        assert_eq!(lost_after(a, back, &[(b, window(110, 130))], 2), Ok(at(85)));
+        // A node counted once, however many windows it has.
+        assert_eq!(
+            lost_after(a, back, &[(b, window(90, 95)), (b, window(120, 130))], 3),
+            Err(2)
+        );
+        assert_eq!(
+            lost_after(a, back, &[(b, window(90, 95)), (c, window(120, 130))], 3),
+            Ok(at(75))
+        );
+    }
+
+    fn watcher(acks: usize) -> (Watcher, mpsc::UnboundedReceiver<Instant>, Arc<Metrics>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new("test", &["t"]));
+        let watcher = Watcher {
+            depth: Duration::from_secs(25),
+            acks,
+            metrics: metrics.clone(),
+            nodes: HashMap::new(),
+            restarted: Vec::new(),
+            lost_after: tx,
+        };
+        (watcher, rx, metrics)
+    }
+
+    #[test]
+    fn the_watcher_rewinds_for_two_of_three_nodes_down_together_and_not_for_one() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let (a, b, c) = (
+            uuid::Uuid::from_u128(1),
+            uuid::Uuid::from_u128(2),
+            uuid::Uuid::from_u128(3),
+        );
+        let (mut w, mut lost, metrics) = watcher(2);
+        for node in [a, b, c] {
+            w.seen(node, 1, at(1));
+        }
+        // c killed at 2 and back at 40 with a new generation: the others held every write.
+        w.missed(c);
+        w.seen(c, 2, at(40));
+        assert!(lost.try_recv().is_err(), "one node of three rewound");
+        // Killed again at once and back: still one node, its own earlier window not another.
+        w.missed(c);
+        w.seen(c, 3, at(45));
+        assert!(lost.try_recv().is_err(), "a node counted twice");
+        // b and c killed together; b back while c is still down: rewound from b's window.
+        w.seen(a, 1, at(100));
+        w.seen(b, 1, at(100));
+        w.seen(c, 3, at(100));
+        w.missed(b);
+        w.missed(c);
+        w.seen(b, 2, at(130));
+        assert_eq!(lost.try_recv().ok(), Some(at(75)));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"aqueduct_node_restarts_total{pipeline="test",decision="rewound"} 1"#)
+                && text.contains(
+                    r#"aqueduct_node_restarts_total{pipeline="test",decision="not_needed"} 2"#
+                ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_single_node_restart_is_always_rewound() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let node = uuid::Uuid::from_u128(1);
+        let (mut w, mut lost, _) = watcher(1);
+        w.seen(node, 1, at(100));
+        w.missed(node);
+        w.seen(node, 2, at(130));
+        assert_eq!(lost.try_recv().ok(), Some(at(75)));
     }
 }

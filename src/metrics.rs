@@ -314,7 +314,7 @@ impl Metrics {
         let source_behind = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "source_behind",
-            "Time windows' catch-up: how far the saved cursor is behind now less the lag",
+            "Time windows' catch-up: how far the saved cursor is behind now less the lag (0 when caught up)",
             Unit::Seconds,
             source_behind.clone(),
         );

@@ -8,8 +8,9 @@
 //! only that position is stored; librdkafka commits what is stored every
 //! `kafka.commit_interval`, and the loader commits once more when it stops (at-least-once; rows
 //! are upserts, so a re-delivered message rewrites the same row). When a Cassandra node
-//! restarts ([`crate::cassandra::restarts`]), the loader goes back to where it stood before the
-//! node's unsynced window ([`crate::cassandra::rewind`]) and writes that stretch again.
+//! restart may have lost acknowledged writes ([`crate::cassandra::restarts`]), the loader goes
+//! back to where it stood before the unsynced window ([`crate::cassandra::rewind`]) and writes
+//! that stretch again.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};

@@ -97,8 +97,9 @@ pub struct RawSource {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub timeout: Duration,
-    /// The largest response body read, e.g. `"64 MiB"` (default) or `"500KB"`: a larger one
-    /// fails the attempt before any of its records is produced.
+    /// The largest response body read, e.g. `"64 MiB"` (default), `"500KB"` or a number of
+    /// bytes: a larger one fails the attempt (retried like any failed attempt) as soon as it
+    /// says so or gets there, before any of its records is produced.
     #[serde(default = "default_max_body_size")]
     #[schemars(with = "String", extend("pattern" = SIZE_PATTERN))]
     pub max_body_size: bytesize::ByteSize,
@@ -155,7 +156,8 @@ pub struct RawParent {
     #[serde(default = "default_parent_key")]
     pub key: String,
     /// Fields put into each child record from its parent: a name and a jq expression on the
-    /// parent, e.g. `{ repo = ".full_name" }`.
+    /// parent, e.g. `{ repo = ".full_name" }`; a child record that is not an object goes as
+    /// it is.
     #[serde(default)]
     pub include: BTreeMap<String, String>,
     /// Parents whose requests run at once. Default 4.
@@ -276,7 +278,9 @@ pub struct RawRule {
     #[schemars(extend("enum" = RULE_ACTIONS))]
     pub action: String,
     /// The header saying how long to wait (`retry`, `rate_limited`), e.g. `Retry-After` or
-    /// `X-RateLimit-Reset`. Default: the backoff.
+    /// `X-RateLimit-Reset`. Default: the backoff. A `retry` wait is capped by
+    /// `retry.max_backoff`; a `rate_limited` one lasts at least `retry.initial_backoff` and at
+    /// most an hour (a longer one is logged as a likely misread header).
     pub wait_header: Option<String>,
     /// How `wait_header` is written: `retry_after` (seconds, or an HTTP date; the default),
     /// `epoch_s` or `epoch_ms` (the time to wait until).
@@ -288,7 +292,8 @@ pub struct RawRule {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
-    /// At most this many requests per `per`, evenly spaced. Default: no budget of our own.
+    /// At most this many requests per `per`, evenly spaced (a GCRA limiter: 100 per 1m is one
+    /// every 0.6 s). Default: no budget of our own.
     pub requests: Option<u32>,
     /// The interval of `requests`, e.g. "1m". Default 1s.
     #[serde(default = "default_rate_per", with = "humantime_serde")]
@@ -483,12 +488,14 @@ pub struct RawWindow {
     pub start_param: Option<String>,
     /// Query parameter taking a window's end (exclusive), e.g. `endtime`; or `{{ $end }}`.
     pub end_param: Option<String>,
-    /// Length of a full window, e.g. "1h".
+    /// Length of a full window, e.g. "1h"; the last window of a poll is cut at now less
+    /// `lag`.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String", extend("pattern" = DURATION_PATTERN))]
     pub size: Duration,
     /// Where the first window starts when no cursor is saved: an RFC 3339 time, e.g.
-    /// "2026-11-01T00:00:00Z", or a duration before the first poll, e.g. "7d".
+    /// "2026-11-01T00:00:00Z", or a duration before the first poll, e.g. "7d" (rounded down
+    /// to a whole window).
     pub start: String,
     /// How far behind now the last window ends, for data that arrives late. Default 0s.
     #[serde(default, with = "humantime_serde")]
@@ -519,7 +526,8 @@ pub struct RawValidate {
     pub schema_file: Option<String>,
     /// An inline schema: a TOML table, or a string holding JSON.
     pub schema: Option<serde_json::Value>,
-    /// What to do with an invalid record: `dead_letter` (default), `drop` or `fail`.
+    /// What to do with an invalid record: `dead_letter` (default: to the dead-letter topic with
+    /// its reasons), `drop` (counted and logged) or `fail` (the run stops, exit 1).
     #[serde(default = "default_on_invalid")]
     #[schemars(extend("enum" = ON_INVALID))]
     pub on_invalid: String,
@@ -590,8 +598,9 @@ pub struct RawKafka {
     /// SASL login to the brokers (SASL_PLAINTEXT, or SASL_SSL with `[kafka.tls]`).
     pub sasl: Option<RawSasl>,
     /// How records are written into the topic's messages: `json` (default: the record's JSON
-    /// text), `avro` or `json_schema` (Confluent's wire format: a zero byte, the schema's id
-    /// in the registry in 4 bytes, then the record; needs `[kafka.schema_registry]`).
+    /// text, byte for byte as the API sent it), `avro` or `json_schema` (Confluent's wire
+    /// format: a zero byte, the schema's id in the registry in 4 bytes, then the record; needs
+    /// `[kafka.schema_registry]`).
     #[serde(default = "default_codec")]
     #[schemars(extend("enum" = CODECS))]
     pub codec: String,
@@ -629,16 +638,19 @@ pub struct RawSchemaRegistry {
     pub token_file: Option<std::path::PathBuf>,
     /// CA certificates (PEM) to trust for an `https` registry. Default: the system's.
     pub ca_file: Option<std::path::PathBuf>,
-    /// The subject a schema is registered under: `topic_name` (default, `<topic>-value`),
-    /// `record_name` (the schema's full name) or `topic_record_name` (`<topic>-<name>`).
+    /// The subject a schema is registered under: `topic_name` (default, `<topic>-value`, keys
+    /// `<topic>-key`), `record_name` (the Avro record's full name, or the JSON Schema's
+    /// `title`) or `topic_record_name` (`<topic>-<name>`).
     #[serde(default = "default_subject_strategy")]
     #[schemars(extend("enum" = SUBJECT_STRATEGIES))]
     pub subject_strategy: String,
-    /// The Avro schema (`.avsc`) of the records produced, relative to the spec's folder.
-    /// For `json_schema`, `[validate]`'s schema is the one registered.
+    /// The Avro schema (`.avsc`) of the records produced, relative to the spec's folder;
+    /// required with `codec = "avro"` when aqueduct produces. For `json_schema`, `[validate]`'s
+    /// schema is the one registered.
     pub schema_file: Option<std::path::PathBuf>,
-    /// The schema of the message keys produced with `kafka.key_codec` `avro` (an `.avsc`) or
-    /// `json_schema` (a JSON Schema), relative to the spec's folder; registered under
+    /// The schema of the message keys produced with `kafka.key_codec` `avro` (an `.avsc`;
+    /// `"string"` for Confluent's string keys) or `json_schema` (a JSON Schema), relative to
+    /// the spec's folder; required with those key codecs and `kafka.key`. Registered under
     /// `<topic>-key` with the topic-name strategy.
     pub key_schema_file: Option<std::path::PathBuf>,
     /// Register the schema if the subject lacks it (Confluent's `auto.register.schemas`).
@@ -669,7 +681,8 @@ fn default_cursor_topic() -> String {
 pub struct RawTls {
     /// CA certificates (PEM) to trust. Default: the system's trusted CAs.
     pub ca_file: Option<std::path::PathBuf>,
-    /// A client certificate (PEM), for servers that check clients; with `key_file`.
+    /// A client certificate (PEM), for servers that check clients; with `key_file` (both or
+    /// neither).
     pub cert_file: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
     pub key_file: Option<std::path::PathBuf>,
@@ -677,8 +690,9 @@ pub struct RawTls {
     pub key_password: Option<String>,
     /// A file holding `key_password` instead.
     pub key_password_file: Option<std::path::PathBuf>,
-    /// Check that the server's certificate names the host (or IP address) connected to.
-    /// Default true.
+    /// Check that the server's certificate names the host (or IP address) connected to; the
+    /// certificate chain is checked either way. Cassandra's driver checks a node's certificate
+    /// against its IP address. Default true.
     #[serde(default = "default_true")]
     pub verify_hostname: bool,
 }
@@ -716,27 +730,32 @@ fn default_true() -> bool {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCassandra {
-    /// `host:port` of one or more nodes.
+    /// `host:port` of one or more nodes (the port defaults to 9042).
     pub contact_points: Vec<String>,
-    /// Keyspace name (letters, digits, underscore; starts with a letter); the keyspace of every
-    /// table that names none.
+    /// Keyspace name (letters, digits, underscore; starts with a letter; at most 48); the
+    /// keyspace of every table that names none.
     pub keyspace: String,
     /// Table name (same rules), when the pipeline writes one table.
     pub table: Option<String>,
     /// Keyspace replication, used when aqueduct creates the keyspace. Default
-    /// `{ class = "SimpleStrategy", replication_factor = 1 }`.
+    /// `{ class = "SimpleStrategy", replication_factor = 1 }`; `NetworkTopologyStrategy` takes
+    /// `dc = n` pairs.
     #[serde(default)]
     pub replication: Option<BTreeMap<String, Scalar>>,
     /// Write consistency: any, one, two, three, quorum, all, local_quorum (default),
     /// each_quorum, local_one. Every table's unless it sets its own.
     #[serde(default = "default_consistency")]
     pub consistency: String,
-    /// Time to live of written rows, e.g. "30d", or `{ jq = "<expression>" }` giving each
-    /// row's in seconds (null: none). Default: none. Every table's unless it sets its own.
+    /// Time to live of written rows, up to 20 years: e.g. "30d", or `{ jq = "<expression>" }`
+    /// giving each row's in seconds (null: none; `USING TTL ?`). Default: none. Every table's
+    /// unless it sets its own.
     #[serde(default)]
     pub ttl: Option<RawTtl>,
     /// A jq expression giving each row's write time (`USING TIMESTAMP`), an RFC 3339 string
-    /// or epoch milliseconds, e.g. `.updated`. Default: none (Cassandra's time of the write).
+    /// or epoch milliseconds, e.g. `.updated`: an older version of a record (`replay`,
+    /// `backfill`, a re-delivery) never overwrites a newer one, as Cassandra keeps the cell
+    /// with the latest write time. A record whose expression yields null or no time is
+    /// dead-lettered for that table (column `writetime`). Default: none (the last write wins).
     /// Every table's unless it sets its own.
     pub writetime: Option<String>,
     /// What a null does to its column: "null" (default) writes a CQL null, which deletes the
@@ -746,10 +765,16 @@ pub struct RawCassandra {
     #[schemars(extend("enum" = NULLS))]
     pub nulls: Option<String>,
     /// A jq condition on the record, e.g. `.deleted == true`: when it yields true the row is
-    /// deleted by its primary key instead of written. Every table's unless it sets its own.
+    /// deleted by its primary key (`DELETE ... WHERE`, `USING TIMESTAMP` with `writetime`)
+    /// instead of written; null or false writes it. Every table's unless it sets its own.
+    /// Whether or not it is set, a Kafka tombstone (a key without a value) deletes the row its
+    /// key names: the value of a one-column primary key, or an object naming each key column
+    /// as Debezium's and Kafka Connect's keys do (`{"id": 3}`), read with `kafka.key_codec`;
+    /// the message's timestamp is the write time where the table takes one. A key that cannot
+    /// name the row is dead-lettered for that table.
     pub delete: Option<String>,
-    /// Create the keyspaces and tables if missing. Default true. Every table's unless it sets
-    /// its own.
+    /// Create the keyspaces and tables if missing. Default true. Either way each table is
+    /// checked against its columns at start. Every table's unless it sets its own.
     #[serde(default = "default_true")]
     pub create: bool,
     /// Writes in flight at once (lanes; rows of one message key are written in order). Default
@@ -765,7 +790,7 @@ pub struct RawCassandra {
     /// Password for password authentication (set it with AQUEDUCT_CASSANDRA__PASSWORD).
     pub password: Option<String>,
     /// A file holding the password instead (relative to the spec's folder; a trailing newline
-    /// is dropped), e.g. a mounted secret.
+    /// is dropped), e.g. a mounted secret; not both.
     pub password_file: Option<std::path::PathBuf>,
     /// TLS to the nodes (Cassandra's `client_encryption_options`).
     pub tls: Option<RawTls>,
@@ -776,8 +801,8 @@ pub struct RawCassandra {
     /// keyspace's replication: one at RF 1 or at `one`, two at RF 3 and `local_quorum`) have
     /// restarted or are down within overlapping windows, aqueduct writes again what it wrote in
     /// them; one node of three restarting at `local_quorum` loses nothing, and nothing is
-    /// written again. "auto" (default) reads it from the node (`system_views.settings`); "0s"
-    /// turns the watch off (`commitlog_sync: batch`).
+    /// written again. "auto" (default) reads it from the node (`system_views.settings`; 10 s
+    /// when the node does not say); "0s" turns the watch off (`commitlog_sync: batch`).
     #[serde(default = "default_unsynced_window")]
     pub unsynced_window: String,
     /// Partition key columns, in order (one table).
@@ -793,7 +818,8 @@ pub struct RawCassandra {
     /// User-defined types, by name: `[cassandra.types.address]` with `street = "text"`, ...
     /// (field = CQL type); created in the keyspace of every table (`CREATE TYPE`), usable as
     /// column types (`address`, `frozen<address>`, `list<frozen<address>>`) and in the fields
-    /// of types defined after them.
+    /// of types defined after them. A column of such a type takes a JSON object of its fields:
+    /// a missing or null field is null, an unknown one a mapping error naming it.
     #[serde(default)]
     pub types: BTreeMap<String, BTreeMap<String, String>>,
     /// Storage-attached indexes (SAI) of the table, by index name (one table).

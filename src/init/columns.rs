@@ -114,6 +114,7 @@ fn scalar(kind: Kind, format: Option<Format>) -> &'static str {
     match (kind, format) {
         (Kind::Bool, _) => "boolean",
         (Kind::Integer, _) => "bigint",
+        (Kind::BigInteger, _) => "varint",
         (Kind::Number, _) => "double",
         (Kind::String, Some(Format::DateTime)) => "timestamp",
         (Kind::String, Some(Format::Uuid)) => "uuid",
@@ -128,7 +129,9 @@ fn list_of(items: Option<&Shape>) -> Option<&'static str> {
     match items.kinds().as_slice() {
         // Lists of strings stay text: a format seen in a few elements is a thin guess.
         [Kind::String] => Some("text"),
-        [kind @ (Kind::Bool | Kind::Integer | Kind::Number)] => Some(scalar(*kind, None)),
+        [kind @ (Kind::Bool | Kind::Integer | Kind::BigInteger | Kind::Number)] => {
+            Some(scalar(*kind, None))
+        }
         _ => None,
     }
 }

@@ -50,6 +50,8 @@ pub struct Shape {
     pub bools: usize,
     /// Whole numbers.
     pub integers: usize,
+    /// Whole numbers outside a `bigint`'s range (of the `integers`).
+    pub big_integers: usize,
     /// Numbers with a fraction or an exponent.
     pub fractions: usize,
     pub strings: usize,
@@ -69,6 +71,8 @@ pub struct Shape {
 pub enum Kind {
     Bool,
     Integer,
+    /// Whole numbers, some beyond a `bigint` (64 bits).
+    BigInteger,
     Number,
     String,
     Array,
@@ -91,7 +95,11 @@ impl Shape {
         match v {
             Value::Null => self.nulls += 1,
             Value::Bool(_) => self.bools += 1,
-            Value::Number(n) if n.is_i64() || n.is_u64() => self.integers += 1,
+            Value::Number(n) if n.is_i64() => self.integers += 1,
+            Value::Number(n) if n.is_u64() => {
+                self.integers += 1;
+                self.big_integers += 1;
+            }
             Value::Number(_) => self.fractions += 1,
             Value::String(s) => {
                 let format = format_of(s);
@@ -129,6 +137,7 @@ impl Shape {
     pub fn kinds(&self) -> Vec<Kind> {
         let numbers = match (self.integers > 0, self.fractions > 0) {
             (_, true) => Some(Kind::Number),
+            (true, false) if self.big_integers > 0 => Some(Kind::BigInteger),
             (true, false) => Some(Kind::Integer),
             (false, false) => None,
         };
@@ -166,7 +175,7 @@ impl Shape {
             .into_iter()
             .map(|k| match k {
                 Kind::Bool => "boolean",
-                Kind::Integer => "integer",
+                Kind::Integer | Kind::BigInteger => "integer",
                 Kind::Number => "number",
                 Kind::String => "string",
                 Kind::Array => "array",
@@ -263,6 +272,9 @@ mod tests {
         let shape = Shape::of(&[json!("2026-11-01T10:00:00Z"), json!("soon"), json!(3)]);
         assert_eq!(shape.schema(), json!({"type": ["integer", "string"]}));
         assert_eq!(shape.kinds(), [Kind::Integer, Kind::String]);
+        let big = Shape::of(&[json!(1), json!(u64::MAX)]);
+        assert_eq!(big.kinds(), [Kind::BigInteger]);
+        assert_eq!(big.schema()["type"], "integer");
         // Nothing seen (the items of empty arrays): anything goes.
         assert_eq!(Shape::of(&[json!([])]).schema(), json!({"type": "array"}));
     }

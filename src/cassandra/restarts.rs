@@ -482,14 +482,10 @@ mod tests {
         );
     }
 
-    fn replication(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        settings(pairs)
-    }
-
     #[test]
     fn acknowledgements_follow_the_consistency_and_the_replication() {
         let simple = |rf| {
-            replication(&[
+            settings(&[
                 ("class", "org.apache.cassandra.locator.SimpleStrategy"),
                 ("replication_factor", rf),
             ])
@@ -513,7 +509,7 @@ mod tests {
             2,
             "transient"
         );
-        let nts = replication(&[
+        let nts = settings(&[
             (
                 "class",
                 "org.apache.cassandra.locator.NetworkTopologyStrategy",
@@ -527,11 +523,7 @@ mod tests {
             "the smaller data centre"
         );
         assert_eq!(acks(Consistency::Quorum, &nts), 3, "quorum of 5 in all");
-        assert_eq!(
-            acks(Consistency::One, &replication(&[])),
-            1,
-            "unknown class"
-        );
+        assert_eq!(acks(Consistency::One, &settings(&[])), 1, "unknown class");
     }
 
     #[test]

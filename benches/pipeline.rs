@@ -43,10 +43,13 @@ use serde_json::json;
 use aqueduct::{cassandra, cql, kafka, map, spec};
 use randomuser_standin as standin;
 
-const USAGE: &str = "usage: scripts/bench [--records N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--cluster | --codecs [--rounds R]]";
+const USAGE: &str = "usage: scripts/bench [--records N] [--rounds R] [--large N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--cluster | --codecs]";
 
 struct Args {
     records: usize,
+    /// The records of the one large run (the ceiling, then aqueduct); none when not above
+    /// `records`.
+    large: usize,
     ingest_records: usize,
     ceiling: Vec<usize>,
     json: PathBuf,
@@ -58,7 +61,7 @@ struct Args {
     cluster: bool,
     /// The load half reading Avro beside JSON: the same records, alternating rounds.
     codecs: bool,
-    /// Rounds of `--codecs`, each a JSON and an Avro run.
+    /// Rounds alternating the ceiling and the load half (with `--codecs`: JSON and Avro).
     rounds: usize,
 }
 
@@ -68,7 +71,8 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         return Ok(None);
     }
     let mut args = Args {
-        records: 1_000_000,
+        records: 200_000,
+        large: 1_000_000,
         ingest_records: 200_000,
         ceiling: vec![256, 1024],
         json: target_dir().join("bench/pipeline.json"),
@@ -86,6 +90,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         };
         match flag.as_str() {
             "--records" => args.records = value()?.parse()?,
+            "--large" => args.large = value()?.parse()?,
             "--ingest-records" => args.ingest_records = value()?.parse()?,
             "--ceiling" => {
                 args.ceiling = value()?
@@ -106,7 +111,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         bail!("--records and --ingest-records must be at least 5000");
     }
     if args.cluster && args.codecs || args.rounds == 0 {
-        bail!("--codecs runs on the local stack, at least one round\n{USAGE}");
+        bail!("--codecs runs on the local stack; at least one round\n{USAGE}");
     }
     Ok(Some(args))
 }
@@ -131,8 +136,12 @@ struct Figure {
     /// End to end (API response received to row acknowledged), for runs that load.
     latency_p50_ms: Option<u64>,
     latency_p99_ms: Option<u64>,
-    /// From the start of the process to the first row acknowledged.
+    /// From the start of the process (of the ceiling's loop) to the first row acknowledged.
     first_row_seconds: Option<f64>,
+    /// From the start to the last row acknowledged.
+    last_row_seconds: Option<f64>,
+    /// A ceiling's writes in flight.
+    concurrency: Option<usize>,
 }
 
 impl Figure {
@@ -148,6 +157,8 @@ impl Figure {
             latency_p50_ms: None,
             latency_p99_ms: None,
             first_row_seconds: None,
+            last_row_seconds: None,
+            concurrency: None,
         }
     }
 }
@@ -264,15 +275,27 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let mut spec = env.spec(Path::new(USERS))?;
     let machine = machine();
     println!(
-        "aqueduct bench {}: pipelines/users.toml, {} records, {machine}",
-        env.run, args.records
+        "aqueduct bench {}: pipelines/users.toml, {} records ({} rounds) and {}, {machine}",
+        env.run, args.records, args.rounds, args.large
     );
 
-    kafka::ensure_topics(&spec.kafka, true).await?;
-    let (rows, preload) = preload(&spec, args.records)?;
+    // The same users into two topics: the first `records` of them into the run's topic, all
+    // `large` (when more) into a topic of their own.
+    let large_topic = format!("{}_large", env.run);
+    let mut topics = vec![(env.run.clone(), args.records)];
+    if args.large > args.records {
+        topics.push((large_topic.clone(), args.large));
+    }
+    for (topic, _) in &topics {
+        spec.kafka.topic = topic.clone();
+        kafka::ensure_topics(&spec.kafka, true).await?;
+    }
+    spec.kafka.topic = env.run.clone();
+    let (rows, preload) = preload(&spec, &topics)?;
     println!(
-        "preloaded {} messages into topic {} in {:.1} s",
-        args.records, env.run, preload
+        "preloaded {} messages into {} topic(s) in {preload:.1} s",
+        topics.iter().map(|(_, n)| n).sum::<usize>(),
+        topics.len()
     );
 
     let session = SessionBuilder::new()
@@ -280,62 +303,144 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .build()
         .await?;
     let session = Arc::new(session);
-    let (mut figures, mut best) =
-        ceilings(&session, &mut spec.cassandra, &rows, &args.ceiling, &env).await?;
+    let small = &rows[..args.records];
+    // users.toml's `[cassandra]` with its first `n` tables.
+    let tables = |n: usize| {
+        env.spec(Path::new(USERS)).map(|s| {
+            let mut c = s.cassandra;
+            c.tables.truncate(n);
+            c
+        })
+    };
+    let (mut figures, best) =
+        ceilings(&session, &mut spec.cassandra, small, &args.ceiling, &env).await?;
+    let concurrency = best.concurrency.unwrap_or(256);
 
     let mut builds = vec![("aqueduct", env.bin.join("aqueduct"))];
     if let Some(baseline) = &args.baseline {
         builds.push(("baseline", baseline.clone()));
     }
-    let mut load = None;
-    // The load half writing created_users alone (users.toml cut after its first table), then
-    // both of users.toml's tables: what the second table costs.
     let one_table = one_table_spec()?;
-    for (label, bin) in &builds {
-        // A baseline from before several tables reads the one-table form only.
-        let specs = if *label == "aqueduct" {
-            &[(one_table.as_path(), 1), (Path::new(USERS), 2)][..]
-        } else {
-            &[(one_table.as_path(), 1)][..]
-        };
-        for &(spec_file, tables) in specs {
-            let others = spec.cassandra.tables.split_off(tables);
-            let prefix = format!("{label}_load{tables}");
-            let mut vars = table_names(&mut spec.cassandra, &prefix, tables == 1);
-            fresh_table(&session, &spec.cassandra).await?;
-            vars.push((
-                "AQUEDUCT_KAFKA__GROUP_ID".into(),
-                format!("{}_{prefix}", env.run),
-            ));
+    // The load half drains `topic` into a fresh table (users.toml cut after its first table, in
+    // the one-table form a baseline from before several tables reads too).
+    // `prefix` names its table and group.
+    let load = |prefix: String, bin: &Path, topic: &str, records: usize, what: String| {
+        let c = tables(1);
+        let session = session.clone();
+        let (bin, one_table) = (bin.to_owned(), one_table.clone());
+        let (env, topic) = (&env, topic.to_owned());
+        async move {
+            let mut c = c?;
+            let mut vars = table_names(&mut c, &prefix, true);
+            vars.extend([
+                ("AQUEDUCT_KAFKA__TOPIC".into(), topic),
+                (
+                    "AQUEDUCT_KAFKA__GROUP_ID".into(),
+                    format!("{}_{prefix}", env.run),
+                ),
+            ]);
+            fresh_table(&session, &c).await?;
             let f = run_aqueduct(
-                &env,
-                bin,
-                spec_file,
-                &format!("{label} load half, {tables} table(s)"),
-                Until::Done(args.records),
+                env,
+                &bin,
+                &one_table,
+                &what,
+                Until::Done(records),
                 &["--only", "load", "--once"],
                 &vars,
                 1,
             )?;
-            drop_table(&session, &spec.cassandra).await?;
-            spec.cassandra.tables.extend(others);
-            println!("  {}: {:.0} records/s", f.what, f.per_second);
-            if tables == 1 {
-                load.get_or_insert_with(|| f.clone());
-            }
-            figures.push(f);
+            drop_table(&session, &c).await?;
+            Ok::<_, anyhow::Error>(f)
         }
+    };
+
+    // Rounds alternating the ceiling and each build, so neither always runs on a warmer (or a
+    // busier) machine; medians compared.
+    let mut rounds: Vec<Vec<(&str, Figure)>> = Vec::new();
+    for round in 0..args.rounds {
+        let mut order: Vec<&str> = std::iter::once("ceiling")
+            .chain(builds.iter().map(|(label, _)| *label))
+            .collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut measured = Vec::new();
+        for label in order {
+            let what = format!("{label} load half, round {}", round + 1);
+            let f = match builds.iter().find(|(l, _)| *l == label) {
+                Some((_, bin)) => {
+                    let prefix = format!("{label}_r{}", round + 1);
+                    load(prefix, bin, &env.run, args.records, what).await?
+                }
+                None => {
+                    let mut c = tables(1)?;
+                    c.tables[0].table = format!("ceiling_round{}", round + 1);
+                    let mut f = ceiling(&session, &c, small, concurrency, &env).await?;
+                    f.what = format!("ceiling, {concurrency} in flight, round {}", round + 1);
+                    f
+                }
+            };
+            println!("  {}: {:.0} records/s", f.what, f.per_second);
+            measured.push((label, f));
+        }
+        figures.extend(measured.iter().map(|(_, f)| f.clone()));
+        rounds.push(measured);
     }
-    let load = load.context("aqueduct's load half was measured")?;
-    ceiling_again(
-        &session,
-        &mut spec.cassandra,
-        &rows,
-        &mut best,
-        &mut figures,
-        &env,
-    )
-    .await?;
+    let medians = |label: &str| {
+        let of = |m: Measure| {
+            median(
+                rounds
+                    .iter()
+                    .flatten()
+                    .filter(|(l, _)| *l == label)
+                    .map(|(_, f)| m(f)),
+            )
+        };
+        Split::of_medians(&of)
+    };
+    let ceiling_split = medians("ceiling");
+
+    // What the second table costs: users.toml whole, once.
+    {
+        let mut c = tables(2)?;
+        let mut vars = table_names(&mut c, "aqueduct_load2", false);
+        vars.push((
+            "AQUEDUCT_KAFKA__GROUP_ID".into(),
+            format!("{}_load2", env.run),
+        ));
+        fresh_table(&session, &c).await?;
+        let f = run_aqueduct(
+            &env,
+            &builds[0].1,
+            Path::new(USERS),
+            "aqueduct load half, 2 tables",
+            Until::Done(args.records),
+            &["--only", "load", "--once"],
+            &vars,
+            1,
+        )?;
+        drop_table(&session, &c).await?;
+        println!("  {}: {:.0} records/s", f.what, f.per_second);
+        figures.push(f);
+    }
+
+    // The large run, the ceiling then aqueduct: start-up and drain weigh less in it.
+    let mut large = Vec::new();
+    if args.large > args.records {
+        let mut c = tables(1)?;
+        c.tables[0].table = "ceiling_large".into();
+        let mut f = ceiling(&session, &c, &rows, concurrency, &env).await?;
+        f.what = format!("ceiling, {concurrency} in flight, {} records", args.large);
+        println!("  {}: {:.0} records/s", f.what, f.per_second);
+        large.push(f);
+        let what = format!("aqueduct load half, {} records", args.large);
+        let prefix = "aqueduct_large".to_owned();
+        let f = load(prefix, &builds[0].1, &large_topic, args.large, what).await?;
+        println!("  {}: {:.0} records/s", f.what, f.per_second);
+        large.push(f);
+    }
+    figures.extend(large.iter().cloned());
     drop(rows);
 
     let (api, mut standin) = start_standin(&env)?;
@@ -370,14 +475,21 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             figures.push(f);
         }
     }
-    let others = spec.cassandra.tables.split_off(1);
+    // Both halves in one process, users.toml whole: a page of 1,000 records each second.
+    let mut steady = Vec::new();
     for (label, bin) in &builds {
         let topic = format!("{}_{label}_steady", env.run);
+        let (mut c, file, one_table_form) = if *label == "aqueduct" {
+            (tables(2)?, Path::new(USERS), false)
+        } else {
+            (tables(1)?, one_table.as_path(), true)
+        };
+        let tables = c.tables.len();
         let f = run_aqueduct(
             &env,
             bin,
-            &one_table,
-            &format!("{label} both halves, 1 table, 1,000 records/s"),
+            file,
+            &format!("{label} both halves, {tables} table(s), 1,000 records/s"),
             Until::Stopped(Duration::from_secs(args.steady_seconds)),
             &[],
             &[
@@ -394,9 +506,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .chain(table_names(
-                &mut spec.cassandra,
+                &mut c,
                 &format!("{label}_steady"),
-                true,
+                one_table_form,
             ))
             .collect::<Vec<_>>(),
             1,
@@ -405,20 +517,63 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "  {}: latency p50 {:?} ms, p99 {:?} ms, first row after {:?} s",
             f.what, f.latency_p50_ms, f.latency_p99_ms, f.first_row_seconds
         );
-        figures.push(f);
+        steady.push((tables, f));
     }
-    spec.cassandra.tables.extend(others);
     let _ = standin.kill();
     let _ = standin.wait();
 
-    report(&figures, &best, &load);
+    figures.extend(steady.iter().map(|(_, f)| f.clone()));
+    report(&figures, ceiling_split.per_second);
+    println!();
+    let aqueduct_split = medians("aqueduct");
+    println!(
+        "{} rounds of {} records, medians:",
+        args.rounds, args.records
+    );
+    ceiling_split.print("ceiling", None);
+    aqueduct_split.print("aqueduct", Some(&ceiling_split));
+    if builds.len() > 1 {
+        medians("baseline").print("baseline", Some(&ceiling_split));
+    }
+    if let [ceil, aq] = &large[..] {
+        println!("{} records:", args.large);
+        let (ceil, aq) = (Split::of(ceil), Split::of(aq));
+        ceil.print("ceiling", None);
+        aq.print("aqueduct", Some(&ceil));
+    }
+    let two = figures
+        .iter()
+        .find(|f| f.what == "aqueduct load half, 2 tables");
+    if let Some(two) = two {
+        println!(
+            "two tables / one table: CPU per record x{:.2} (aim <= 2), records/s x{:.2}",
+            two.client_cpu_us / aqueduct_split.cpu_us,
+            two.per_second / aqueduct_split.per_second
+        );
+    }
+    for (tables, f) in &steady {
+        // A page's rows, written at the ceiling's steady rate: the last is this long after the
+        // first, and no pipeline can deliver the page's last row sooner after its response.
+        let floor_ms = 1000.0 * (*tables * 1000) as f64 / ceiling_split.steady_per_second;
+        let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+        println!(
+            "{}: end-to-end latency p50 {} ms, p99 {} ms; floor {floor_ms:.0} ms (a page's {} rows at the ceiling's rate; aim p99 <= floor + 15); first row {} s after start (aim < 1)",
+            f.what,
+            ms(f.latency_p50_ms),
+            ms(f.latency_p99_ms),
+            tables * 1000,
+            f.first_row_seconds
+                .map_or_else(|| "-".into(), |s| format!("{s:.2}")),
+        );
+    }
     clean_up(&session, &env).await?;
     let json = json!({
         "run": env.run,
         "machine": machine,
         "records": args.records,
-        "ceiling_best": best,
-        "load_to_ceiling": load.per_second / best.per_second,
+        "rounds": args.rounds,
+        "medians": {"ceiling": ceiling_split, "aqueduct": aqueduct_split},
+        "load_to_ceiling": aqueduct_split.per_second / ceiling_split.per_second,
         "figures": figures,
     });
     if let Some(dir) = args.json.parent() {
@@ -427,6 +582,78 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
     println!("figures written to {}", args.json.display());
     Ok(())
+}
+
+/// The median of `values` (0 for none).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A load run split in time: start-up to the first row acknowledged, the writing between the
+/// first and the last, and the last row to the exit; with the rate, CPU and memory.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Split {
+    per_second: f64,
+    first_row_seconds: f64,
+    writing_seconds: f64,
+    /// Records over the writing time alone.
+    steady_per_second: f64,
+    after_last_seconds: f64,
+    cpu_us: f64,
+    peak_rss_mib: f64,
+}
+
+impl Split {
+    fn of(f: &Figure) -> Split {
+        Split::of_medians(&|m| m(f))
+    }
+
+    /// Each measure through `of` (a figure's own, or the median over rounds).
+    fn of_medians(of: &dyn Fn(Measure) -> f64) -> Split {
+        Split {
+            per_second: of(|f| f.per_second),
+            first_row_seconds: of(|f| f.first_row_seconds.unwrap_or(0.0)),
+            writing_seconds: of(writing_seconds),
+            steady_per_second: of(|f| f.records as f64 / writing_seconds(f)),
+            after_last_seconds: of(|f| f.seconds - f.last_row_seconds.unwrap_or(f.seconds)),
+            cpu_us: of(|f| f.client_cpu_us),
+            peak_rss_mib: of(|f| f.peak_rss_mib.unwrap_or(0.0)),
+        }
+    }
+
+    fn print(&self, what: &str, ceiling: Option<&Split>) {
+        let ratio = |a: f64, b: Option<f64>| {
+            b.map_or_else(String::new, |b| {
+                format!(" ({:.0} % of the ceiling's)", 100.0 * a / b)
+            })
+        };
+        println!(
+            "  {what:<9} {:>7.0} records/s{}; first row after {:.2} s, writing {:.2} s at {:.0} rows/s{}, last row to exit {:.2} s; CPU {:.1} µs/record{}",
+            self.per_second,
+            ratio(self.per_second, ceiling.map(|c| c.per_second)),
+            self.first_row_seconds,
+            self.writing_seconds,
+            self.steady_per_second,
+            ratio(self.steady_per_second, ceiling.map(|c| c.steady_per_second)),
+            self.after_last_seconds,
+            self.cpu_us,
+            if self.peak_rss_mib > 0.0 {
+                format!(", peak {:.0} MiB", self.peak_rss_mib)
+            } else {
+                String::new()
+            },
+        );
+    }
+}
+
+/// Seconds between a run's first and last row acknowledged (its whole time without them).
+fn writing_seconds(f: &Figure) -> f64 {
+    match (f.first_row_seconds, f.last_row_seconds) {
+        (Some(first), Some(last)) if last > first => last - first,
+        _ => f.seconds,
+    }
 }
 
 /// One figure of a run, read from its [`Figure`].
@@ -658,7 +885,7 @@ async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
         bail!("the cluster's three Cassandra pids were not found (scripts/stack up --cluster)");
     }
     kafka::ensure_topics(&spec.kafka, true).await?;
-    let (rows, preload) = preload(&spec, args.records)?;
+    let (rows, preload) = preload(&spec, &[(env.run.clone(), args.records)])?;
     println!(
         "preloaded {} messages into topic {} in {:.1} s",
         args.records, env.run, preload
@@ -707,7 +934,14 @@ async fn bench_cluster(args: Args, env: Env) -> anyhow::Result<()> {
     )
     .await?;
     let load = load.context("the load half was measured")?;
-    report(&figures, &best, &load);
+    report(&figures, best.per_second);
+    println!();
+    println!(
+        "1 loader / best ceiling: {:.0} %; CPU {:.1} µs/record; peak {} MiB",
+        100.0 * load.per_second / best.per_second,
+        load.client_cpu_us,
+        load.peak_rss_mib.map_or(0.0, |m| m.round())
+    );
     let loaders = |n: usize| {
         figures
             .iter()
@@ -753,15 +987,17 @@ async fn count_rows(session: &Session, c: &spec::Cassandra) -> anyhow::Result<i6
     Ok(rows.single_row::<(i64,)>()?.0)
 }
 
-/// Produces `n` stand-in users (keyed like the pipeline) and returns them as rows for the
-/// ceiling, with the seconds the preload took.
-fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> {
+/// Produces stand-in users (keyed like the pipeline) into each topic, the first `n` of the same
+/// users into a topic of `n`, and returns the most asked for as rows for the ceiling, with
+/// the seconds the preload took.
+fn preload(spec: &spec::Spec, topics: &[(String, usize)]) -> anyhow::Result<(Vec<cql::Row>, f64)> {
     let started = Instant::now();
     let producer: ThreadedProducer<DefaultProducerContext> = kafka::producer_config(&spec.kafka)
         .set("linger.ms", "20")
         .create()?;
-    let mut rows = Vec::with_capacity(n);
-    for i in 0..n {
+    let most = topics.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let mut rows = Vec::with_capacity(most);
+    for i in 0..most {
         let user = standin::user(&spec.kafka.topic, (i / 5000) as u64 + 1, i % 5000, false);
         let payload = serde_json::to_vec(&user)?;
         let key = user["login"]["uuid"]
@@ -772,17 +1008,21 @@ fn preload(spec: &spec::Spec, n: usize) -> anyhow::Result<(Vec<cql::Row>, f64)> 
             &spec.cassandra.tables[0],
             &aqueduct::jq::Json::from(&user),
         )?);
-        let record = BaseRecord::<str, [u8]>::to(&spec.kafka.topic)
-            .key(&key)
-            .payload(&payload);
-        send_waiting(&producer, record).context("preloading the topic")?;
+        for (topic, _) in topics.iter().filter(|(_, n)| i < *n) {
+            let record = BaseRecord::<str, [u8]>::to(topic)
+                .key(&key)
+                .payload(&payload);
+            send_waiting(&producer, record).context("preloading the topic")?;
+        }
     }
     producer.flush(Duration::from_secs(120))?;
-    let held: i64 = kafka::consume::high_watermarks(&spec.kafka, &spec.kafka.topic)?
-        .values()
-        .sum();
-    if held != n as i64 {
-        bail!("the topic holds {held} messages after the preload, not {n}");
+    for (topic, n) in topics {
+        let held: i64 = kafka::consume::high_watermarks(&spec.kafka, topic)?
+            .values()
+            .sum();
+        if held != *n as i64 {
+            bail!("topic {topic} holds {held} messages after the preload, not {n}");
+        }
     }
     Ok((rows, started.elapsed().as_secs_f64()))
 }
@@ -823,15 +1063,18 @@ async fn ceiling(
     let cpu = self_cpu();
     let cass = cassandra_cpu(env);
     let started = Instant::now();
+    let mut first = None;
     let mut in_flight = FuturesUnordered::new();
     for row in rows {
         if in_flight.len() >= concurrency {
             in_flight.next().await.expect("not empty")?;
+            first.get_or_insert_with(|| started.elapsed());
         }
         in_flight.push(write_retrying(session, &insert, row));
     }
     while let Some(done) = in_flight.next().await {
         done?;
+        first.get_or_insert_with(|| started.elapsed());
     }
     let secs = started.elapsed().as_secs_f64();
     let mut f = Figure::new(
@@ -840,6 +1083,9 @@ async fn ceiling(
         secs,
         self_cpu().saturating_sub(cpu),
     );
+    f.first_row_seconds = first.map(|d| d.as_secs_f64());
+    f.last_row_seconds = Some(secs);
+    f.concurrency = Some(concurrency);
     f.cassandra_cpu_us = cassandra_cpu_per_row(env, cass, rows.len());
     drop_table(session, c).await?;
     Ok(f)
@@ -1155,6 +1401,7 @@ fn run_aqueduct<K: AsRef<std::ffi::OsStr>>(
         f.latency_p50_ms = summary_count(&log, "latency_p50_ms");
         f.latency_p99_ms = summary_count(&log, "latency_p99_ms");
         f.first_row_seconds = summary_value(&log, "first_row_seconds");
+        f.last_row_seconds = summary_value(&log, "last_row_seconds");
     }
     Ok(f)
 }
@@ -1194,7 +1441,8 @@ fn start_standin(env: &Env) -> anyhow::Result<(String, std::process::Child)> {
     bail!("randomuser-standin did not listen on {addr}")
 }
 
-fn report(figures: &[Figure], best: &Figure, load: &Figure) {
+/// Every figure in one table, rates as a share of `ceiling` (records/s).
+fn report(figures: &[Figure], ceiling: f64) {
     println!();
     println!(
         "{:<54} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9}",
@@ -1202,7 +1450,7 @@ fn report(figures: &[Figure], best: &Figure, load: &Figure) {
     );
     for f in figures {
         let ratio = if f.what.starts_with("ceiling") || f.what.contains("load half") {
-            format!("{:.0} %", 100.0 * f.per_second / best.per_second)
+            format!("{:.0} %", 100.0 * f.per_second / ceiling)
         } else {
             "-".into()
         };
@@ -1219,36 +1467,6 @@ fn report(figures: &[Figure], best: &Figure, load: &Figure) {
             opt(f.cassandra_cpu_us, 1),
         );
     }
-    println!();
-    for f in figures.iter().filter(|f| f.what.contains("both halves")) {
-        let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
-        println!(
-            "{}: end-to-end latency p50 {} ms, p99 {} ms (aim < 50); first row {} s after start (aim < 1)",
-            f.what,
-            ms(f.latency_p50_ms),
-            ms(f.latency_p99_ms),
-            f.first_row_seconds
-                .map_or_else(|| "-".into(), |s| format!("{s:.2}")),
-        );
-    }
-    let load_of = |tables: usize| {
-        figures
-            .iter()
-            .find(|f| f.what == format!("aqueduct load half, {tables} table(s)"))
-    };
-    if let (Some(one), Some(two)) = (load_of(1), load_of(2)) {
-        println!(
-            "two tables / one table: CPU per record x{:.2} (aim <= 2), records/s x{:.2}",
-            two.client_cpu_us / one.client_cpu_us,
-            two.per_second / one.per_second
-        );
-    }
-    println!(
-        "load half / ceiling: {:.0} % (aim >= 90 %); load CPU {:.1} µs/record (aim <= 15); peak {} MiB (aim <= 64)",
-        100.0 * load.per_second / best.per_second,
-        load.client_cpu_us,
-        load.peak_rss_mib.map_or(0.0, |m| m.round())
-    );
 }
 
 // --- CPU and memory from the kernel ---

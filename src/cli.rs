@@ -788,6 +788,7 @@ fn log_summary(metrics: &Metrics) {
         latency_p50_ms = s.latency_p50_ms,
         latency_p99_ms = s.latency_p99_ms,
         first_row_seconds = s.first_row_seconds,
+        last_row_seconds = s.last_row_seconds,
         seconds = s.seconds,
         "summary"
     );

@@ -118,6 +118,8 @@ pub struct Metrics {
     pub replay: ReplayCounts,
     /// Milliseconds from the start of the run to the first row acknowledged (0: none yet).
     first_row_ms: AtomicU64,
+    /// Milliseconds from the start of the run to the latest row acknowledged (0: none yet).
+    last_row_ms: AtomicU64,
 }
 
 /// One metric family as [`Metrics::reference`] reads it back from the served text.
@@ -355,6 +357,7 @@ impl Metrics {
             ready: AtomicBool::new(false),
             replay: ReplayCounts::default(),
             first_row_ms: AtomicU64::new(0),
+            last_row_ms: AtomicU64::new(0),
         }
     }
 }
@@ -379,6 +382,14 @@ pub fn add(counter: &AtomicU64, n: u64) {
 }
 
 /// A counter's value.
+/// A moment kept as milliseconds since the start (0: not yet), in seconds.
+fn seconds(ms: &AtomicU64) -> Option<f64> {
+    match ms.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(ms as f64 / 1000.0),
+    }
+}
+
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
@@ -401,6 +412,9 @@ pub struct Summary {
     pub latency_p99_ms: Option<u64>,
     /// Seconds from the start to the first row written, to the thousandth.
     pub first_row_seconds: Option<f64>,
+    /// Seconds from the start to the last row written, to the thousandth: with the first, it
+    /// splits a run into start-up, writing, and what came after the last write.
+    pub last_row_seconds: Option<f64>,
     /// Wall-clock seconds since the run started, to the tenth.
     pub seconds: f64,
 }
@@ -422,12 +436,13 @@ impl Metrics {
             self.latency.record(latency);
             self.end_to_end.observe(latency.as_secs_f64());
         }
+        let ms = (self.started.elapsed().as_millis() as u64).max(1);
         if self.first_row_ms.load(Ordering::Relaxed) == 0 {
-            let ms = (self.started.elapsed().as_millis() as u64).max(1);
             let _ = self
                 .first_row_ms
                 .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
         }
+        self.last_row_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Notes a record acknowledged on the dead-letter topic.
@@ -642,10 +657,8 @@ impl Metrics {
             source_wait_s: (self.source_wait.get() * 10.0).round() / 10.0,
             latency_p50_ms: self.latency.quantile(0.5),
             latency_p99_ms: self.latency.quantile(0.99),
-            first_row_seconds: match self.first_row_ms.load(Ordering::Relaxed) {
-                0 => None,
-                ms => Some(ms as f64 / 1000.0),
-            },
+            first_row_seconds: seconds(&self.first_row_ms),
+            last_row_seconds: seconds(&self.last_row_ms),
             seconds: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         }
     }
@@ -669,14 +682,18 @@ mod tests {
     }
 
     #[test]
-    fn the_first_row_is_timed_once() {
+    fn the_first_row_is_timed_once_and_the_last_at_each_row() {
         let m = Metrics::new("p", &["t"]);
         assert_eq!(m.summary().first_row_seconds, None);
+        assert_eq!(m.summary().last_row_seconds, None);
         m.record_written(None);
         let first = m.summary().first_row_seconds.unwrap();
+        assert_eq!(m.summary().last_row_seconds, Some(first));
         std::thread::sleep(Duration::from_millis(20));
         m.record_written(Some(chrono::Utc::now().timestamp_millis() - 30));
         assert_eq!(m.summary().first_row_seconds, Some(first));
+        let last = m.summary().last_row_seconds.unwrap();
+        assert!(last >= first + 0.02, "{last} follows {first} by the sleep");
         assert_eq!(m.summary().written, 2);
         assert!(m.summary().latency_p50_ms.is_some_and(|ms| ms >= 30));
     }

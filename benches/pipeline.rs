@@ -43,7 +43,7 @@ use serde_json::json;
 use aqueduct::{cassandra, cql, kafka, map, spec};
 use randomuser_standin as standin;
 
-const USAGE: &str = "usage: scripts/bench [--records N] [--rounds R] [--large N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--cluster | --codecs]";
+const USAGE: &str = "usage: scripts/bench [--records N] [--rounds R] [--large N] [--ingest-records N] [--ceiling C,C,..] [--json FILE] [--baseline AQUEDUCT_BINARY] [--steady-seconds S] [--pin] [--cluster | --codecs]";
 
 struct Args {
     records: usize,
@@ -63,6 +63,9 @@ struct Args {
     codecs: bool,
     /// Rounds alternating the ceiling and the load half (with `--codecs`: JSON and Avro).
     rounds: usize,
+    /// The measured clients (this process and its children) on the first core, the stack's
+    /// servers on the others, so neither side's CPU slows the other.
+    pin: bool,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -81,6 +84,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         cluster: false,
         codecs: false,
         rounds: 3,
+        pin: false,
     };
     let mut it = argv.into_iter().filter(|a| a != "--bench");
     while let Some(flag) = it.next() {
@@ -104,14 +108,15 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--cluster" => args.cluster = true,
             "--codecs" => args.codecs = true,
             "--rounds" => args.rounds = value()?.parse()?,
+            "--pin" => args.pin = true,
             _ => bail!("unknown argument {flag}\n{USAGE}"),
         }
     }
     if args.records < 5000 || args.ingest_records < 5000 {
         bail!("--records and --ingest-records must be at least 5000");
     }
-    if args.cluster && args.codecs || args.rounds == 0 {
-        bail!("--codecs runs on the local stack; at least one round\n{USAGE}");
+    if args.cluster && (args.codecs || args.pin) || args.rounds == 0 {
+        bail!("--codecs and --pin run on the local stack; at least one round\n{USAGE}");
     }
     Ok(Some(args))
 }
@@ -208,7 +213,7 @@ impl Env {
                     std::env::var("AQUEDUCT_TEST_CASSANDRA")
                         .unwrap_or_else(|_| "127.0.0.1:9042".into()),
                 ],
-                cassandra_pids: cassandra_pids("AQUEDUCT_STACK_DIR", ".stack", &["cassandra"]),
+                cassandra_pids: stack_pids("AQUEDUCT_STACK_DIR", ".stack", &["cassandra"]),
                 bin,
                 overrides: Vec::new(),
             };
@@ -222,7 +227,7 @@ impl Env {
                 .collect::<Vec<_>>()
                 .join(","),
             cassandra: hosts.map(|h| format!("{h}:9042")).collect(),
-            cassandra_pids: cassandra_pids(
+            cassandra_pids: stack_pids(
                 "AQUEDUCT_CLUSTER_STACK_DIR",
                 ".stack-cluster",
                 &["cassandra1", "cassandra2", "cassandra3"],
@@ -269,14 +274,68 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     if args.cluster {
         return bench_cluster(args, env).await;
     }
-    if args.codecs {
-        return bench_codecs(args, env).await;
+    let servers = if args.pin { pin(&env)? } else { Vec::new() };
+    let outcome = if args.codecs {
+        bench_codecs(args, env).await
+    } else {
+        bench_local(args, env).await
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for pid in servers {
+        taskset(pid, &format!("0-{}", cores - 1))?;
     }
+    outcome
+}
+
+/// Pins this process (and so the aqueduct processes it starts) to the first core and the
+/// stack's Kafka, Cassandra and registry to the others; gives the servers' pids.
+fn pin(env: &Env) -> anyhow::Result<Vec<u32>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        bail!("--pin needs at least 2 cores, this machine has {cores}");
+    }
+    let mut servers = env.cassandra_pids.clone();
+    servers.extend(stack_pids(
+        "AQUEDUCT_STACK_DIR",
+        ".stack",
+        &["kafka", "registry"],
+    ));
+    for &pid in &servers {
+        taskset(pid, &format!("1-{}", cores - 1))?;
+    }
+    taskset(std::process::id(), "0")?;
+    println!(
+        "pinned: the clients to core 0, the stack's servers ({servers:?}) to 1-{}",
+        cores - 1
+    );
+    Ok(servers)
+}
+
+/// Sets every thread of `pid` to run on `cpus` (a `taskset -c` list).
+fn taskset(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset -a -p -c {cpus} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
+/// The default run: the ceiling and the load half in rounds, the large run, the ingest half,
+/// and both halves at a steady rate.
+async fn bench_local(args: Args, env: Env) -> anyhow::Result<()> {
     let mut spec = env.spec(Path::new(USERS))?;
     let machine = machine();
     println!(
-        "aqueduct bench {}: pipelines/users.toml, {} records ({} rounds) and {}, {machine}",
-        env.run, args.records, args.rounds, args.large
+        "aqueduct bench {}: pipelines/users.toml, {} records ({} rounds) and {}, {machine}{}",
+        env.run,
+        args.records,
+        args.rounds,
+        args.large,
+        if args.pin { ", pinned" } else { "" }
     );
 
     // The same users into two topics: the first `records` of them into the run's topic, all
@@ -570,6 +629,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let json = json!({
         "run": env.run,
         "machine": machine,
+        "pinned": args.pin,
         "records": args.records,
         "rounds": args.rounds,
         "medians": {"ceiling": ceiling_split, "aqueduct": aqueduct_split},
@@ -1535,9 +1595,9 @@ fn cassandra_cpu_per_row(env: &Env, before: Option<Duration>, rows: usize) -> Op
     Some(after.saturating_sub(before?).as_secs_f64() * 1e6 / rows as f64)
 }
 
-/// The stack's Cassandra processes (`nodes`), from their pid files in the state folder (`var`,
+/// The stack's processes (`nodes`), from their pid files in the state folder (`var`,
 /// else `default`).
-fn cassandra_pids(var: &str, default: &str, nodes: &[&str]) -> Vec<u32> {
+fn stack_pids(var: &str, default: &str, nodes: &[&str]) -> Vec<u32> {
     let dir = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
     nodes
         .iter()

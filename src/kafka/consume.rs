@@ -4,6 +4,7 @@
 //! lag gauges.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,9 @@ impl ConsumerContext for LoadContext {
             }
             Rebalance::Assign(tpl) => {
                 *self.revoked_since() = None;
+                if tpl.count() > 0 {
+                    self.metrics.ready.store(true, Ordering::Relaxed);
+                }
                 info!(partitions = %partitions(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
@@ -245,11 +249,6 @@ impl Consumer {
                 topic: self.topic.clone(),
                 source,
             })
-    }
-
-    /// Whether the group has assigned this member partitions.
-    pub fn has_assignment(&self) -> bool {
-        self.inner.assignment().is_ok_and(|a| a.count() > 0)
     }
 
     /// Messages left before every assigned partition is read up to `targets` (partition ->

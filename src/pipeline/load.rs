@@ -109,7 +109,7 @@ const REJOIN_STALLED: Duration = Duration::from_secs(90);
 const WRITE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 
 /// How often a run that ends checks whether it has drained its topic.
-const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(200);
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Messages queued behind busy lanes, over all lanes, before the consumer waits: enough to keep
 /// every lane busy, few enough to keep memory small.
@@ -273,9 +273,6 @@ impl<'a> Loader<'a> {
         if let Some(targets) = drain.borrow().as_ref() {
             let left = i64::try_from(self.consumer.left(targets)).unwrap_or(i64::MAX);
             metrics.drain_left.store(left, Ordering::Relaxed);
-        }
-        if !metrics.ready.load(Ordering::Relaxed) && self.consumer.has_assignment() {
-            metrics.ready.store(true, Ordering::Relaxed);
         }
         if self.consumer.rejoin_stalled(REJOIN_STALLED) {
             warn!(after = ?REJOIN_STALLED, "the consumer group has not assigned this loader partitions since it revoked them; joining it again");

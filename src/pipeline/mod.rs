@@ -104,7 +104,6 @@ pub async fn run(
     tasks.spawn(shutdown::watch_signals(shutdown.clone(), work_done.clone()).map(Ok));
 
     let k = &spec.kafka;
-    kafka::check_connection(k).await?;
     let produces = spec.source.is_some() && options.runs(Half::Ingest);
     if spec.source.is_none() && options.only == Some(Half::Ingest) {
         anyhow::bail!(
@@ -113,26 +112,44 @@ pub async fn run(
             k.topic
         );
     }
-    kafka::ensure_topics(k, spec.source.is_some()).await?;
-    let producer = Producer::new(k)?;
-    let codecs = Arc::new(
-        Codecs::connect(k, produces)
+    let input = load::Input::of(options.mode);
+    // Kafka's clients and Cassandra's session are made at the same time (each takes a few
+    // round trips); the loader's consumer starts joining its group as soon as it is made.
+    let kafka_clients = async {
+        kafka::check_connection(k).await?;
+        kafka::ensure_topics(k, spec.source.is_some()).await?;
+        let producer = Producer::new(k)?;
+        let codecs = Codecs::connect(k, produces)
             .await
-            .context("kafka.schema_registry")?,
-    );
-    let loader = if options.runs(Half::Load) {
+            .context("kafka.schema_registry")?;
+        let consumer = match options.runs(Half::Load) {
+            true => Some(Consumer::new(
+                k,
+                input.topic(k),
+                &input.group(k),
+                metrics.clone(),
+            )?),
+            false => None,
+        };
+        Ok::<_, anyhow::Error>((producer, Arc::new(codecs), consumer))
+    };
+    let cassandra_session = async {
+        if !options.runs(Half::Load) {
+            return Ok(None);
+        }
         let c = &spec.cassandra;
         let session = Arc::new(cassandra::connect(c).await?);
         cassandra::ddl::ensure(&session, c).await?;
         let unsynced = cassandra::restarts::depth(&session, c).await;
         let acks = cassandra::restarts::acks_per_write(&session, c).await;
         let writer = Writer::prepare(session, c).await?;
-        let input = load::Input::of(options.mode);
-        let consumer = Consumer::new(k, input.topic(k), &input.group(k), metrics.clone())?;
-        Some((consumer, input, writer, (unsynced, acks)))
-    } else {
-        None
+        Ok::<_, anyhow::Error>(Some((writer, (unsynced, acks))))
     };
+    let ((producer, codecs, consumer), cassandra) =
+        tokio::try_join!(kafka_clients, cassandra_session)?;
+    let loader = consumer
+        .zip(cassandra)
+        .map(|(consumer, (writer, restarts))| (consumer, input, writer, restarts));
     // A replay runs beside the live pipeline, which serves the metrics address.
     let metrics_address = spec
         .metrics_address
@@ -171,8 +188,12 @@ pub async fn run(
             metrics.clone(),
             stop.clone(),
         );
+        let loads = loader.is_some();
         let ingest = tasks.spawn(
             async move {
+                if loads {
+                    loader_ready(&metrics, &stop).await;
+                }
                 ingest::run(&spec, &producer, &codecs, &metrics, &stop, mode).await?;
                 if drains {
                     set_drain_target(&spec, drain_topic, &drain_tx).await?;
@@ -183,7 +204,10 @@ pub async fn run(
         );
         work.insert(ingest.id());
     } else if drains {
-        set_drain_target(&spec, drain_topic, &drain_tx).await?;
+        // Read while the loader starts; it ends only once it has the target.
+        let spec = spec.clone();
+        let target = async move { set_drain_target(&spec, drain_topic, &drain_tx).await };
+        tasks.spawn(target.in_current_span());
     }
     if let (Some(display), true, true) = (options.progress, drains, loader.is_some()) {
         let report = progress::report(metrics.clone(), display, work_done.clone());
@@ -249,6 +273,24 @@ pub async fn run(
         }
     }
     result
+}
+
+/// How long the ingest of a process that loads too waits for its loader before the first poll.
+const LOADER_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until the loader of this process has been assigned partitions (so the first page's
+/// records are written as they arrive, not after the group has formed), at most
+/// [`LOADER_READY_WAIT`]: a loader whose group gives it no partition (more members than
+/// partitions) must not hold the ingest back.
+async fn loader_ready(metrics: &Metrics, stop: &CancellationToken) {
+    let started = tokio::time::Instant::now();
+    while !metrics.ready.load(Ordering::Relaxed) && !stop.is_cancelled() {
+        if started.elapsed() >= LOADER_READY_WAIT {
+            info!(waited = ?LOADER_READY_WAIT, "the loader has no partitions yet; polling anyway");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits for every queued message to be delivered, up to `timeout`; a blocking wait for the

@@ -817,8 +817,18 @@ async fn metrics_are_served_for_prometheus() {
     assert_eq!(running.terminate().await, Some(0), "{}", running.log());
     let log = running.log();
     assert!(
-        log.contains("latency_p50_ms=") && log.contains("first_row_seconds="),
+        log.contains("latency_p50_ms=")
+            && log.contains("first_row_seconds=")
+            && log.contains("last_row_seconds="),
         "the summary times the rows: {log}"
+    );
+    // The first poll waits for the loader's partitions, so its records are not left waiting
+    // in the topic while the group forms.
+    let assigned = log.find("partitions assigned");
+    let polled = log.find("poll done");
+    assert!(
+        assigned.is_some() && assigned < polled,
+        "the loader was assigned its partitions before the first poll: {log}"
     );
 }
 

@@ -280,7 +280,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         bench_local(args, env).await
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = online_cores();
     for pid in servers {
         taskset(pid, &format!("0-{}", cores - 1))?;
     }
@@ -290,7 +290,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 /// Pins this process (and so the aqueduct processes it starts) to the first core and the
 /// stack's Kafka, Cassandra and registry to the others; gives the servers' pids.
 fn pin(env: &Env) -> anyhow::Result<Vec<u32>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = online_cores();
     if cores < 2 {
         bail!("--pin needs at least 2 cores, this machine has {cores}");
     }
@@ -915,11 +915,17 @@ fn preload_codecs(
     Ok(bytes)
 }
 
+/// The machine's cores (all of them, whatever this process is pinned to).
+fn online_cores() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
+}
+
 /// The cores and load of this machine, to print beside the figures.
 fn machine() -> String {
     format!(
         "{} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        online_cores(),
         std::fs::read_to_string("/proc/loadavg").map_or_else(
             |_| String::new(),
             |l| format!(

@@ -3,6 +3,8 @@
 //! record became its row (none missing, none unexpected; rows are upserts, so a message
 //! written twice is still one row) and reports one line of the fault table:
 //! `FAULT|scenario|records|rows|missing|extra writes|dead letters|seconds to recover`.
+//! Extra writes: on one node, the table's writes Cassandra counted beyond its rows; on the
+//! cluster, the records the loaders' summaries say they wrote beyond one each ([`Writes`]).
 //! The scenarios of [`cluster`] run on a cluster of their own: three Kafka brokers and three
 //! Cassandra nodes, replication 3.
 //! A test binary of their own (`test = false` in Cargo.toml), minutes per scenario, so a plain
@@ -53,6 +55,24 @@ fn scale() -> Scale {
 }
 
 /// A drain of stand-in users through `pipelines/users.toml`, in pages of [`PAGE`].
+/// Where a scenario's extra writes (beyond one per record) are counted.
+enum Writes<'l> {
+    /// The table's writes on the first Cassandra node, which kept counting (it did not
+    /// restart) and holds every row: the loaders' writes, and any Cassandra makes itself.
+    Table,
+    /// The records these loaders' exit summaries say they wrote: aqueduct's own writes only.
+    Loaders(&'l [String]),
+    /// Neither: Cassandra restarted and lost its count, and a loader was killed.
+    Uncounted,
+}
+
+/// The records written that a run's exit summary (in its `log`) gives.
+fn summary_written(log: &str) -> Option<i64> {
+    let line = log.lines().rev().find(|l| l.contains("summary"))?;
+    let at = line.find(" written=")? + " written=".len();
+    line[at..].split(' ').next()?.parse().ok()
+}
+
 struct Drain {
     _api: Api,
     p: Pipeline,
@@ -225,8 +245,11 @@ impl Drain {
     /// Checks the table against the records and reports the scenario's line of the table.
     /// `writes_counted`: Cassandra kept counting through the scenario (it did not restart).
     async fn check(&self, scenario: &str, recovered_in: Duration, writes_counted: bool) {
-        self.check_with(scenario, recovered_in, writes_counted, 0)
-            .await
+        let writes = match writes_counted {
+            true => Writes::Table,
+            false => Writes::Uncounted,
+        };
+        self.check_with(scenario, recovered_in, writes, 0).await
     }
 
     /// [`Drain::check`], expecting `dead_lettered` dead letters.
@@ -234,7 +257,7 @@ impl Drain {
         &self,
         scenario: &str,
         recovered_in: Duration,
-        writes_counted: bool,
+        writes: Writes<'_>,
         dead_lettered: usize,
     ) {
         let ids = self.ids().await;
@@ -242,13 +265,16 @@ impl Drain {
         let expected = self.expected();
         let missing = expected.difference(&distinct).count();
         let unexpected = distinct.difference(&expected).count();
-        let extra_writes = if writes_counted {
-            self.writes()
-                .await
-                .map(|w| (w - distinct.len() as i64).to_string())
-        } else {
-            None
-        };
+        let extra_writes = match writes {
+            Writes::Table => self.writes().await.map(|w| w - distinct.len() as i64),
+            Writes::Loaders(logs) => logs
+                .iter()
+                .map(|log| summary_written(log))
+                .sum::<Option<i64>>()
+                .map(|w| w - i64::from(self.records())),
+            Writes::Uncounted => None,
+        }
+        .map(|n| n.to_string());
         let dead_letters = topic_messages_at(&self.kafka, &self.p.dead_letter_topic).len();
         let line = format!(
             "FAULT|{scenario}|{}|{}|{missing}|{}|{dead_letters}|{:.1}",
@@ -514,8 +540,13 @@ async fn poison_records_are_dead_lettered_and_the_rest_written() {
     // The two payloads that are not JSON are one dead letter each; the two that do not map
     // fail in both of users.toml's tables, a dead letter for each table.
     let dead_lettered = d.pages as usize * d.poisoned + 2 + 2 * 2;
-    d.check_with("poison records", started.elapsed(), true, dead_lettered)
-        .await;
+    d.check_with(
+        "poison records",
+        started.elapsed(),
+        Writes::Table,
+        dead_lettered,
+    )
+    .await;
 }
 
 /// The API failing at the start of a drain (HTTP 500, 429 with `Retry-After`, a truncated

@@ -204,10 +204,9 @@ pub async fn run(
         );
         work.insert(ingest.id());
     } else if drains {
-        // Read while the loader starts; it ends only once it has the target.
-        let spec = spec.clone();
-        let target = async move { set_drain_target(&spec, drain_topic, &drain_tx).await };
-        tasks.spawn(target.in_current_span());
+        // Before the loader takes a message: a replay must not read what it dead-letters
+        // again, which lies past the end as of now.
+        set_drain_target(&spec, drain_topic, &drain_tx).await?;
     }
     if let (Some(display), true, true) = (options.progress, drains, loader.is_some()) {
         let report = progress::report(metrics.clone(), display, work_done.clone());

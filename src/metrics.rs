@@ -381,7 +381,6 @@ pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-/// A counter's value.
 /// A moment kept as milliseconds since the start (0: not yet), in seconds.
 fn seconds(ms: &AtomicU64) -> Option<f64> {
     match ms.load(Ordering::Relaxed) {
@@ -390,6 +389,7 @@ fn seconds(ms: &AtomicU64) -> Option<f64> {
     }
 }
 
+/// A counter's value.
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }

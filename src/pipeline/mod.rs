@@ -122,14 +122,11 @@ pub async fn run(
         let codecs = Codecs::connect(k, produces)
             .await
             .context("kafka.schema_registry")?;
-        let consumer = match options.runs(Half::Load) {
-            true => Some(Consumer::new(
-                k,
-                input.topic(k),
-                &input.group(k),
-                metrics.clone(),
-            )?),
-            false => None,
+        let consumer = if options.runs(Half::Load) {
+            let group = input.group(k);
+            Some(Consumer::new(k, input.topic(k), &group, metrics.clone())?)
+        } else {
+            None
         };
         Ok::<_, anyhow::Error>((producer, Arc::new(codecs), consumer))
     };
